@@ -1,0 +1,263 @@
+//! wait-for-dns: one attempt = one fresh lookup; ready when the answer has records of the
+//! wanted type and contains every `--expect` value.
+
+use std::net::IpAddr;
+use std::str::FromStr;
+
+use hickory_resolver::proto::rr::{Name, RData, RecordType};
+
+use crate::cli::{ResolverArgs, Then, WaitArgs};
+use crate::exit::Result;
+use crate::resolve::{LookupFailure, Resolver};
+use crate::wait::{self, Attempt, Probe};
+
+/// Wait until DNS names resolve.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DnsArgs {
+    /// Names to resolve; short names go through the search domains of resolv.conf.
+    #[arg(required = true, value_name = "NAME", value_parser = parse_name)]
+    pub names: Vec<String>,
+    /// Record type to wait for [default: any address, A or AAAA].
+    #[arg(long = "type", env = "INITBOX_TYPE", value_enum, ignore_case = true)]
+    pub record_type: Option<RecordKind>,
+    /// Ready only when the answer contains VALUE (repeatable: all must be present).
+    #[arg(long, env = "INITBOX_EXPECT", value_name = "VALUE")]
+    pub expect: Vec<String>,
+    #[command(flatten)]
+    pub wait: WaitArgs,
+    #[command(flatten)]
+    pub resolver: ResolverArgs,
+    #[command(flatten)]
+    pub then: Then,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[value(rename_all = "UPPER")]
+pub enum RecordKind {
+    A,
+    Aaaa,
+    Cname,
+    Srv,
+    Txt,
+    Mx,
+    Ns,
+}
+
+impl RecordKind {
+    fn record_type(self) -> RecordType {
+        match self {
+            RecordKind::A => RecordType::A,
+            RecordKind::Aaaa => RecordType::AAAA,
+            RecordKind::Cname => RecordType::CNAME,
+            RecordKind::Srv => RecordType::SRV,
+            RecordKind::Txt => RecordType::TXT,
+            RecordKind::Mx => RecordType::MX,
+            RecordKind::Ns => RecordType::NS,
+        }
+    }
+}
+
+fn parse_name(text: &str) -> Result<String, String> {
+    let trimmed = text.trim();
+    if trimmed.is_empty() {
+        return Err("the name is empty".into());
+    }
+    if trimmed.contains(['/', ':', ' ']) {
+        return Err(format!(
+            "'{text}' is not a DNS name (give a name like mydb or mydb.default.svc.cluster.local)"
+        ));
+    }
+    Name::from_str(trimmed).map_err(|e| format!("'{text}' is not a valid DNS name: {e}"))?;
+    Ok(trimmed.to_owned())
+}
+
+/// One answer record, as shown to the user and as `--expect` may name it.
+struct Answer {
+    shown: String,
+    matches: Vec<String>,
+}
+
+fn normalize(value: &str) -> String {
+    value.trim().trim_end_matches('.').to_ascii_lowercase()
+}
+
+fn name_text(name: &Name) -> String {
+    normalize(&name.to_string())
+}
+
+fn answer(data: &RData) -> Option<Answer> {
+    let single = |s: String| Answer {
+        shown: s.clone(),
+        matches: vec![s],
+    };
+    Some(match data {
+        RData::A(a) => single(a.0.to_string()),
+        RData::AAAA(aaaa) => single(aaaa.0.to_string()),
+        RData::CNAME(cname) => single(name_text(&cname.0)),
+        RData::NS(ns) => single(name_text(&ns.0)),
+        RData::MX(mx) => {
+            let host = name_text(&mx.exchange);
+            Answer {
+                shown: format!("{} {host}", mx.preference),
+                matches: vec![format!("{} {host}", mx.preference), host],
+            }
+        }
+        RData::SRV(srv) => {
+            let host = name_text(&srv.target);
+            Answer {
+                shown: format!("{host}:{}", srv.port),
+                matches: vec![
+                    format!("{host}:{}", srv.port),
+                    format!("{} {} {} {host}", srv.priority, srv.weight, srv.port),
+                    host,
+                ],
+            }
+        }
+        RData::TXT(txt) => {
+            let text: String = txt
+                .txt_data
+                .iter()
+                .map(|part| String::from_utf8_lossy(part))
+                .collect();
+            Answer {
+                shown: text.clone(),
+                matches: vec![text],
+            }
+        }
+        _ => return None,
+    })
+}
+
+/// Does the answer contain this expected value? IP addresses compare as addresses.
+fn contains(answers: &[Answer], expected: &str, exact: bool) -> bool {
+    if let Ok(ip) = expected.trim().parse::<IpAddr>() {
+        return answers
+            .iter()
+            .any(|a| a.shown.parse::<IpAddr>().is_ok_and(|seen| seen == ip));
+    }
+    let wanted = if exact {
+        expected.to_owned()
+    } else {
+        normalize(expected)
+    };
+    answers
+        .iter()
+        .any(|a| a.matches.iter().any(|m| *m == wanted))
+}
+
+pub struct DnsProbe {
+    name: String,
+    kind: Option<RecordKind>,
+    expect: Vec<String>,
+    resolver: Resolver,
+}
+
+impl Probe for DnsProbe {
+    fn target(&self) -> &str {
+        &self.name
+    }
+
+    async fn attempt(&self) -> Attempt {
+        let answers: Vec<Answer> = match self.kind {
+            None => match self.resolver.lookup_ip(&self.name).await {
+                Ok(ips) => ips.iter().map(|ip| answer_ip(*ip)).collect(),
+                Err(LookupFailure::Retry(reason)) => return Attempt::NotYet(reason),
+                Err(LookupFailure::Fatal(error)) => return Attempt::Fatal(error),
+            },
+            Some(kind) => {
+                let wanted = kind.record_type();
+                match self.resolver.lookup(&self.name, wanted).await {
+                    Ok(lookup) => lookup
+                        .answers()
+                        .iter()
+                        .filter(|record| record.record_type() == wanted)
+                        .filter_map(|record| answer(&record.data))
+                        .collect(),
+                    Err(LookupFailure::Retry(reason)) => return Attempt::NotYet(reason),
+                    Err(LookupFailure::Fatal(error)) => return Attempt::Fatal(error),
+                }
+            }
+        };
+        let kind_label = self
+            .kind
+            .map(|k| format!("{:?}", k.record_type()))
+            .unwrap_or_else(|| "address".into());
+        if answers.is_empty() {
+            return Attempt::NotYet(format!("no {kind_label} record"));
+        }
+        let shown: Vec<&str> = answers.iter().map(|a| a.shown.as_str()).collect();
+        let exact = self.kind == Some(RecordKind::Txt);
+        let missing: Vec<&str> = self
+            .expect
+            .iter()
+            .filter(|value| !contains(&answers, value, exact))
+            .map(String::as_str)
+            .collect();
+        if !missing.is_empty() {
+            return Attempt::NotYet(format!(
+                "answer [{}] lacks {}",
+                shown.join(", "),
+                missing.join(", ")
+            ));
+        }
+        Attempt::Ready(format!("resolved to {}", shown.join(", ")))
+    }
+}
+
+fn answer_ip(ip: IpAddr) -> Answer {
+    Answer {
+        shown: ip.to_string(),
+        matches: vec![ip.to_string()],
+    }
+}
+
+pub async fn run(args: DnsArgs) -> Result<()> {
+    let options = args.wait.options()?;
+    let resolver = Resolver::new(&args.resolver.settings(options.attempt_timeout));
+    let probes = args
+        .names
+        .into_iter()
+        .map(|name| DnsProbe {
+            name,
+            kind: args.record_type,
+            expect: args.expect.clone(),
+            resolver: resolver.clone(),
+        })
+        .collect();
+    wait::wait_for_all("dns", probes, options).await.map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_checked_before_any_lookup() {
+        assert_eq!(parse_name("mydb").unwrap(), "mydb");
+        assert_eq!(parse_name(" mydb.default.svc ").unwrap(), "mydb.default.svc");
+        assert!(parse_name("").unwrap_err().contains("empty"));
+        assert!(parse_name("mydb:5432").unwrap_err().contains("mydb:5432"));
+        assert!(parse_name("http://x").is_err());
+        let long_label = "a".repeat(64);
+        assert!(parse_name(&long_label).is_err());
+    }
+
+    #[test]
+    fn expected_values_compare_as_users_write_them() {
+        let answers = vec![
+            Answer {
+                shown: "fd00::10".into(),
+                matches: vec!["fd00::10".into()],
+            },
+            Answer {
+                shown: "mysvc.test:8080".into(),
+                matches: vec!["mysvc.test:8080".into(), "mysvc.test".into()],
+            },
+        ];
+        assert!(contains(&answers, "fd00:0:0::10", false));
+        assert!(contains(&answers, "MySvc.Test.", false));
+        assert!(contains(&answers, "mysvc.test:8080", false));
+        assert!(!contains(&answers, "mysvc.test:8081", false));
+        assert!(!contains(&answers, "10.0.0.1", false));
+    }
+}

@@ -1,0 +1,5 @@
+//! One probe per kind of readiness check; the wait engine drives them all.
+
+pub mod dns;
+pub mod http;
+pub mod tcp;

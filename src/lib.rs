@@ -1,0 +1,56 @@
+//! initbox: the jobs of busybox init containers, as one static binary.
+//!
+//! `main` parses the command line and calls [`run`]; this crate does the rest. The map:
+//! `cli` (flags) → a task or check (`checks::*`, `tasks::*`) → the one wait engine (`wait`)
+//! for anything that waits → an [`exit::Error`] whose exit code is decided in `exit`.
+
+pub mod checks;
+pub mod cli;
+pub mod duration;
+pub mod exec;
+pub mod exit;
+pub mod http_client;
+pub mod report;
+pub mod resolve;
+pub mod signals;
+pub mod tasks;
+pub mod wait;
+
+use cli::{Cli, Command};
+use exit::{Error, Result};
+
+/// Runs one command to the end: the task, then the `-- CMD` hand-off if any.
+pub async fn run(command: Command) -> Result<()> {
+    let then = match &command {
+        Command::WaitForDns(args) => args.then.command.clone(),
+        Command::WaitForTcp(args) => args.then.command.clone(),
+        Command::WaitForHttp(args) => args.then.command.clone(),
+        Command::Sleep(args) => args.then.command.clone(),
+        _ => Vec::new(),
+    };
+    match command {
+        Command::WaitForDns(args) => checks::dns::run(args).await?,
+        Command::WaitForTcp(args) => checks::tcp::run(args).await?,
+        Command::WaitForHttp(args) => checks::http::run(args).await?,
+        Command::Sleep(args) => tasks::sleep::run(args).await?,
+        other => return Err(Error::NotImplemented(other.name())),
+    }
+    if then.is_empty() {
+        Ok(())
+    } else {
+        Err(exec::replace_process(&then))
+    }
+}
+
+/// Runs the command until it ends or a signal arrives; a signal drops the running work
+/// (closing its sockets and removing its temporary files) and becomes the result.
+pub async fn run_until_signal(cli: Cli) -> Result<()> {
+    let mut signals = signals::Signals::install()
+        .map_err(|e| Error::Failed(format!("installing signal handlers: {e}")))?;
+    signals::reap_orphans_when_init()
+        .map_err(|e| Error::Failed(format!("installing the SIGCHLD handler: {e}")))?;
+    tokio::select! {
+        result = run(cli.command) => result,
+        signal = signals.recv() => Err(Error::Interrupted(signal)),
+    }
+}

@@ -1,0 +1,3 @@
+//! Tasks that do one thing once (as opposed to checks, which are probed until ready).
+
+pub mod sleep;

@@ -1,0 +1,22 @@
+//! sleep: the `sleep 60` init container, ending at once on SIGTERM like everything else.
+
+use crate::cli::Then;
+use crate::duration::Duration;
+use crate::exit::Result;
+use crate::report;
+
+/// Sleep for a duration.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SleepArgs {
+    /// How long: 60, 1.5, 90s, 2m30s.
+    #[arg(value_name = "DURATION")]
+    pub duration: Duration,
+    #[command(flatten)]
+    pub then: Then,
+}
+
+pub async fn run(args: SleepArgs) -> Result<()> {
+    report::info("sleep.start", format!("sleeping for {}", args.duration));
+    tokio::time::sleep(args.duration.get()).await;
+    Ok(())
+}

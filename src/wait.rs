@@ -1,0 +1,485 @@
+//! The one wait engine: every waiting command is a set of probes handed to [`wait_for_all`].
+//!
+//! A probe makes exactly one attempt and says Ready, NotYet(reason) or Fatal. Everything
+//! about time lives here: the overall deadline, the fast start (an attempt every 50 ms for
+//! the first 10 s, so a service that comes up quickly is seen at once) followed by the steady
+//! `--interval` with ±10 % jitter (so a long wait costs a shared server at most one probe per
+//! interval, and a fleet of pods does not probe in lockstep), the per-attempt timeout,
+//! `--invert`, and the log lines (start, change of reason, progress every ~10 s, ready).
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use crate::duration::Elapsed;
+use crate::exit::{Error, Result};
+use crate::report;
+
+/// How long the fast phase lasts, and how often it probes.
+pub const FAST_PHASE: Duration = Duration::from_secs(10);
+pub const FAST_INTERVAL: Duration = Duration::from_millis(50);
+/// How often a still-waiting target says so.
+pub const PROGRESS_EVERY: Duration = Duration::from_secs(10);
+
+/// What one attempt found.
+#[derive(Debug)]
+pub enum Attempt {
+    /// The target is ready; the text says what was seen (`connected to 10.0.0.5:5432`).
+    Ready(String),
+    /// Not yet; the reason is shown to the user when it changes.
+    NotYet(String),
+    /// Retrying cannot help (permission denied, impossible input): stop the wait now.
+    Fatal(Error),
+}
+
+/// One check of one target. Implementations make a single attempt: no loops, no sleeps.
+pub trait Probe: Send + Sync + 'static {
+    /// The target as the user wrote it (with secrets redacted), used in every message.
+    fn target(&self) -> &str;
+    fn attempt(&self) -> impl Future<Output = Attempt> + Send;
+}
+
+/// The knobs every waiting command shares (`--timeout`, `--interval`, …), already validated.
+#[derive(Debug, Clone, Copy)]
+pub struct WaitOptions {
+    /// `None` waits forever.
+    pub timeout: Option<Duration>,
+    pub interval: Duration,
+    pub attempt_timeout: Duration,
+    pub invert: bool,
+}
+
+/// A target that became ready.
+#[derive(Debug, Clone)]
+pub struct ReadyTarget {
+    pub target: String,
+    pub detail: String,
+    pub attempts: u32,
+    pub elapsed: Duration,
+}
+
+/// The latest state of one target, read when the deadline passes.
+#[derive(Default)]
+struct Progress {
+    ready: bool,
+    attempts: u32,
+    last_reason: Option<String>,
+}
+
+/// Waits until every probe is ready (or, with `invert`, not ready), concurrently.
+///
+/// `what` names the kind of check for the start line (`tcp`, `dns`, `http`).
+pub async fn wait_for_all<P: Probe>(
+    what: &str,
+    probes: Vec<P>,
+    options: WaitOptions,
+) -> Result<Vec<ReadyTarget>> {
+    let start = Instant::now();
+    let names: Vec<String> = probes.iter().map(|p| p.target().to_owned()).collect();
+    announce_start(what, &names, &options);
+
+    let mut tasks = JoinSet::new();
+    let mut progress = Vec::with_capacity(probes.len());
+    for (index, probe) in probes.into_iter().enumerate() {
+        let state = Arc::new(Mutex::new(Progress::default()));
+        progress.push(state.clone());
+        tasks.spawn(async move { (index, watch(probe, options, start, state).await) });
+    }
+
+    let all_ready = async {
+        let mut ready: Vec<Option<ReadyTarget>> = vec![None; names.len()];
+        while let Some(joined) = tasks.join_next().await {
+            let (index, outcome) = joined.map_err(|e| Error::Failed(format!("internal error: {e}")))?;
+            ready[index] = Some(outcome?);
+        }
+        Ok::<_, Error>(ready.into_iter().flatten().collect::<Vec<_>>())
+    };
+
+    let ready = match options.timeout {
+        None => all_ready.await?,
+        Some(limit) => match tokio::time::timeout_at(start + limit, all_ready).await {
+            Ok(result) => result?,
+            Err(_) => return Err(timed_out(limit, &names, &progress, options.invert)),
+        },
+    };
+    if ready.len() > 1 {
+        report::Event::new(
+            report::Level::Info,
+            "wait.done",
+            format!(
+                "all {} targets ready after {}",
+                ready.len(),
+                Elapsed(start.elapsed())
+            ),
+        )
+        .field("elapsed_ms", start.elapsed().as_millis() as u64)
+        .emit();
+    }
+    Ok(ready)
+}
+
+fn announce_start(what: &str, names: &[String], options: &WaitOptions) {
+    let limit = match options.timeout {
+        Some(t) => format!("timeout {}", Elapsed(t)),
+        None => "no timeout".to_owned(),
+    };
+    let goal = if options.invert {
+        "to stop being ready"
+    } else {
+        ""
+    };
+    let list = names.join(", ");
+    let message = if options.invert {
+        format!("waiting for {list} {goal} ({what}, {limit})")
+    } else {
+        format!("waiting for {list} ({what}, {limit})")
+    };
+    report::Event::new(report::Level::Info, "wait.start", message)
+        .field("check", what)
+        .field("targets", names.to_vec())
+        .field("invert", options.invert)
+        .field(
+            "timeout_ms",
+            options.timeout.map(|t| t.as_millis() as u64).unwrap_or(0),
+        )
+        .emit();
+}
+
+/// Probes one target until it is ready or fatal. The caller owns the deadline.
+async fn watch<P: Probe>(
+    probe: P,
+    options: WaitOptions,
+    start: Instant,
+    state: Arc<Mutex<Progress>>,
+) -> Result<ReadyTarget> {
+    let target = probe.target().to_owned();
+    let mut attempts = 0u32;
+    let mut last_reason: Option<String> = None;
+    let mut last_line = start;
+    loop {
+        let attempt_start = Instant::now();
+        attempts += 1;
+        let outcome = match tokio::time::timeout(options.attempt_timeout, probe.attempt()).await {
+            Ok(outcome) => outcome,
+            Err(_) => Attempt::NotYet(format!(
+                "no answer within {} (--attempt-timeout)",
+                Elapsed(options.attempt_timeout)
+            )),
+        };
+        let outcome = if options.invert {
+            invert(outcome)
+        } else {
+            outcome
+        };
+        match outcome {
+            Attempt::Ready(detail) => {
+                state.lock().unwrap_or_else(|p| p.into_inner()).ready = true;
+                let elapsed = start.elapsed();
+                let plural = if attempts == 1 { "" } else { "s" };
+                let message = if detail.is_empty() {
+                    format!(
+                        "{target} is ready after {} ({attempts} attempt{plural})",
+                        Elapsed(elapsed)
+                    )
+                } else {
+                    format!(
+                        "{target} is ready after {} ({attempts} attempt{plural}): {detail}",
+                        Elapsed(elapsed)
+                    )
+                };
+                report::Event::new(report::Level::Info, "wait.ready", message)
+                    .field("target", target.clone())
+                    .field("attempts", attempts)
+                    .field("elapsed_ms", elapsed.as_millis() as u64)
+                    .field("detail", detail.clone())
+                    .emit();
+                return Ok(ReadyTarget {
+                    target,
+                    detail,
+                    attempts,
+                    elapsed,
+                });
+            }
+            Attempt::Fatal(error) => return Err(error.for_target(&target)),
+            Attempt::NotYet(reason) => {
+                {
+                    let mut progress = state.lock().unwrap_or_else(|p| p.into_inner());
+                    progress.attempts = attempts;
+                    progress.last_reason = Some(reason.clone());
+                }
+                let now = Instant::now();
+                if last_reason.as_deref() != Some(reason.as_str()) {
+                    report::Event::new(
+                        report::Level::Info,
+                        "wait.not_ready",
+                        format!("{target} is not ready: {reason}"),
+                    )
+                    .field("target", target.clone())
+                    .field("reason", reason.clone())
+                    .field("attempts", attempts)
+                    .emit();
+                    last_reason = Some(reason);
+                    last_line = now;
+                } else if now.duration_since(last_line) >= PROGRESS_EVERY {
+                    report::Event::new(
+                        report::Level::Info,
+                        "wait.progress",
+                        format!(
+                            "still waiting for {target} after {} ({attempts} attempts): {reason}",
+                            Elapsed(now.duration_since(start))
+                        ),
+                    )
+                    .field("target", target.clone())
+                    .field("reason", reason)
+                    .field("attempts", attempts)
+                    .field("elapsed_ms", now.duration_since(start).as_millis() as u64)
+                    .emit();
+                    last_line = now;
+                }
+            }
+        }
+        let pause = pause_after(attempt_start.duration_since(start), options.interval);
+        tokio::time::sleep_until(attempt_start + pause).await;
+    }
+}
+
+fn invert(outcome: Attempt) -> Attempt {
+    match outcome {
+        Attempt::Ready(detail) if detail.is_empty() => Attempt::NotYet("still ready".into()),
+        Attempt::Ready(detail) => Attempt::NotYet(format!("still ready ({detail})")),
+        Attempt::NotYet(reason) => Attempt::Ready(format!("no longer ready: {reason}")),
+        fatal @ Attempt::Fatal(_) => fatal,
+    }
+}
+
+/// Start-to-start spacing of attempts: fast during the first seconds, then the steady
+/// interval with ±10 % jitter.
+pub fn pause_after(since_start: Duration, interval: Duration) -> Duration {
+    if since_start < FAST_PHASE {
+        return interval.min(FAST_INTERVAL);
+    }
+    interval.mul_f64(0.9 + 0.2 * fastrand::f64())
+}
+
+fn timed_out(
+    limit: Duration,
+    names: &[String],
+    progress: &[Arc<Mutex<Progress>>],
+    invert: bool,
+) -> Error {
+    let label = if invert { "last state" } else { "last error" };
+    let goal = if invert { " to stop being ready" } else { "" };
+    let pending: Vec<String> = names
+        .iter()
+        .zip(progress)
+        .filter_map(|(name, state)| {
+            let state = state.lock().unwrap_or_else(|p| p.into_inner());
+            match (&state.last_reason, state.ready) {
+                (_, true) => None,
+                (Some(reason), false) => Some(format!("{name}{goal} ({label}: {reason})")),
+                (None, false) => Some(format!("{name}{goal} (no answer yet)")),
+            }
+        })
+        .collect();
+    Error::TimedOut(format!(
+        "timed out after {} waiting for {}",
+        Elapsed(limit),
+        pending.join(", ")
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    /// A probe that becomes ready at a given time and counts its attempts.
+    struct ReadyAt {
+        name: String,
+        at: Instant,
+        attempts: Arc<AtomicU32>,
+        hang: bool,
+    }
+
+    impl ReadyAt {
+        fn new(name: &str, after: Duration) -> Self {
+            ReadyAt {
+                name: name.into(),
+                at: Instant::now() + after,
+                attempts: Arc::new(AtomicU32::new(0)),
+                hang: false,
+            }
+        }
+    }
+
+    impl Probe for ReadyAt {
+        fn target(&self) -> &str {
+            &self.name
+        }
+        async fn attempt(&self) -> Attempt {
+            self.attempts.fetch_add(1, Ordering::SeqCst);
+            if self.hang {
+                std::future::pending::<()>().await;
+            }
+            if Instant::now() >= self.at {
+                Attempt::Ready("up".into())
+            } else {
+                Attempt::NotYet("connection refused".into())
+            }
+        }
+    }
+
+    struct Fatal;
+    impl Probe for Fatal {
+        fn target(&self) -> &str {
+            "bad"
+        }
+        async fn attempt(&self) -> Attempt {
+            Attempt::Fatal(Error::Failed("permission denied".into()))
+        }
+    }
+
+    fn options(timeout: u64) -> WaitOptions {
+        WaitOptions {
+            timeout: (timeout > 0).then(|| Duration::from_secs(timeout)),
+            interval: Duration::from_secs(1),
+            attempt_timeout: Duration::from_secs(2),
+            invert: false,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ready_at_once_takes_one_attempt() {
+        let probe = ReadyAt::new("a", Duration::ZERO);
+        let count = probe.attempts.clone();
+        let ready = wait_for_all("test", vec![probe], options(5)).await.unwrap();
+        assert_eq!(count.load(Ordering::SeqCst), 1);
+        assert_eq!(ready[0].attempts, 1);
+        assert_eq!(ready[0].detail, "up");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn fast_phase_sees_a_quick_service_within_50ms() {
+        let probe = ReadyAt::new("a", Duration::from_millis(1010));
+        let start = Instant::now();
+        let ready = wait_for_all("test", vec![probe], options(60)).await.unwrap();
+        let seen = start.elapsed();
+        assert!(seen >= Duration::from_millis(1010), "{seen:?}");
+        assert!(seen <= Duration::from_millis(1060), "{seen:?}");
+        // One attempt per 50 ms: 0, 50, …, 1050 ms.
+        assert_eq!(ready[0].attempts, 22);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn after_the_fast_phase_attempts_come_once_per_interval() {
+        let probe = ReadyAt::new("a", Duration::from_secs(40));
+        let ready = wait_for_all("test", vec![probe], options(0)).await.unwrap();
+        // 200 fast attempts in the first 10 s, then about one a second for 30 s.
+        let steady = ready[0].attempts - 200;
+        assert!((27..=35).contains(&steady), "steady attempts: {steady}");
+        assert!(ready[0].elapsed < Duration::from_millis(41_200));
+    }
+
+    #[test]
+    fn steady_pause_has_ten_percent_jitter() {
+        let interval = Duration::from_secs(1);
+        let pauses: Vec<Duration> = (0..1000)
+            .map(|_| pause_after(Duration::from_secs(11), interval))
+            .collect();
+        assert!(pauses.iter().all(|p| *p >= Duration::from_millis(900)));
+        assert!(pauses.iter().all(|p| *p <= Duration::from_millis(1100)));
+        let distinct: std::collections::HashSet<_> = pauses.iter().collect();
+        assert!(distinct.len() > 100, "jitter must vary");
+        assert_eq!(
+            pause_after(Duration::from_secs(1), interval),
+            FAST_INTERVAL
+        );
+        assert_eq!(
+            pause_after(Duration::from_secs(1), Duration::from_millis(10)),
+            Duration::from_millis(10)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn timeout_names_the_target_and_last_reason() {
+        let probe = ReadyAt::new("mydb:5432", Duration::from_secs(3600));
+        let start = Instant::now();
+        let error = wait_for_all("test", vec![probe], options(30)).await.unwrap_err();
+        assert_eq!(start.elapsed(), Duration::from_secs(30));
+        assert!(matches!(error, Error::TimedOut(_)));
+        assert_eq!(
+            error.to_string(),
+            "timed out after 30s waiting for mydb:5432 (last error: connection refused)"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn fatal_ends_the_wait_at_once() {
+        let start = Instant::now();
+        let error = wait_for_all("test", vec![Fatal], options(300)).await.unwrap_err();
+        assert_eq!(start.elapsed(), Duration::ZERO);
+        assert!(matches!(error, Error::Failed(_)));
+        assert_eq!(error.to_string(), "bad: permission denied");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn all_targets_must_pass_and_run_concurrently() {
+        let probes = vec![
+            ReadyAt::new("a", Duration::from_secs(2)),
+            ReadyAt::new("b", Duration::from_secs(5)),
+            ReadyAt::new("c", Duration::ZERO),
+        ];
+        let start = Instant::now();
+        let ready = wait_for_all("test", probes, options(60)).await.unwrap();
+        let took = start.elapsed();
+        assert!(took >= Duration::from_secs(5) && took < Duration::from_millis(5100));
+        let names: Vec<_> = ready.iter().map(|r| r.target.as_str()).collect();
+        assert_eq!(names, ["a", "b", "c"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn timeout_lists_only_the_targets_still_waiting() {
+        let probes = vec![
+            ReadyAt::new("fast", Duration::ZERO),
+            ReadyAt::new("slow", Duration::from_secs(3600)),
+        ];
+        let error = wait_for_all("test", probes, options(3)).await.unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "timed out after 3s waiting for slow (last error: connection refused)"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hanging_attempt_is_cut_by_the_attempt_timeout() {
+        let mut probe = ReadyAt::new("hang", Duration::ZERO);
+        probe.hang = true;
+        let count = probe.attempts.clone();
+        let error = wait_for_all("test", vec![probe], options(5)).await.unwrap_err();
+        // Attempts start at 0, 2.05, 4.1 s: each cut after 2 s.
+        assert_eq!(count.load(Ordering::SeqCst), 3);
+        assert_eq!(
+            error.to_string(),
+            "timed out after 5s waiting for hang (last error: no answer within 2s (--attempt-timeout))"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn invert_waits_until_not_ready() {
+        let probe = ReadyAt::new("a", Duration::ZERO);
+        let mut opts = options(2);
+        opts.invert = true;
+        let error = wait_for_all("test", vec![probe], opts).await.unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "timed out after 2s waiting for a to stop being ready (last state: still ready (up))"
+        );
+
+        let probe = ReadyAt::new("b", Duration::from_secs(3600));
+        let ready = wait_for_all("test", vec![probe], opts).await.unwrap();
+        assert_eq!(ready[0].detail, "no longer ready: connection refused");
+    }
+}
