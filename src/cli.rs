@@ -52,7 +52,13 @@ pub struct GlobalArgs {
     )]
     pub log_format: LogFormat,
     /// Only print errors.
-    #[arg(short, long, global = true, env = "INITBOX_QUIET", conflicts_with = "verbose")]
+    #[arg(
+        short,
+        long,
+        global = true,
+        env = "INITBOX_QUIET",
+        conflicts_with = "verbose"
+    )]
     pub quiet: bool,
     /// Also print details of every step (never secrets).
     #[arg(short, long, global = true, env = "INITBOX_VERBOSE")]
@@ -120,10 +126,20 @@ pub struct Then {
 #[command(next_help_heading = "Waiting")]
 pub struct WaitArgs {
     /// Give up after this long (0 = never); exit code 124.
-    #[arg(long, env = "INITBOX_TIMEOUT", default_value = "5m", value_name = "DURATION")]
+    #[arg(
+        long,
+        env = "INITBOX_TIMEOUT",
+        default_value = "5m",
+        value_name = "DURATION"
+    )]
     pub timeout: Duration,
     /// Pause between attempts once the first 10 s of fast (50 ms) attempts are over; ±10 % jitter.
-    #[arg(long, env = "INITBOX_INTERVAL", default_value = "1s", value_name = "DURATION")]
+    #[arg(
+        long,
+        env = "INITBOX_INTERVAL",
+        default_value = "1s",
+        value_name = "DURATION"
+    )]
     pub interval: Duration,
     /// Abandon a single attempt after this long.
     #[arg(

@@ -48,9 +48,9 @@ impl FromStr for Duration {
                 .map(Duration)
                 .map_err(|_| format!("invalid duration '{text}'"));
         }
-        humantime::parse_duration(text)
-            .map(Duration)
-            .map_err(|e| format!("invalid duration '{text}': {e} (expected e.g. 30s, 2m30s or 1.5)"))
+        humantime::parse_duration(text).map(Duration).map_err(|e| {
+            format!("invalid duration '{text}': {e} (expected e.g. 30s, 2m30s or 1.5)")
+        })
     }
 }
 

@@ -15,13 +15,9 @@ pub fn replace_process(command: &[OsString]) -> Error {
         return Error::Usage("nothing to execute after --".into());
     };
     let shown = program.to_string_lossy().into_owned();
-    report::Event::new(
-        report::Level::Info,
-        "exec",
-        format!("starting {shown}"),
-    )
-    .field("command", shown.clone())
-    .emit();
+    report::Event::new(report::Level::Info, "exec", format!("starting {shown}"))
+        .field("command", shown.clone())
+        .emit();
     // `exec` searches PATH like a shell would when the name has no '/'.
     let error = Command::new(program).args(args).exec();
     let not_found = error.kind() == io::ErrorKind::NotFound;

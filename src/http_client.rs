@@ -42,7 +42,11 @@ pub enum Redirects {
     Follow(usize),
 }
 
-pub fn build_client(tls: &TlsArgs, resolver: Resolver, redirects: Redirects) -> Result<reqwest::Client> {
+pub fn build_client(
+    tls: &TlsArgs,
+    resolver: Resolver,
+    redirects: Redirects,
+) -> Result<reqwest::Client> {
     let config = tls_config(tls)?;
     let policy = match redirects {
         Redirects::Keep => Policy::none(),
@@ -79,7 +83,9 @@ fn tls_config(tls: &TlsArgs) -> Result<ClientConfig> {
     for path in &tls.cacert {
         let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
             .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
-            .map_err(|e| Error::Config(format!("reading CA certificate {}: {e}", path.display())))?;
+            .map_err(|e| {
+                Error::Config(format!("reading CA certificate {}: {e}", path.display()))
+            })?;
         if certs.is_empty() {
             return Err(Error::Config(format!(
                 "reading CA certificate {}: no PEM certificate found",
@@ -177,10 +183,9 @@ impl reqwest::dns::Resolve for HickoryResolve {
         let resolver = self.0.clone();
         let host = name.as_str().to_owned();
         Box::pin(async move {
-            let ips = resolver
-                .lookup_ip(&host)
-                .await
-                .map_err(|failure| Box::new(ResolveError(failure)) as Box<dyn StdError + Send + Sync>)?;
+            let ips = resolver.lookup_ip(&host).await.map_err(|failure| {
+                Box::new(ResolveError(failure)) as Box<dyn StdError + Send + Sync>
+            })?;
             let addrs: reqwest::dns::Addrs =
                 Box::new(ips.into_iter().map(|ip| std::net::SocketAddr::new(ip, 0)));
             Ok(addrs)
@@ -195,41 +200,66 @@ pub enum RequestFailure {
 }
 
 pub fn classify(error: &reqwest::Error) -> RequestFailure {
-    let mut source: Option<&(dyn StdError + 'static)> = error.source();
-    let mut innermost = None;
-    while let Some(current) = source {
-        if let Some(resolve) = current.downcast_ref::<ResolveError>() {
+    let causes = causes(error);
+    for cause in &causes {
+        if let Some(resolve) = cause.downcast_ref::<ResolveError>() {
             return match &resolve.0 {
                 LookupFailure::Retry(reason) => RequestFailure::Retry(reason.clone()),
-                LookupFailure::Fatal(error) => RequestFailure::Fatal(Error::Config(error.to_string())),
+                LookupFailure::Fatal(error) => {
+                    RequestFailure::Fatal(Error::Config(error.to_string()))
+                }
             };
         }
-        if let Some(tls) = current.downcast_ref::<rustls::Error>() {
-            return RequestFailure::Retry(describe_tls(tls));
-        }
-        if let Some(io) = current.downcast_ref::<std::io::Error>() {
-            if let Some(tls) = io.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
-                return RequestFailure::Retry(describe_tls(tls));
-            }
-            return RequestFailure::Retry(io_reason(io));
-        }
-        innermost = Some(current);
-        source = current.source();
+    }
+    if let Some(tls) = causes
+        .iter()
+        .find_map(|c| c.downcast_ref::<rustls::Error>())
+    {
+        return RequestFailure::Retry(describe_tls(tls));
+    }
+    if let Some(io) = causes
+        .iter()
+        .find_map(|c| c.downcast_ref::<std::io::Error>())
+    {
+        return RequestFailure::Retry(io_reason(io));
     }
     if error.is_timeout() {
         return RequestFailure::Retry("timed out".into());
     }
-    RequestFailure::Retry(match innermost {
+    RequestFailure::Retry(match causes.last() {
         Some(cause) => cause.to_string(),
         None => error.to_string(),
     })
+}
+
+/// Every cause under a reqwest error, innermost last. An io::Error's `source()` skips the
+/// error it wraps, so that one is looked into explicitly (rustls errors hide there).
+fn causes<'a>(error: &'a reqwest::Error) -> Vec<&'a (dyn StdError + 'static)> {
+    let mut found: Vec<&(dyn StdError + 'static)> = Vec::new();
+    let mut pending: Vec<&(dyn StdError + 'static)> = error.source().into_iter().collect();
+    while let Some(cause) = pending.pop() {
+        found.push(cause);
+        if let Some(inner) = cause
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            pending.push(inner);
+        } else if let Some(next) = cause.source() {
+            pending.push(next);
+        }
+        if found.len() > 32 {
+            break;
+        }
+    }
+    found
 }
 
 fn describe_tls(error: &rustls::Error) -> String {
     use rustls::{CertificateError, Error as E};
     match error {
         E::InvalidCertificate(CertificateError::UnknownIssuer) => {
-            "TLS: the server certificate is signed by an unknown CA (trust it with --cacert FILE)".into()
+            "TLS: the server certificate is signed by an unknown CA (trust it with --cacert FILE)"
+                .into()
         }
         E::InvalidCertificate(CertificateError::NotValidForName)
         | E::InvalidCertificate(CertificateError::NotValidForNameContext { .. }) => {
@@ -262,7 +292,10 @@ mod tests {
     fn userinfo_never_shows() {
         let url: reqwest::Url = "https://admin:s3cret@example.test/x".parse().unwrap();
         let shown = redact_url(&url);
-        assert!(!shown.contains("s3cret") && !shown.contains("admin"), "{shown}");
+        assert!(
+            !shown.contains("s3cret") && !shown.contains("admin"),
+            "{shown}"
+        );
         assert_eq!(shown, "https://***@example.test/x");
         let plain: reqwest::Url = "http://example.test/".parse().unwrap();
         assert_eq!(redact_url(&plain), "http://example.test/");

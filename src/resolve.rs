@@ -142,7 +142,7 @@ impl Resolver {
         if let Some(ip) = parse_ip_literal(host) {
             return Ok(vec![ip]);
         }
-        if let Some(ips) = self.from_hosts_only(host) {
+        if let Some(ips) = self.hosts_file_answer(host) {
             return Ok(ips);
         }
         let resolver = self.fresh()?;
@@ -173,7 +173,7 @@ impl Resolver {
 
     /// Names in the hosts file answer even where no nameserver is configured
     /// (a scratch image with only `localhost`).
-    fn from_hosts_only(&self, host: &str) -> Option<Vec<IpAddr>> {
+    fn hosts_file_answer(&self, host: &str) -> Option<Vec<IpAddr>> {
         if self.config.is_ok() {
             return None;
         }
@@ -202,7 +202,8 @@ fn server(addr: SocketAddr) -> NameServerConfig {
 }
 
 fn read_resolv_conf(path: &Path) -> Result<(ResolverConfig, ResolverOpts), String> {
-    let data = std::fs::read(path).map_err(|e| format!("reading {}: {}", path.display(), io_reason(&e)))?;
+    let data = std::fs::read(path)
+        .map_err(|e| format!("reading {}: {}", path.display(), io_reason(&e)))?;
     hickory_resolver::system_conf::parse_resolv_conf(data)
         .map_err(|e| format!("reading {}: {e}", path.display()))
 }
@@ -284,7 +285,10 @@ mod tests {
     fn nameserver_forms() {
         let ns = |s: &str| s.parse::<Nameserver>().map(|n| n.0);
         assert_eq!(ns("10.96.0.10").unwrap(), "10.96.0.10:53".parse().unwrap());
-        assert_eq!(ns("127.0.0.1:5353").unwrap(), "127.0.0.1:5353".parse().unwrap());
+        assert_eq!(
+            ns("127.0.0.1:5353").unwrap(),
+            "127.0.0.1:5353".parse().unwrap()
+        );
         assert_eq!(ns("fd00::a").unwrap(), "[fd00::a]:53".parse().unwrap());
         assert_eq!(ns("[fd00::a]:54").unwrap(), "[fd00::a]:54".parse().unwrap());
         assert!(ns("dns.example").unwrap_err().contains("dns.example"));

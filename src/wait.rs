@@ -92,7 +92,8 @@ pub async fn wait_for_all<P: Probe>(
     let all_ready = async {
         let mut ready: Vec<Option<ReadyTarget>> = vec![None; names.len()];
         while let Some(joined) = tasks.join_next().await {
-            let (index, outcome) = joined.map_err(|e| Error::Failed(format!("internal error: {e}")))?;
+            let (index, outcome) =
+                joined.map_err(|e| Error::Failed(format!("internal error: {e}")))?;
             ready[index] = Some(outcome?);
         }
         Ok::<_, Error>(ready.into_iter().flatten().collect::<Vec<_>>())
@@ -365,7 +366,9 @@ mod tests {
     async fn fast_phase_sees_a_quick_service_within_50ms() {
         let probe = ReadyAt::new("a", Duration::from_millis(1010));
         let start = Instant::now();
-        let ready = wait_for_all("test", vec![probe], options(60)).await.unwrap();
+        let ready = wait_for_all("test", vec![probe], options(60))
+            .await
+            .unwrap();
         let seen = start.elapsed();
         assert!(seen >= Duration::from_millis(1010), "{seen:?}");
         assert!(seen <= Duration::from_millis(1060), "{seen:?}");
@@ -393,10 +396,7 @@ mod tests {
         assert!(pauses.iter().all(|p| *p <= Duration::from_millis(1100)));
         let distinct: std::collections::HashSet<_> = pauses.iter().collect();
         assert!(distinct.len() > 100, "jitter must vary");
-        assert_eq!(
-            pause_after(Duration::from_secs(1), interval),
-            FAST_INTERVAL
-        );
+        assert_eq!(pause_after(Duration::from_secs(1), interval), FAST_INTERVAL);
         assert_eq!(
             pause_after(Duration::from_secs(1), Duration::from_millis(10)),
             Duration::from_millis(10)
@@ -407,7 +407,9 @@ mod tests {
     async fn timeout_names_the_target_and_last_reason() {
         let probe = ReadyAt::new("mydb:5432", Duration::from_secs(3600));
         let start = Instant::now();
-        let error = wait_for_all("test", vec![probe], options(30)).await.unwrap_err();
+        let error = wait_for_all("test", vec![probe], options(30))
+            .await
+            .unwrap_err();
         assert_eq!(start.elapsed(), Duration::from_secs(30));
         assert!(matches!(error, Error::TimedOut(_)));
         assert_eq!(
@@ -419,7 +421,9 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn fatal_ends_the_wait_at_once() {
         let start = Instant::now();
-        let error = wait_for_all("test", vec![Fatal], options(300)).await.unwrap_err();
+        let error = wait_for_all("test", vec![Fatal], options(300))
+            .await
+            .unwrap_err();
         assert_eq!(start.elapsed(), Duration::ZERO);
         assert!(matches!(error, Error::Failed(_)));
         assert_eq!(error.to_string(), "bad: permission denied");
@@ -458,7 +462,9 @@ mod tests {
         let mut probe = ReadyAt::new("hang", Duration::ZERO);
         probe.hang = true;
         let count = probe.attempts.clone();
-        let error = wait_for_all("test", vec![probe], options(5)).await.unwrap_err();
+        let error = wait_for_all("test", vec![probe], options(5))
+            .await
+            .unwrap_err();
         // Attempts start at 0, 2.05, 4.1 s: each cut after 2 s.
         assert_eq!(count.load(Ordering::SeqCst), 3);
         assert_eq!(

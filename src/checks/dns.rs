@@ -140,9 +140,7 @@ fn contains(answers: &[Answer], expected: &str, exact: bool) -> bool {
     } else {
         normalize(expected)
     };
-    answers
-        .iter()
-        .any(|a| a.matches.iter().any(|m| *m == wanted))
+    answers.iter().any(|a| a.matches.contains(&wanted))
 }
 
 pub struct DnsProbe {
@@ -234,7 +232,10 @@ mod tests {
     #[test]
     fn names_are_checked_before_any_lookup() {
         assert_eq!(parse_name("mydb").unwrap(), "mydb");
-        assert_eq!(parse_name(" mydb.default.svc ").unwrap(), "mydb.default.svc");
+        assert_eq!(
+            parse_name(" mydb.default.svc ").unwrap(),
+            "mydb.default.svc"
+        );
         assert!(parse_name("").unwrap_err().contains("empty"));
         assert!(parse_name("mydb:5432").unwrap_err().contains("mydb:5432"));
         assert!(parse_name("http://x").is_err());

@@ -25,7 +25,12 @@ pub struct HttpArgs {
     #[arg(required = true, value_name = "URL", value_parser = parse_url)]
     pub urls: Vec<Url>,
     /// Accepted status codes: ranges and lists such as 200-399, 200,204 or 2xx.
-    #[arg(long, env = "INITBOX_STATUS", default_value = "200-399", value_name = "RANGES")]
+    #[arg(
+        long,
+        env = "INITBOX_STATUS",
+        default_value = "200-399",
+        value_name = "RANGES"
+    )]
     pub status: StatusRanges,
     /// Request method.
     #[arg(long, env = "INITBOX_METHOD", default_value = "GET", value_parser = parse_method)]
@@ -92,7 +97,9 @@ pub struct StatusRanges(Vec<(u16, u16)>);
 
 impl StatusRanges {
     pub fn contains(&self, status: u16) -> bool {
-        self.0.iter().any(|&(low, high)| (low..=high).contains(&status))
+        self.0
+            .iter()
+            .any(|&(low, high)| (low..=high).contains(&status))
     }
 }
 
@@ -211,7 +218,9 @@ impl Probe for HttpProbe {
         if regex.is_match(&text) {
             Attempt::Ready(format!("HTTP {status}, body matches /{regex}/"))
         } else {
-            Attempt::NotYet(format!("HTTP {status} but the body does not match /{regex}/"))
+            Attempt::NotYet(format!(
+                "HTTP {status} but the body does not match /{regex}/"
+            ))
         }
     }
 }

@@ -56,9 +56,7 @@ impl FromStr for HostPort {
             }
             (host, port)
         } else {
-            let (host, port) = text
-                .rsplit_once(':')
-                .ok_or_else(|| bad("missing :PORT"))?;
+            let (host, port) = text.rsplit_once(':').ok_or_else(|| bad("missing :PORT"))?;
             if host.contains(':') {
                 return Err(bad("IPv6 addresses need brackets, as in [::1]:80"));
             }
@@ -164,7 +162,10 @@ async fn connect_any(addrs: &[SocketAddr]) -> Attempt {
 fn summarize(failures: &[(SocketAddr, io::Error)]) -> String {
     let reasons: Vec<String> = failures.iter().map(|(_, e)| io_reason(e)).collect();
     if reasons.windows(2).all(|w| w[0] == w[1]) {
-        return reasons.into_iter().next().unwrap_or_else(|| "no address".into());
+        return reasons
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| "no address".into());
     }
     failures
         .iter()

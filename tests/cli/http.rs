@@ -1,0 +1,217 @@
+//! wait-for-http against real HTTP and HTTPS servers (with a CA made for the test).
+
+use std::time::Duration;
+
+use crate::support::http_server::{HttpServer, reply, silent_server};
+use crate::support::{Sandbox, free_port};
+
+#[test]
+fn retries_until_the_status_is_accepted() {
+    let sandbox = Sandbox::new();
+    let server = HttpServer::start(vec![
+        reply(503, "starting"),
+        reply(503, "starting"),
+        reply(200, "ok"),
+    ]);
+    let output = sandbox
+        .initbox()
+        .args(["wait-for-http", &server.url("/healthz"), "--timeout", "30s"])
+        .run();
+    output
+        .assert_code(0)
+        .assert_stderr_contains("is not ready: HTTP 503 (expected 200-399)")
+        .assert_stderr_contains("is ready after")
+        .assert_stderr_contains("HTTP 200");
+    let requests = server.requests();
+    assert_eq!(requests.len(), 3);
+    assert_eq!(requests[0].method, "GET");
+    assert_eq!(requests[0].path, "/healthz");
+    assert!(
+        requests[0]
+            .header("user-agent")
+            .unwrap()
+            .starts_with("initbox/")
+    );
+}
+
+#[test]
+fn status_ranges_method_and_headers() {
+    let sandbox = Sandbox::new();
+    let server = HttpServer::start(vec![reply(404, "nope")]);
+    sandbox
+        .initbox()
+        .args(["wait-for-http", &server.url("/"), "--timeout", "300ms"])
+        .run()
+        .assert_code(124)
+        .assert_stderr_contains("(last error: HTTP 404 (expected 200-399))");
+    sandbox
+        .initbox()
+        .args(["wait-for-http", &server.url("/x"), "--status", "4xx"])
+        .args(["--method", "post", "--header", "X-Probe: yes"])
+        .run()
+        .assert_code(0);
+    let last = server.requests().pop().unwrap();
+    assert_eq!(last.method, "POST");
+    assert_eq!(last.header("x-probe"), Some("yes"));
+}
+
+#[test]
+fn body_regex_must_match() {
+    let sandbox = Sandbox::new();
+    let server = HttpServer::start(vec![
+        reply(200, "status: starting"),
+        reply(200, "status: ready"),
+    ]);
+    sandbox
+        .initbox()
+        .args([
+            "wait-for-http",
+            &server.url("/"),
+            "--body-regex",
+            "status: ready$",
+        ])
+        .run()
+        .assert_code(0)
+        .assert_stderr_contains("body does not match /status: ready$/")
+        .assert_stderr_contains("body matches");
+}
+
+#[test]
+fn a_connection_refused_is_waited_out() {
+    let sandbox = Sandbox::new();
+    let port = free_port("127.0.0.1");
+    sandbox
+        .initbox()
+        .args([
+            "wait-for-http",
+            &format!("http://127.0.0.1:{port}/"),
+            "--timeout",
+            "300ms",
+        ])
+        .run()
+        .assert_code(124)
+        .assert_stderr_contains("(last error: connection refused)");
+}
+
+#[test]
+fn tls_needs_the_private_ca_then_passes() {
+    let sandbox = Sandbox::new();
+    let server = HttpServer::start_tls(vec![reply(200, "ok")]);
+    let ca = sandbox.write("ca.pem", server.ca_pem.as_ref().unwrap());
+    let url = server.https_url("localhost", "/healthz");
+    sandbox
+        .initbox()
+        .args(["wait-for-http", &url, "--timeout", "500ms"])
+        .run()
+        .assert_code(124)
+        .assert_stderr_contains("signed by an unknown CA (trust it with --cacert FILE)");
+    sandbox
+        .initbox()
+        .args(["wait-for-http", &url, "--cacert", ca.to_str().unwrap()])
+        .run()
+        .assert_code(0)
+        .assert_stderr_contains("HTTP 200");
+    // The same CA through the variable scratch images and CI runners commonly set.
+    sandbox
+        .initbox()
+        .args(["wait-for-http", &server.https_url("127.0.0.1", "/")])
+        .env("SSL_CERT_FILE", &ca)
+        .run()
+        .assert_code(0);
+    let output = sandbox
+        .initbox()
+        .args(["wait-for-http", &url, "--insecure"])
+        .run();
+    output
+        .assert_code(0)
+        .assert_stderr_contains("warning: --insecure: TLS certificates are NOT verified");
+}
+
+#[test]
+fn an_unreadable_ca_file_is_a_configuration_error() {
+    let sandbox = Sandbox::new();
+    let not_pem = sandbox.write("not-a-cert.pem", "hello\n");
+    sandbox
+        .initbox()
+        .args([
+            "wait-for-http",
+            "https://localhost:1/",
+            "--cacert",
+            not_pem.to_str().unwrap(),
+        ])
+        .run()
+        .assert_code(78)
+        .assert_stderr_contains("no PEM certificate found");
+    sandbox
+        .initbox()
+        .args([
+            "wait-for-http",
+            "https://localhost:1/",
+            "--cacert",
+            "/nonexistent/ca.pem",
+        ])
+        .run()
+        .assert_code(78)
+        .assert_stderr_contains("reading CA certificate /nonexistent/ca.pem");
+}
+
+#[test]
+fn a_server_that_never_answers_is_cut_by_the_attempt_timeout() {
+    let sandbox = Sandbox::new();
+    let (port, _server) = silent_server();
+    sandbox
+        .initbox()
+        .args(["wait-for-http", &format!("http://127.0.0.1:{port}/")])
+        .args(["--attempt-timeout", "200ms", "--timeout", "1s"])
+        .run()
+        .assert_code(124)
+        .assert_stderr_contains("no answer within 200ms (--attempt-timeout)");
+}
+
+#[test]
+fn passwords_in_urls_never_reach_the_logs() {
+    let sandbox = Sandbox::new();
+    let server = HttpServer::start(vec![reply(500, "no")]);
+    let url = format!("http://admin:s3cr3t-pw@127.0.0.1:{}/", server.port);
+    let output = sandbox
+        .initbox()
+        .args([
+            "-v",
+            "--log-format",
+            "json",
+            "wait-for-http",
+            &url,
+            "--timeout",
+            "300ms",
+        ])
+        .run();
+    output.assert_code(124);
+    assert!(!output.stderr.contains("s3cr3t-pw"), "{}", output.stderr);
+    assert!(output.stderr.contains("***@127.0.0.1"), "{}", output.stderr);
+    // The credentials were still sent to the server.
+    let auth = server.requests()[0]
+        .header("authorization")
+        .unwrap()
+        .to_owned();
+    assert!(auth.starts_with("Basic "), "{auth}");
+}
+
+#[test]
+fn proxy_variables_are_honoured() {
+    let sandbox = Sandbox::new();
+    let proxy = HttpServer::start(vec![reply(200, "via proxy")]);
+    sandbox
+        .initbox()
+        .args([
+            "wait-for-http",
+            "http://backend.invalid/health",
+            "--timeout",
+            "10s",
+        ])
+        .env("HTTP_PROXY", proxy.url(""))
+        .run()
+        .assert_code(0);
+    let seen = proxy.requests();
+    assert_eq!(seen[0].path, "http://backend.invalid/health");
+    let _ = Duration::ZERO;
+}

@@ -1,0 +1,15 @@
+//! The integration tests: the real binary against real listeners, DNS and HTTP(S) servers.
+//!
+//! One test binary (fast to link); each module covers one command or contract, and
+//! `support` holds the servers and the process helpers they share.
+
+mod support;
+
+mod dns;
+mod exec;
+mod exit_codes;
+mod http;
+mod resources;
+mod signals;
+mod sleep;
+mod tcp;

@@ -1,0 +1,124 @@
+//! SIGTERM/SIGINT end any command promptly with 143/130, also as PID 1 of a pid namespace
+//! (where the kernel drops signals that have no handler), and PID 1 reaps orphans.
+
+use std::time::Duration;
+
+use crate::support::{Sandbox, children, eventually, free_port, need_root};
+
+/// Far below kubelet's 30 s grace period, generous for a loaded CI machine.
+const PROMPTLY: Duration = Duration::from_secs(5);
+
+#[test]
+fn sigterm_ends_a_wait_with_143() {
+    let sandbox = Sandbox::new();
+    let port = free_port("127.0.0.1");
+    let running = sandbox
+        .initbox()
+        .args(["wait-for-tcp", &format!("127.0.0.1:{port}")])
+        .spawn();
+    running.wait_for_stderr("is not ready", Duration::from_secs(10));
+    let sent = std::time::Instant::now();
+    running.signal("TERM");
+    let output = running.wait();
+    output
+        .assert_code(143)
+        .assert_stderr_contains("interrupted by SIGTERM");
+    assert!(sent.elapsed() < PROMPTLY);
+}
+
+#[test]
+fn sigint_ends_a_sleep_with_130() {
+    let sandbox = Sandbox::new();
+    let running = sandbox.initbox().args(["sleep", "5m"]).spawn();
+    running.wait_for_stderr("sleeping for 5m", Duration::from_secs(10));
+    running.signal("INT");
+    let output = running.wait();
+    output
+        .assert_code(130)
+        .assert_stderr_contains("interrupted by SIGINT");
+    assert!(output.elapsed < Duration::from_secs(60));
+}
+
+/// The initbox process inside `unshare --pid --fork`: the only child of unshare.
+fn pid_one_of(unshare_pid: u32) -> u32 {
+    let mut found = None;
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            found = children(unshare_pid).first().copied();
+            found.is_some()
+        }),
+        "unshare started no child"
+    );
+    found.unwrap()
+}
+
+#[test]
+fn sigterm_as_pid_1_in_a_pid_namespace() {
+    if !need_root("sigterm_as_pid_1_in_a_pid_namespace") {
+        return;
+    }
+    let sandbox = Sandbox::new();
+    for command in [
+        vec!["sleep".to_owned(), "5m".to_owned()],
+        vec![
+            "wait-for-tcp".to_owned(),
+            format!("127.0.0.1:{}", free_port("127.0.0.1")),
+        ],
+    ] {
+        let running = sandbox
+            .initbox()
+            .args(&command)
+            .wrapped_in(&["unshare", "--pid", "--fork", "--kill-child"])
+            .spawn();
+        let init = pid_one_of(running.pid());
+        let status = std::fs::read_to_string(format!("/proc/{init}/status")).unwrap();
+        assert!(
+            status
+                .lines()
+                .any(|l| l.starts_with("NSpid:") && l.ends_with("\t1")),
+            "not PID 1 in its namespace:\n{status}"
+        );
+        running.wait_for_stderr("initbox: ", Duration::from_secs(10));
+        let sent = std::time::Instant::now();
+        crate::support::signal(init, "TERM");
+        let output = running.wait();
+        output.assert_code(143);
+        assert!(
+            sent.elapsed() < PROMPTLY,
+            "{command:?} took {:?}",
+            sent.elapsed()
+        );
+    }
+}
+
+#[test]
+fn pid_1_reaps_orphaned_children() {
+    if !need_root("pid_1_reaps_orphaned_children") {
+        return;
+    }
+    let sandbox = Sandbox::new();
+    // The shell is PID 1, starts a short-lived child, then execs initbox: that child is now
+    // initbox's, and nobody else will ever wait for it.
+    let script = format!("sleep 0.2 & exec {} sleep 5m", crate::support::binary());
+    let running = sandbox
+        .initbox()
+        .wrapped_in(&[
+            "unshare",
+            "--pid",
+            "--fork",
+            "--kill-child",
+            "sh",
+            "-c",
+            &script,
+        ])
+        .spawn();
+    let init = pid_one_of(running.pid());
+    running.wait_for_stderr("sleeping for 5m", Duration::from_secs(10));
+    assert!(
+        eventually(Duration::from_secs(10), || children(init).is_empty()),
+        "the exited child was never reaped: {:?}",
+        children(init)
+    );
+    crate::support::signal(init, "TERM");
+    running.wait().assert_code(143);
+}

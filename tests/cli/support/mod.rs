@@ -1,0 +1,367 @@
+//! Helpers shared by the integration tests: running initbox as a user would, and the real
+//! servers it talks to. Everything listens on loopback, on ports the kernel picks.
+
+#![allow(dead_code)]
+
+pub mod dns_server;
+pub mod http_server;
+
+use std::io::{BufRead, BufReader};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Generous upper bound for any single run: a hang is a failure, not a stuck CI job.
+pub const RUN_LIMIT: Duration = Duration::from_secs(60);
+
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_initbox")
+}
+
+/// A scratch directory with a hosts file that knows `localhost` on both families and a
+/// path where no resolv.conf exists, so no test ever asks the machine's nameserver.
+pub struct Sandbox {
+    pub dir: tempfile::TempDir,
+}
+
+impl Sandbox {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(
+            dir.path().join("hosts"),
+            "127.0.0.1 localhost\n::1 localhost\n",
+        )
+        .unwrap();
+        Sandbox { dir }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn write(&self, name: &str, contents: &str) -> PathBuf {
+        let path = self.path(name);
+        std::fs::write(&path, contents).unwrap();
+        path
+    }
+
+    /// initbox with a clean environment: no INITBOX_* or TLS variables from the machine.
+    pub fn initbox(&self) -> Cmd {
+        let mut command = Command::new(binary());
+        for (key, _) in std::env::vars_os() {
+            let key_text = key.to_string_lossy();
+            if key_text.starts_with("INITBOX_")
+                || key_text.starts_with("SSL_CERT")
+                || key_text.ends_with("_PROXY")
+                || key_text.ends_with("_proxy")
+            {
+                command.env_remove(&key);
+            }
+        }
+        command
+            .env("INITBOX_RESOLV_CONF", self.path("no-resolv.conf"))
+            .env("INITBOX_HOSTS_FILE", self.path("hosts"));
+        Cmd { command }
+    }
+}
+
+pub struct Cmd {
+    pub command: Command,
+}
+
+impl Cmd {
+    pub fn args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        self.command.args(args);
+        self
+    }
+
+    pub fn arg(mut self, arg: impl AsRef<std::ffi::OsStr>) -> Self {
+        self.command.arg(arg);
+        self
+    }
+
+    pub fn env(mut self, key: &str, value: impl AsRef<std::ffi::OsStr>) -> Self {
+        self.command.env(key, value);
+        self
+    }
+
+    /// Wraps the command: `unshare --pid --fork …`, `setpriv …`.
+    pub fn wrapped_in(self, wrapper: &[&str]) -> Self {
+        let mut command = Command::new(wrapper[0]);
+        command.args(&wrapper[1..]);
+        command.arg(self.command.get_program());
+        command.args(self.command.get_args());
+        for (key, value) in self.command.get_envs() {
+            match value {
+                Some(value) => command.env(key, value),
+                None => command.env_remove(key),
+            };
+        }
+        Cmd { command }
+    }
+
+    pub fn spawn(mut self) -> Running {
+        let started = Instant::now();
+        let mut child = self
+            .command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawning initbox");
+        let stdout = collect(child.stdout.take().unwrap());
+        let stderr = collect(child.stderr.take().unwrap());
+        Running {
+            child,
+            started,
+            stdout,
+            stderr,
+        }
+    }
+
+    pub fn run(self) -> Output {
+        self.spawn().wait()
+    }
+}
+
+type Collected = (Arc<Mutex<String>>, Option<thread::JoinHandle<()>>);
+
+fn collect(stream: impl std::io::Read + Send + 'static) -> Collected {
+    let text = Arc::new(Mutex::new(String::new()));
+    let sink = text.clone();
+    let handle = thread::spawn(move || {
+        for line in BufReader::new(stream).lines() {
+            let Ok(line) = line else { break };
+            let mut all = sink.lock().unwrap();
+            all.push_str(&line);
+            all.push('\n');
+        }
+    });
+    (text, Some(handle))
+}
+
+pub struct Running {
+    pub child: Child,
+    pub started: Instant,
+    stdout: Collected,
+    stderr: Collected,
+}
+
+impl Running {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn stderr_so_far(&self) -> String {
+        self.stderr.0.lock().unwrap().clone()
+    }
+
+    /// Waits until stderr contains `needle`; panics with what it has after `limit`.
+    pub fn wait_for_stderr(&self, needle: &str, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if self.stderr_so_far().contains(needle) {
+                return;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+        panic!(
+            "stderr never contained {needle:?}; it has:\n{}",
+            self.stderr_so_far()
+        );
+    }
+
+    pub fn signal(&self, name: &str) {
+        signal(self.pid(), name);
+    }
+
+    pub fn wait(mut self) -> Output {
+        let deadline = self.started + RUN_LIMIT;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!(
+                    "initbox did not finish within {RUN_LIMIT:?}; stderr:\n{}",
+                    self.stderr_so_far()
+                );
+            }
+            thread::sleep(Duration::from_millis(5));
+        };
+        let elapsed = self.started.elapsed();
+        for reader in [self.stdout.1.take(), self.stderr.1.take()]
+            .into_iter()
+            .flatten()
+        {
+            reader.join().unwrap();
+        }
+        use std::os::unix::process::ExitStatusExt;
+        let code = status
+            .code()
+            .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
+        Output {
+            code,
+            stdout: self.stdout.0.lock().unwrap().clone(),
+            stderr: self.stderr.0.lock().unwrap().clone(),
+            elapsed,
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[derive(Debug)]
+pub struct Output {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+    pub elapsed: Duration,
+}
+
+impl Output {
+    #[track_caller]
+    pub fn assert_code(&self, code: i32) -> &Self {
+        assert_eq!(
+            self.code, code,
+            "unexpected exit code; stderr:\n{}\nstdout:\n{}",
+            self.stderr, self.stdout
+        );
+        self
+    }
+
+    #[track_caller]
+    pub fn assert_stderr_contains(&self, needle: &str) -> &Self {
+        assert!(
+            self.stderr.contains(needle),
+            "stderr lacks {needle:?}:\n{}",
+            self.stderr
+        );
+        self
+    }
+}
+
+pub fn signal(pid: u32, name: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{name}"), &pid.to_string()])
+        .status()
+        .expect("running kill");
+    assert!(status.success(), "kill -{name} {pid} failed");
+}
+
+/// A port that was free a moment ago on this address (for listeners that appear later).
+pub fn free_port(ip: &str) -> u16 {
+    TcpListener::bind((ip, 0))
+        .expect("binding port 0")
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Opens a listener on `addr` after `delay`, accepting and closing connections until dropped.
+pub fn listen_later(addr: String, delay: Duration) -> thread::JoinHandle<TcpListener> {
+    thread::spawn(move || {
+        thread::sleep(delay);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            match TcpListener::bind(&addr) {
+                Ok(listener) => return listener,
+                Err(_) if Instant::now() < deadline => thread::sleep(Duration::from_millis(20)),
+                Err(e) => panic!("binding {addr}: {e}"),
+            }
+        }
+    })
+}
+
+/// A listener that accepts in the background and counts the connections it saw.
+pub struct CountingListener {
+    pub port: u16,
+    pub accepted: Arc<Mutex<usize>>,
+}
+
+pub fn counting_listener(ip: &str) -> CountingListener {
+    let listener = TcpListener::bind((ip, 0)).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = Arc::new(Mutex::new(0));
+    let count = accepted.clone();
+    thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { break };
+            *count.lock().unwrap() += 1;
+            drop::<TcpStream>(stream);
+        }
+    });
+    CountingListener { port, accepted }
+}
+
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .map(|s| {
+            s.lines()
+                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+/// Namespaces need root (as on CI); elsewhere the test says so and does nothing.
+#[must_use]
+pub fn need_root(test: &str) -> bool {
+    if is_root() {
+        true
+    } else {
+        eprintln!("{test}: skipped, needs root for namespaces");
+        false
+    }
+}
+
+pub fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|dir| dir.count())
+        .unwrap_or(0)
+}
+
+/// The children of a process, as the kernel lists them (zombies included).
+pub fn children(pid: u32) -> Vec<u32> {
+    let mut all = Vec::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return all;
+    };
+    for task in tasks.flatten() {
+        if let Ok(text) = std::fs::read_to_string(task.path().join("children")) {
+            all.extend(
+                text.split_whitespace()
+                    .filter_map(|p| p.parse::<u32>().ok()),
+            );
+        }
+    }
+    all
+}
+
+/// Polls `condition` every 10 ms until it holds or `limit` passes.
+pub fn eventually(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if condition() {
+            return true;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    condition()
+}
+
+pub fn path_str(path: &Path) -> &str {
+    path.to_str().unwrap()
+}

@@ -1,0 +1,222 @@
+//! wait-for-tcp against real listeners on loopback that appear, exist or go away.
+
+use std::io::Read;
+use std::net::TcpListener;
+use std::thread;
+use std::time::Duration;
+
+use crate::support::{Sandbox, counting_listener, free_port, listen_later};
+
+#[test]
+fn a_listener_that_appears_later_is_seen() {
+    let sandbox = Sandbox::new();
+    let port = free_port("127.0.0.1");
+    let waiter = sandbox
+        .initbox()
+        .args([
+            "wait-for-tcp",
+            &format!("127.0.0.1:{port}"),
+            "--timeout",
+            "30s",
+        ])
+        .spawn();
+    let listener = listen_later(format!("127.0.0.1:{port}"), Duration::from_millis(400));
+    let output = waiter.wait();
+    drop(listener.join());
+    output
+        .assert_code(0)
+        .assert_stderr_contains(&format!("waiting for 127.0.0.1:{port} (tcp, timeout 30s)"))
+        .assert_stderr_contains("is not ready: connection refused")
+        .assert_stderr_contains(&format!("127.0.0.1:{port} is ready after"));
+    // One line per change of state, never one per attempt (there were about ten).
+    assert!(output.stderr.lines().count() <= 4, "{}", output.stderr);
+}
+
+#[test]
+fn ipv6_literal_in_brackets() {
+    let sandbox = Sandbox::new();
+    let port = free_port("::1");
+    let waiter = sandbox
+        .initbox()
+        .args(["wait-for-tcp", &format!("[::1]:{port}"), "--timeout", "30s"])
+        .spawn();
+    let listener = listen_later(format!("[::1]:{port}"), Duration::from_millis(200));
+    let output = waiter.wait();
+    drop(listener.join());
+    output
+        .assert_code(0)
+        .assert_stderr_contains(&format!("connected to [::1]:{port}"));
+}
+
+#[test]
+fn localhost_works_whichever_family_the_listener_uses() {
+    let sandbox = Sandbox::new();
+    for ip in ["127.0.0.1", "::1"] {
+        let listener = TcpListener::bind((ip, 0)).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        sandbox
+            .initbox()
+            .args([
+                "wait-for-tcp",
+                &format!("localhost:{port}"),
+                "--timeout",
+                "10s",
+            ])
+            .run()
+            .assert_code(0)
+            .assert_stderr_contains(&format!("localhost:{port} is ready"));
+    }
+}
+
+#[test]
+fn several_targets_are_checked_together_and_all_must_pass() {
+    let sandbox = Sandbox::new();
+    let open = counting_listener("127.0.0.1");
+    let late = free_port("127.0.0.1");
+    let waiter = sandbox
+        .initbox()
+        .args([
+            "wait-for-tcp",
+            &format!("127.0.0.1:{}", open.port),
+            &format!("127.0.0.1:{late}"),
+            "--timeout",
+            "30s",
+        ])
+        .spawn();
+    thread::sleep(Duration::from_millis(300));
+    let listener = listen_later(format!("127.0.0.1:{late}"), Duration::ZERO);
+    let output = waiter.wait();
+    drop(listener.join());
+    output
+        .assert_code(0)
+        .assert_stderr_contains("all 2 targets ready after");
+    assert!(output.elapsed >= Duration::from_millis(300));
+    // The open one was seen at once and not probed again while the other was waited for.
+    assert_eq!(*open.accepted.lock().unwrap(), 1);
+}
+
+#[test]
+fn connections_are_closed_at_once() {
+    let sandbox = Sandbox::new();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut buffer = [0u8; 16];
+        stream.read(&mut buffer)
+    });
+    // The hand-off keeps the process alive for seconds: the probe socket must already be
+    // closed (EOF at the server), not merely closed when the process ends.
+    let running = sandbox
+        .initbox()
+        .args([
+            "wait-for-tcp",
+            &format!("127.0.0.1:{port}"),
+            "--",
+            "sleep",
+            "5",
+        ])
+        .spawn();
+    let read = server.join().unwrap();
+    assert!(
+        running.started.elapsed() < Duration::from_secs(4),
+        "the server saw no EOF while the process lived"
+    );
+    assert_eq!(
+        read.unwrap(),
+        0,
+        "expected EOF from a closed probe connection"
+    );
+}
+
+#[test]
+fn invert_waits_until_the_port_closes() {
+    let sandbox = Sandbox::new();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let waiter = sandbox
+        .initbox()
+        .args([
+            "wait-for-tcp",
+            &format!("127.0.0.1:{port}"),
+            "--invert",
+            "--timeout",
+            "30s",
+        ])
+        .spawn();
+    waiter.wait_for_stderr("still ready", Duration::from_secs(10));
+    drop(listener);
+    waiter
+        .wait()
+        .assert_code(0)
+        .assert_stderr_contains("no longer ready: connection refused");
+}
+
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let sandbox = Sandbox::new();
+    let open = counting_listener("127.0.0.1");
+    let output = sandbox
+        .initbox()
+        .args([
+            "--log-format",
+            "json",
+            "wait-for-tcp",
+            &format!("127.0.0.1:{}", open.port),
+        ])
+        .run();
+    output.assert_code(0);
+    let events: Vec<serde_json::Value> = output
+        .stderr
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("each line is JSON"))
+        .collect();
+    let names: Vec<&str> = events
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["wait.start", "wait.ready"]);
+    assert_eq!(events[1]["attempts"], 1);
+    assert!(events[1]["time"].as_str().unwrap().ends_with('Z'));
+}
+
+#[test]
+fn quiet_prints_nothing_on_success_and_the_error_on_failure() {
+    let sandbox = Sandbox::new();
+    let open = counting_listener("127.0.0.1");
+    let output = sandbox
+        .initbox()
+        .args(["-q", "wait-for-tcp", &format!("127.0.0.1:{}", open.port)])
+        .run();
+    output.assert_code(0);
+    assert_eq!(output.stderr, "");
+    let closed = free_port("127.0.0.1");
+    let output = sandbox
+        .initbox()
+        .args([
+            "wait-for-tcp",
+            &format!("127.0.0.1:{closed}"),
+            "--timeout",
+            "200ms",
+        ])
+        .env("INITBOX_QUIET", "true")
+        .run();
+    output.assert_code(124);
+    assert_eq!(output.stderr.lines().count(), 1, "{}", output.stderr);
+}
+
+#[test]
+fn flags_come_from_the_environment_too() {
+    let sandbox = Sandbox::new();
+    let closed = free_port("127.0.0.1");
+    sandbox
+        .initbox()
+        .args(["wait-for-tcp", &format!("127.0.0.1:{closed}")])
+        .env("INITBOX_TIMEOUT", "300ms")
+        .run()
+        .assert_code(124)
+        .assert_stderr_contains("timed out after 300ms");
+}
