@@ -12,4 +12,5 @@ mod http;
 mod resources;
 mod signals;
 mod sleep;
+mod system_resolver;
 mod tcp;
