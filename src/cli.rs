@@ -117,7 +117,7 @@ impl Command {
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct Then {
     /// After success, replace initbox with this command (no shell needed).
-    #[arg(last = true, value_name = "CMD")]
+    #[arg(last = true, value_name = "CMD", help_heading = "Hand-off")]
     pub command: Vec<OsString>,
 }
 
