@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# Build the initbox container image without needing a Docker engine.
+#
+#   images/build.sh                       # -> localhost/initbox:dev
+#   IMAGE=ghcr.io/initbox/initbox:0.1 images/build.sh
+#
+# Steps: a static binary for x86_64-unknown-linux-musl (adds the rustup target and, as root,
+# Debian's musl-tools when they are missing), a throw-away build context holding only that
+# binary, then images/Containerfile built with `docker build` when a Docker engine answers,
+# else with buildah (vfs storage, chroot isolation: works as root inside a container, no
+# daemon). Prints the image size at the end.
+#
+# Environment:
+#   IMAGE        image name and tag              (default localhost/initbox:dev)
+#   VERSION      org.opencontainers.image.version (default: version in Cargo.toml)
+#   ENGINE       docker | buildah                (default: docker if `docker info` works)
+#   TARGET       Rust target triple              (default x86_64-unknown-linux-musl)
+#   STORAGE_DRIVER  buildah storage driver       (default vfs)
+set -euo pipefail
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$repo"
+
+IMAGE=${IMAGE:-localhost/initbox:dev}
+TARGET=${TARGET:-x86_64-unknown-linux-musl}
+STORAGE_DRIVER=${STORAGE_DRIVER:-vfs}
+VERSION=${VERSION:-$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n 1)}
+REVISION=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+
+log() { printf '==> %s\n' "$*" >&2; }
+die() { printf 'build.sh: %s\n' "$*" >&2; exit 1; }
+is_root() { [ "$(id -u)" -eq 0 ]; }
+
+apt_updated=
+apt_install() {
+  is_root && command -v apt-get >/dev/null || return 1
+  if [ -z "$apt_updated" ]; then
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    apt_updated=1
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+# --- 1. the static binary -------------------------------------------------------------
+if command -v rustup >/dev/null; then
+  installed_targets=$(rustup target list --installed)
+  if ! grep -qx "$TARGET" <<<"$installed_targets"; then
+    log "adding Rust target $TARGET"
+    rustup target add "$TARGET" || die "rustup could not add the target $TARGET (offline? no rustup mirror?)"
+  fi
+else
+  log "rustup not found: assuming the standard library for $TARGET is installed"
+fi
+
+case "$TARGET" in
+  *-linux-musl*)
+    # ring compiles C and assembly; musl-gcc is the C compiler wrapper for the musl target.
+    if ! command -v musl-gcc >/dev/null; then
+      log "musl-gcc missing: installing musl-tools"
+      apt_install musl-tools || die "musl-gcc not found; install musl-tools (apt-get install musl-tools) as root"
+    fi
+    cc_var="CC_$(printf '%s' "$TARGET" | tr '-' '_')"
+    export "$cc_var=${!cc_var:-musl-gcc}"
+    ;;
+esac
+
+log "building initbox $VERSION for $TARGET (release)"
+cargo build --release --locked --target "$TARGET"
+binary="target/$TARGET/release/initbox"
+[ -x "$binary" ] || die "cargo did not produce $binary"
+
+if command -v file >/dev/null; then
+  kind=$(file -b "$binary")
+  case "$kind" in
+    *"statically linked"* | *"static-pie linked"*) log "binary: $kind" ;;
+    *) die "$binary is not statically linked: $kind" ;;
+  esac
+fi
+"$binary" --version >/dev/null || die "$binary does not run"
+
+# --- 2. a build context holding only the binary ---------------------------------------
+context=$(mktemp -d "${TMPDIR:-/tmp}/initbox-image.XXXXXX")
+trap 'rm -rf "$context"' EXIT
+cp "$binary" "$context/initbox"
+chmod 0755 "$context/initbox"
+
+build_args=(--build-arg "VERSION=$VERSION" --build-arg "REVISION=$REVISION")
+
+# --- 3. the image ---------------------------------------------------------------------
+if [ -z "${ENGINE:-}" ]; then
+  if command -v docker >/dev/null && docker info >/dev/null 2>&1; then
+    ENGINE=docker
+  else
+    ENGINE=buildah
+  fi
+fi
+
+case "$ENGINE" in
+  docker)
+    log "building $IMAGE with docker"
+    docker build -f images/Containerfile "${build_args[@]}" -t "$IMAGE" "$context"
+    size=$(docker image inspect -f '{{.Size}}' "$IMAGE")
+    size="$size bytes"
+    ;;
+  buildah)
+    if ! command -v buildah >/dev/null; then
+      log "no Docker engine and no buildah: installing buildah"
+      apt_install buildah || die "neither a Docker engine nor buildah is available; install buildah (apt-get install buildah)"
+    fi
+    log "building $IMAGE with buildah (storage $STORAGE_DRIVER, chroot isolation)"
+    buildah --storage-driver "$STORAGE_DRIVER" bud --isolation chroot \
+      -f images/Containerfile "${build_args[@]}" -t "$IMAGE" "$context"
+    size=$(buildah --storage-driver "$STORAGE_DRIVER" images --format '{{.Size}}' "$IMAGE" | head -n 1)
+    log "push with: buildah --storage-driver $STORAGE_DRIVER push $IMAGE docker://REGISTRY/initbox:TAG"
+    ;;
+  *) die "ENGINE must be docker or buildah, not '$ENGINE'" ;;
+esac
+
+log "built $IMAGE with $ENGINE"
+printf 'binary: %s (%s bytes)\n' "$binary" "$(wc -c < "$binary" | tr -d ' ')"
+printf 'image:  %s  size: %s\n' "$IMAGE" "$size"
