@@ -111,6 +111,22 @@ impl Command {
             Command::Run(_) => "run",
         }
     }
+
+    /// The `-- CMD ARGS...` to execute after success (empty when none was given).
+    pub fn then(&self) -> &[OsString] {
+        match self {
+            Command::WaitForDns(args) => &args.then.command,
+            Command::WaitForTcp(args) => &args.then.command,
+            Command::WaitForHttp(args) => &args.then.command,
+            Command::Sleep(args) => &args.then.command,
+            Command::Ping(_)
+            | Command::Register(_)
+            | Command::Fetch(_)
+            | Command::GitClone(_)
+            | Command::Template(_)
+            | Command::Run(_) => &[],
+        }
+    }
 }
 
 /// `-- CMD ARGS...`: what to execute in place of initbox once the command succeeded.

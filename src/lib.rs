@@ -21,13 +21,7 @@ use exit::{Error, Result};
 
 /// Runs one command to the end: the task, then the `-- CMD` hand-off if any.
 pub async fn run(command: Command) -> Result<()> {
-    let then = match &command {
-        Command::WaitForDns(args) => args.then.command.clone(),
-        Command::WaitForTcp(args) => args.then.command.clone(),
-        Command::WaitForHttp(args) => args.then.command.clone(),
-        Command::Sleep(args) => args.then.command.clone(),
-        _ => Vec::new(),
-    };
+    let then = command.then().to_vec();
     match command {
         Command::WaitForDns(args) => checks::dns::run(args).await?,
         Command::WaitForTcp(args) => checks::tcp::run(args).await?,

@@ -1,7 +1,5 @@
 //! wait-for-http against real HTTP and HTTPS servers (with a CA made for the test).
 
-use std::time::Duration;
-
 use crate::support::http_server::{HttpServer, reply, silent_server};
 use crate::support::{Sandbox, free_port};
 
@@ -213,5 +211,4 @@ fn proxy_variables_are_honoured() {
         .assert_code(0);
     let seen = proxy.requests();
     assert_eq!(seen[0].path, "http://backend.invalid/health");
-    let _ = Duration::ZERO;
 }
