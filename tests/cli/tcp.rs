@@ -220,3 +220,32 @@ fn flags_come_from_the_environment_too() {
         .assert_code(124)
         .assert_stderr_contains("timed out after 300ms");
 }
+
+#[test]
+fn a_long_wait_prints_a_progress_line_every_ten_seconds_not_a_line_per_attempt() {
+    let sandbox = Sandbox::new();
+    let closed = free_port("127.0.0.1");
+    let output = sandbox
+        .initbox()
+        .args([
+            "wait-for-tcp",
+            &format!("127.0.0.1:{closed}"),
+            "--timeout",
+            "10700ms",
+        ])
+        .run();
+    output.assert_code(124);
+    // About 200 attempts: a start line, the first reason, one progress line, the error.
+    let progress: Vec<&str> = output
+        .stderr
+        .lines()
+        .filter(|l| l.contains("still waiting for"))
+        .collect();
+    assert_eq!(progress.len(), 1, "{}", output.stderr);
+    assert!(
+        progress[0].contains("attempts): connection refused"),
+        "{}",
+        progress[0]
+    );
+    assert_eq!(output.stderr.lines().count(), 4, "{}", output.stderr);
+}
