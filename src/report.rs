@@ -140,7 +140,3 @@ pub fn info(event: &str, message: impl Into<String>) {
 pub fn debug(event: &str, message: impl Into<String>) {
     Event::new(Level::Debug, event, message).emit();
 }
-
-pub fn debug_enabled() -> bool {
-    current().max_level >= Level::Debug
-}
