@@ -199,6 +199,15 @@ pub enum RequestFailure {
     Fatal(Error),
 }
 
+impl From<RequestFailure> for crate::wait::Attempt {
+    fn from(failure: RequestFailure) -> Self {
+        match failure {
+            RequestFailure::Retry(reason) => crate::wait::Attempt::NotYet(reason),
+            RequestFailure::Fatal(error) => crate::wait::Attempt::Fatal(error),
+        }
+    }
+}
+
 pub fn classify(error: &reqwest::Error) -> RequestFailure {
     let causes = causes(error);
     for cause in &causes {

@@ -78,6 +78,15 @@ pub enum LookupFailure {
     Fatal(Error),
 }
 
+impl From<LookupFailure> for crate::wait::Attempt {
+    fn from(failure: LookupFailure) -> Self {
+        match failure {
+            LookupFailure::Retry(reason) => crate::wait::Attempt::NotYet(reason),
+            LookupFailure::Fatal(error) => crate::wait::Attempt::Fatal(error),
+        }
+    }
+}
+
 /// The shared resolver: configuration read once, a fresh hickory resolver per lookup.
 #[derive(Clone)]
 pub struct Resolver {
@@ -220,7 +229,7 @@ fn read_hosts(path: &Path) -> Hosts {
 }
 
 /// `127.0.0.1`, `::1` or `[::1]`.
-pub fn parse_ip_literal(host: &str) -> Option<IpAddr> {
+fn parse_ip_literal(host: &str) -> Option<IpAddr> {
     let bare = host
         .strip_prefix('[')
         .and_then(|h| h.strip_suffix(']'))

@@ -128,16 +128,11 @@ fn announce_start(what: &str, names: &[String], options: &WaitOptions) {
         None => "no timeout".to_owned(),
     };
     let goal = if options.invert {
-        "to stop being ready"
+        " to stop being ready"
     } else {
         ""
     };
-    let list = names.join(", ");
-    let message = if options.invert {
-        format!("waiting for {list} {goal} ({what}, {limit})")
-    } else {
-        format!("waiting for {list} ({what}, {limit})")
-    };
+    let message = format!("waiting for {}{goal} ({what}, {limit})", names.join(", "));
     report::Event::new(report::Level::Info, "wait.start", message)
         .field("check", what)
         .field("targets", names.to_vec())

@@ -8,7 +8,7 @@ use hickory_resolver::proto::rr::{Name, RData, RecordType};
 
 use crate::cli::{ResolverArgs, Then, WaitArgs};
 use crate::exit::Result;
-use crate::resolve::{LookupFailure, Resolver};
+use crate::resolve::Resolver;
 use crate::wait::{self, Attempt, Probe};
 
 /// Wait until DNS names resolve.
@@ -159,8 +159,7 @@ impl Probe for DnsProbe {
         let answers: Vec<Answer> = match self.kind {
             None => match self.resolver.lookup_ip(&self.name).await {
                 Ok(ips) => ips.iter().map(|ip| answer_ip(*ip)).collect(),
-                Err(LookupFailure::Retry(reason)) => return Attempt::NotYet(reason),
-                Err(LookupFailure::Fatal(error)) => return Attempt::Fatal(error),
+                Err(failure) => return failure.into(),
             },
             Some(kind) => {
                 let wanted = kind.record_type();
@@ -171,8 +170,7 @@ impl Probe for DnsProbe {
                         .filter(|record| record.record_type() == wanted)
                         .filter_map(|record| answer(&record.data))
                         .collect(),
-                    Err(LookupFailure::Retry(reason)) => return Attempt::NotYet(reason),
-                    Err(LookupFailure::Fatal(error)) => return Attempt::Fatal(error),
+                    Err(failure) => return failure.into(),
                 }
             }
         };

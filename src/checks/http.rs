@@ -11,7 +11,7 @@ use reqwest::{Method, Url};
 
 use crate::cli::{ResolverArgs, Then, WaitArgs};
 use crate::exit::Result;
-use crate::http_client::{self, Redirects, RequestFailure, TlsArgs};
+use crate::http_client::{self, Redirects, TlsArgs};
 use crate::resolve::Resolver;
 use crate::wait::{self, Attempt, Probe};
 
@@ -179,12 +179,7 @@ impl Probe for HttpProbe {
         }
         let mut response = match request.send().await {
             Ok(response) => response,
-            Err(error) => {
-                return match http_client::classify(&error) {
-                    RequestFailure::Retry(reason) => Attempt::NotYet(reason),
-                    RequestFailure::Fatal(error) => Attempt::Fatal(error),
-                };
-            }
+            Err(error) => return http_client::classify(&error).into(),
         };
         let status = response.status().as_u16();
         if !self.status.contains(status) {
@@ -205,11 +200,11 @@ impl Probe for HttpProbe {
                 }
                 Ok(None) => break,
                 Err(error) => {
-                    return match http_client::classify(&error) {
-                        RequestFailure::Retry(reason) => {
+                    return match http_client::classify(&error).into() {
+                        Attempt::NotYet(reason) => {
                             Attempt::NotYet(format!("reading the body: {reason}"))
                         }
-                        RequestFailure::Fatal(error) => Attempt::Fatal(error),
+                        other => other,
                     };
                 }
             }

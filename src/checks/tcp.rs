@@ -11,7 +11,7 @@ use tokio::task::JoinSet;
 
 use crate::cli::{ResolverArgs, Then, WaitArgs};
 use crate::exit::{Error, Result};
-use crate::resolve::{LookupFailure, Resolver, io_reason, parse_ip_literal};
+use crate::resolve::{Resolver, io_reason};
 use crate::wait::{self, Attempt, Probe};
 
 /// Wait until TCP ports accept connections.
@@ -113,13 +113,10 @@ impl Probe for TcpProbe {
     }
 
     async fn attempt(&self) -> Attempt {
-        let ips = match parse_ip_literal(&self.target.host) {
-            Some(ip) => vec![ip],
-            None => match self.resolver.lookup_ip(&self.target.host).await {
-                Ok(ips) => ips,
-                Err(LookupFailure::Retry(reason)) => return Attempt::NotYet(reason),
-                Err(LookupFailure::Fatal(error)) => return Attempt::Fatal(error),
-            },
+        // IP literals come back as they are, without a lookup.
+        let ips = match self.resolver.lookup_ip(&self.target.host).await {
+            Ok(ips) => ips,
+            Err(failure) => return failure.into(),
         };
         let addrs: Vec<SocketAddr> = ips
             .into_iter()
