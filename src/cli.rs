@@ -17,6 +17,8 @@ use crate::duration::Duration;
 use crate::exit::{Error, Result};
 use crate::report::LogFormat;
 use crate::resolve::{self, Nameserver, ResolverSettings};
+use crate::tasks::fetch::FetchArgs;
+use crate::tasks::register::RegisterArgs;
 use crate::tasks::sleep::SleepArgs;
 use crate::wait::WaitOptions;
 
@@ -76,9 +78,9 @@ pub enum Command {
     /// Send ICMP echo requests, or wait until a host answers them.
     Ping(Planned),
     /// Register this pod with a remote service over HTTP.
-    Register(Planned),
+    Register(RegisterArgs),
     /// Download a URL into a file, atomically.
-    Fetch(Planned),
+    Fetch(FetchArgs),
     /// Clone a git repository into a directory, atomically and idempotently.
     GitClone(Planned),
     /// Render templates into configuration files.
@@ -119,9 +121,9 @@ impl Command {
             Command::WaitForTcp(args) => &args.then.command,
             Command::WaitForHttp(args) => &args.then.command,
             Command::Sleep(args) => &args.then.command,
+            Command::Register(args) => &args.then.command,
+            Command::Fetch(args) => &args.then.command,
             Command::Ping(_)
-            | Command::Register(_)
-            | Command::Fetch(_)
             | Command::GitClone(_)
             | Command::Template(_)
             | Command::Run(_) => &[],
@@ -137,10 +139,10 @@ pub struct Then {
     pub command: Vec<OsString>,
 }
 
-/// The flags every waiting command shares; see `wait` for what they mean.
+/// The flags of every command that retries through the wait engine; see `wait`.
 #[derive(Debug, Clone, clap::Args)]
 #[command(next_help_heading = "Waiting")]
-pub struct WaitArgs {
+pub struct RetryArgs {
     /// Give up after this long (0 = never); exit code 124.
     #[arg(
         long,
@@ -165,12 +167,28 @@ pub struct WaitArgs {
         value_name = "DURATION"
     )]
     pub attempt_timeout: Duration,
+}
+
+/// The flags of the checks (wait-for-*, ping): retrying, and `--invert`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct WaitArgs {
+    #[command(flatten)]
+    pub retry: RetryArgs,
     /// Wait until the targets are NOT ready (a port closed, a name gone).
-    #[arg(long, env = "INITBOX_INVERT")]
+    #[arg(long, env = "INITBOX_INVERT", help_heading = "Waiting")]
     pub invert: bool,
 }
 
 impl WaitArgs {
+    pub fn options(&self) -> Result<WaitOptions> {
+        Ok(WaitOptions {
+            invert: self.invert,
+            ..self.retry.options()?
+        })
+    }
+}
+
+impl RetryArgs {
     pub fn options(&self) -> Result<WaitOptions> {
         if self.interval.get().is_zero() {
             return Err(Error::Usage("--interval must be greater than 0".into()));
@@ -183,8 +201,8 @@ impl WaitArgs {
         Ok(WaitOptions {
             timeout: self.timeout.as_limit(),
             interval: self.interval.get(),
-            attempt_timeout: self.attempt_timeout.get(),
-            invert: self.invert,
+            attempt_timeout: Some(self.attempt_timeout.get()),
+            invert: false,
         })
     }
 }

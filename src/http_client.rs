@@ -5,23 +5,32 @@
 //! User-Agent naming initbox.
 
 use std::error::Error as StdError;
-use std::path::PathBuf;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::sync::Arc;
+use std::time::Duration;
 
+use reqwest::header::{HeaderName, HeaderValue};
 use reqwest::redirect::Policy;
+use reqwest::{Method, Url};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
 use crate::exit::{Error, Result};
-use crate::report;
 use crate::resolve::{LookupFailure, Resolver, io_reason};
+use crate::wait::Attempt;
+use crate::{expand, redact, report};
 
 pub const USER_AGENT: &str = concat!("initbox/", env!("CARGO_PKG_VERSION"));
 
-/// TLS trust flags shared by every command that speaks HTTPS.
+/// How many redirects register and fetch follow.
+pub const MAX_REDIRECTS: usize = 10;
+
+/// TLS flags shared by every command that speaks HTTPS.
 #[derive(Debug, Clone, clap::Args)]
 #[command(next_help_heading = "TLS")]
 pub struct TlsArgs {
@@ -29,6 +38,12 @@ pub struct TlsArgs {
     /// SSL_CERT_DIR are honoured too.
     #[arg(long, env = "INITBOX_CACERT", value_name = "FILE")]
     pub cacert: Vec<PathBuf>,
+    /// Present this client certificate (PEM, with its chain) for mutual TLS.
+    #[arg(long, env = "INITBOX_CERT", value_name = "FILE", requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// The private key of --cert (PEM).
+    #[arg(long, env = "INITBOX_KEY", value_name = "FILE", requires = "cert")]
+    pub key: Option<PathBuf>,
     /// Do not verify TLS certificates at all (logged as a warning).
     #[arg(long, env = "INITBOX_INSECURE")]
     pub insecure: bool,
@@ -42,24 +57,32 @@ pub enum Redirects {
     Follow(usize),
 }
 
+/// The client every HTTP command uses; `transfer_timeout` bounds connecting and each
+/// stalled read (register, fetch), where the wait engine's attempt timeout would cut a
+/// long download short.
 pub fn build_client(
     tls: &TlsArgs,
     resolver: Resolver,
     redirects: Redirects,
+    transfer_timeout: Option<Duration>,
 ) -> Result<reqwest::Client> {
     let config = tls_config(tls)?;
     let policy = match redirects {
         Redirects::Keep => Policy::none(),
         Redirects::Follow(limit) => Policy::limited(limit),
     };
-    reqwest::Client::builder()
+    let mut builder = reqwest::Client::builder()
         .use_preconfigured_tls(config)
         .dns_resolver(Arc::new(HickoryResolve(resolver)))
         .user_agent(USER_AGENT)
         .redirect(policy)
         // Every attempt opens a fresh connection: a kept-alive socket proves nothing about
         // whether the server accepts connections now, and none is left behind.
-        .pool_max_idle_per_host(0)
+        .pool_max_idle_per_host(0);
+    if let Some(limit) = transfer_timeout {
+        builder = builder.connect_timeout(limit).read_timeout(limit);
+    }
+    builder
         .build()
         .map_err(|e| Error::Config(format!("setting up the HTTP client: {e}")))
 }
@@ -81,29 +104,30 @@ fn tls_config(tls: &TlsArgs) -> Result<ClientConfig> {
         ),
     );
     for path in &tls.cacert {
-        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
-            .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
-            .map_err(|e| {
-                Error::Config(format!("reading CA certificate {}: {e}", path.display()))
-            })?;
-        if certs.is_empty() {
-            return Err(Error::Config(format!(
-                "reading CA certificate {}: no PEM certificate found",
-                path.display()
-            )));
-        }
-        for cert in certs {
+        for cert in read_certificates(path, "CA certificate")? {
             roots.add(cert).map_err(|e| {
                 Error::Config(format!("reading CA certificate {}: {e}", path.display()))
             })?;
         }
     }
     let provider = provider();
-    let mut config = ClientConfig::builder_with_provider(provider.clone())
+    let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| Error::Config(format!("setting up TLS: {e}")))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_root_certificates(roots);
+    let mut config = match (&tls.cert, &tls.key) {
+        (Some(cert), Some(key)) => {
+            let (chain, private_key) = client_identity(cert, key)?;
+            builder.with_client_auth_cert(chain, private_key).map_err(|e| {
+                Error::Config(format!(
+                    "client certificate {} and key {} do not go together: {e}",
+                    cert.display(),
+                    key.display()
+                ))
+            })?
+        }
+        _ => builder.with_no_client_auth(),
+    };
     // The client speaks HTTP/1.1 only; say so, or an h2 server would pick a protocol we lack.
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     if tls.insecure {
@@ -118,6 +142,31 @@ fn tls_config(tls: &TlsArgs) -> Result<ClientConfig> {
             )));
     }
     Ok(config)
+}
+
+/// The certificates in a PEM file; none at all is an error.
+fn read_certificates(path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+        .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| Error::Config(format!("reading {what} {}: {e}", path.display())))?;
+    if certs.is_empty() {
+        return Err(Error::Config(format!(
+            "reading {what} {}: no PEM certificate found",
+            path.display()
+        )));
+    }
+    Ok(certs)
+}
+
+fn client_identity(
+    cert: &Path,
+    key: &Path,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)> {
+    let chain = read_certificates(cert, "client certificate")?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| {
+        Error::Config(format!("reading private key {}: {e}", key.display()))
+    })?;
+    Ok((chain, key))
 }
 
 /// `--insecure`: accepts any certificate but still checks handshake signatures.
@@ -282,15 +331,314 @@ fn describe_tls(error: &rustls::Error) -> String {
     }
 }
 
-/// A URL safe to print: userinfo is replaced, so a password never reaches a log.
-pub fn redact_url(url: &reqwest::Url) -> String {
-    if url.username().is_empty() && url.password().is_none() {
-        return url.to_string();
+pub fn parse_url(text: &str) -> Result<Url, String> {
+    let url = Url::parse(text.trim()).map_err(|e| format!("'{text}' is not a valid URL: {e}"))?;
+    match url.scheme() {
+        "http" | "https" if url.host_str().is_some_and(|h| !h.is_empty()) => Ok(url),
+        "http" | "https" => Err(format!("'{text}' has no host")),
+        other => Err(format!(
+            "'{text}': unsupported scheme '{other}' (expected http:// or https://)"
+        )),
     }
-    let mut shown = url.clone();
-    let _ = shown.set_username("***");
-    let _ = shown.set_password(None);
-    shown.to_string()
+}
+
+pub fn parse_method(text: &str) -> Result<Method, String> {
+    Method::from_bytes(text.trim().to_ascii_uppercase().as_bytes())
+        .map_err(|_| format!("'{text}' is not an HTTP method"))
+}
+
+/// One `--header Name: value`.
+#[derive(Debug, Clone)]
+pub struct Header {
+    pub name: HeaderName,
+    pub value: HeaderValue,
+}
+
+pub fn parse_header(text: &str) -> Result<Header, String> {
+    let (name, value) = text
+        .split_once(':')
+        .ok_or_else(|| format!("header '{}' must look like 'Name: value'", first_word(text)))?;
+    let name = HeaderName::from_bytes(name.trim().as_bytes())
+        .map_err(|_| format!("'{}' is not a valid header name", name.trim()))?;
+    let mut value = HeaderValue::from_str(value.trim())
+        .map_err(|_| format!("the value of header '{name}' contains invalid characters"))?;
+    value.set_sensitive(true);
+    Ok(Header { name, value })
+}
+
+/// Only the part before any value, so a mistyped secret header is not echoed back.
+fn first_word(text: &str) -> &str {
+    text.split([' ', '=']).next().unwrap_or("")
+}
+
+/// Accepted status codes: a list of inclusive ranges.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusRanges(Vec<(u16, u16)>);
+
+impl StatusRanges {
+    /// Any 2xx.
+    pub fn success() -> Self {
+        StatusRanges(vec![(200, 299)])
+    }
+
+    pub fn contains(&self, status: u16) -> bool {
+        self.0
+            .iter()
+            .any(|&(low, high)| (low..=high).contains(&status))
+    }
+}
+
+impl FromStr for StatusRanges {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let code = |s: &str| -> Result<u16, String> {
+            match s.trim().parse::<u16>() {
+                Ok(n) if (100..=599).contains(&n) => Ok(n),
+                _ => Err(format!(
+                    "'{text}': '{}' is not an HTTP status (100-599)",
+                    s.trim()
+                )),
+            }
+        };
+        let mut ranges = Vec::new();
+        for part in text.split(',').map(str::trim) {
+            if part.is_empty() {
+                return Err(format!("'{text}' has an empty status range"));
+            }
+            let range = if let Some(class) = part.strip_suffix("xx").or(part.strip_suffix("XX")) {
+                let first = code(&format!("{class}00"))?;
+                (first, first + 99)
+            } else if let Some((low, high)) = part.split_once('-') {
+                let (low, high) = (code(low)?, code(high)?);
+                if low > high {
+                    return Err(format!("'{text}': range {part} is backwards"));
+                }
+                (low, high)
+            } else {
+                let single = code(part)?;
+                (single, single)
+            };
+            ranges.push(range);
+        }
+        Ok(StatusRanges(ranges))
+    }
+}
+
+impl fmt::Display for StatusRanges {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let parts: Vec<String> = self
+            .0
+            .iter()
+            .map(|&(low, high)| {
+                if low == high {
+                    low.to_string()
+                } else {
+                    format!("{low}-{high}")
+                }
+            })
+            .collect();
+        f.write_str(&parts.join(","))
+    }
+}
+
+/// The request flags register and fetch share. Headers are kept as typed, so that `$(VAR)`
+/// is expanded before they are parsed.
+#[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Request")]
+pub struct RequestArgs {
+    /// Extra request header as 'Name: value' (repeatable); $(VAR) is expanded. Values of
+    /// credential headers (Authorization, *-Token, *-Key, …) are never logged.
+    #[arg(long, env = "INITBOX_HEADER", value_name = "NAME:VALUE", value_parser = check_header)]
+    pub header: Vec<String>,
+    /// Send 'Authorization: Bearer TOKEN' with TOKEN read from this file (a mounted secret
+    /// or a service-account token); never logged.
+    #[arg(long, env = "INITBOX_BEARER_TOKEN_FILE", value_name = "FILE")]
+    pub bearer_token_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub tls: TlsArgs,
+}
+
+/// Checks the shape of a `--header` before any variable is expanded.
+fn check_header(text: &str) -> Result<String, String> {
+    let (name, _) = text
+        .split_once(':')
+        .ok_or_else(|| format!("header '{}' must look like 'Name: value'", first_word(text)))?;
+    if !name.contains("$(") {
+        HeaderName::from_bytes(name.trim().as_bytes())
+            .map_err(|_| format!("'{}' is not a valid header name", name.trim()))?;
+    }
+    Ok(text.to_owned())
+}
+
+impl RequestArgs {
+    /// The headers to send: `$(VAR)` expanded, the bearer token added, every credential
+    /// registered with [`redact::conceal`] before anything can log it.
+    pub fn headers(&self) -> Result<Vec<Header>> {
+        let mut headers = Vec::new();
+        for raw in &self.header {
+            let header = parse_header(&expand_flag(raw, "--header")?).map_err(Error::Usage)?;
+            conceal_credentials(&header);
+            headers.push(header);
+        }
+        if let Some(path) = &self.bearer_token_file {
+            let token = read_secret_file(path, "bearer token file")?;
+            let mut value = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
+                Error::Config(format!(
+                    "bearer token file {}: the token holds characters a header cannot carry",
+                    path.display()
+                ))
+            })?;
+            value.set_sensitive(true);
+            headers.push(Header {
+                name: reqwest::header::AUTHORIZATION,
+                value,
+            });
+        }
+        Ok(headers)
+    }
+}
+
+/// Registers the value of a credential header (and the credential after its scheme) as a
+/// secret, so no log line can show it.
+pub fn conceal_credentials(header: &Header) {
+    if redact::is_credential_header(header.name.as_str())
+        && let Ok(value) = header.value.to_str()
+    {
+        redact::conceal(value);
+        if let Some((_scheme, credential)) = value.split_once(' ') {
+            redact::conceal(credential);
+        }
+    }
+}
+
+/// Reads a one-line secret (token, password) from a file, trimmed, and conceals it. The
+/// error names the file, never its contents.
+pub fn read_secret_file(path: &Path, what: &str) -> Result<String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::Config(format!("reading {what} {}: {}", path.display(), io_reason(&e))))?;
+    let secret = text.trim();
+    if secret.is_empty() {
+        return Err(Error::Config(format!("{what} {} is empty", path.display())));
+    }
+    redact::conceal(secret);
+    Ok(secret.to_owned())
+}
+
+/// `$(VAR)` expansion of one flag's value; an undefined variable is a configuration error
+/// naming the flag (and never the value, which may hold a secret).
+pub fn expand_flag(text: &str, flag: &str) -> Result<String> {
+    expand::from_env(text).map_err(|undefined| Error::Config(format!("{flag}: {undefined}")))
+}
+
+/// Up to `limit` bytes of the body, and whether there was more.
+pub async fn read_body(
+    response: &mut reqwest::Response,
+    limit: usize,
+) -> Result<(Vec<u8>, bool), reqwest::Error> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        let room = limit - body.len();
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if chunk.len() > room || body.len() == limit {
+            return Ok((body, true));
+        }
+    }
+    Ok((body, false))
+}
+
+/// An attempt whose body broke off: retried, saying so.
+pub fn body_read_failed(error: &reqwest::Error) -> Attempt {
+    match classify(error) {
+        RequestFailure::Retry(reason) => Attempt::NotYet(format!("reading the body: {reason}")),
+        RequestFailure::Fatal(error) => Attempt::Fatal(error),
+    }
+}
+
+/// The start of a body as one short line, for error messages.
+async fn excerpt(mut response: reqwest::Response) -> String {
+    const SHOWN_CHARS: usize = 200;
+    let Ok((body, _)) = read_body(&mut response, 4096).await else {
+        return String::new();
+    };
+    let text = String::from_utf8_lossy(&body);
+    let line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if line.chars().count() > SHOWN_CHARS {
+        let cut: String = line.chars().take(SHOWN_CHARS).collect();
+        format!("{cut}…")
+    } else {
+        line
+    }
+}
+
+/// `HTTP 503 Service Unavailable`.
+pub fn describe_status(status: reqwest::StatusCode) -> String {
+    match status.canonical_reason() {
+        Some(reason) => format!("HTTP {} {reason}", status.as_u16()),
+        None => format!("HTTP {}", status.as_u16()),
+    }
+}
+
+/// Whether a status says "try again later": 5xx, 408 Request Timeout, 429 Too Many Requests.
+pub fn is_retryable(status: reqwest::StatusCode) -> bool {
+    status.is_server_error() || matches!(status.as_u16(), 408 | 429)
+}
+
+/// The retry rule of register and fetch for an answer outside `expected`: 5xx, 408 and 429
+/// are tried again, no sooner than the server's Retry-After (or `pause` when it sent none,
+/// so a struggling server is not hammered at the fast-start rate); anything else fails at
+/// once, showing the status and the start of the body.
+pub async fn unexpected_answer(
+    response: reqwest::Response,
+    expected: &StatusRanges,
+    pause: Duration,
+) -> Attempt {
+    let status = response.status();
+    let retry_after = retry_after(response.headers());
+    let body = excerpt(response).await;
+    let mut reason = describe_status(status);
+    if !body.is_empty() {
+        reason = format!("{reason}: {body}");
+    }
+    if !is_retryable(status) {
+        return Attempt::Fatal(Error::Failed(format!("{reason} (expected {expected})")));
+    }
+    if let Some(after) = retry_after {
+        reason = format!("{reason} (Retry-After {})", crate::duration::Elapsed(after));
+    }
+    Attempt::Backoff {
+        reason,
+        after: retry_after.unwrap_or(pause),
+    }
+}
+
+/// Retry-After as seconds or as an HTTP date.
+pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let value = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let when = httpdate::parse_http_date(value).ok()?;
+    Some(
+        when.duration_since(std::time::SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
+}
+
+/// A request as `-v` shows it: method, URL and headers, credentials masked.
+pub fn describe_request(method: &Method, url: &Url, headers: &[Header]) -> String {
+    let shown: Vec<String> = headers
+        .iter()
+        .map(|h| {
+            let value = String::from_utf8_lossy(h.value.as_bytes());
+            format!("{}: {}", h.name, redact::header_value(h.name.as_str(), &value))
+        })
+        .collect();
+    if shown.is_empty() {
+        format!("{method} {}", redact::url(url))
+    } else {
+        format!("{method} {} ({})", redact::url(url), shown.join(", "))
+    }
 }
 
 #[cfg(test)]
@@ -298,15 +646,71 @@ mod tests {
     use super::*;
 
     #[test]
-    fn userinfo_never_shows() {
-        let url: reqwest::Url = "https://admin:s3cret@example.test/x".parse().unwrap();
-        let shown = redact_url(&url);
-        assert!(
-            !shown.contains("s3cret") && !shown.contains("admin"),
-            "{shown}"
+    fn status_ranges() {
+        let ranges: StatusRanges = "200-399".parse().unwrap();
+        assert!(ranges.contains(200) && ranges.contains(302) && ranges.contains(399));
+        assert!(!ranges.contains(404) && !ranges.contains(199));
+        let list: StatusRanges = "204, 3xx,418".parse().unwrap();
+        assert!(list.contains(204) && list.contains(301) && list.contains(418));
+        assert!(!list.contains(200));
+        assert_eq!(list.to_string(), "204,300-399,418");
+        for bad in ["", "abc", "99", "600", "399-200", "200,", "7xx"] {
+            assert!(bad.parse::<StatusRanges>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn urls_and_headers() {
+        assert!(parse_url("http://mydb:8080/healthz").is_ok());
+        assert!(parse_url("http//x").unwrap_err().contains("http//x"));
+        assert!(parse_url("ftp://x/").unwrap_err().contains("ftp"));
+        let header = parse_header("Authorization: Bearer abc").unwrap();
+        assert_eq!(header.name, "authorization");
+        assert!(header.value.is_sensitive());
+        let error = parse_header("Authorization=Bearer secret").unwrap_err();
+        assert!(!error.contains("secret"), "{error}");
+        assert!(parse_method("post").unwrap() == Method::POST);
+    }
+
+    #[test]
+    fn retry_after_in_seconds_or_as_a_date() {
+        let mut headers = reqwest::header::HeaderMap::new();
+        assert_eq!(retry_after(&headers), None);
+        headers.insert("retry-after", HeaderValue::from_static("3"));
+        assert_eq!(retry_after(&headers), Some(Duration::from_secs(3)));
+        let later = std::time::SystemTime::now() + Duration::from_secs(120);
+        headers.insert(
+            "retry-after",
+            HeaderValue::from_str(&httpdate::fmt_http_date(later)).unwrap(),
         );
-        assert_eq!(shown, "https://***@example.test/x");
-        let plain: reqwest::Url = "http://example.test/".parse().unwrap();
-        assert_eq!(redact_url(&plain), "http://example.test/");
+        let after = retry_after(&headers).unwrap();
+        assert!(after > Duration::from_secs(100) && after <= Duration::from_secs(120));
+        headers.insert("retry-after", HeaderValue::from_static("soon"));
+        assert_eq!(retry_after(&headers), None);
+    }
+
+    #[test]
+    fn which_answers_are_retried() {
+        use reqwest::StatusCode;
+        for code in [500, 502, 503, 504, 408, 429] {
+            assert!(is_retryable(StatusCode::from_u16(code).unwrap()), "{code}");
+        }
+        for code in [400, 401, 403, 404, 409, 422, 200, 301] {
+            assert!(!is_retryable(StatusCode::from_u16(code).unwrap()), "{code}");
+        }
+    }
+
+    #[test]
+    fn requests_are_shown_without_credentials() {
+        let url: Url = "https://user:pa55word@api.test/register".parse().unwrap();
+        let headers = vec![
+            parse_header("Authorization: Bearer tok3n-value").unwrap(),
+            parse_header("Content-Type: application/json").unwrap(),
+        ];
+        let shown = describe_request(&Method::POST, &url, &headers);
+        assert_eq!(
+            shown,
+            "POST https://***@api.test/register (authorization: Bearer ***, content-type: application/json)"
+        );
     }
 }

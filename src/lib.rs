@@ -4,15 +4,19 @@
 //! `cli` (flags) → a task or check (`checks::*`, `tasks::*`) → the one wait engine (`wait`)
 //! for anything that waits → an [`exit::Error`] whose exit code is decided in `exit`.
 
+pub mod atomic_file;
 pub mod checks;
 pub mod cli;
 pub mod duration;
 pub mod exec;
 pub mod exit;
+pub mod expand;
 pub mod http_client;
+pub mod redact;
 pub mod report;
 pub mod resolve;
 pub mod signals;
+pub mod size;
 pub mod tasks;
 pub mod wait;
 
@@ -26,6 +30,8 @@ pub async fn run(command: Command) -> Result<()> {
         Command::WaitForDns(args) => checks::dns::run(args).await?,
         Command::WaitForTcp(args) => checks::tcp::run(args).await?,
         Command::WaitForHttp(args) => checks::http::run(args).await?,
+        Command::Register(args) => tasks::register::run(args).await?,
+        Command::Fetch(args) => tasks::fetch::run(args).await?,
         Command::Sleep(args) => tasks::sleep::run(args).await?,
         other => return Err(Error::NotImplemented(other.name())),
     }

@@ -10,6 +10,8 @@ use std::time::SystemTime;
 
 use serde_json::{Map, Value};
 
+use crate::redact;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
     Text,
@@ -93,12 +95,20 @@ impl<'a> Event<'a> {
         self
     }
 
+    /// Prints the event, with every concealed secret masked (see `redact`).
     pub fn emit(self) {
         let reporter = current();
         if self.level > reporter.max_level {
             return;
         }
-        let line = match reporter.format {
+        let line = redact::scrub(&self.render(reporter.format)).into_owned();
+        // A closed stderr must not turn into a panic: logging is best effort.
+        let mut stderr = std::io::stderr().lock();
+        let _ = writeln!(stderr, "{line}");
+    }
+
+    fn render(self, format: LogFormat) -> String {
+        match format {
             LogFormat::Text => match self.level {
                 Level::Error => format!("initbox: error: {}", self.message),
                 Level::Warn => format!("initbox: warning: {}", self.message),
@@ -116,12 +126,10 @@ impl<'a> Event<'a> {
                 object.insert("event".into(), self.event.into());
                 object.insert("message".into(), self.message.into());
                 object.extend(self.fields);
+                scrub_strings(&mut object);
                 Value::Object(object).to_string()
             }
-        };
-        // A closed stderr must not turn into a panic: logging is best effort.
-        let mut stderr = std::io::stderr().lock();
-        let _ = writeln!(stderr, "{line}");
+        }
     }
 }
 
@@ -139,4 +147,22 @@ pub fn info(event: &str, message: impl Into<String>) {
 
 pub fn debug(event: &str, message: impl Into<String>) {
     Event::new(Level::Debug, event, message).emit();
+}
+
+/// Masks concealed secrets in every string of a JSON object before it is serialized, so
+/// escaping cannot hide a secret from the mask.
+fn scrub_strings(object: &mut Map<String, Value>) {
+    fn scrub_value(value: &mut Value) {
+        match value {
+            Value::String(text) => {
+                if let std::borrow::Cow::Owned(masked) = redact::scrub(text) {
+                    *text = masked;
+                }
+            }
+            Value::Array(items) => items.iter_mut().for_each(scrub_value),
+            Value::Object(map) => map.values_mut().for_each(scrub_value),
+            _ => {}
+        }
+    }
+    object.values_mut().for_each(scrub_value);
 }

@@ -31,6 +31,9 @@ pub enum Attempt {
     Ready(String),
     /// Not yet; the reason is shown to the user when it changes.
     NotYet(String),
+    /// Not yet, and the target asked not to be tried again for a while (an HTTP 503 or
+    /// 429, with or without Retry-After): the next attempt waits at least `after`.
+    Backoff { reason: String, after: Duration },
     /// Retrying cannot help (permission denied, impossible input): stop the wait now.
     Fatal(Error),
 }
@@ -48,7 +51,9 @@ pub struct WaitOptions {
     /// `None` waits forever.
     pub timeout: Option<Duration>,
     pub interval: Duration,
-    pub attempt_timeout: Duration,
+    /// `None` when the probe bounds its own attempts (a download may take minutes as long
+    /// as bytes keep coming).
+    pub attempt_timeout: Option<Duration>,
     pub invert: bool,
 }
 
@@ -158,17 +163,24 @@ async fn watch<P: Probe>(
     loop {
         let attempt_start = Instant::now();
         attempts += 1;
-        let outcome = match tokio::time::timeout(options.attempt_timeout, probe.attempt()).await {
-            Ok(outcome) => outcome,
-            Err(_) => Attempt::NotYet(format!(
-                "no answer within {} (--attempt-timeout)",
-                Elapsed(options.attempt_timeout)
-            )),
+        let outcome = match options.attempt_timeout {
+            None => probe.attempt().await,
+            Some(limit) => match tokio::time::timeout(limit, probe.attempt()).await {
+                Ok(outcome) => outcome,
+                Err(_) => Attempt::NotYet(format!(
+                    "no answer within {} (--attempt-timeout)",
+                    Elapsed(limit)
+                )),
+            },
         };
         let outcome = if options.invert {
             invert(outcome)
         } else {
             outcome
+        };
+        let backoff = match &outcome {
+            Attempt::Backoff { after, .. } => Some(*after),
+            _ => None,
         };
         match outcome {
             Attempt::Ready(detail) => {
@@ -200,7 +212,7 @@ async fn watch<P: Probe>(
                 });
             }
             Attempt::Fatal(error) => return Err(error.for_target(&target)),
-            Attempt::NotYet(reason) => {
+            Attempt::NotYet(reason) | Attempt::Backoff { reason, .. } => {
                 {
                     let mut progress = state.lock().unwrap_or_else(|p| p.into_inner());
                     progress.attempts = attempts;
@@ -238,7 +250,11 @@ async fn watch<P: Probe>(
             }
         }
         let pause = pause_after(attempt_start.duration_since(start), options.interval);
-        tokio::time::sleep_until(attempt_start + pause).await;
+        let next = match backoff {
+            Some(after) => (attempt_start + pause).max(Instant::now() + after),
+            None => attempt_start + pause,
+        };
+        tokio::time::sleep_until(next).await;
     }
 }
 
@@ -246,7 +262,9 @@ fn invert(outcome: Attempt) -> Attempt {
     match outcome {
         Attempt::Ready(detail) if detail.is_empty() => Attempt::NotYet("still ready".into()),
         Attempt::Ready(detail) => Attempt::NotYet(format!("still ready ({detail})")),
-        Attempt::NotYet(reason) => Attempt::Ready(format!("no longer ready: {reason}")),
+        Attempt::NotYet(reason) | Attempt::Backoff { reason, .. } => {
+            Attempt::Ready(format!("no longer ready: {reason}"))
+        }
         fatal @ Attempt::Fatal(_) => fatal,
     }
 }
@@ -342,7 +360,7 @@ mod tests {
         WaitOptions {
             timeout: (timeout > 0).then(|| Duration::from_secs(timeout)),
             interval: Duration::from_secs(1),
-            attempt_timeout: Duration::from_secs(2),
+            attempt_timeout: Some(Duration::from_secs(2)),
             invert: false,
         }
     }

@@ -1,3 +1,5 @@
 //! Tasks that do one thing once (as opposed to checks, which are probed until ready).
 
+pub mod fetch;
+pub mod register;
 pub mod sleep;

@@ -1,0 +1,212 @@
+//! Writing a file so that readers (and a re-run after `kill -9`) see the old file or the
+//! new one, never half of one: a temp file in the destination directory, renamed into
+//! place once complete and flushed to disk.
+//!
+//! The temp file is `.NAME.initbox-RANDOM.tmp` beside `NAME`. Dropping an uncommitted
+//! [`AtomicFile`] (an error, a signal) removes it; a temp file left by a killed process is
+//! removed by the next write to the same destination.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+const TEMP_MARK: &str = ".initbox-";
+const TEMP_SUFFIX: &str = ".tmp";
+
+/// A file being written; it appears at its destination only on [`AtomicFile::commit`].
+#[derive(Debug)]
+pub struct AtomicFile {
+    file: Option<File>,
+    temp: PathBuf,
+    dest: PathBuf,
+    mode: Option<u32>,
+}
+
+impl AtomicFile {
+    /// Starts writing `dest`, creating its parent directories. With `mode`, the file gets
+    /// exactly that mode; without, 0666 minus the umask, like any new file.
+    pub fn create(dest: &Path, mode: Option<u32>) -> io::Result<Self> {
+        let name = dest
+            .file_name()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not a file path"))?
+            .to_string_lossy()
+            .into_owned();
+        let dir = parent_dir(dest);
+        fs::create_dir_all(dir)?;
+        remove_leftovers(dir, &name);
+        // Created no more permissive than the final mode, so a secret is never readable
+        // by others while it is being written.
+        let create_mode = mode.map(|m| m & 0o777).unwrap_or(0o666);
+        loop {
+            let temp = dir.join(format!(
+                ".{name}{TEMP_MARK}{:08x}{TEMP_SUFFIX}",
+                fastrand::u32(..)
+            ));
+            match OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(create_mode)
+                .open(&temp)
+            {
+                Ok(file) => {
+                    return Ok(AtomicFile {
+                        file: Some(file),
+                        temp,
+                        dest: dest.to_owned(),
+                        mode,
+                    });
+                }
+                Err(error) if error.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
+    pub fn dest(&self) -> &Path {
+        &self.dest
+    }
+
+    /// Flushes the data, sets the mode and renames the file into place.
+    pub fn commit(mut self) -> io::Result<()> {
+        let file = self.file.take().expect("an uncommitted file");
+        if let Some(mode) = self.mode {
+            file.set_permissions(fs::Permissions::from_mode(mode))?;
+        }
+        file.sync_all()?;
+        drop(file);
+        fs::rename(&self.temp, &self.dest)?;
+        // The rename itself must survive a crash too.
+        if let Ok(dir) = File::open(parent_dir(&self.dest)) {
+            let _ = dir.sync_all();
+        }
+        Ok(())
+    }
+}
+
+impl Write for AtomicFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.file.as_mut().expect("an uncommitted file").write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.as_mut().expect("an uncommitted file").flush()
+    }
+}
+
+impl Drop for AtomicFile {
+    fn drop(&mut self) {
+        if self.file.take().is_some() {
+            let _ = fs::remove_file(&self.temp);
+        }
+    }
+}
+
+/// Writes `contents` to `dest` atomically.
+pub fn write(dest: &Path, contents: &[u8], mode: Option<u32>) -> io::Result<()> {
+    let mut file = AtomicFile::create(dest, mode)?;
+    file.write_all(contents)?;
+    file.commit()
+}
+
+fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    }
+}
+
+/// Removes temp files of `name` left behind by a killed writer.
+fn remove_leftovers(dir: &Path, name: &str) {
+    let prefix = format!(".{name}{TEMP_MARK}");
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        let file_name = file_name.to_string_lossy();
+        if let Some(random) = file_name
+            .strip_prefix(&prefix)
+            .and_then(|rest| rest.strip_suffix(TEMP_SUFFIX))
+            && random.len() == 8
+            && random.bytes().all(|b| b.is_ascii_hexdigit())
+        {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// Parses a file mode written in octal: `0644`, `644`, `0o600`.
+pub fn parse_mode(text: &str) -> Result<u32, String> {
+    let digits = text.trim();
+    let digits = digits.strip_prefix("0o").unwrap_or(digits);
+    match u32::from_str_radix(digits, 8) {
+        Ok(mode) if !digits.is_empty() && mode <= 0o7777 => Ok(mode),
+        _ => Err(format!(
+            "'{text}' is not a file mode (octal, such as 0644 or 0600)"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn appears_only_on_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("sub/dir/index.html");
+        let mut file = AtomicFile::create(&dest, Some(0o640)).unwrap();
+        file.write_all(b"<h1>hi</h1>").unwrap();
+        assert!(!dest.exists());
+        file.commit().unwrap();
+        assert_eq!(fs::read(&dest).unwrap(), b"<h1>hi</h1>");
+        let mode = fs::metadata(&dest).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o640);
+        assert_eq!(names(&dest.parent().unwrap()), ["index.html"]);
+    }
+
+    #[test]
+    fn dropped_leaves_the_old_file_and_no_temp() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("app.conf");
+        fs::write(&dest, "old").unwrap();
+        let mut file = AtomicFile::create(&dest, None).unwrap();
+        file.write_all(b"half of the ne").unwrap();
+        drop(file);
+        assert_eq!(fs::read_to_string(&dest).unwrap(), "old");
+        assert_eq!(names(dir.path()), ["app.conf"]);
+    }
+
+    #[test]
+    fn leftovers_of_a_killed_writer_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("app.conf");
+        fs::write(dir.path().join(".app.conf.initbox-0123abcd.tmp"), "stale").unwrap();
+        fs::write(dir.path().join(".other.initbox-0123abcd.tmp"), "not ours").unwrap();
+        write(&dest, b"new", None).unwrap();
+        assert_eq!(
+            names(dir.path()),
+            [".other.initbox-0123abcd.tmp", "app.conf"]
+        );
+    }
+
+    #[test]
+    fn modes() {
+        assert_eq!(parse_mode("0644"), Ok(0o644));
+        assert_eq!(parse_mode("600"), Ok(0o600));
+        assert_eq!(parse_mode("0o755"), Ok(0o755));
+        for bad in ["", "0999", "rw-r--r--", "77777", "-1"] {
+            assert!(parse_mode(bad).is_err(), "{bad}");
+        }
+    }
+}

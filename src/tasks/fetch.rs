@@ -1,0 +1,310 @@
+//! fetch: the `wget -O /work-dir/index.html http://…` init container, safe for a volume
+//! that a main container reads: the download streams into a temp file beside the
+//! destination and is renamed into place only when complete, within `--max-size` and
+//! matching `--sha256`, so a reader (or a restarted pod) never sees half a file.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use reqwest::Url;
+use ring::digest;
+use tokio::time::Instant;
+
+use crate::atomic_file::{self, AtomicFile};
+use crate::cli::{ResolverArgs, RetryArgs, Then};
+use crate::duration::Elapsed;
+use crate::exit::{Error, Result};
+use crate::http_client::{
+    self, Header, MAX_REDIRECTS, Redirects, RequestArgs, StatusRanges, parse_url,
+};
+use crate::report;
+use crate::resolve::{Resolver, io_reason};
+use crate::size::ByteSize;
+use crate::wait::{self, Attempt, PROGRESS_EVERY, Probe};
+
+/// Download a URL into a file, atomically.
+#[derive(Debug, Clone, clap::Args)]
+#[command(mut_arg("attempt_timeout", |arg| arg
+    .default_value("10s")
+    .help("Give up on an attempt when connecting, or waiting for the next byte, takes this long")))]
+pub struct FetchArgs {
+    /// What to download; $(VAR) is expanded from the environment.
+    #[arg(value_name = "URL")]
+    pub url: String,
+    /// Where to save it ('-' for stdout); missing parent directories are created.
+    #[arg(short, long, env = "INITBOX_OUTPUT", value_name = "FILE")]
+    pub output: PathBuf,
+    /// Keep the file only if its SHA-256 is this (64 hex digits); otherwise exit 1 and leave
+    /// nothing at the destination.
+    #[arg(long, env = "INITBOX_SHA256", value_name = "HEX", value_parser = parse_sha256)]
+    pub sha256: Option<String>,
+    /// The file's mode, in octal (default: 0666 minus the umask).
+    #[arg(long, env = "INITBOX_MODE", value_name = "MODE", value_parser = atomic_file::parse_mode)]
+    pub mode: Option<u32>,
+    /// Refuse a download larger than this (1048576, 512k, 100M, 1GiB).
+    #[arg(
+        long,
+        env = "INITBOX_MAX_SIZE",
+        default_value = "1GiB",
+        value_name = "SIZE"
+    )]
+    pub max_size: ByteSize,
+    #[command(flatten)]
+    pub request: RequestArgs,
+    #[command(flatten)]
+    pub retry: RetryArgs,
+    #[command(flatten)]
+    pub resolver: ResolverArgs,
+    #[command(flatten)]
+    pub then: Then,
+}
+
+fn parse_sha256(text: &str) -> Result<String, String> {
+    let hex = text.trim().to_ascii_lowercase();
+    let hex = hex.strip_prefix("sha256:").unwrap_or(&hex).to_owned();
+    if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(hex)
+    } else {
+        Err(format!("'{text}' is not a SHA-256 (64 hexadecimal digits)"))
+    }
+}
+
+/// Where the bytes go.
+enum Sink {
+    File(AtomicFile),
+    Stdout(std::io::Stdout),
+}
+
+impl Sink {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        match self {
+            Sink::File(file) => file.write_all(bytes),
+            Sink::Stdout(stdout) => stdout.write_all(bytes),
+        }
+    }
+}
+
+struct FetchProbe {
+    label: String,
+    client: reqwest::Client,
+    url: Url,
+    headers: Vec<Header>,
+    output: PathBuf,
+    sha256: Option<String>,
+    mode: Option<u32>,
+    max_size: ByteSize,
+    pause: Duration,
+}
+
+impl FetchProbe {
+    fn to_stdout(&self) -> bool {
+        self.output == Path::new("-")
+    }
+
+    fn open_sink(&self) -> std::result::Result<Sink, Error> {
+        if self.to_stdout() {
+            return Ok(Sink::Stdout(std::io::stdout()));
+        }
+        AtomicFile::create(&self.output, self.mode)
+            .map(Sink::File)
+            .map_err(|e| self.write_error(&e))
+    }
+
+    fn write_error(&self, error: &std::io::Error) -> Error {
+        Error::Failed(format!(
+            "cannot write {}: {}",
+            self.output.display(),
+            io_reason(error)
+        ))
+    }
+
+    fn too_big(&self, size: u64) -> Attempt {
+        Attempt::Fatal(Error::Failed(format!(
+            "the download is larger than --max-size {} ({} or more)",
+            self.max_size,
+            ByteSize(size)
+        )))
+    }
+}
+
+impl Probe for FetchProbe {
+    fn target(&self) -> &str {
+        &self.label
+    }
+
+    async fn attempt(&self) -> Attempt {
+        let mut request = self.client.get(self.url.clone());
+        for header in &self.headers {
+            request = request.header(header.name.clone(), header.value.clone());
+        }
+        let mut response = match request.send().await {
+            Ok(response) => response,
+            Err(error) => return http_client::classify(&error).into(),
+        };
+        if !response.status().is_success() {
+            return http_client::unexpected_answer(response, &StatusRanges::success(), self.pause)
+                .await;
+        }
+        let announced = response.content_length();
+        if let Some(size) = announced
+            && size > self.max_size.0
+        {
+            return self.too_big(size);
+        }
+        let mut sink = match self.open_sink() {
+            Ok(sink) => sink,
+            Err(error) => return Attempt::Fatal(error),
+        };
+        let mut hash = digest::Context::new(&digest::SHA256);
+        let mut received: u64 = 0;
+        let start = Instant::now();
+        let mut last_progress = start;
+        loop {
+            let chunk = match response.chunk().await {
+                Ok(Some(chunk)) => chunk,
+                Ok(None) => break,
+                // Bytes already on stdout cannot be taken back: no retry there.
+                Err(error) if matches!(sink, Sink::Stdout(_)) && received > 0 => {
+                    return Attempt::Fatal(Error::Failed(format!(
+                        "the download broke off after {} written to stdout: {}",
+                        ByteSize(received),
+                        describe_failure(&error)
+                    )));
+                }
+                Err(error) => {
+                    return Attempt::NotYet(format!(
+                        "the download broke off after {}: {}",
+                        ByteSize(received),
+                        describe_failure(&error)
+                    ));
+                }
+            };
+            received += chunk.len() as u64;
+            if received > self.max_size.0 {
+                return self.too_big(received);
+            }
+            hash.update(&chunk);
+            if let Err(error) = sink.write(&chunk) {
+                return Attempt::Fatal(self.write_error(&error));
+            }
+            if last_progress.elapsed() >= PROGRESS_EVERY {
+                last_progress = Instant::now();
+                report_progress(&self.label, received, announced, start.elapsed());
+            }
+        }
+        let actual = hex(hash.finish().as_ref());
+        if let Some(expected) = &self.sha256
+            && *expected != actual
+        {
+            return Attempt::Fatal(Error::Failed(format!(
+                "SHA-256 mismatch: expected {expected}, got {actual} ({}); nothing was saved",
+                ByteSize(received)
+            )));
+        }
+        let saved = match sink {
+            Sink::File(file) => match file.commit() {
+                Ok(()) => format!("saved {} to {}", ByteSize(received), self.output.display()),
+                Err(error) => return Attempt::Fatal(self.write_error(&error)),
+            },
+            Sink::Stdout(mut stdout) => {
+                if let Err(error) = stdout.flush() {
+                    return Attempt::Fatal(self.write_error(&error));
+                }
+                format!("wrote {} to stdout", ByteSize(received))
+            }
+        };
+        report::debug("fetch.sha256", format!("sha256 {actual}"));
+        let checked = if self.sha256.is_some() {
+            ", SHA-256 verified"
+        } else {
+            ""
+        };
+        Attempt::Ready(format!(
+            "{saved} at {}/s{checked}",
+            ByteSize(rate(received, start.elapsed()))
+        ))
+    }
+}
+
+fn describe_failure(error: &reqwest::Error) -> String {
+    match http_client::classify(error) {
+        http_client::RequestFailure::Retry(reason) => reason,
+        http_client::RequestFailure::Fatal(error) => error.to_string(),
+    }
+}
+
+fn report_progress(label: &str, received: u64, announced: Option<u64>, elapsed: Duration) {
+    let of = match announced {
+        Some(total) => format!(" of {}", ByteSize(total)),
+        None => String::new(),
+    };
+    report::Event::new(
+        report::Level::Info,
+        "fetch.progress",
+        format!(
+            "downloading {label}: {}{of} after {} ({}/s)",
+            ByteSize(received),
+            Elapsed(elapsed),
+            ByteSize(rate(received, elapsed))
+        ),
+    )
+    .field("bytes", received)
+    .field("total_bytes", announced)
+    .emit();
+}
+
+fn rate(bytes: u64, elapsed: Duration) -> u64 {
+    (bytes as f64 / elapsed.as_secs_f64().max(0.001)) as u64
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub async fn run(args: FetchArgs) -> Result<()> {
+    let mut options = args.retry.options()?;
+    let url = parse_url(&http_client::expand_flag(&args.url, "URL")?).map_err(Error::Usage)?;
+    let headers = args.request.headers()?;
+    let resolver = Resolver::new(&args.resolver.settings(args.retry.attempt_timeout.get()));
+    let client = http_client::build_client(
+        &args.request.tls,
+        resolver,
+        Redirects::Follow(MAX_REDIRECTS),
+        options.attempt_timeout.take(),
+    )?;
+    report::debug(
+        "fetch.request",
+        http_client::describe_request(&reqwest::Method::GET, &url, &headers),
+    );
+    let probe = FetchProbe {
+        label: crate::redact::url(&url),
+        client,
+        url,
+        headers,
+        output: args.output,
+        sha256: args.sha256,
+        mode: args.mode,
+        max_size: args.max_size,
+        pause: options.interval,
+    };
+    wait::wait_for_all("fetch", vec![probe], options)
+        .await
+        .map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sha256_values() {
+        let digest = "E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855";
+        assert_eq!(parse_sha256(digest).unwrap(), digest.to_ascii_lowercase());
+        assert!(parse_sha256(&format!("sha256:{digest}")).is_ok());
+        assert!(parse_sha256("abc").is_err());
+        assert!(parse_sha256(&"g".repeat(64)).is_err());
+        let empty = digest::digest(&digest::SHA256, b"");
+        assert_eq!(hex(empty.as_ref()), digest.to_ascii_lowercase());
+    }
+}

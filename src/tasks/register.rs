@@ -1,0 +1,309 @@
+//! register: the `curl -X POST $HOST/register -d 'instance=$(POD_NAME)&ip=$(POD_IP)'` of
+//! the init-container docs, done properly: `$(VAR)` expansion from the environment (the
+//! Downward API), retries only where a retry can help (connection errors, timeouts, 5xx,
+//! 408, 429 with Retry-After), an immediate failure on any other answer, no secret in any
+//! log, and the response body on stdout or atomically in a file.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use reqwest::header::{CONTENT_TYPE, HeaderValue};
+use reqwest::{Method, Url};
+
+use crate::atomic_file;
+use crate::cli::{ResolverArgs, RetryArgs, Then};
+use crate::exit::{Error, Result};
+use crate::http_client::{
+    self, Header, MAX_REDIRECTS, Redirects, RequestArgs, StatusRanges, parse_method, parse_url,
+};
+use crate::report;
+use crate::resolve::Resolver;
+use crate::wait::{self, Attempt, Probe};
+
+/// The most of a response register keeps; anything bigger is not a registration answer.
+const RESPONSE_LIMIT: usize = 16 * 1024 * 1024;
+
+/// Register this pod with a remote service over HTTP.
+#[derive(Debug, Clone, clap::Args)]
+#[command(mut_arg("attempt_timeout", |arg| arg
+    .default_value("10s")
+    .help("Give up on an attempt when connecting, or waiting for the next byte, takes this long")))]
+pub struct RegisterArgs {
+    /// Where to send the registration; $(VAR) is expanded from the environment.
+    #[arg(value_name = "URL")]
+    pub url: String,
+    /// Request method.
+    #[arg(long, env = "INITBOX_METHOD", default_value = "POST", value_parser = parse_method)]
+    pub method: Method,
+    /// A form field KEY=VALUE (repeatable), sent urlencoded; $(VAR) is expanded.
+    #[arg(long, env = "INITBOX_FORM", value_name = "KEY=VALUE", value_parser = parse_form_field, group = "body")]
+    pub form: Vec<(String, String)>,
+    /// A JSON body; $(VAR) is expanded inside its strings.
+    #[arg(long, env = "INITBOX_JSON", value_name = "JSON", group = "body")]
+    pub json: Option<String>,
+    /// Send this file as the body, byte for byte.
+    #[arg(long, env = "INITBOX_DATA_FILE", value_name = "FILE", group = "body")]
+    pub data_file: Option<PathBuf>,
+    /// The statuses that mean success: ranges and lists such as 200-299, 201 or 2xx.
+    #[arg(
+        long,
+        env = "INITBOX_EXPECT_STATUS",
+        default_value = "200-299",
+        value_name = "RANGES"
+    )]
+    pub expect_status: StatusRanges,
+    /// Write the response body to this file (atomically) instead of stdout ('-').
+    #[arg(
+        short,
+        long,
+        env = "INITBOX_OUTPUT",
+        value_name = "FILE",
+        default_value = "-"
+    )]
+    pub output: PathBuf,
+    #[command(flatten)]
+    pub request: RequestArgs,
+    #[command(flatten)]
+    pub retry: RetryArgs,
+    #[command(flatten)]
+    pub resolver: ResolverArgs,
+    #[command(flatten)]
+    pub then: Then,
+}
+
+fn parse_form_field(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.trim().is_empty() => {
+            Ok((key.trim().to_owned(), value.to_owned()))
+        }
+        _ => Err(format!(
+            "form field '{}' must look like KEY=VALUE",
+            text.split('=').next().unwrap_or("")
+        )),
+    }
+}
+
+/// A request body and its content type.
+struct Body {
+    bytes: Vec<u8>,
+    content_type: &'static str,
+}
+
+impl RegisterArgs {
+    fn body(&self) -> Result<Option<Body>> {
+        if !self.form.is_empty() {
+            let mut form = url::form_urlencoded::Serializer::new(String::new());
+            for (key, value) in &self.form {
+                form.append_pair(
+                    &http_client::expand_flag(key, "--form")?,
+                    &http_client::expand_flag(value, &format!("--form {key}"))?,
+                );
+            }
+            return Ok(Some(Body {
+                bytes: form.finish().into_bytes(),
+                content_type: "application/x-www-form-urlencoded",
+            }));
+        }
+        if let Some(json) = &self.json {
+            let mut value: serde_json::Value = serde_json::from_str(json)
+                .map_err(|e| Error::Usage(format!("--json is not valid JSON: {e}")))?;
+            expand_json_strings(&mut value)?;
+            return Ok(Some(Body {
+                bytes: value.to_string().into_bytes(),
+                content_type: "application/json",
+            }));
+        }
+        if let Some(path) = &self.data_file {
+            let bytes = std::fs::read(path).map_err(|e| {
+                Error::Config(format!(
+                    "reading --data-file {}: {}",
+                    path.display(),
+                    crate::resolve::io_reason(&e)
+                ))
+            })?;
+            return Ok(Some(Body {
+                bytes,
+                content_type: content_type_of(path),
+            }));
+        }
+        Ok(None)
+    }
+}
+
+/// `$(VAR)` inside every string of a JSON document (keys included); numbers, booleans and
+/// the document's structure are never touched, so a value cannot break the JSON.
+fn expand_json_strings(value: &mut serde_json::Value) -> Result<()> {
+    use serde_json::Value;
+    match value {
+        Value::String(text) => *text = http_client::expand_flag(text, "--json")?,
+        Value::Array(items) => items.iter_mut().try_for_each(expand_json_strings)?,
+        Value::Object(map) => {
+            let entries = std::mem::take(map);
+            for (key, mut item) in entries {
+                expand_json_strings(&mut item)?;
+                map.insert(http_client::expand_flag(&key, "--json")?, item);
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+fn content_type_of(path: &Path) -> &'static str {
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("json") => "application/json",
+        Some("xml") => "application/xml",
+        Some("yaml" | "yml") => "application/yaml",
+        Some("txt") => "text/plain; charset=utf-8",
+        _ => "application/octet-stream",
+    }
+}
+
+struct RegisterProbe {
+    label: String,
+    client: reqwest::Client,
+    method: Method,
+    url: Url,
+    headers: Vec<Header>,
+    body: Option<Vec<u8>>,
+    expect: StatusRanges,
+    /// The least pause after a "try again later" answer without Retry-After.
+    pause: Duration,
+    /// The body of the accepted answer, for the caller once the wait is over.
+    answer: Arc<Mutex<Option<Vec<u8>>>>,
+}
+
+impl Probe for RegisterProbe {
+    fn target(&self) -> &str {
+        &self.label
+    }
+
+    async fn attempt(&self) -> Attempt {
+        let mut request = self.client.request(self.method.clone(), self.url.clone());
+        for header in &self.headers {
+            request = request.header(header.name.clone(), header.value.clone());
+        }
+        if let Some(body) = &self.body {
+            request = request.body(body.clone());
+        }
+        let mut response = match request.send().await {
+            Ok(response) => response,
+            Err(error) => return http_client::classify(&error).into(),
+        };
+        let status = response.status();
+        if !self.expect.contains(status.as_u16()) {
+            return http_client::unexpected_answer(response, &self.expect, self.pause).await;
+        }
+        match http_client::read_body(&mut response, RESPONSE_LIMIT).await {
+            Ok((_, true)) => Attempt::Fatal(Error::Failed(format!(
+                "{}, but the response is larger than {} (use fetch for downloads)",
+                http_client::describe_status(status),
+                crate::size::ByteSize(RESPONSE_LIMIT as u64)
+            ))),
+            Ok((body, false)) => {
+                report::debug(
+                    "register.response",
+                    format!(
+                        "{}, {} byte response",
+                        http_client::describe_status(status),
+                        body.len()
+                    ),
+                );
+                *self.answer.lock().unwrap_or_else(|p| p.into_inner()) = Some(body);
+                Attempt::Ready(http_client::describe_status(status))
+            }
+            Err(error) => http_client::body_read_failed(&error),
+        }
+    }
+}
+
+pub async fn run(args: RegisterArgs) -> Result<()> {
+    let mut options = args.retry.options()?;
+    let url = parse_url(&http_client::expand_flag(&args.url, "URL")?).map_err(Error::Usage)?;
+    let mut headers = args.request.headers()?;
+    let body = args.body()?;
+    if let Some(body) = &body
+        && !headers.iter().any(|h| h.name == CONTENT_TYPE)
+    {
+        headers.push(Header {
+            name: CONTENT_TYPE,
+            value: HeaderValue::from_static(body.content_type),
+        });
+    }
+    let resolver = Resolver::new(&args.resolver.settings(args.retry.attempt_timeout.get()));
+    let client = http_client::build_client(
+        &args.request.tls,
+        resolver,
+        Redirects::Follow(MAX_REDIRECTS),
+        options.attempt_timeout.take(),
+    )?;
+    report::debug(
+        "register.request",
+        http_client::describe_request(&args.method, &url, &headers),
+    );
+    let answer = Arc::new(Mutex::new(None));
+    let probe = RegisterProbe {
+        label: format!("{} {}", args.method, crate::redact::url(&url)),
+        client,
+        method: args.method,
+        url,
+        headers,
+        body: body.map(|b| b.bytes),
+        expect: args.expect_status,
+        pause: options.interval,
+        answer: answer.clone(),
+    };
+    wait::wait_for_all("register", vec![probe], options).await?;
+    let body = answer
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take()
+        .unwrap_or_default();
+    write_output(&args.output, &body)
+}
+
+/// The response body to stdout (`-`) or atomically to a file.
+fn write_output(output: &Path, body: &[u8]) -> Result<()> {
+    use std::io::Write;
+    if output == Path::new("-") {
+        let mut stdout = std::io::stdout().lock();
+        return stdout
+            .write_all(body)
+            .and_then(|()| stdout.flush())
+            .map_err(|e| Error::Failed(format!("writing the response to stdout: {e}")));
+    }
+    atomic_file::write(output, body, None).map_err(|e| {
+        Error::Failed(format!(
+            "writing the response to {}: {}",
+            output.display(),
+            crate::resolve::io_reason(&e)
+        ))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_strings_are_expanded_and_structure_kept() {
+        let mut value: serde_json::Value =
+            serde_json::from_str(r#"{"path": "$(PATH)", "n": 3, "tags": ["$$(x)"]}"#).unwrap();
+        expand_json_strings(&mut value).unwrap();
+        assert_eq!(value["path"], std::env::var("PATH").unwrap());
+        assert_eq!(value["n"], 3);
+        assert_eq!(value["tags"][0], "$(x)");
+    }
+
+    #[test]
+    fn form_fields() {
+        assert_eq!(
+            parse_form_field("ip=$(POD_IP)"),
+            Ok(("ip".into(), "$(POD_IP)".into()))
+        );
+        assert_eq!(parse_form_field("empty="), Ok(("empty".into(), "".into())));
+        assert!(parse_form_field("novalue").is_err());
+        assert!(parse_form_field("=x").is_err());
+    }
+}
