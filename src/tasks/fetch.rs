@@ -220,10 +220,13 @@ impl Probe for FetchProbe {
         } else {
             ""
         };
-        Attempt::Ready(format!(
-            "{saved} at {}/s{checked}",
-            ByteSize(rate(received, start.elapsed()))
-        ))
+        // A rate says something only about a transfer that took a while.
+        let speed = if start.elapsed() >= Duration::from_secs(1) {
+            format!(" at {}/s", ByteSize(rate(received, start.elapsed())))
+        } else {
+            String::new()
+        };
+        Attempt::Ready(format!("{saved}{speed}{checked}"))
     }
 }
 

@@ -14,6 +14,7 @@ pub struct Request {
     pub method: String,
     pub path: String,
     pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
 }
 
 impl Request {
@@ -25,16 +26,43 @@ impl Request {
     }
 }
 
+impl Request {
+    pub fn body_text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Reply {
     pub status: u16,
-    pub body: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Arc<Vec<u8>>,
+    /// Send only this much of the body, then hold the connection open without a word.
+    pub stall_after: Option<usize>,
 }
 
 pub fn reply(status: u16, body: &str) -> Reply {
+    reply_bytes(status, body.as_bytes().to_vec())
+}
+
+pub fn reply_bytes(status: u16, body: Vec<u8>) -> Reply {
     Reply {
         status,
-        body: body.to_owned(),
+        headers: Vec::new(),
+        body: Arc::new(body),
+        stall_after: None,
+    }
+}
+
+impl Reply {
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    pub fn stall_after(mut self, bytes: usize) -> Self {
+        self.stall_after = Some(bytes);
+        self
     }
 }
 
@@ -53,10 +81,19 @@ impl HttpServer {
 
     /// HTTPS with a fresh CA; the certificate is valid for localhost and 127.0.0.1.
     pub fn start_tls(replies: Vec<Reply>) -> Self {
-        let (config, ca_pem) = tls_config();
+        let (config, ca_pem, _) = tls_config(false);
         let mut server = Self::serve(replies, Some(Arc::new(config)));
         server.ca_pem = Some(ca_pem);
         server
+    }
+
+    /// HTTPS that demands a client certificate signed by its CA; also returns such a
+    /// client certificate and its key, as PEM.
+    pub fn start_mutual_tls(replies: Vec<Reply>) -> (Self, ClientIdentity) {
+        let (config, ca_pem, client) = tls_config(true);
+        let mut server = Self::serve(replies, Some(Arc::new(config)));
+        server.ca_pem = Some(ca_pem);
+        (server, client.expect("a client identity"))
     }
 
     fn serve(replies: Vec<Reply>, tls: Option<Arc<rustls::ServerConfig>>) -> Self {
@@ -119,14 +156,21 @@ fn handle(
     let text = String::from_utf8_lossy(&head);
     let mut lines = text.split("\r\n");
     let mut first = lines.next().unwrap_or("").split_whitespace();
-    let request = Request {
+    let mut request = Request {
         method: first.next().unwrap_or("").to_owned(),
         path: first.next().unwrap_or("").to_owned(),
         headers: lines
             .filter_map(|line| line.split_once(':'))
             .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
             .collect(),
+        body: Vec::new(),
     };
+    let length: usize = request
+        .header("content-length")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    request.body = vec![0; length.min(16 * 1024 * 1024)];
+    stream.read_exact(&mut request.body)?;
     seen.lock().unwrap().push(request);
     let reply = {
         let mut replies = replies.lock().unwrap();
@@ -136,20 +180,37 @@ fn handle(
             replies.front().cloned().unwrap_or(reply(200, "ok"))
         }
     };
-    let response = format!(
-        "HTTP/1.1 {} Status\r\nContent-Length: {}\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n{}",
+    let mut head = format!(
+        "HTTP/1.1 {} Status\r\nContent-Length: {}\r\nContent-Type: text/plain\r\nConnection: close\r\n",
         reply.status,
         reply.body.len(),
-        reply.body
     );
-    stream.write_all(response.as_bytes())?;
+    for (name, value) in &reply.headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes())?;
+    match reply.stall_after {
+        None => stream.write_all(&reply.body)?,
+        Some(sent) => {
+            stream.write_all(&reply.body[..sent.min(reply.body.len())])?;
+            stream.flush()?;
+            thread::sleep(std::time::Duration::from_secs(600));
+        }
+    }
     stream.flush()
 }
 
 trait ReadWrite: Read + Write {}
 impl<T: Read + Write> ReadWrite for T {}
 
-fn tls_config() -> (rustls::ServerConfig, String) {
+/// A client certificate and key (PEM) signed by a test server's CA.
+pub struct ClientIdentity {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+fn tls_config(client_auth: bool) -> (rustls::ServerConfig, String, Option<ClientIdentity>) {
     use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -162,16 +223,40 @@ fn tls_config() -> (rustls::ServerConfig, String) {
         CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
     let cert = params.signed_by(&key, &ca).unwrap();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
+        .unwrap();
+    let (builder, client) = if client_auth {
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(CertificateDer::from(ca.der().to_vec()))
+            .unwrap();
+        let verifier =
+            rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .unwrap();
+        let client_key = KeyPair::generate().unwrap();
+        let mut client_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        client_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "initbox test client");
+        client_params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let client_cert = client_params.signed_by(&client_key, &ca).unwrap();
+        let identity = ClientIdentity {
+            cert_pem: client_cert.pem(),
+            key_pem: client_key.serialize_pem(),
+        };
+        (builder.with_client_cert_verifier(verifier), Some(identity))
+    } else {
+        (builder.with_no_client_auth(), None)
+    };
+    let config = builder
         .with_single_cert(
             vec![CertificateDer::from(cert.der().to_vec())],
             PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
         )
         .unwrap();
-    (config, ca.pem())
+    (config, ca.pem(), client)
 }
 
 /// A server that accepts connections and never answers (for attempt timeouts).

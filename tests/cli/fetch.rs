@@ -1,0 +1,276 @@
+//! fetch against a real local HTTP(S) server: what lands at the destination, and above all
+//! what never does (a mismatched, oversized or half-finished download).
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::support::http_server::{HttpServer, reply, reply_bytes};
+use crate::support::{Sandbox, eventually};
+
+const PAGE: &str = "<h1>hello from the init container</h1>\n";
+/// sha256 of PAGE.
+const PAGE_SHA256: &str = "01cfa337e5fc746e7808799a0cdcf2406fc340b717e05ce69d03c59bf8cdc3c1";
+
+fn sha256_of(text: &str) -> String {
+    let output = std::process::Command::new("sha256sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(text.as_bytes())?;
+            child.wait_with_output()
+        })
+        .expect("sha256sum");
+    String::from_utf8_lossy(&output.stdout)[..64].to_owned()
+}
+
+fn entries(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+#[test]
+fn downloads_into_a_new_directory_with_mode_and_checksum() {
+    let sandbox = Sandbox::new();
+    let server = HttpServer::start(vec![reply(200, PAGE)]);
+    let dest = sandbox.path("work-dir/html/index.html");
+    let sha = sha256_of(PAGE);
+    let output = sandbox
+        .initbox()
+        .args(["fetch", &server.url("/index.html"), "-o"])
+        .arg(&dest)
+        .args(["--mode", "0640", "--sha256", &sha])
+        .run();
+    output
+        .assert_code(0)
+        .assert_stderr_contains("saved 39 B to")
+        .assert_stderr_contains("SHA-256 verified");
+    assert_eq!(std::fs::read_to_string(&dest).unwrap(), PAGE);
+    let mode = std::fs::metadata(&dest).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode, 0o640);
+    assert_eq!(entries(dest.parent().unwrap()), ["index.html"]);
+    assert_eq!(server.requests()[0].method, "GET");
+}
+
+#[test]
+fn a_checksum_mismatch_leaves_nothing_and_keeps_the_old_file() {
+    let sandbox = Sandbox::new();
+    let server = HttpServer::start(vec![reply(200, "tampered\n")]);
+    assert_eq!(sha256_of(PAGE), PAGE_SHA256);
+    let dest = sandbox.path("site/index.html");
+    std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+    std::fs::write(&dest, "previous version").unwrap();
+    sandbox
+        .initbox()
+        .args(["fetch", &server.url("/"), "-o"])
+        .arg(&dest)
+        .args(["--sha256", PAGE_SHA256])
+        .run()
+        .assert_code(1)
+        .assert_stderr_contains(&format!(
+            "SHA-256 mismatch: expected {PAGE_SHA256}, got {}",
+            sha256_of("tampered\n")
+        ))
+        .assert_stderr_contains("nothing was saved");
+    assert_eq!(std::fs::read_to_string(&dest).unwrap(), "previous version");
+    assert_eq!(entries(dest.parent().unwrap()), ["index.html"]);
+    assert_eq!(server.requests().len(), 1, "a mismatch is not retried");
+
+    let fresh = sandbox.path("fresh/index.html");
+    sandbox
+        .initbox()
+        .args(["fetch", &server.url("/"), "-o"])
+        .arg(&fresh)
+        .args(["--sha256", PAGE_SHA256])
+        .run()
+        .assert_code(1);
+    assert!(!fresh.exists());
+    assert!(entries(fresh.parent().unwrap()).is_empty());
+}
+
+#[test]
+fn retries_server_errors_but_not_client_errors() {
+    let sandbox = Sandbox::new();
+    let server = HttpServer::start(vec![
+        reply(503, "not yet"),
+        reply(200, PAGE).header("Content-Type", "text/html"),
+    ]);
+    let dest = sandbox.path("index.html");
+    sandbox
+        .initbox()
+        .args(["fetch", &server.url("/"), "-o"])
+        .arg(&dest)
+        .args(["--interval", "100ms"])
+        .run()
+        .assert_code(0)
+        .assert_stderr_contains("HTTP 503 Service Unavailable: not yet");
+    assert_eq!(std::fs::read_to_string(&dest).unwrap(), PAGE);
+
+    let missing = HttpServer::start(vec![reply(404, "gone")]);
+    let dest = sandbox.path("missing.html");
+    sandbox
+        .initbox()
+        .args(["fetch", &missing.url("/missing.html"), "-o"])
+        .arg(&dest)
+        .run()
+        .assert_code(1)
+        .assert_stderr_contains("HTTP 404 Not Found: gone (expected 200-299)");
+    assert_eq!(missing.requests().len(), 1);
+    assert!(!dest.exists());
+}
+
+#[test]
+fn max_size_refuses_big_downloads() {
+    let sandbox = Sandbox::new();
+    let server = HttpServer::start(vec![reply_bytes(200, vec![b'x'; 100_000])]);
+    let dest = sandbox.path("big.bin");
+    sandbox
+        .initbox()
+        .args(["fetch", &server.url("/big"), "-o"])
+        .arg(&dest)
+        .args(["--max-size", "64k"])
+        .run()
+        .assert_code(1)
+        .assert_stderr_contains("larger than --max-size 64 KiB");
+    assert!(!dest.exists());
+    sandbox
+        .initbox()
+        .args(["fetch", &server.url("/big"), "-o"])
+        .arg(&dest)
+        .args(["--max-size", "100000"])
+        .run()
+        .assert_code(0);
+    assert_eq!(std::fs::metadata(&dest).unwrap().len(), 100_000);
+}
+
+#[test]
+fn dash_writes_to_stdout() {
+    let sandbox = Sandbox::new();
+    let server = HttpServer::start(vec![reply(200, PAGE)]);
+    let output = sandbox
+        .initbox()
+        .args(["fetch", &server.url("/"), "-o", "-"])
+        .run();
+    output.assert_code(0).assert_stderr_contains("to stdout");
+    assert_eq!(output.stdout, PAGE);
+}
+
+#[test]
+fn a_stalled_download_is_retried_from_scratch() {
+    let sandbox = Sandbox::new();
+    let server = HttpServer::start(vec![
+        reply(200, PAGE).stall_after(10),
+        reply(200, PAGE),
+    ]);
+    let dest = sandbox.path("index.html");
+    sandbox
+        .initbox()
+        .args(["fetch", &server.url("/"), "-o"])
+        .arg(&dest)
+        .args(["--attempt-timeout", "1s"])
+        .run()
+        .assert_code(0)
+        .assert_stderr_contains("the download broke off after 10 B");
+    assert_eq!(std::fs::read_to_string(&dest).unwrap(), PAGE);
+    assert!(
+        !entries(sandbox.dir.path())
+            .iter()
+            .any(|name| name.ends_with(".tmp")),
+        "no temp file is left"
+    );
+}
+
+#[test]
+fn killed_midway_leaves_no_file_and_a_rerun_succeeds() {
+    let sandbox = Sandbox::new();
+    let body = vec![b'z'; 256 * 1024];
+    let stalling = HttpServer::start(vec![reply_bytes(200, body.clone()).stall_after(100_000)]);
+    let dir = sandbox.path("volume");
+    let dest = dir.join("data.bin");
+    let running = sandbox
+        .initbox()
+        .args(["fetch", &stalling.url("/data.bin"), "-o"])
+        .arg(&dest)
+        .args(["--attempt-timeout", "5m"])
+        .spawn();
+    let temp_holds_data = eventually(Duration::from_secs(30), || {
+        entries(&dir).iter().any(|name| {
+            name.starts_with(".data.bin.initbox-")
+                && std::fs::metadata(dir.join(name)).map(|m| m.len()).unwrap_or(0) > 0
+        })
+    });
+    assert!(temp_holds_data, "the download never started: {:?}", entries(&dir));
+    running.signal("KILL");
+    let killed = running.wait();
+    assert_ne!(killed.code, 0);
+    assert!(!dest.exists(), "a killed download must leave nothing at the destination");
+
+    let server = HttpServer::start(vec![reply_bytes(200, body.clone())]);
+    sandbox
+        .initbox()
+        .args(["fetch", &server.url("/data.bin"), "-o"])
+        .arg(&dest)
+        .run()
+        .assert_code(0);
+    assert_eq!(std::fs::read(&dest).unwrap(), body);
+    assert_eq!(entries(&dir), ["data.bin"], "the killed run's temp file is cleaned up");
+}
+
+#[test]
+fn tls_with_the_ca_from_cacert() {
+    let sandbox = Sandbox::new();
+    let server = HttpServer::start_tls(vec![reply(200, PAGE)]);
+    let ca = sandbox.write("ca.pem", server.ca_pem.as_ref().unwrap());
+    let dest = sandbox.path("index.html");
+    sandbox
+        .initbox()
+        .args(["fetch", &server.https_url("localhost", "/"), "-o"])
+        .arg(&dest)
+        .arg("--cacert")
+        .arg(&ca)
+        .run()
+        .assert_code(0);
+    assert_eq!(std::fs::read_to_string(&dest).unwrap(), PAGE);
+}
+
+#[test]
+fn an_unwritable_destination_fails_with_the_reason() {
+    let sandbox = Sandbox::new();
+    let server = HttpServer::start(vec![reply(200, PAGE)]);
+    let blocker = sandbox.write("not-a-dir", "a file where a directory should be");
+    sandbox
+        .initbox()
+        .args(["fetch", &server.url("/"), "-o"])
+        .arg(blocker.join("index.html"))
+        .run()
+        .assert_code(1)
+        .assert_stderr_contains("cannot write");
+}
+
+#[test]
+fn bad_input_is_a_usage_error() {
+    let sandbox = Sandbox::new();
+    for (args, message) in [
+        (vec!["fetch", "http://x/"], "--output"),
+        (vec!["fetch", "http://x/", "-o", "f", "--sha256", "abc"], "not a SHA-256"),
+        (vec!["fetch", "http://x/", "-o", "f", "--mode", "rwx"], "not a file mode"),
+        (vec!["fetch", "http://x/", "-o", "f", "--max-size", "lots"], "not a size"),
+        (vec!["fetch", "ftp://x/", "-o", "f"], "unsupported scheme 'ftp'"),
+    ] {
+        sandbox
+            .initbox()
+            .args(&args)
+            .run()
+            .assert_code(2)
+            .assert_stderr_contains(message);
+    }
+}
