@@ -274,3 +274,20 @@ fn bad_input_is_a_usage_error() {
             .assert_stderr_contains(message);
     }
 }
+
+#[test]
+fn sigterm_midway_exits_143_and_removes_the_temp_file() {
+    let sandbox = Sandbox::new();
+    let server = HttpServer::start(vec![reply_bytes(200, vec![b'y'; 64 * 1024]).stall_after(1000)]);
+    let dir = sandbox.path("volume");
+    let running = sandbox
+        .initbox()
+        .args(["fetch", &server.url("/y"), "-o"])
+        .arg(dir.join("y.bin"))
+        .args(["--attempt-timeout", "5m"])
+        .spawn();
+    assert!(eventually(Duration::from_secs(30), || !entries(&dir).is_empty()));
+    running.signal("TERM");
+    running.wait().assert_code(143);
+    assert!(entries(&dir).is_empty(), "left behind: {:?}", entries(&dir));
+}
