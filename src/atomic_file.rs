@@ -172,7 +172,7 @@ mod tests {
         assert_eq!(fs::read(&dest).unwrap(), b"<h1>hi</h1>");
         let mode = fs::metadata(&dest).unwrap().permissions().mode() & 0o7777;
         assert_eq!(mode, 0o640);
-        assert_eq!(names(&dest.parent().unwrap()), ["index.html"]);
+        assert_eq!(names(dest.parent().unwrap()), ["index.html"]);
     }
 
     #[test]

@@ -123,10 +123,7 @@ impl Command {
             Command::Sleep(args) => &args.then.command,
             Command::Register(args) => &args.then.command,
             Command::Fetch(args) => &args.then.command,
-            Command::Ping(_)
-            | Command::GitClone(_)
-            | Command::Template(_)
-            | Command::Run(_) => &[],
+            Command::Ping(_) | Command::GitClone(_) | Command::Template(_) | Command::Run(_) => &[],
         }
     }
 }

@@ -69,7 +69,10 @@ mod tests {
     #[test]
     fn kubernetes_rules() {
         let cases = [
-            ("instance=$(POD_NAME)&ip=$(POD_IP)", "instance=web-7d9f&ip=10.1.2.3"),
+            (
+                "instance=$(POD_NAME)&ip=$(POD_IP)",
+                "instance=web-7d9f&ip=10.1.2.3",
+            ),
             ("$$(POD_NAME)", "$(POD_NAME)"),
             ("$$$(POD_NAME)", "$web-7d9f"),
             ("cost: $5, $$ and $", "cost: $5, $ and $"),

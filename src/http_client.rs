@@ -118,13 +118,15 @@ fn tls_config(tls: &TlsArgs) -> Result<ClientConfig> {
     let mut config = match (&tls.cert, &tls.key) {
         (Some(cert), Some(key)) => {
             let (chain, private_key) = client_identity(cert, key)?;
-            builder.with_client_auth_cert(chain, private_key).map_err(|e| {
-                Error::Config(format!(
-                    "client certificate {} and key {} do not go together: {e}",
-                    cert.display(),
-                    key.display()
-                ))
-            })?
+            builder
+                .with_client_auth_cert(chain, private_key)
+                .map_err(|e| {
+                    Error::Config(format!(
+                        "client certificate {} and key {} do not go together: {e}",
+                        cert.display(),
+                        key.display()
+                    ))
+                })?
         }
         _ => builder.with_no_client_auth(),
     };
@@ -163,9 +165,8 @@ fn client_identity(
     key: &Path,
 ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)> {
     let chain = read_certificates(cert, "client certificate")?;
-    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| {
-        Error::Config(format!("reading private key {}: {e}", key.display()))
-    })?;
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| Error::Config(format!("reading private key {}: {e}", key.display())))?;
     Ok((chain, key))
 }
 
@@ -515,8 +516,13 @@ pub fn conceal_credentials(header: &Header) {
 /// Reads a one-line secret (token, password) from a file, trimmed, and conceals it. The
 /// error names the file, never its contents.
 pub fn read_secret_file(path: &Path, what: &str) -> Result<String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| Error::Config(format!("reading {what} {}: {}", path.display(), io_reason(&e))))?;
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Error::Config(format!(
+            "reading {what} {}: {}",
+            path.display(),
+            io_reason(&e)
+        ))
+    })?;
     let secret = text.trim();
     if secret.is_empty() {
         return Err(Error::Config(format!("{what} {} is empty", path.display())));
@@ -614,7 +620,11 @@ pub async fn unexpected_answer(
 
 /// Retry-After as seconds or as an HTTP date.
 pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    let value = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim();
+    let value = headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
     if let Ok(seconds) = value.parse::<u64>() {
         return Some(Duration::from_secs(seconds));
     }
@@ -631,7 +641,11 @@ pub fn describe_request(method: &Method, url: &Url, headers: &[Header]) -> Strin
         .iter()
         .map(|h| {
             let value = String::from_utf8_lossy(h.value.as_bytes());
-            format!("{}: {}", h.name, redact::header_value(h.name.as_str(), &value))
+            format!(
+                "{}: {}",
+                h.name,
+                redact::header_value(h.name.as_str(), &value)
+            )
         })
         .collect();
     if shown.is_empty() {

@@ -68,9 +68,18 @@ pub fn is_credential_header(name: &str) -> bool {
     matches!(
         name.as_str(),
         "authorization" | "proxy-authorization" | "cookie" | "set-cookie"
-    ) || ["auth", "token", "secret", "password", "passwd", "key", "session", "credential"]
-        .iter()
-        .any(|word| name.contains(word))
+    ) || [
+        "auth",
+        "token",
+        "secret",
+        "password",
+        "passwd",
+        "key",
+        "session",
+        "credential",
+    ]
+    .iter()
+    .any(|word| name.contains(word))
 }
 
 /// A header value as it may be printed: credentials are masked, keeping an auth scheme
@@ -80,8 +89,9 @@ pub fn header_value(name: &str, value: &str) -> String {
         return scrub(value).into_owned();
     }
     match value.split_once(' ') {
-        Some((scheme, _)) if ["basic", "bearer", "token", "digest"]
-            .contains(&scheme.to_ascii_lowercase().as_str()) =>
+        Some((scheme, _))
+            if ["basic", "bearer", "token", "digest"]
+                .contains(&scheme.to_ascii_lowercase().as_str()) =>
         {
             format!("{scheme} {MASK}")
         }
@@ -153,7 +163,10 @@ mod tests {
         assert!(is_credential_header("X-Api-Key"));
         assert!(is_credential_header("X-Auth-Token"));
         assert!(!is_credential_header("Content-Type"));
-        assert_eq!(header_value("Authorization", "Bearer abc.def"), "Bearer ***");
+        assert_eq!(
+            header_value("Authorization", "Bearer abc.def"),
+            "Bearer ***"
+        );
         assert_eq!(header_value("X-Api-Key", "k-123"), "***");
         assert_eq!(header_value("Accept", "text/plain"), "text/plain");
     }

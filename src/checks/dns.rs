@@ -209,7 +209,11 @@ fn answer_ip(ip: IpAddr) -> Answer {
 
 pub async fn run(args: DnsArgs) -> Result<()> {
     let options = args.wait.options()?;
-    let resolver = Resolver::new(&args.resolver.settings(args.wait.retry.attempt_timeout.get()));
+    let resolver = Resolver::new(
+        &args
+            .resolver
+            .settings(args.wait.retry.attempt_timeout.get()),
+    );
     let probes = args
         .names
         .into_iter()

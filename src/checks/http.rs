@@ -98,8 +98,14 @@ impl Probe for HttpProbe {
 
 pub async fn run(args: HttpArgs) -> Result<()> {
     let options = args.wait.options()?;
-    let resolver = Resolver::new(&args.resolver.settings(args.wait.retry.attempt_timeout.get()));
-    args.header.iter().for_each(http_client::conceal_credentials);
+    let resolver = Resolver::new(
+        &args
+            .resolver
+            .settings(args.wait.retry.attempt_timeout.get()),
+    );
+    args.header
+        .iter()
+        .for_each(http_client::conceal_credentials);
     let client = http_client::build_client(&args.tls, resolver, Redirects::Keep, None)?;
     let probes = args
         .urls

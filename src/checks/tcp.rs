@@ -174,7 +174,11 @@ fn summarize(failures: &[(SocketAddr, io::Error)]) -> String {
 
 pub async fn run(args: TcpArgs) -> Result<()> {
     let options = args.wait.options()?;
-    let resolver = Resolver::new(&args.resolver.settings(args.wait.retry.attempt_timeout.get()));
+    let resolver = Resolver::new(
+        &args
+            .resolver
+            .settings(args.wait.retry.attempt_timeout.get()),
+    );
     let probes = args
         .targets
         .into_iter()

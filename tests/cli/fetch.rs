@@ -167,10 +167,7 @@ fn dash_writes_to_stdout() {
 #[test]
 fn a_stalled_download_is_retried_from_scratch() {
     let sandbox = Sandbox::new();
-    let server = HttpServer::start(vec![
-        reply(200, PAGE).stall_after(10),
-        reply(200, PAGE),
-    ]);
+    let server = HttpServer::start(vec![reply(200, PAGE).stall_after(10), reply(200, PAGE)]);
     let dest = sandbox.path("index.html");
     sandbox
         .initbox()
@@ -205,14 +202,24 @@ fn killed_midway_leaves_no_file_and_a_rerun_succeeds() {
     let temp_holds_data = eventually(Duration::from_secs(30), || {
         entries(&dir).iter().any(|name| {
             name.starts_with(".data.bin.initbox-")
-                && std::fs::metadata(dir.join(name)).map(|m| m.len()).unwrap_or(0) > 0
+                && std::fs::metadata(dir.join(name))
+                    .map(|m| m.len())
+                    .unwrap_or(0)
+                    > 0
         })
     });
-    assert!(temp_holds_data, "the download never started: {:?}", entries(&dir));
+    assert!(
+        temp_holds_data,
+        "the download never started: {:?}",
+        entries(&dir)
+    );
     running.signal("KILL");
     let killed = running.wait();
     assert_ne!(killed.code, 0);
-    assert!(!dest.exists(), "a killed download must leave nothing at the destination");
+    assert!(
+        !dest.exists(),
+        "a killed download must leave nothing at the destination"
+    );
 
     let server = HttpServer::start(vec![reply_bytes(200, body.clone())]);
     sandbox
@@ -222,7 +229,11 @@ fn killed_midway_leaves_no_file_and_a_rerun_succeeds() {
         .run()
         .assert_code(0);
     assert_eq!(std::fs::read(&dest).unwrap(), body);
-    assert_eq!(entries(&dir), ["data.bin"], "the killed run's temp file is cleaned up");
+    assert_eq!(
+        entries(&dir),
+        ["data.bin"],
+        "the killed run's temp file is cleaned up"
+    );
 }
 
 #[test]
@@ -261,10 +272,22 @@ fn bad_input_is_a_usage_error() {
     let sandbox = Sandbox::new();
     for (args, message) in [
         (vec!["fetch", "http://x/"], "--output"),
-        (vec!["fetch", "http://x/", "-o", "f", "--sha256", "abc"], "not a SHA-256"),
-        (vec!["fetch", "http://x/", "-o", "f", "--mode", "rwx"], "not a file mode"),
-        (vec!["fetch", "http://x/", "-o", "f", "--max-size", "lots"], "not a size"),
-        (vec!["fetch", "ftp://x/", "-o", "f"], "unsupported scheme 'ftp'"),
+        (
+            vec!["fetch", "http://x/", "-o", "f", "--sha256", "abc"],
+            "not a SHA-256",
+        ),
+        (
+            vec!["fetch", "http://x/", "-o", "f", "--mode", "rwx"],
+            "not a file mode",
+        ),
+        (
+            vec!["fetch", "http://x/", "-o", "f", "--max-size", "lots"],
+            "not a size",
+        ),
+        (
+            vec!["fetch", "ftp://x/", "-o", "f"],
+            "unsupported scheme 'ftp'",
+        ),
     ] {
         sandbox
             .initbox()
@@ -278,7 +301,9 @@ fn bad_input_is_a_usage_error() {
 #[test]
 fn sigterm_midway_exits_143_and_removes_the_temp_file() {
     let sandbox = Sandbox::new();
-    let server = HttpServer::start(vec![reply_bytes(200, vec![b'y'; 64 * 1024]).stall_after(1000)]);
+    let server = HttpServer::start(vec![
+        reply_bytes(200, vec![b'y'; 64 * 1024]).stall_after(1000),
+    ]);
     let dir = sandbox.path("volume");
     let running = sandbox
         .initbox()

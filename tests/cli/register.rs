@@ -135,7 +135,11 @@ fn a_client_error_fails_at_once_with_one_request() {
     output
         .assert_code(1)
         .assert_stderr_contains("HTTP 404 Not Found: no such route: /regster (expected 200-299)");
-    assert!(output.elapsed < Duration::from_secs(10), "{:?}", output.elapsed);
+    assert!(
+        output.elapsed < Duration::from_secs(10),
+        "{:?}",
+        output.elapsed
+    );
     assert_eq!(server.requests().len(), 1, "a 404 is never retried");
 }
 
@@ -154,7 +158,11 @@ fn retry_after_is_honoured() {
         .assert_code(0)
         .assert_stderr_contains("HTTP 429 Too Many Requests: slow down (Retry-After 2s)");
     // Without Retry-After the next attempt would come after 50 ms.
-    assert!(output.elapsed >= Duration::from_secs(2), "{:?}", output.elapsed);
+    assert!(
+        output.elapsed >= Duration::from_secs(2),
+        "{:?}",
+        output.elapsed
+    );
     assert_eq!(server.requests().len(), 2);
 }
 
@@ -220,7 +228,10 @@ fn mutual_tls_with_a_client_certificate() {
         .arg(&ca)
         .run();
     without.assert_code(124);
-    assert!(server.requests().is_empty(), "no request without a certificate");
+    assert!(
+        server.requests().is_empty(),
+        "no request without a certificate"
+    );
     let output = sandbox
         .initbox()
         .args(["register", &url, "--cacert"])

@@ -228,9 +228,7 @@ fn tls_config(client_auth: bool) -> (rustls::ServerConfig, String, Option<Client
         .unwrap();
     let (builder, client) = if client_auth {
         let mut roots = rustls::RootCertStore::empty();
-        roots
-            .add(CertificateDer::from(ca.der().to_vec()))
-            .unwrap();
+        roots.add(CertificateDer::from(ca.der().to_vec())).unwrap();
         let verifier =
             rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
                 .build()
