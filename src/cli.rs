@@ -18,6 +18,7 @@ use crate::exit::{Error, Result};
 use crate::report::LogFormat;
 use crate::resolve::{self, Nameserver, ResolverSettings};
 use crate::tasks::fetch::FetchArgs;
+use crate::tasks::git_clone::GitCloneArgs;
 use crate::tasks::register::RegisterArgs;
 use crate::tasks::sleep::SleepArgs;
 use crate::wait::WaitOptions;
@@ -82,7 +83,7 @@ pub enum Command {
     /// Download a URL into a file, atomically.
     Fetch(FetchArgs),
     /// Clone a git repository into a directory, atomically and idempotently.
-    GitClone(Planned),
+    GitClone(GitCloneArgs),
     /// Render templates into configuration files.
     Template(Planned),
     /// Sleep for a duration: 60, 1.5, 90s, 2m30s.

@@ -87,11 +87,24 @@ pub fn build_client(
         .map_err(|e| Error::Config(format!("setting up the HTTP client: {e}")))
 }
 
+/// The blocking client gix builds for git over HTTP(S), set up like [`build_client`].
+pub fn configure_blocking(
+    builder: reqwest::blocking::ClientBuilder,
+    tls: ClientConfig,
+    resolver: Resolver,
+) -> reqwest::blocking::ClientBuilder {
+    builder
+        .use_preconfigured_tls(tls)
+        .dns_resolver(Arc::new(HickoryResolve(resolver)))
+        .user_agent(USER_AGENT)
+}
+
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-fn tls_config(tls: &TlsArgs) -> Result<ClientConfig> {
+/// The rustls setup every HTTPS connection uses (also git's, via [`configure_blocking`]).
+pub fn tls_config(tls: &TlsArgs) -> Result<ClientConfig> {
     let mut roots = RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     let system = rustls_native_certs::load_native_certs();

@@ -32,6 +32,7 @@ pub async fn run(command: Command) -> Result<()> {
         Command::WaitForHttp(args) => checks::http::run(args).await?,
         Command::Register(args) => tasks::register::run(args).await?,
         Command::Fetch(args) => tasks::fetch::run(args).await?,
+        Command::GitClone(args) => tasks::git_clone::run(args).await?,
         Command::Sleep(args) => tasks::sleep::run(args).await?,
         other => return Err(Error::NotImplemented(other.name())),
     }

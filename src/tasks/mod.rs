@@ -1,5 +1,6 @@
 //! Tasks that do one thing once (as opposed to checks, which are probed until ready).
 
 pub mod fetch;
+pub mod git_clone;
 pub mod register;
 pub mod sleep;

@@ -1,0 +1,360 @@
+//! Where a clone lands, and how it gets there without ever leaving a half-done checkout
+//! that looks complete.
+//!
+//! A clone is always made in a staging directory first and marked complete (a marker file
+//! inside its `.git`, written last) before it is installed:
+//!
+//! - DEST missing: staging is `PARENT/.NAME.initbox-clone`, installed by one `rename`.
+//! - DEST exists (often the root of a mounted volume, which cannot be renamed): staging is
+//!   `DEST/.initbox-clone`; installing removes DEST's old entries (`.git` first) and moves
+//!   the staged ones in (`.git` last), then removes the empty staging directory.
+//!
+//! So at any moment, DEST (ignoring the hidden staging directory) is as it was before, or
+//! a complete checkout, or in the middle of an install of a *complete* clone, which the next
+//! run finishes before doing anything else ([`Destination::recover`]). A DEST without
+//! `.git` is never a checkout; a `.git` without the marker is never one of ours.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::atomic_file;
+
+/// The staging directory inside an existing DEST.
+const INNER_STAGING: &str = ".initbox-clone";
+/// The marker inside `.git` saying "this checkout is complete", and of what.
+const MARKER: &str = "initbox-checkout.json";
+/// The note inside a staged `.git` saying DEST's old entries are gone.
+const CLEARED: &str = "initbox-install-cleared";
+/// Entries a fresh filesystem brings along that do not make a volume "not empty".
+const IGNORED_ENTRIES: &[&str] = &["lost+found"];
+
+/// What a complete checkout records about itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkout {
+    /// The repository URL, without credentials.
+    pub repo: String,
+    /// The ref asked for (`None`: the remote's HEAD).
+    #[serde(rename = "ref")]
+    pub reference: Option<String>,
+    /// The commit checked out.
+    pub commit: String,
+}
+
+/// What DEST holds before a clone.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Found {
+    Missing,
+    Empty,
+    /// A complete checkout made by initbox.
+    Checkout(Checkout),
+    /// A git checkout that initbox did not make (or not completely): its origin URL, if any.
+    ForeignCheckout { origin: Option<String> },
+    /// Files that are not a checkout.
+    Other,
+}
+
+pub struct Destination {
+    dest: PathBuf,
+}
+
+impl Destination {
+    pub fn new(dest: &Path) -> Self {
+        Destination {
+            dest: dest.to_owned(),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.dest
+    }
+
+    fn sibling_staging(&self) -> PathBuf {
+        let name = self
+            .dest
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "checkout".into());
+        parent_dir(&self.dest).join(format!(".{name}.initbox-clone"))
+    }
+
+    fn inner_staging(&self) -> PathBuf {
+        self.dest.join(INNER_STAGING)
+    }
+
+    /// Finishes or discards what a killed run left. Returns true when it completed an
+    /// install (DEST is now a complete checkout).
+    pub fn recover(&self) -> io::Result<bool> {
+        let sibling = self.sibling_staging();
+        if sibling.exists() {
+            if !self.dest.exists() && read_marker(&sibling).is_some() {
+                fs::rename(&sibling, &self.dest)?;
+                return Ok(true);
+            }
+            fs::remove_dir_all(&sibling)?;
+        }
+        let inner = self.inner_staging();
+        if inner.exists() {
+            if read_marker(&inner).is_some() {
+                self.install_inside(&inner)?;
+                return Ok(true);
+            }
+            fs::remove_dir_all(&inner)?;
+        }
+        Ok(false)
+    }
+
+    /// Looks at DEST as it is now.
+    pub fn inspect(&self) -> io::Result<Found> {
+        let entries = match fs::read_dir(&self.dest) {
+            Ok(entries) => entries,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(Found::Missing),
+            Err(error) => return Err(error),
+        };
+        let names: Vec<String> = entries
+            .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+            .collect::<io::Result<_>>()?;
+        let meaningful = names
+            .iter()
+            .filter(|n| !IGNORED_ENTRIES.contains(&n.as_str()) && n.as_str() != INNER_STAGING)
+            .count();
+        if meaningful == 0 {
+            return Ok(Found::Empty);
+        }
+        if !self.dest.join(".git").is_dir() {
+            return Ok(Found::Other);
+        }
+        if let Some(checkout) = read_marker(&self.dest) {
+            return Ok(Found::Checkout(checkout));
+        }
+        Ok(Found::ForeignCheckout {
+            origin: origin_url(&self.dest),
+        })
+    }
+
+    /// A fresh, empty staging directory for a clone (removing any stale one).
+    pub fn staging(&self) -> io::Result<PathBuf> {
+        let staging = if self.dest.exists() {
+            self.inner_staging()
+        } else {
+            fs::create_dir_all(parent_dir(&self.dest))?;
+            self.sibling_staging()
+        };
+        if staging.exists() {
+            fs::remove_dir_all(&staging)?;
+        }
+        fs::create_dir(&staging)?;
+        Ok(staging)
+    }
+
+    /// Marks a staged clone complete: from now on a killed run's successor installs it.
+    pub fn mark_complete(staging: &Path, checkout: &Checkout) -> io::Result<()> {
+        let json = serde_json::to_vec_pretty(checkout).map_err(io::Error::other)?;
+        atomic_file::write(&staging.join(".git").join(MARKER), &json, None)
+    }
+
+    /// Puts a complete staged clone in place of whatever DEST holds.
+    pub fn install(&self, staging: &Path) -> io::Result<()> {
+        if staging == self.sibling_staging() {
+            if self.dest.exists() {
+                // DEST appeared while cloning: fall back to installing inside it.
+                let inner = self.inner_staging();
+                fs::rename(staging, &inner)?;
+                return self.install_inside(&inner);
+            }
+            return fs::rename(staging, &self.dest);
+        }
+        self.install_inside(staging)
+    }
+
+    /// Replaces DEST's entries with the staged ones; safe to repeat after a kill. Two
+    /// phases: clearing DEST's old entries, then moving the staged ones in; a note in the
+    /// staged `.git` says the first phase is over, so a resumed install never deletes what
+    /// it has already moved.
+    fn install_inside(&self, staging: &Path) -> io::Result<()> {
+        let cleared = staging.join(".git").join(CLEARED);
+        if !cleared.exists() {
+            // The old checkout stops being one first…
+            let old_git = self.dest.join(".git");
+            if old_git.symlink_metadata().is_ok() {
+                remove_any(&old_git)?;
+            }
+            for entry in fs::read_dir(&self.dest)? {
+                let entry = entry?;
+                let name = entry.file_name();
+                if name == INNER_STAGING
+                    || IGNORED_ENTRIES.contains(&name.to_string_lossy().as_ref())
+                {
+                    continue;
+                }
+                remove_any(&entry.path())?;
+            }
+            atomic_file::write(&cleared, b"", None)?;
+        }
+        // …and the new one becomes one last.
+        for entry in fs::read_dir(staging)? {
+            let entry = entry?;
+            if entry.file_name() != ".git" {
+                fs::rename(entry.path(), self.dest.join(entry.file_name()))?;
+            }
+        }
+        fs::rename(staging.join(".git"), self.dest.join(".git"))?;
+        fs::remove_dir(staging)?;
+        let _ = fs::remove_file(self.dest.join(".git").join(CLEARED));
+        Ok(())
+    }
+}
+
+fn remove_any(path: &Path) -> io::Result<()> {
+    let metadata = path.symlink_metadata()?;
+    if metadata.is_dir() {
+        fs::remove_dir_all(path)
+    } else {
+        fs::remove_file(path)
+    }
+}
+
+fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    }
+}
+
+fn read_marker(checkout: &Path) -> Option<Checkout> {
+    let text = fs::read(checkout.join(".git").join(MARKER)).ok()?;
+    serde_json::from_slice(&text).ok()
+}
+
+/// `remote.origin.url` of a checkout, read without running git.
+fn origin_url(checkout: &Path) -> Option<String> {
+    let repo = gix::open_opts(checkout, gix::open::Options::isolated()).ok()?;
+    let remote = repo.find_remote("origin").ok()?;
+    let url = remote.url(gix::remote::Direction::Fetch)?;
+    Some(url.to_bstring().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn checkout(commit: &str) -> Checkout {
+        Checkout {
+            repo: "https://git.example/app.git".into(),
+            reference: Some("v1".into()),
+            commit: commit.into(),
+        }
+    }
+
+    /// A staged "clone": a file, a directory and a .git with the marker.
+    fn stage(destination: &Destination, content: &str) -> PathBuf {
+        let staging = destination.staging().unwrap();
+        fs::write(staging.join("app.conf"), content).unwrap();
+        fs::create_dir_all(staging.join("sub")).unwrap();
+        fs::write(staging.join("sub/x"), content).unwrap();
+        fs::create_dir_all(staging.join(".git")).unwrap();
+        staging
+    }
+
+    fn listing(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn missing_dest_is_installed_by_one_rename() {
+        let root = tempfile::tempdir().unwrap();
+        let destination = Destination::new(&root.path().join("checkout"));
+        assert_eq!(destination.inspect().unwrap(), Found::Missing);
+        let staging = stage(&destination, "one");
+        assert!(staging.starts_with(root.path()) && !staging.starts_with(destination.path()));
+        Destination::mark_complete(&staging, &checkout("aaa")).unwrap();
+        destination.install(&staging).unwrap();
+        assert_eq!(
+            destination.inspect().unwrap(),
+            Found::Checkout(checkout("aaa"))
+        );
+        assert_eq!(listing(root.path()), ["checkout"]);
+    }
+
+    #[test]
+    fn an_existing_dest_is_replaced_in_place() {
+        let root = tempfile::tempdir().unwrap();
+        let dest = root.path().join("volume");
+        fs::create_dir(&dest).unwrap();
+        fs::create_dir(dest.join("lost+found")).unwrap();
+        let destination = Destination::new(&dest);
+        assert_eq!(destination.inspect().unwrap(), Found::Empty);
+        let staging = stage(&destination, "one");
+        assert_eq!(staging, dest.join(INNER_STAGING));
+        Destination::mark_complete(&staging, &checkout("aaa")).unwrap();
+        destination.install(&staging).unwrap();
+        assert_eq!(listing(&dest), [".git", "app.conf", "lost+found", "sub"]);
+
+        // A second clone replaces the first.
+        fs::write(dest.join("stale-file"), "from the old ref").unwrap();
+        let staging = stage(&destination, "two");
+        Destination::mark_complete(&staging, &checkout("bbb")).unwrap();
+        destination.install(&staging).unwrap();
+        assert_eq!(listing(&dest), [".git", "app.conf", "lost+found", "sub"]);
+        assert_eq!(fs::read_to_string(dest.join("sub/x")).unwrap(), "two");
+        assert_eq!(
+            destination.inspect().unwrap(),
+            Found::Checkout(checkout("bbb"))
+        );
+    }
+
+    #[test]
+    fn an_incomplete_staging_is_discarded_and_dest_kept() {
+        let root = tempfile::tempdir().unwrap();
+        let dest = root.path().join("volume");
+        fs::create_dir(&dest).unwrap();
+        fs::write(dest.join("keep"), "user data").unwrap();
+        let destination = Destination::new(&dest);
+        let _staging = stage(&destination, "half");
+        // Killed before mark_complete.
+        assert!(!destination.recover().unwrap());
+        assert_eq!(listing(&dest), ["keep"]);
+        assert_eq!(destination.inspect().unwrap(), Found::Other);
+    }
+
+    #[test]
+    fn an_install_killed_midway_is_finished_by_the_next_run() {
+        let root = tempfile::tempdir().unwrap();
+        let dest = root.path().join("volume");
+        fs::create_dir(&dest).unwrap();
+        let destination = Destination::new(&dest);
+        let staging = stage(&destination, "new");
+        Destination::mark_complete(&staging, &checkout("ccc")).unwrap();
+        // Killed after clearing DEST and moving app.conf, before sub and .git.
+        fs::write(staging.join(".git").join(CLEARED), "").unwrap();
+        fs::rename(staging.join("app.conf"), dest.join("app.conf")).unwrap();
+        assert_eq!(
+            destination.inspect().unwrap(),
+            Found::Other,
+            "half installed never looks like a checkout"
+        );
+        assert!(destination.recover().unwrap());
+        assert_eq!(listing(&dest), [".git", "app.conf", "sub"]);
+        assert_eq!(
+            destination.inspect().unwrap(),
+            Found::Checkout(checkout("ccc"))
+        );
+    }
+
+    #[test]
+    fn a_git_dir_without_the_marker_is_not_ours() {
+        let root = tempfile::tempdir().unwrap();
+        let dest = root.path().join("repo");
+        fs::create_dir_all(dest.join(".git")).unwrap();
+        fs::write(dest.join("file"), "x").unwrap();
+        let found = Destination::new(&dest).inspect().unwrap();
+        assert!(matches!(found, Found::ForeignCheckout { .. }), "{found:?}");
+    }
+}

@@ -1,0 +1,403 @@
+//! git-clone: "clone a git repository into a volume" as an init container does it, made
+//! safe for pod restarts. A complete checkout of the same repository and ref is left alone
+//! (no download); another ref is switched to; anything else in DEST is refused unless
+//! `--force`; and a clone killed at any moment never leaves a DEST that looks complete
+//! (see `destination`). Network failures are retried through the wait engine; a rejected
+//! login or a missing ref ends the run at once.
+
+mod destination;
+mod transfer;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::cli::{ResolverArgs, RetryArgs, Then};
+use crate::exit::{Error, Result};
+use crate::http_client::{self, TlsArgs};
+use crate::resolve::{Resolver, io_reason};
+use crate::wait::{self, Attempt, Probe};
+use crate::{redact, report};
+
+use destination::{Checkout, Destination, Found};
+use transfer::{CloneFailure, CloneRequest, Credentials, Reference};
+
+/// The username sent with `--token-file` when `--username` is not given (GitHub's
+/// convention; most servers accept any name with a token).
+const TOKEN_USERNAME: &str = "x-access-token";
+
+/// Clone a git repository into a directory, atomically and idempotently.
+#[derive(Debug, Clone, clap::Args)]
+#[command(mut_arg("attempt_timeout", |arg| arg
+    .default_value("30s")
+    .help("Give up connecting to the server after this long")))]
+pub struct GitCloneArgs {
+    /// The repository: https://, http://, git://, file://, ssh:// or user@host:path.
+    #[arg(value_name = "REPO")]
+    pub repo: String,
+    /// The directory to clone into: created when missing; may be an empty mounted volume.
+    #[arg(value_name = "DEST")]
+    pub dest: PathBuf,
+    /// The branch, tag or full commit id to check out (default: the remote's HEAD).
+    #[arg(long = "ref", env = "INITBOX_REF", value_name = "REF")]
+    pub reference: Option<String>,
+    /// How much history to fetch: 1 = just the commit checked out, 0 = all of it.
+    #[arg(long, env = "INITBOX_DEPTH", default_value_t = 1, value_name = "N")]
+    pub depth: u32,
+    /// The username for HTTP(S), with --password-file or INITBOX_GIT_PASSWORD.
+    #[arg(long, env = "INITBOX_USERNAME", value_name = "NAME")]
+    pub username: Option<String>,
+    /// Read the password for --username from this file (never logged, never stored).
+    #[arg(
+        long,
+        env = "INITBOX_PASSWORD_FILE",
+        value_name = "FILE",
+        conflicts_with = "token_file"
+    )]
+    pub password_file: Option<PathBuf>,
+    /// Read an access token from this file, sent as the password (never logged, never
+    /// stored).
+    #[arg(long, env = "INITBOX_TOKEN_FILE", value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Replace DEST's contents even when it is not a checkout of REPO.
+    #[arg(long, env = "INITBOX_FORCE")]
+    pub force: bool,
+    #[command(flatten)]
+    pub tls: TlsArgs,
+    #[command(flatten)]
+    pub retry: RetryArgs,
+    #[command(flatten)]
+    pub resolver: ResolverArgs,
+    #[command(flatten)]
+    pub then: Then,
+}
+
+/// The repository URL as given, split into a URL safe to store and print, and the
+/// credentials it carried (if any).
+fn parse_repo(text: &str) -> Result<(gix::Url, Option<Credentials>)> {
+    let mut url = gix::url::parse(text.trim())
+        .map_err(|e| Error::Usage(format!("'{}' is not a git repository URL: {e}", redact_repo(text))))?;
+    let mut credentials = None;
+    if matches!(url.scheme, gix::url::Scheme::Http | gix::url::Scheme::Https) {
+        if let Some(password) = url.password().map(str::to_owned) {
+            redact::conceal(&password);
+            credentials = Some(Credentials {
+                username: url.user().unwrap_or_default().to_owned(),
+                password,
+            });
+        }
+        url.set_user(None);
+        url.set_password(None);
+    }
+    Ok((url, credentials))
+}
+
+/// A repository URL for messages, before it could be parsed: userinfo masked.
+fn redact_repo(text: &str) -> String {
+    match reqwest::Url::parse(text) {
+        Ok(url) => redact::url(&url),
+        Err(_) => text.to_owned(),
+    }
+}
+
+/// The URL as stored in the checkout and compared between runs.
+fn repo_id(url: &gix::Url) -> String {
+    url.to_bstring().to_string()
+}
+
+/// Two spellings of one repository: `…/app`, `…/app.git`, `…/app/`.
+fn same_repo(a: &str, b: &str) -> bool {
+    fn normal(url: &str) -> &str {
+        let url = url.trim_end_matches('/');
+        url.strip_suffix(".git").unwrap_or(url)
+    }
+    normal(a) == normal(b)
+}
+
+impl GitCloneArgs {
+    fn credentials(&self, from_url: Option<Credentials>) -> Result<Option<Credentials>> {
+        if let Some(path) = &self.token_file {
+            let token = http_client::read_secret_file(path, "token file")?;
+            return Ok(Some(Credentials {
+                username: self
+                    .username
+                    .clone()
+                    .unwrap_or_else(|| TOKEN_USERNAME.into()),
+                password: token,
+            }));
+        }
+        if let Some(username) = &self.username {
+            let password = match &self.password_file {
+                Some(path) => http_client::read_secret_file(path, "password file")?,
+                None => match std::env::var("INITBOX_GIT_PASSWORD") {
+                    Ok(password) if !password.is_empty() => {
+                        redact::conceal(&password);
+                        password
+                    }
+                    _ => {
+                        return Err(Error::Usage(
+                            "--username needs --password-file FILE or INITBOX_GIT_PASSWORD"
+                                .into(),
+                        ));
+                    }
+                },
+            };
+            return Ok(Some(Credentials {
+                username: username.clone(),
+                password,
+            }));
+        }
+        if self.password_file.is_some() {
+            return Err(Error::Usage("--password-file needs --username".into()));
+        }
+        Ok(from_url)
+    }
+}
+
+struct CloneProbe {
+    label: String,
+    request: CloneRequest,
+    destination: Arc<Destination>,
+    repo_id: String,
+}
+
+/// Interrupts the blocking clone when the attempt is abandoned (deadline or signal).
+struct InterruptOnDrop(Arc<AtomicBool>);
+
+impl Drop for InterruptOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Probe for CloneProbe {
+    fn target(&self) -> &str {
+        &self.label
+    }
+
+    async fn attempt(&self) -> Attempt {
+        let mut request = self.request.clone();
+        if request.url.scheme == gix::url::Scheme::Git
+            && let Some(host) = request.url.host()
+            && host.parse::<std::net::IpAddr>().is_err()
+        {
+            match request.resolver.lookup_ip(host).await {
+                Ok(addresses) => {
+                    request.url = transfer::resolved_url(&request.url, addresses.first().copied())
+                }
+                Err(failure) => return failure.into(),
+            }
+        }
+        let interrupt = Arc::new(AtomicBool::new(false));
+        let _interrupt_when_dropped = InterruptOnDrop(interrupt.clone());
+        let destination = self.destination.clone();
+        let repo = self.repo_id.clone();
+        let outcome = tokio::task::spawn_blocking(move || {
+            clone_and_install(&destination, &request, repo, &interrupt)
+        })
+        .await;
+        match outcome {
+            Ok(Ok(commit)) => Attempt::Ready(format!(
+                "checked out commit {} in {}",
+                short(&commit),
+                self.destination.path().display()
+            )),
+            Ok(Err(CloneFailure::Retry(reason))) => Attempt::NotYet(reason),
+            Ok(Err(CloneFailure::Fatal(error))) => Attempt::Fatal(error),
+            Err(error) => Attempt::Fatal(Error::Failed(format!("the clone stopped: {error}"))),
+        }
+    }
+}
+
+/// One attempt, on a blocking thread: clone into staging, mark it complete, install it.
+fn clone_and_install(
+    destination: &Destination,
+    request: &CloneRequest,
+    repo: String,
+    interrupt: &AtomicBool,
+) -> std::result::Result<String, CloneFailure> {
+    let write_error = |e: std::io::Error| {
+        CloneFailure::Fatal(Error::Failed(format!(
+            "cannot write {}: {}",
+            destination.path().display(),
+            io_reason(&e)
+        )))
+    };
+    let staging = destination.staging().map_err(write_error)?;
+    let commit = match transfer::clone_into(&staging, request, interrupt) {
+        Ok(commit) => commit,
+        Err(failure) => {
+            let _ = std::fs::remove_dir_all(&staging);
+            return Err(failure);
+        }
+    };
+    let checkout = Checkout {
+        repo,
+        reference: request.reference.recorded(),
+        commit: commit.clone(),
+    };
+    Destination::mark_complete(&staging, &checkout).map_err(write_error)?;
+    destination.install(&staging).map_err(write_error)?;
+    Ok(commit)
+}
+
+fn short(commit: &str) -> &str {
+    &commit[..commit.len().min(12)]
+}
+
+fn describe_ref(reference: &Option<String>) -> String {
+    match reference {
+        Some(name) => name.clone(),
+        None => "the remote HEAD".into(),
+    }
+}
+
+pub async fn run(args: GitCloneArgs) -> Result<()> {
+    let mut options = args.retry.options()?;
+    let connect_timeout = options
+        .attempt_timeout
+        .take()
+        .expect("the retry flags always set an attempt timeout");
+    let (url, url_credentials) = parse_repo(&args.repo)?;
+    let credentials = args.credentials(url_credentials)?;
+    if url.scheme == gix::url::Scheme::Ssh && transfer::find_ssh().is_none() {
+        return Err(Error::Config(format!(
+            "{} needs an ssh program, and there is none on PATH (scratch images have none: \
+             use an https:// URL with --token-file, or an image with ssh)",
+            repo_id(&url)
+        )));
+    }
+    let reference = Reference::parse(args.reference.as_deref());
+    let repo = repo_id(&url);
+    let destination = Arc::new(Destination::new(&args.dest));
+    let dest_shown = args.dest.display().to_string();
+    let fs_error = |e: std::io::Error| {
+        Error::Failed(format!("cannot use {dest_shown}: {}", io_reason(&e)))
+    };
+    if destination.recover().map_err(fs_error)? {
+        report::info(
+            "git.recovered",
+            format!("finished installing the checkout a stopped run left in {dest_shown}"),
+        );
+    }
+    match destination.inspect().map_err(fs_error)? {
+        Found::Missing | Found::Empty => {}
+        Found::Checkout(existing) if same_repo(&existing.repo, &repo) => {
+            if existing.reference == reference.recorded() {
+                report::info(
+                    "git.up_to_date",
+                    format!(
+                        "{dest_shown} is already a checkout of {repo} at {} (commit {}): nothing to download",
+                        describe_ref(&existing.reference),
+                        short(&existing.commit)
+                    ),
+                );
+                return Ok(());
+            }
+            report::info(
+                "git.switch",
+                format!(
+                    "{dest_shown} holds {} (commit {}); switching to {}",
+                    describe_ref(&existing.reference),
+                    short(&existing.commit),
+                    describe_ref(&reference.recorded())
+                ),
+            );
+        }
+        Found::ForeignCheckout {
+            origin: Some(origin),
+        } if same_repo(&origin, &repo) => {
+            report::info(
+                "git.switch",
+                format!(
+                    "{dest_shown} is a checkout of {repo} made by another tool; replacing it with {}",
+                    describe_ref(&reference.recorded())
+                ),
+            );
+        }
+        found if args.force => {
+            report::warn(
+                "git.force",
+                format!("--force: replacing the contents of {dest_shown} ({found:?})"),
+            );
+        }
+        Found::Checkout(existing) => {
+            return Err(Error::Failed(format!(
+                "{dest_shown} is a checkout of {}, not of {repo}; refusing to touch it (--force replaces its contents)",
+                existing.repo
+            )));
+        }
+        _ => {
+            return Err(Error::Failed(format!(
+                "{dest_shown} is not empty and is not a checkout of {repo}; refusing to touch it (--force replaces its contents)"
+            )));
+        }
+    }
+    let resolver = Resolver::new(&args.resolver.settings(connect_timeout));
+    let request = CloneRequest {
+        url,
+        reference: reference.clone(),
+        depth: args.depth,
+        credentials,
+        tls: args.tls.clone(),
+        resolver,
+        connect_timeout,
+    };
+    let label = match &reference {
+        Reference::RemoteHead => repo.clone(),
+        other => format!("{repo} at {}", describe_ref(&other.recorded())),
+    };
+    let probe = CloneProbe {
+        label,
+        request,
+        destination,
+        repo_id: repo,
+    };
+    wait::wait_for_all("git-clone", vec![probe], options)
+        .await
+        .map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_never_stay_in_the_url() {
+        let (url, credentials) = parse_repo("https://bot:s3cret-t0ken@git.example/app.git").unwrap();
+        assert_eq!(repo_id(&url), "https://git.example/app.git");
+        let credentials = credentials.unwrap();
+        assert_eq!(credentials.username, "bot");
+        assert_eq!(credentials.password, "s3cret-t0ken");
+        let (ssh, none) = parse_repo("git@git.example:team/app.git").unwrap();
+        assert!(none.is_none());
+        assert_eq!(ssh.scheme, gix::url::Scheme::Ssh);
+    }
+
+    #[test]
+    fn references() {
+        assert_eq!(Reference::parse(None), Reference::RemoteHead);
+        assert_eq!(Reference::parse(Some("HEAD")), Reference::RemoteHead);
+        assert_eq!(
+            Reference::parse(Some("v1.4.0")),
+            Reference::Name("v1.4.0".into())
+        );
+        let id = "E862BD751B3BA4A5C9C1A78A012A462B88C0F13D";
+        assert_eq!(
+            Reference::parse(Some(id)),
+            Reference::Commit(id.to_ascii_lowercase())
+        );
+        assert_eq!(
+            Reference::parse(Some("e862bd7")),
+            Reference::Name("e862bd7".into()),
+            "short ids are names: the server cannot be asked for them"
+        );
+    }
+
+    #[test]
+    fn spellings_of_one_repository() {
+        assert!(same_repo("https://h/app.git", "https://h/app"));
+        assert!(same_repo("https://h/app/", "https://h/app.git"));
+        assert!(!same_repo("https://h/app", "https://h/other"));
+    }
+}

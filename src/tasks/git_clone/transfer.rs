@@ -1,0 +1,343 @@
+//! The clone itself, with gix, in-process (no git binary: it must work in a scratch
+//! image): every transport gix has (https and http through the shared TLS and resolver
+//! setup, git://, file://, ssh where an ssh binary exists), credentials handed over by a
+//! callback so they never reach `.git/config`, progress lines every few seconds, and
+//! failures sorted into "retry" (the network) and "stop" (auth, a missing ref).
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use gix::progress::tree::Root;
+
+use crate::exit::Error;
+use crate::http_client::{self, TlsArgs};
+use crate::report;
+use crate::resolve::Resolver;
+use crate::size::ByteSize;
+
+/// How often a long clone says how far it got.
+const PROGRESS_EVERY: Duration = Duration::from_secs(2);
+
+/// What to check out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reference {
+    /// The remote's HEAD.
+    RemoteHead,
+    /// A branch or tag, short (`main`, `v1.4.0`) or full (`refs/tags/v1.4.0`).
+    Name(String),
+    /// A full commit id.
+    Commit(String),
+}
+
+impl Reference {
+    pub fn parse(text: Option<&str>) -> Reference {
+        match text.map(str::trim) {
+            None | Some("") | Some("HEAD") => Reference::RemoteHead,
+            Some(id)
+                if (id.len() == 40 || id.len() == 64)
+                    && id.bytes().all(|b| b.is_ascii_hexdigit()) =>
+            {
+                Reference::Commit(id.to_ascii_lowercase())
+            }
+            Some(name) => Reference::Name(name.to_owned()),
+        }
+    }
+
+    /// As recorded in a checkout's marker: `None` for the remote's HEAD.
+    pub fn recorded(&self) -> Option<String> {
+        match self {
+            Reference::RemoteHead => None,
+            Reference::Name(name) | Reference::Commit(name) => Some(name.clone()),
+        }
+    }
+}
+
+/// A username and password (or token) for HTTP(S).
+#[derive(Clone)]
+pub struct Credentials {
+    pub username: String,
+    pub password: String,
+}
+
+/// Everything one clone attempt needs.
+#[derive(Clone)]
+pub struct CloneRequest {
+    /// Without userinfo: credentials travel separately.
+    pub url: gix::Url,
+    pub reference: Reference,
+    /// 0 = the full history.
+    pub depth: u32,
+    pub credentials: Option<Credentials>,
+    pub tls: TlsArgs,
+    pub resolver: Resolver,
+    pub connect_timeout: Duration,
+}
+
+/// Why an attempt failed.
+pub enum CloneFailure {
+    Retry(String),
+    Fatal(Error),
+}
+
+/// Clones into `dir` (which must exist and be empty) and returns the commit checked out.
+pub fn clone_into(
+    dir: &Path,
+    request: &CloneRequest,
+    interrupt: &AtomicBool,
+) -> Result<String, CloneFailure> {
+    let progress_root: Arc<Root> = Root::new();
+    let reporter = ProgressReporter::start(progress_root.clone());
+    let result = clone_with_progress(dir, request, interrupt, &progress_root);
+    reporter.stop();
+    result
+}
+
+fn clone_with_progress(
+    dir: &Path,
+    request: &CloneRequest,
+    interrupt: &AtomicBool,
+    progress: &Arc<Root>,
+) -> Result<String, CloneFailure> {
+    let mut prepare = gix::clone::PrepareFetch::new(
+        request.url.clone(),
+        dir,
+        gix::create::Kind::WithWorktree,
+        gix::create::Options::default(),
+        gix::open::Options::isolated(),
+    )
+    .map_err(|e| CloneFailure::Fatal(Error::Failed(format!("preparing the clone: {e}"))))?;
+    if request.depth > 0 {
+        let depth = std::num::NonZeroU32::new(request.depth).expect("depth > 0");
+        prepare = prepare.with_shallow(gix::remote::fetch::Shallow::DepthAtRemote(depth));
+    }
+    prepare = match &request.reference {
+        Reference::RemoteHead => prepare,
+        Reference::Name(name) => prepare
+            .with_ref_name(Some(name.as_str()))
+            .map_err(|e| CloneFailure::Fatal(Error::Usage(format!("--ref {name}: {e}"))))?,
+        Reference::Commit(id) => prepare
+            .with_revision(Some(id.as_str()))
+            .map_err(|e| CloneFailure::Fatal(Error::Usage(format!("--ref {id}: {e}"))))?,
+    };
+    let http = matches!(request.url.scheme, gix::url::Scheme::Http | gix::url::Scheme::Https);
+    let tls = http_client::tls_config(&request.tls).map_err(CloneFailure::Fatal)?;
+    let (resolver, connect_timeout) = (request.resolver.clone(), request.connect_timeout);
+    let credentials = request.credentials.clone();
+    prepare = prepare.configure_connection(move |connection| {
+        if http {
+            connection.set_transport_options(http_options(
+                tls.clone(),
+                resolver.clone(),
+                connect_timeout,
+            ));
+        }
+        if let Some(credentials) = credentials.clone() {
+            connection.set_credentials(move |action| match action {
+                gix::credentials::helper::Action::Get(context) => {
+                    Ok(Some(gix::credentials::protocol::Outcome {
+                        identity: gix::sec::identity::Account {
+                            username: credentials.username.clone(),
+                            password: credentials.password.clone(),
+                            oauth_refresh_token: None,
+                        },
+                        next: context.into(),
+                    }))
+                }
+                _ => Ok(None),
+            });
+        }
+        Ok(())
+    });
+    let (mut checkout, _fetched) = prepare
+        .fetch_then_checkout(progress.add_child("fetch"), interrupt)
+        .map_err(|e| classify(&e, interrupt))?;
+    let (repo, _) = checkout
+        .main_worktree(progress.add_child("checkout"), interrupt)
+        .map_err(|e| classify(&e, interrupt))?;
+    let head = repo
+        .head_id()
+        .map_err(|e| CloneFailure::Fatal(Error::Failed(format!("reading HEAD: {e}"))))?;
+    Ok(head.to_string())
+}
+
+/// gix's HTTP options with a reqwest client set up like every other initbox HTTP client:
+/// the same roots, CA files, client certificate, resolver and User-Agent.
+fn http_options(
+    tls: rustls::ClientConfig,
+    resolver: Resolver,
+    connect_timeout: Duration,
+) -> Box<dyn std::any::Any> {
+    use gix::protocol::transport::client::blocking_io::http;
+    let backend = http::reqwest::Options {
+        configure_client: Some(Box::new(move |builder| {
+            Ok(http_client::configure_blocking(
+                builder,
+                tls.clone(),
+                resolver.clone(),
+            ))
+        })),
+        configure_request: None,
+    };
+    Box::new(http::Options {
+        backend: Some(Arc::new(Mutex::new(backend))),
+        connect_timeout: Some(connect_timeout),
+        user_agent: Some(http_client::USER_AGENT.to_owned()),
+        ..Default::default()
+    })
+}
+
+/// Network trouble is retried; a rejected login, a missing repository or ref, and
+/// anything initbox cannot fix by waiting, are not.
+fn classify(error: &gix::Error, interrupt: &AtomicBool) -> CloneFailure {
+    if interrupt.load(Ordering::Relaxed) {
+        return CloneFailure::Retry("interrupted".into());
+    }
+    let message = describe(error);
+    let lower = message.to_ascii_lowercase();
+    if error.is_unauthenticated()
+        || error.is_permission_denied()
+        || lower.contains("authentication")
+        || lower.contains("401")
+        || lower.contains("403")
+    {
+        return CloneFailure::Fatal(Error::Failed(format!(
+            "authentication failed: {message}"
+        )));
+    }
+    if lower.contains("didn't have any ref that matched") || lower.contains("not found") {
+        return CloneFailure::Fatal(Error::Failed(message));
+    }
+    if error.can_retry_lenient() || has_io_error(error) {
+        return CloneFailure::Retry(message);
+    }
+    CloneFailure::Fatal(Error::Failed(message))
+}
+
+fn has_io_error(error: &gix::Error) -> bool {
+    error
+        .iter_errors()
+        .any(|cause| cause.downcast_ref::<std::io::Error>().is_some())
+}
+
+/// The chain of causes on one line, most specific last, without repeats.
+fn describe(error: &gix::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in error.iter_errors() {
+        let text = cause.to_string();
+        if !text.is_empty() && !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+    }
+    if parts.is_empty() {
+        error.to_string()
+    } else {
+        parts.join(": ")
+    }
+}
+
+/// Prints how far a clone got every few seconds, from gix's progress tree.
+struct ProgressReporter {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ProgressReporter {
+    fn start(root: Arc<Root>) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let start = Instant::now();
+            let mut last = start;
+            let mut snapshot = Vec::new();
+            while !flag.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(100));
+                if last.elapsed() < PROGRESS_EVERY {
+                    continue;
+                }
+                last = Instant::now();
+                root.sorted_snapshot(&mut snapshot);
+                let line = progress_line(&snapshot);
+                if !line.is_empty() {
+                    report::info(
+                        "git.progress",
+                        format!("cloning, {}: {line}", crate::duration::Elapsed(start.elapsed())),
+                    );
+                }
+            }
+        });
+        ProgressReporter {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn stop(mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The tasks that are under way, as `name step/total`, bytes shown as sizes.
+fn progress_line(
+    snapshot: &[(gix::progress::prodash::progress::Key, gix::progress::prodash::progress::Task)],
+) -> String {
+    let mut parts = Vec::new();
+    for (_, task) in snapshot {
+        let Some(value) = &task.progress else {
+            continue;
+        };
+        let step = value.step.load(Ordering::Relaxed);
+        if step == 0 {
+            continue;
+        }
+        let is_bytes = value
+            .unit
+            .as_ref()
+            .map(|u| format!("{}", u.display(1, None, None)).contains('B'))
+            .unwrap_or(false);
+        let amount = |n: usize| {
+            if is_bytes {
+                ByteSize(n as u64).to_string()
+            } else {
+                n.to_string()
+            }
+        };
+        match value.done_at {
+            Some(total) => parts.push(format!("{} {}/{}", task.name, amount(step), amount(total))),
+            None => parts.push(format!("{} {}", task.name, amount(step))),
+        }
+    }
+    parts.join(", ")
+}
+
+/// The path gix should clone from: for git:// the host is resolved through the shared
+/// resolver (search domains, `--nameserver`) and replaced by its address, as the other
+/// commands do; other schemes resolve inside their transport.
+pub fn resolved_url(url: &gix::Url, address: Option<std::net::IpAddr>) -> gix::Url {
+    let mut url = url.clone();
+    if let Some(ip) = address {
+        url.host = Some(match ip {
+            std::net::IpAddr::V4(v4) => v4.to_string(),
+            std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+        });
+    }
+    url
+}
+
+/// The ssh binary gix would run, if there is one on PATH.
+pub fn find_ssh() -> Option<PathBuf> {
+    let program = std::env::var_os("GIT_SSH_COMMAND")
+        .or_else(|| std::env::var_os("GIT_SSH"))
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("ssh"));
+    if program.components().count() > 1 {
+        return program.exists().then_some(program);
+    }
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|dir| dir.join(&program))
+        .find(|candidate| candidate.is_file())
+}
