@@ -1,0 +1,477 @@
+//! git-clone against real git servers (file://, git daemon, smart HTTP with basic auth):
+//! the checkout git itself would make, idempotent re-runs, refusals, credentials that never
+//! show, and a DEST that survives kill -9 (also as the root of a mounted tmpfs).
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::support::git_server::{GitDaemon, SmartHttp, TestRepo, git, tree_listing};
+use crate::support::{Sandbox, eventually, free_port, need_root};
+
+fn git_clone_reference(repo: &str, dest: &Path, reference: Option<&str>) {
+    let mut args = vec!["clone", "-q", "--depth", "1"];
+    if let Some(reference) = reference {
+        args.extend(["--branch", reference]);
+    }
+    let repo_arg = repo.to_owned();
+    let dest_arg = dest.display().to_string();
+    args.extend([repo_arg.as_str(), dest_arg.as_str()]);
+    git(Path::new("/"), &args);
+}
+
+fn head(dir: &Path) -> String {
+    git(dir, &["rev-parse", "HEAD"])
+}
+
+fn assert_clean_checkout(dir: &Path, commit: &str) {
+    assert_eq!(head(dir), commit);
+    assert_eq!(git(dir, &["status", "--porcelain"]), "", "git status must be clean");
+    assert!(!git(dir, &["log", "-1", "--format=%H %s"]).is_empty());
+}
+
+#[test]
+fn the_checkout_is_the_tree_git_clone_makes() {
+    let sandbox = Sandbox::new();
+    let repo = TestRepo::create(&sandbox.path("src"), "app");
+    for (reference, commit) in [
+        (None, &repo.main),
+        (Some("feature"), &repo.feature),
+        (Some("v1"), &repo.first),
+        (Some("v1-annotated"), &repo.first),
+    ] {
+        let name = reference.unwrap_or("head");
+        let ours = sandbox.path(&format!("ours-{name}"));
+        let theirs = sandbox.path(&format!("theirs-{name}"));
+        let mut command = sandbox.initbox().args(["git-clone", &repo.file_url()]).arg(&ours);
+        if let Some(reference) = reference {
+            command = command.args(["--ref", reference]);
+        }
+        command.run().assert_code(0);
+        git_clone_reference(&repo.file_url(), &theirs, reference);
+        assert_eq!(tree_listing(&ours), tree_listing(&theirs), "ref {name}");
+        assert_clean_checkout(&ours, commit);
+    }
+    // A full commit id, which `git clone --branch` cannot take.
+    let by_id = sandbox.path("by-id");
+    sandbox
+        .initbox()
+        .args(["git-clone", &repo.file_url()])
+        .arg(&by_id)
+        .args(["--ref", &repo.first])
+        .run()
+        .assert_code(0);
+    assert_clean_checkout(&by_id, &repo.first);
+    assert_eq!(tree_listing(&by_id), tree_listing(&sandbox.path("theirs-v1")));
+}
+
+#[test]
+fn depth_zero_fetches_the_whole_history() {
+    let sandbox = Sandbox::new();
+    let repo = TestRepo::create(&sandbox.path("src"), "app");
+    let shallow = sandbox.path("shallow");
+    let full = sandbox.path("full");
+    sandbox
+        .initbox()
+        .args(["git-clone", &repo.file_url()])
+        .arg(&shallow)
+        .run()
+        .assert_code(0);
+    sandbox
+        .initbox()
+        .args(["git-clone", &repo.file_url()])
+        .arg(&full)
+        .args(["--depth", "0"])
+        .run()
+        .assert_code(0);
+    assert_eq!(git(&shallow, &["rev-list", "--count", "HEAD"]), "1");
+    assert_eq!(git(&full, &["rev-list", "--count", "HEAD"]), "2");
+}
+
+#[test]
+fn over_git_daemon_and_idempotent_across_restarts() {
+    let sandbox = Sandbox::new();
+    let base = sandbox.path("srv");
+    let repo = TestRepo::create(&base, "app");
+    let daemon = GitDaemon::start(&base);
+    let dest = sandbox.path("work/config");
+    sandbox
+        .initbox()
+        .args(["git-clone", &daemon.url("app"), "--ref", "v1"])
+        .arg(&dest)
+        .run()
+        .assert_code(0);
+    assert_clean_checkout(&dest, &repo.first);
+    let remote = git(&dest, &["config", "remote.origin.url"]);
+    assert_eq!(remote, daemon.url("app"));
+
+    // The pod restarts while the server is gone: nothing to download, so it succeeds.
+    drop(daemon);
+    let mtime = std::fs::metadata(dest.join("README.md")).unwrap().modified().unwrap();
+    sandbox
+        .initbox()
+        .args(["git-clone", &format!("git://127.0.0.1:1/app"), "--ref", "v1"])
+        .arg(&dest)
+        .run()
+        .assert_code(1)
+        .assert_stderr_contains("is a checkout of");
+    let again = sandbox
+        .initbox()
+        .args(["git-clone", &remote, "--ref", "v1", "--timeout", "5s"])
+        .arg(&dest)
+        .run();
+    again
+        .assert_code(0)
+        .assert_stderr_contains("nothing to download");
+    assert_eq!(
+        std::fs::metadata(dest.join("README.md")).unwrap().modified().unwrap(),
+        mtime,
+        "an up-to-date checkout is not touched"
+    );
+}
+
+#[test]
+fn another_ref_is_switched_to() {
+    let sandbox = Sandbox::new();
+    let repo = TestRepo::create(&sandbox.path("src"), "app");
+    let dest = sandbox.path("checkout");
+    for (reference, commit) in [("v1", &repo.first), ("feature", &repo.feature), ("main", &repo.main)]
+    {
+        sandbox
+            .initbox()
+            .args(["git-clone", &repo.file_url(), "--ref", reference])
+            .arg(&dest)
+            .run()
+            .assert_code(0);
+        assert_clean_checkout(&dest, commit);
+    }
+    assert!(!dest.join("feature.txt").exists(), "files of the old ref are gone");
+}
+
+#[test]
+fn a_server_that_comes_up_later_is_waited_for() {
+    let sandbox = Sandbox::new();
+    let base = sandbox.path("srv");
+    let repo = TestRepo::create(&base, "app");
+    let port = free_port("127.0.0.1");
+    let dest = sandbox.path("checkout");
+    let running = sandbox
+        .initbox()
+        .args(["git-clone", &format!("git://127.0.0.1:{port}/app")])
+        .arg(&dest)
+        .args(["--timeout", "60s"])
+        .spawn();
+    running.wait_for_stderr("is not ready", Duration::from_secs(30));
+    assert!(running.stderr_so_far().contains("connection refused") || running.stderr_so_far().contains("Connection refused"),
+        "{}", running.stderr_so_far());
+    let _daemon = GitDaemon::start_on(&base, port);
+    running.wait().assert_code(0);
+    assert_clean_checkout(&dest, &repo.main);
+}
+
+#[test]
+fn a_missing_ref_or_repository_fails_at_once() {
+    let sandbox = Sandbox::new();
+    let base = sandbox.path("srv");
+    TestRepo::create(&base, "app");
+    let daemon = GitDaemon::start(&base);
+    let dest = sandbox.path("checkout");
+    let output = sandbox
+        .initbox()
+        .args(["git-clone", &daemon.url("app"), "--ref", "no-such-branch"])
+        .arg(&dest)
+        .run();
+    output
+        .assert_code(1)
+        .assert_stderr_contains("no-such-branch");
+    assert!(output.elapsed < Duration::from_secs(20));
+    assert!(!dest.exists(), "nothing is left behind");
+    assert!(
+        std::fs::read_dir(sandbox.dir.path())
+            .unwrap()
+            .all(|e| !e.unwrap().file_name().to_string_lossy().contains("initbox-clone")),
+        "no staging directory is left behind"
+    );
+}
+
+#[test]
+fn a_directory_that_is_not_a_checkout_is_never_touched() {
+    let sandbox = Sandbox::new();
+    let repo = TestRepo::create(&sandbox.path("src"), "app");
+    let dest = sandbox.path("data");
+    std::fs::create_dir(&dest).unwrap();
+    std::fs::write(dest.join("precious.db"), "user data").unwrap();
+    sandbox
+        .initbox()
+        .args(["git-clone", &repo.file_url()])
+        .arg(&dest)
+        .run()
+        .assert_code(1)
+        .assert_stderr_contains("is not empty and is not a checkout of")
+        .assert_stderr_contains("--force");
+    assert_eq!(std::fs::read_to_string(dest.join("precious.db")).unwrap(), "user data");
+    assert_eq!(std::fs::read_dir(&dest).unwrap().count(), 1);
+
+    let other = TestRepo::create(&sandbox.path("src"), "other");
+    let checkout = sandbox.path("checkout");
+    sandbox
+        .initbox()
+        .args(["git-clone", &other.file_url()])
+        .arg(&checkout)
+        .run()
+        .assert_code(0);
+    sandbox
+        .initbox()
+        .args(["git-clone", &repo.file_url()])
+        .arg(&checkout)
+        .run()
+        .assert_code(1)
+        .assert_stderr_contains("is a checkout of");
+
+    sandbox
+        .initbox()
+        .args(["git-clone", &repo.file_url(), "--force"])
+        .arg(&dest)
+        .run()
+        .assert_code(0);
+    assert!(!dest.join("precious.db").exists());
+    assert_clean_checkout(&dest, &repo.main);
+}
+
+#[test]
+fn smart_http_with_basic_auth_and_secrets_kept_secret() {
+    let sandbox = Sandbox::new();
+    let base = sandbox.path("srv");
+    let repo = TestRepo::create(&base, "app");
+    let server = SmartHttp::start(&base, Some(("deploy", "pa55-w0rd-xyz")));
+    let url = server.url("app");
+
+    let denied = sandbox
+        .initbox()
+        .args(["git-clone", &url])
+        .arg(sandbox.path("denied"))
+        .run();
+    denied.assert_code(1).assert_stderr_contains("authentication failed");
+    assert!(!sandbox.path("denied").exists());
+
+    let password = sandbox.write("password", "pa55-w0rd-xyz\n");
+    let dest = sandbox.path("with-password");
+    let output = sandbox
+        .initbox()
+        .args(["git-clone", &url, "--username", "deploy", "--password-file"])
+        .arg(&password)
+        .arg(&dest)
+        .args(["-v"])
+        .run();
+    output.assert_code(0);
+    assert_clean_checkout(&dest, &repo.main);
+
+    let in_url = sandbox.path("in-url");
+    let url_with_secret = url.replace("http://", "http://deploy:pa55-w0rd-xyz@");
+    let from_url = sandbox
+        .initbox()
+        .args(["git-clone", &url_with_secret, "--log-format", "json", "-v"])
+        .arg(&in_url)
+        .run();
+    from_url.assert_code(0);
+
+    let token_server = SmartHttp::start(&base, Some(("x-access-token", "tok-12345678")));
+    let token = sandbox.write("token", "tok-12345678");
+    let by_token = sandbox.path("by-token");
+    sandbox
+        .initbox()
+        .args(["git-clone", &token_server.url("app"), "--token-file"])
+        .arg(&token)
+        .arg(&by_token)
+        .run()
+        .assert_code(0);
+
+    for (output, dir) in [(&output, &dest), (&from_url, &in_url)] {
+        let everything = format!("{}{}", output.stdout, output.stderr);
+        assert!(!everything.contains("pa55-w0rd-xyz"), "{everything}");
+        let config = std::fs::read_to_string(dir.join(".git/config")).unwrap();
+        assert!(!config.contains("pa55-w0rd-xyz"), "{config}");
+        assert!(!config.contains("deploy"), "{config}");
+        assert_eq!(git(dir, &["config", "remote.origin.url"]), url);
+    }
+    assert!(!std::fs::read_to_string(by_token.join(".git/config")).unwrap().contains("tok-12345678"));
+}
+
+#[test]
+fn bad_input() {
+    let sandbox = Sandbox::new();
+    for (args, code, message) in [
+        (vec!["git-clone", "https://h/r.git"], 2, "DEST"),
+        (vec!["git-clone", "https://h/r.git", "d", "--depth", "-1"], 2, "--depth"),
+        (
+            vec!["git-clone", "https://h/r.git", "d", "--username", "u"],
+            2,
+            "--username needs --password-file",
+        ),
+        (
+            vec!["git-clone", "https://h/r.git", "d", "--token-file", "/nonexistent/token"],
+            78,
+            "reading token file /nonexistent/token",
+        ),
+    ] {
+        sandbox
+            .initbox()
+            .args(&args)
+            .run()
+            .assert_code(code)
+            .assert_stderr_contains(message);
+    }
+    sandbox
+        .initbox()
+        .env("PATH", sandbox.path("empty-bin"))
+        .args(["git-clone", "git@git.example:team/app.git", "d"])
+        .run()
+        .assert_code(78)
+        .assert_stderr_contains("needs an ssh program");
+}
+
+/// A tmpfs mounted at DEST for the test's lifetime: DEST cannot be renamed or removed.
+struct Mount(std::path::PathBuf);
+
+impl Mount {
+    fn tmpfs(at: &Path) -> Mount {
+        std::fs::create_dir_all(at).unwrap();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=64m", "tmpfs"])
+            .arg(at)
+            .status()
+            .unwrap();
+        assert!(status.success(), "mounting a tmpfs");
+        Mount(at.to_owned())
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn the_root_of_a_mounted_volume_is_filled_and_switched_in_place() {
+    if !need_root("the_root_of_a_mounted_volume_is_filled_and_switched_in_place") {
+        return;
+    }
+    let sandbox = Sandbox::new();
+    let repo = TestRepo::create(&sandbox.path("src"), "app");
+    let dest = sandbox.path("volume");
+    let _mount = Mount::tmpfs(&dest);
+    for (reference, commit) in [("v1", &repo.first), ("main", &repo.main)] {
+        sandbox
+            .initbox()
+            .args(["git-clone", &repo.file_url(), "--ref", reference])
+            .arg(&dest)
+            .run()
+            .assert_code(0);
+        assert_clean_checkout(&dest, commit);
+    }
+    let names: Vec<String> = std::fs::read_dir(&dest)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(!names.iter().any(|n| n.contains("initbox")), "{names:?}");
+}
+
+/// A repository big enough that a clone takes a while: many files, several commits.
+fn big_repo(root: &Path) -> (std::path::PathBuf, String) {
+    let path = root.join("big");
+    std::fs::create_dir_all(&path).unwrap();
+    git(&path, &["init", "-q", "-b", "main"]);
+    for commit in 0..3 {
+        for dir in 0..20 {
+            let d = path.join(format!("d{dir}"));
+            std::fs::create_dir_all(&d).unwrap();
+            for file in 0..60 {
+                let text: String = (0..200)
+                    .map(|i| format!("{commit} {dir} {file} {i} {}\n", fastrand_line(commit, dir, file, i)))
+                    .collect();
+                std::fs::write(d.join(format!("f{file}.txt")), text).unwrap();
+            }
+        }
+        git(&path, &["add", "-A"]);
+        git(&path, &["commit", "-q", "-m", &format!("commit {commit}")]);
+    }
+    let head = git(&path, &["rev-parse", "HEAD"]);
+    (path, head)
+}
+
+fn fastrand_line(a: usize, b: usize, c: usize, d: usize) -> u64 {
+    let mut x = (a * 1_000_003 + b * 10_007 + c * 101 + d) as u64 ^ 0x9e37_79b9_7f4a_7c15;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    x
+}
+
+#[test]
+fn kill_9_at_any_moment_leaves_dest_as_before_or_complete() {
+    if !need_root("kill_9_at_any_moment_leaves_dest_as_before_or_complete") {
+        return;
+    }
+    let sandbox = Sandbox::new();
+    let (repo, repo_head) = big_repo(&sandbox.path("src"));
+    let small = TestRepo::create(&sandbox.path("src"), "small");
+    let url = format!("file://{}", repo.display());
+    let dest = sandbox.path("volume");
+    let _mount = Mount::tmpfs(&dest);
+    // Before: a complete checkout of another ref of … another repository would be refused,
+    // so start from a checkout of the same repository at an older state: the small repo's
+    // layout does not matter, an empty volume and a previous checkout both occur in pods.
+    drop(small);
+    let before_listing = |dir: &Path| -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n != ".initbox-clone")
+            .collect();
+        names.sort();
+        names
+    };
+    for (trial, delay_ms) in [5u64, 20, 40, 80, 120, 200, 300, 500].into_iter().enumerate() {
+        let before = before_listing(&dest);
+        let running = sandbox
+            .initbox()
+            .args(["git-clone", &url, "--depth", "0"])
+            .arg(&dest)
+            .spawn();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        running.signal("KILL");
+        running.wait();
+        let staging_complete = dest.join(".initbox-clone/.git/initbox-checkout.json").exists();
+        let complete = dest.join(".git/initbox-checkout.json").exists();
+        if complete {
+            assert_clean_checkout(&dest, &repo_head);
+        } else if !staging_complete {
+            assert_eq!(
+                before_listing(&dest),
+                before,
+                "trial {trial} ({delay_ms} ms): DEST changed without being complete"
+            );
+        }
+        // Either way the next run (the pod's restart) succeeds with a complete checkout.
+        sandbox
+            .initbox()
+            .args(["git-clone", &url, "--depth", "0"])
+            .arg(&dest)
+            .run()
+            .assert_code(0);
+        assert_clean_checkout(&dest, &repo_head);
+        assert!(!dest.join(".initbox-clone").exists());
+        // Start the next trial from an empty volume again, half the time.
+        if trial % 2 == 0 {
+            for entry in std::fs::read_dir(&dest).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() && !path.is_symlink() {
+                    std::fs::remove_dir_all(&path).unwrap();
+                } else {
+                    std::fs::remove_file(&path).unwrap();
+                }
+            }
+        }
+    }
+    let _ = eventually;
+}

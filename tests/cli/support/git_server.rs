@@ -1,0 +1,373 @@
+//! Real git servers for the git-clone tests: repositories made with the git CLI, `git
+//! daemon` on a loopback port, and smart HTTP (`git http-backend` run as a CGI program by a
+//! small server here, with optional basic auth). Everything stays on 127.0.0.1.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::Duration;
+
+use super::{eventually, free_port};
+
+/// Runs git with a fixed identity and no user or system configuration.
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let output = Command::new("git")
+        .current_dir(dir)
+        .args(args)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_AUTHOR_NAME", "initbox test")
+        .env("GIT_AUTHOR_EMAIL", "test@initbox.invalid")
+        .env("GIT_COMMITTER_NAME", "initbox test")
+        .env("GIT_COMMITTER_EMAIL", "test@initbox.invalid")
+        .env_remove("GIT_SSL_CAINFO")
+        .output()
+        .expect("running git");
+    assert!(
+        output.status.success(),
+        "git {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+/// A repository with what a checkout must reproduce: nested files, a symlink, an
+/// executable, a branch, a lightweight and an annotated tag, and two commits on main.
+pub struct TestRepo {
+    pub path: PathBuf,
+    /// The first commit (tags v1 and v1-annotated point here).
+    pub first: String,
+    /// main's head.
+    pub main: String,
+    /// The head of branch `feature`.
+    pub feature: String,
+}
+
+impl TestRepo {
+    /// Creates `NAME.git`-style repository `name` under `root`.
+    pub fn create(root: &Path, name: &str) -> TestRepo {
+        let path = root.join(name);
+        std::fs::create_dir_all(&path).unwrap();
+        git(&path, &["init", "-q", "-b", "main"]);
+        std::fs::write(path.join("README.md"), "# app config\n").unwrap();
+        std::fs::create_dir_all(path.join("conf/nested")).unwrap();
+        std::fs::write(path.join("conf/app.conf"), "port = 8080\n").unwrap();
+        std::fs::write(path.join("conf/nested/deep.txt"), "deep\n").unwrap();
+        std::fs::write(path.join("run.sh"), "#!/bin/sh\necho run\n").unwrap();
+        git(&path, &["update-index", "--add", "--chmod=+x", "run.sh"]);
+        std::os::unix::fs::symlink("conf/app.conf", path.join("current.conf")).unwrap();
+        git(&path, &["add", "-A"]);
+        git(&path, &["commit", "-q", "-m", "first"]);
+        let first = git(&path, &["rev-parse", "HEAD"]);
+        git(&path, &["tag", "v1"]);
+        git(&path, &["tag", "-a", "v1-annotated", "-m", "release 1"]);
+        std::fs::write(path.join("conf/app.conf"), "port = 9090\n").unwrap();
+        git(&path, &["commit", "-q", "-am", "second"]);
+        let main = git(&path, &["rev-parse", "HEAD"]);
+        git(&path, &["checkout", "-q", "-b", "feature"]);
+        std::fs::write(path.join("feature.txt"), "feature\n").unwrap();
+        git(&path, &["add", "feature.txt"]);
+        git(&path, &["commit", "-q", "-m", "feature"]);
+        let feature = git(&path, &["rev-parse", "HEAD"]);
+        git(&path, &["checkout", "-q", "main"]);
+        TestRepo {
+            path,
+            first,
+            main,
+            feature,
+        }
+    }
+
+    pub fn file_url(&self) -> String {
+        format!("file://{}", self.path.display())
+    }
+}
+
+/// `git daemon` serving every repository under `base`.
+pub struct GitDaemon {
+    pub port: u16,
+    child: Child,
+}
+
+impl GitDaemon {
+    pub fn start(base: &Path) -> GitDaemon {
+        Self::start_on(base, free_port("127.0.0.1"))
+    }
+
+    /// On a given port (for a server that appears later).
+    pub fn start_on(base: &Path, port: u16) -> GitDaemon {
+        let child = Command::new("git")
+            .args(["daemon", "--reuseaddr", "--export-all", "--listen=127.0.0.1"])
+            .arg(format!("--port={port}"))
+            .arg(format!("--base-path={}", base.display()))
+            .arg(base)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("git daemon");
+        let up = eventually(Duration::from_secs(20), || {
+            TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        assert!(up, "git daemon did not start on port {port}");
+        GitDaemon { port, child }
+    }
+
+    pub fn url(&self, name: &str) -> String {
+        format!("git://127.0.0.1:{}/{name}", self.port)
+    }
+}
+
+impl Drop for GitDaemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Smart HTTP: `git http-backend` behind a CGI server on 127.0.0.1:0.
+pub struct SmartHttp {
+    pub port: u16,
+    /// Every request's path and whether it carried an Authorization header.
+    pub requests: Arc<Mutex<Vec<(String, Option<String>)>>>,
+}
+
+impl SmartHttp {
+    /// Serves the repositories under `root`; with `auth`, only to that user and password.
+    pub fn start(root: &Path, auth: Option<(&str, &str)>) -> SmartHttp {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let root = root.to_owned();
+        let expected = auth.map(|(user, password)| {
+            format!("Basic {}", base64(format!("{user}:{password}").as_bytes()))
+        });
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let seen = requests.clone();
+        thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { break };
+                let (root, expected, seen) = (root.clone(), expected.clone(), seen.clone());
+                thread::spawn(move || {
+                    let _ = serve_cgi(stream, &root, expected.as_deref(), &seen);
+                });
+            }
+        });
+        SmartHttp { port, requests }
+    }
+
+    pub fn url(&self, name: &str) -> String {
+        format!("http://127.0.0.1:{}/{name}", self.port)
+    }
+}
+
+fn serve_cgi(
+    stream: TcpStream,
+    root: &Path,
+    expected_auth: Option<&str>,
+    seen: &Mutex<Vec<(String, Option<String>)>>,
+) -> std::io::Result<()> {
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut writer = stream;
+    let mut first = String::new();
+    reader.read_line(&mut first)?;
+    let mut parts = first.split_whitespace();
+    let method = parts.next().unwrap_or("GET").to_owned();
+    let target = parts.next().unwrap_or("/").to_owned();
+    let mut headers = Vec::new();
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line)?;
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':') {
+            headers.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
+        }
+    }
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+    };
+    let authorization = header("authorization");
+    seen.lock()
+        .unwrap()
+        .push((target.clone(), authorization.clone()));
+    if let Some(expected) = expected_auth
+        && authorization.as_deref() != Some(expected)
+    {
+        let body = "authentication required\n";
+        write!(
+            writer,
+            "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"git\"\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )?;
+        return writer.flush();
+    }
+    let body = if header("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
+        read_chunked(&mut reader)?
+    } else {
+        let length: usize = header("content-length")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let mut body = vec![0; length];
+        reader.read_exact(&mut body)?;
+        body
+    };
+    let (path, query) = target.split_once('?').unwrap_or((&target, ""));
+    let mut command = Command::new(format!(
+        "{}/git-http-backend",
+        String::from_utf8_lossy(
+            &Command::new("git")
+                .arg("--exec-path")
+                .output()?
+                .stdout
+        )
+        .trim()
+    ));
+    command
+        .env_clear()
+        .env("GIT_PROJECT_ROOT", root)
+        .env("GIT_HTTP_EXPORT_ALL", "1")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_COUNT", "1")
+        .env("GIT_CONFIG_KEY_0", "safe.directory")
+        .env("GIT_CONFIG_VALUE_0", "*")
+        .env("REQUEST_METHOD", &method)
+        .env("PATH_INFO", path)
+        .env("QUERY_STRING", query)
+        .env("CONTENT_LENGTH", body.len().to_string())
+        .env("REMOTE_ADDR", "127.0.0.1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    if let Some(content_type) = header("content-type") {
+        command.env("CONTENT_TYPE", content_type);
+    }
+    if let Some(encoding) = header("content-encoding") {
+        command.env("HTTP_CONTENT_ENCODING", encoding);
+    }
+    if let Some(protocol) = header("git-protocol") {
+        command.env("GIT_PROTOCOL", protocol);
+    }
+    if expected_auth.is_some() {
+        command.env("REMOTE_USER", "git");
+    }
+    let mut child = command.spawn()?;
+    let mut stdin = child.stdin.take().unwrap();
+    let feeder = thread::spawn(move || {
+        let _ = stdin.write_all(&body);
+    });
+    let mut output = Vec::new();
+    child.stdout.take().unwrap().read_to_end(&mut output)?;
+    let _ = feeder.join();
+    child.wait()?;
+    let split = output
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|p| (p, 4))
+        .or_else(|| output.windows(2).position(|w| w == b"\n\n").map(|p| (p, 2)));
+    let Some((at, gap)) = split else {
+        write!(writer, "HTTP/1.1 500 CGI error\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")?;
+        return writer.flush();
+    };
+    let cgi_headers = String::from_utf8_lossy(&output[..at]).into_owned();
+    let cgi_body = &output[at + gap..];
+    let mut status = "200 OK".to_owned();
+    let mut response = String::new();
+    for line in cgi_headers.lines() {
+        if let Some(value) = line.strip_prefix("Status:") {
+            status = value.trim().to_owned();
+        } else if !line.trim().is_empty() {
+            response.push_str(line.trim_end());
+            response.push_str("\r\n");
+        }
+    }
+    write!(
+        writer,
+        "HTTP/1.1 {status}\r\n{response}Content-Length: {}\r\nConnection: close\r\n\r\n",
+        cgi_body.len()
+    )?;
+    writer.write_all(cgi_body)?;
+    writer.flush()
+}
+
+fn read_chunked(reader: &mut impl BufRead) -> std::io::Result<Vec<u8>> {
+    let mut body = Vec::new();
+    loop {
+        let mut size_line = String::new();
+        reader.read_line(&mut size_line)?;
+        let size = usize::from_str_radix(size_line.trim().split(';').next().unwrap_or("0"), 16)
+            .unwrap_or(0);
+        if size == 0 {
+            let mut trailer = String::new();
+            reader.read_line(&mut trailer)?;
+            return Ok(body);
+        }
+        let start = body.len();
+        body.resize(start + size, 0);
+        reader.read_exact(&mut body[start..])?;
+        let mut crlf = [0u8; 2];
+        reader.read_exact(&mut crlf)?;
+    }
+}
+
+fn base64(bytes: &[u8]) -> String {
+    const TABLE: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(TABLE[(n >> (18 - 6 * i)) as usize & 63] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// Every file under `dir` (not `.git`) with its kind, mode and content or link target:
+/// what must be identical between initbox's checkout and git's.
+pub fn tree_listing(dir: &Path) -> Vec<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut out = Vec::new();
+    let mut pending = vec![dir.to_owned()];
+    while let Some(current) = pending.pop() {
+        for entry in std::fs::read_dir(&current).unwrap() {
+            let entry = entry.unwrap();
+            let path = entry.path();
+            let relative = path.strip_prefix(dir).unwrap().display().to_string();
+            if relative == ".git" {
+                continue;
+            }
+            let metadata = std::fs::symlink_metadata(&path).unwrap();
+            if metadata.file_type().is_symlink() {
+                let target = std::fs::read_link(&path).unwrap();
+                out.push(format!("link {relative} -> {}", target.display()));
+            } else if metadata.is_dir() {
+                out.push(format!("dir {relative}"));
+                pending.push(path);
+            } else {
+                let mode = metadata.permissions().mode() & 0o777;
+                let content = std::fs::read(&path).unwrap();
+                out.push(format!(
+                    "file {relative} {mode:o} {}",
+                    String::from_utf8_lossy(&content).escape_debug()
+                ));
+            }
+        }
+    }
+    out.sort();
+    out
+}
