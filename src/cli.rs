@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand};
 
 use crate::checks::dns::DnsArgs;
 use crate::checks::http::HttpArgs;
+use crate::checks::ping::PingArgs;
 use crate::checks::tcp::TcpArgs;
 use crate::duration::Duration;
 use crate::exit::{Error, Result};
@@ -74,7 +75,7 @@ pub enum Command {
     /// Wait until HTTP(S) endpoints answer with an accepted status (like an httpGet probe).
     WaitForHttp(HttpArgs),
     /// Send ICMP echo requests, or wait until a host answers them.
-    Ping(Planned),
+    Ping(PingArgs),
     /// Register this pod with a remote service over HTTP.
     Register(Planned),
     /// Download a URL into a file, atomically.
@@ -118,9 +119,9 @@ impl Command {
             Command::WaitForDns(args) => &args.then.command,
             Command::WaitForTcp(args) => &args.then.command,
             Command::WaitForHttp(args) => &args.then.command,
+            Command::Ping(args) => &args.then.command,
             Command::Sleep(args) => &args.then.command,
-            Command::Ping(_)
-            | Command::Register(_)
+            Command::Register(_)
             | Command::Fetch(_)
             | Command::GitClone(_)
             | Command::Template(_)

@@ -26,6 +26,7 @@ pub async fn run(command: Command) -> Result<()> {
         Command::WaitForDns(args) => checks::dns::run(args).await?,
         Command::WaitForTcp(args) => checks::tcp::run(args).await?,
         Command::WaitForHttp(args) => checks::http::run(args).await?,
+        Command::Ping(args) => checks::ping::run(args).await?,
         Command::Sleep(args) => tasks::sleep::run(args).await?,
         other => return Err(Error::NotImplemented(other.name())),
     }

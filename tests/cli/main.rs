@@ -9,6 +9,7 @@ mod dns;
 mod exec;
 mod exit_codes;
 mod http;
+mod ping;
 mod resources;
 mod signals;
 mod sleep;
