@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand};
 
 use crate::checks::dns::DnsArgs;
 use crate::checks::http::HttpArgs;
+use crate::checks::ping::PingArgs;
 use crate::checks::tcp::TcpArgs;
 use crate::duration::Duration;
 use crate::exit::{Error, Result};
@@ -77,7 +78,7 @@ pub enum Command {
     /// Wait until HTTP(S) endpoints answer with an accepted status (like an httpGet probe).
     WaitForHttp(HttpArgs),
     /// Send ICMP echo requests, or wait until a host answers them.
-    Ping(Planned),
+    Ping(PingArgs),
     /// Register this pod with a remote service over HTTP.
     Register(RegisterArgs),
     /// Download a URL into a file, atomically.
@@ -121,10 +122,12 @@ impl Command {
             Command::WaitForDns(args) => &args.then.command,
             Command::WaitForTcp(args) => &args.then.command,
             Command::WaitForHttp(args) => &args.then.command,
+            Command::Ping(args) => &args.then.command,
             Command::Sleep(args) => &args.then.command,
             Command::Register(args) => &args.then.command,
             Command::Fetch(args) => &args.then.command,
-            Command::Ping(_) | Command::GitClone(_) | Command::Template(_) | Command::Run(_) => &[],
+            Command::GitClone(args) => &args.then.command,
+            Command::Template(_) | Command::Run(_) => &[],
         }
     }
 }

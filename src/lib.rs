@@ -30,6 +30,7 @@ pub async fn run(command: Command) -> Result<()> {
         Command::WaitForDns(args) => checks::dns::run(args).await?,
         Command::WaitForTcp(args) => checks::tcp::run(args).await?,
         Command::WaitForHttp(args) => checks::http::run(args).await?,
+        Command::Ping(args) => checks::ping::run(args).await?,
         Command::Register(args) => tasks::register::run(args).await?,
         Command::Fetch(args) => tasks::fetch::run(args).await?,
         Command::GitClone(args) => tasks::git_clone::run(args).await?,

@@ -2,4 +2,5 @@
 
 pub mod dns;
 pub mod http;
+pub mod ping;
 pub mod tcp;

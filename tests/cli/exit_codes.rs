@@ -140,10 +140,10 @@ fn commands_of_later_releases_say_so() {
     let sandbox = Sandbox::new();
     sandbox
         .initbox()
-        .args(["ping", "127.0.0.1"])
+        .args(["template", "in.j2", "out"])
         .run()
         .assert_code(1)
-        .assert_stderr_contains("ping is not implemented yet");
+        .assert_stderr_contains("template is not implemented yet");
 }
 
 #[test]

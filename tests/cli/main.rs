@@ -11,6 +11,7 @@ mod exit_codes;
 mod fetch;
 mod http;
 mod register;
+mod ping;
 mod resources;
 mod signals;
 mod sleep;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::support::dns_server::DnsServer;
 use crate::support::http_server::{HttpServer, reply};
-use crate::support::{Running, Sandbox, free_port, open_fds};
+use crate::support::{Running, Sandbox, free_port, need_root, open_fds};
 
 /// Samples the open descriptors after ~1 s and after ~4 s of fast (50 ms) attempts.
 fn fds_stay_flat(running: Running) {
@@ -68,4 +68,28 @@ fn http_probes_do_not_leak_sockets() {
             .spawn(),
     );
     assert!(server.requests().len() > 20);
+}
+
+#[test]
+fn ping_probes_do_not_leak_sockets() {
+    if !need_root("ping_probes_do_not_leak_sockets") {
+        return;
+    }
+    // A namespace with only loopback: every echo fails at once (network unreachable), so
+    // attempts come every 50 ms; the ICMP socket is opened once, not per attempt.
+    let sandbox = Sandbox::new();
+    fds_stay_flat(
+        sandbox
+            .initbox()
+            .args(["ping", "192.0.2.1", "2001:db8::1"])
+            .wrapped_in(&[
+                "unshare",
+                "--net",
+                "sh",
+                "-c",
+                "ip link set lo up && exec \"$@\"",
+                "sh",
+            ])
+            .spawn(),
+    );
 }
