@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::support::git_server::{GitDaemon, SmartHttp, TestRepo, git, tree_listing};
-use crate::support::{Sandbox, eventually, free_port, need_root};
+use crate::support::{Sandbox, free_port, need_root};
 
 fn git_clone_reference(repo: &str, dest: &Path, reference: Option<&str>) {
     let mut args = vec!["clone", "-q", "--depth", "1"];
@@ -238,16 +238,26 @@ fn a_directory_that_is_not_a_checkout_is_never_touched() {
 }
 
 #[test]
-fn smart_http_with_basic_auth_and_secrets_kept_secret() {
+fn smart_http_over_tls_with_basic_auth_and_secrets_kept_secret() {
     let sandbox = Sandbox::new();
     let base = sandbox.path("srv");
     let repo = TestRepo::create(&base, "app");
-    let server = SmartHttp::start(&base, Some(("deploy", "pa55-w0rd-xyz")));
+    let server = SmartHttp::start_tls(&base, Some(("deploy", "pa55-w0rd-xyz")));
+    let ca = sandbox.write("ca.pem", server.ca_pem.as_ref().unwrap());
     let url = server.url("app");
+
+    sandbox
+        .initbox()
+        .args(["git-clone", &url, "--timeout", "2s"])
+        .arg(sandbox.path("untrusted"))
+        .run()
+        .assert_code(124)
+        .assert_stderr_contains("unknown CA");
 
     let denied = sandbox
         .initbox()
-        .args(["git-clone", &url])
+        .args(["git-clone", &url, "--cacert"])
+        .arg(&ca)
         .arg(sandbox.path("denied"))
         .run();
     denied.assert_code(1).assert_stderr_contains("authentication failed");
@@ -259,6 +269,8 @@ fn smart_http_with_basic_auth_and_secrets_kept_secret() {
         .initbox()
         .args(["git-clone", &url, "--username", "deploy", "--password-file"])
         .arg(&password)
+        .arg("--cacert")
+        .arg(&ca)
         .arg(&dest)
         .args(["-v"])
         .run();
@@ -266,21 +278,25 @@ fn smart_http_with_basic_auth_and_secrets_kept_secret() {
     assert_clean_checkout(&dest, &repo.main);
 
     let in_url = sandbox.path("in-url");
-    let url_with_secret = url.replace("http://", "http://deploy:pa55-w0rd-xyz@");
+    let url_with_secret = url.replace("https://", "https://deploy:pa55-w0rd-xyz@");
     let from_url = sandbox
         .initbox()
-        .args(["git-clone", &url_with_secret, "--log-format", "json", "-v"])
+        .args(["git-clone", &url_with_secret, "--log-format", "json", "-v", "--cacert"])
+        .arg(&ca)
         .arg(&in_url)
         .run();
     from_url.assert_code(0);
 
-    let token_server = SmartHttp::start(&base, Some(("x-access-token", "tok-12345678")));
+    let token_server = SmartHttp::start_tls(&base, Some(("x-access-token", "tok-12345678")));
+    let token_ca = sandbox.write("token-ca.pem", token_server.ca_pem.as_ref().unwrap());
     let token = sandbox.write("token", "tok-12345678");
     let by_token = sandbox.path("by-token");
     sandbox
         .initbox()
         .args(["git-clone", &token_server.url("app"), "--token-file"])
         .arg(&token)
+        .arg("--cacert")
+        .arg(&token_ca)
         .arg(&by_token)
         .run()
         .assert_code(0);
@@ -293,7 +309,40 @@ fn smart_http_with_basic_auth_and_secrets_kept_secret() {
         assert!(!config.contains("deploy"), "{config}");
         assert_eq!(git(dir, &["config", "remote.origin.url"]), url);
     }
-    assert!(!std::fs::read_to_string(by_token.join(".git/config")).unwrap().contains("tok-12345678"));
+    let config = std::fs::read_to_string(by_token.join(".git/config")).unwrap();
+    assert!(!config.contains("tok-12345678"), "{config}");
+}
+
+#[test]
+fn plain_http_clones_but_never_sends_a_password() {
+    let sandbox = Sandbox::new();
+    let base = sandbox.path("srv");
+    let repo = TestRepo::create(&base, "app");
+    let open = SmartHttp::start(&base, None);
+    let dest = sandbox.path("open");
+    sandbox
+        .initbox()
+        .args(["git-clone", &open.url("app")])
+        .arg(&dest)
+        .run()
+        .assert_code(0);
+    assert_clean_checkout(&dest, &repo.main);
+
+    let guarded = SmartHttp::start(&base, Some(("deploy", "pa55-w0rd-xyz")));
+    let password = sandbox.write("password", "pa55-w0rd-xyz");
+    sandbox
+        .initbox()
+        .args(["git-clone", &guarded.url("app"), "--username", "deploy"])
+        .arg("--password-file")
+        .arg(&password)
+        .arg(sandbox.path("refused"))
+        .run()
+        .assert_code(1)
+        .assert_stderr_contains("clear text");
+    assert!(
+        guarded.requests.lock().unwrap().iter().all(|(_, auth)| auth.is_none()),
+        "no credentials went over plain HTTP"
+    );
 }
 
 #[test]
@@ -301,7 +350,7 @@ fn bad_input() {
     let sandbox = Sandbox::new();
     for (args, code, message) in [
         (vec!["git-clone", "https://h/r.git"], 2, "DEST"),
-        (vec!["git-clone", "https://h/r.git", "d", "--depth", "-1"], 2, "--depth"),
+        (vec!["git-clone", "https://h/r.git", "d", "--depth", "all"], 2, "--depth"),
         (
             vec!["git-clone", "https://h/r.git", "d", "--username", "u"],
             2,
@@ -376,35 +425,63 @@ fn the_root_of_a_mounted_volume_is_filled_and_switched_in_place() {
     assert!(!names.iter().any(|n| n.contains("initbox")), "{names:?}");
 }
 
-/// A repository big enough that a clone takes a while: many files, several commits.
-fn big_repo(root: &Path) -> (std::path::PathBuf, String) {
+/// A repository big enough that a clone takes a while: many files, several commits. The
+/// tag `old` marks the first commit.
+fn big_repo(root: &Path) -> (std::path::PathBuf, String, String) {
     let path = root.join("big");
     std::fs::create_dir_all(&path).unwrap();
     git(&path, &["init", "-q", "-b", "main"]);
+    let mut first = String::new();
     for commit in 0..3 {
         for dir in 0..20 {
             let d = path.join(format!("d{dir}"));
             std::fs::create_dir_all(&d).unwrap();
             for file in 0..60 {
                 let text: String = (0..200)
-                    .map(|i| format!("{commit} {dir} {file} {i} {}\n", fastrand_line(commit, dir, file, i)))
+                    .map(|line| format!("{commit} {dir} {file} {line} {:x}\n", mix(commit, dir, file, line)))
                     .collect();
                 std::fs::write(d.join(format!("f{file}.txt")), text).unwrap();
             }
         }
         git(&path, &["add", "-A"]);
         git(&path, &["commit", "-q", "-m", &format!("commit {commit}")]);
+        if commit == 0 {
+            first = git(&path, &["rev-parse", "HEAD"]);
+            git(&path, &["tag", "old"]);
+        }
     }
     let head = git(&path, &["rev-parse", "HEAD"]);
-    (path, head)
+    (path, first, head)
 }
 
-fn fastrand_line(a: usize, b: usize, c: usize, d: usize) -> u64 {
+/// Incompressible-enough content without a random number generator.
+fn mix(a: usize, b: usize, c: usize, d: usize) -> u64 {
     let mut x = (a * 1_000_003 + b * 10_007 + c * 101 + d) as u64 ^ 0x9e37_79b9_7f4a_7c15;
     x ^= x << 13;
     x ^= x >> 7;
     x ^= x << 17;
     x
+}
+
+fn visible_entries(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n != ".initbox-clone")
+        .collect();
+    names.sort();
+    names
+}
+
+fn empty_dir(dir: &Path) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() && !path.is_symlink() {
+            std::fs::remove_dir_all(&path).unwrap();
+        } else {
+            std::fs::remove_file(&path).unwrap();
+        }
+    }
 }
 
 #[test]
@@ -413,65 +490,54 @@ fn kill_9_at_any_moment_leaves_dest_as_before_or_complete() {
         return;
     }
     let sandbox = Sandbox::new();
-    let (repo, repo_head) = big_repo(&sandbox.path("src"));
-    let small = TestRepo::create(&sandbox.path("src"), "small");
+    let (repo, old, head) = big_repo(&sandbox.path("src"));
     let url = format!("file://{}", repo.display());
     let dest = sandbox.path("volume");
     let _mount = Mount::tmpfs(&dest);
-    // Before: a complete checkout of another ref of … another repository would be refused,
-    // so start from a checkout of the same repository at an older state: the small repo's
-    // layout does not matter, an empty volume and a previous checkout both occur in pods.
-    drop(small);
-    let before_listing = |dir: &Path| -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .filter(|n| n != ".initbox-clone")
-            .collect();
-        names.sort();
-        names
-    };
-    for (trial, delay_ms) in [5u64, 20, 40, 80, 120, 200, 300, 500].into_iter().enumerate() {
-        let before = before_listing(&dest);
-        let running = sandbox
-            .initbox()
-            .args(["git-clone", &url, "--depth", "0"])
-            .arg(&dest)
-            .spawn();
-        std::thread::sleep(Duration::from_millis(delay_ms));
-        running.signal("KILL");
-        running.wait();
-        let staging_complete = dest.join(".initbox-clone/.git/initbox-checkout.json").exists();
-        let complete = dest.join(".git/initbox-checkout.json").exists();
-        if complete {
-            assert_clean_checkout(&dest, &repo_head);
-        } else if !staging_complete {
-            assert_eq!(
-                before_listing(&dest),
-                before,
-                "trial {trial} ({delay_ms} ms): DEST changed without being complete"
-            );
-        }
-        // Either way the next run (the pod's restart) succeeds with a complete checkout.
+    let clone = |reference: &str| {
         sandbox
             .initbox()
-            .args(["git-clone", &url, "--depth", "0"])
+            .args(["git-clone", &url, "--depth", "0", "--ref", reference])
             .arg(&dest)
-            .run()
-            .assert_code(0);
-        assert_clean_checkout(&dest, &repo_head);
-        assert!(!dest.join(".initbox-clone").exists());
-        // Start the next trial from an empty volume again, half the time.
-        if trial % 2 == 0 {
-            for entry in std::fs::read_dir(&dest).unwrap() {
-                let path = entry.unwrap().path();
-                if path.is_dir() && !path.is_symlink() {
-                    std::fs::remove_dir_all(&path).unwrap();
-                } else {
-                    std::fs::remove_file(&path).unwrap();
-                }
-            }
+    };
+    // How long one whole clone takes here, to spread the kills over all of it.
+    let took = clone("main").run().assert_code(0).elapsed;
+    empty_dir(&dest);
+    const TRIALS: u32 = 12;
+    for trial in 0..TRIALS {
+        // Half the trials start from an empty volume, half from a checkout of another ref
+        // (a pod restarted after the pipeline's ref changed).
+        if trial % 2 == 1 {
+            clone("old").run().assert_code(0);
         }
+        let before = visible_entries(&dest);
+        let before_commit = dest.join(".git").exists().then(|| git(&dest, &["rev-parse", "HEAD"]));
+        let running = clone("main").spawn();
+        std::thread::sleep(took.mul_f64(f64::from(trial) / f64::from(TRIALS)));
+        running.signal("KILL");
+        running.wait();
+
+        let complete = dest.join(".git/initbox-checkout.json").exists();
+        let resumable = dest.join(".initbox-clone/.git/initbox-checkout.json").exists();
+        if complete && !resumable {
+            let commit = git(&dest, &["rev-parse", "HEAD"]);
+            assert!(
+                commit == head || Some(&commit) == before_commit.as_ref(),
+                "trial {trial}: a checkout of neither ref"
+            );
+            assert_eq!(git(&dest, &["status", "--porcelain"]), "", "trial {trial}");
+        } else if !resumable {
+            assert_eq!(
+                visible_entries(&dest),
+                before,
+                "trial {trial}: DEST changed without being complete"
+            );
+        }
+        // The next run (the pod's restart) always ends with a complete checkout.
+        clone("main").run().assert_code(0);
+        assert_clean_checkout(&dest, &head);
+        assert!(!dest.join(".initbox-clone").exists());
+        let _ = &old;
+        empty_dir(&dest);
     }
-    let _ = eventually;
 }

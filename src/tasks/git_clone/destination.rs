@@ -150,9 +150,23 @@ impl Destination {
     }
 
     /// Marks a staged clone complete: from now on a killed run's successor installs it.
+    /// Also tells git to ignore a future run's staging directory, so `git status` stays
+    /// clean even while a later clone is under way.
     pub fn mark_complete(staging: &Path, checkout: &Checkout) -> io::Result<()> {
+        let git_dir = staging.join(".git");
+        let exclude = git_dir.join("info").join("exclude");
+        let mut patterns = fs::read_to_string(&exclude).unwrap_or_default();
+        let ignored = format!("/{INNER_STAGING}/");
+        if !patterns.lines().any(|line| line == ignored) {
+            if !patterns.is_empty() && !patterns.ends_with('\n') {
+                patterns.push('\n');
+            }
+            patterns.push_str(&ignored);
+            patterns.push('\n');
+            atomic_file::write(&exclude, patterns.as_bytes(), None)?;
+        }
         let json = serde_json::to_vec_pretty(checkout).map_err(io::Error::other)?;
-        atomic_file::write(&staging.join(".git").join(MARKER), &json, None)
+        atomic_file::write(&git_dir.join(MARKER), &json, None)
     }
 
     /// Puts a complete staged clone in place of whatever DEST holds.

@@ -133,21 +133,22 @@ fn clone_with_progress(
                 connect_timeout,
             ));
         }
-        if let Some(credentials) = credentials.clone() {
-            connection.set_credentials(move |action| match action {
-                gix::credentials::helper::Action::Get(context) => {
-                    Ok(Some(gix::credentials::protocol::Outcome {
-                        identity: gix::sec::identity::Account {
-                            username: credentials.username.clone(),
-                            password: credentials.password.clone(),
-                            oauth_refresh_token: None,
-                        },
-                        next: context.into(),
-                    }))
-                }
-                _ => Ok(None),
-            });
-        }
+        // Always our callback: without one gix would ask git's credential helpers or try to
+        // prompt on a terminal, neither of which an init container has.
+        let credentials = credentials.clone();
+        connection.set_credentials(move |action| match (action, &credentials) {
+            (gix::credentials::helper::Action::Get(context), Some(credentials)) => {
+                Ok(Some(gix::credentials::protocol::Outcome {
+                    identity: gix::sec::identity::Account {
+                        username: credentials.username.clone(),
+                        password: credentials.password.clone(),
+                        oauth_refresh_token: None,
+                    },
+                    next: context.into(),
+                }))
+            }
+            _ => Ok(None),
+        });
         Ok(())
     });
     let (mut checkout, _fetched) = prepare
@@ -194,11 +195,23 @@ fn classify(error: &gix::Error, interrupt: &AtomicBool) -> CloneFailure {
     if interrupt.load(Ordering::Relaxed) {
         return CloneFailure::Retry("interrupted".into());
     }
+    // Over HTTP(S) the cause is a reqwest error: described as every HTTP command does.
+    if let Some(http_error) = error
+        .iter_errors()
+        .find_map(|cause| cause.downcast_ref::<reqwest::Error>())
+        && !http_error.is_status()
+    {
+        return match http_client::classify(http_error) {
+            http_client::RequestFailure::Retry(reason) => CloneFailure::Retry(reason),
+            http_client::RequestFailure::Fatal(error) => CloneFailure::Fatal(error),
+        };
+    }
     let message = describe(error);
     let lower = message.to_ascii_lowercase();
     if error.is_unauthenticated()
         || error.is_permission_denied()
         || lower.contains("authentication")
+        || lower.contains("credentials")
         || lower.contains("401")
         || lower.contains("403")
     {

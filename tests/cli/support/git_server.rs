@@ -132,11 +132,30 @@ pub struct SmartHttp {
     pub port: u16,
     /// Every request's path and whether it carried an Authorization header.
     pub requests: Arc<Mutex<Vec<(String, Option<String>)>>>,
+    /// PEM of the CA of an HTTPS server.
+    pub ca_pem: Option<String>,
 }
 
 impl SmartHttp {
-    /// Serves the repositories under `root`; with `auth`, only to that user and password.
+    /// Serves the repositories under `root` over plain HTTP; with `auth`, only to that user
+    /// and password.
     pub fn start(root: &Path, auth: Option<(&str, &str)>) -> SmartHttp {
+        Self::serve(root, auth, None)
+    }
+
+    /// The same over HTTPS, with a certificate from a fresh CA (valid for 127.0.0.1).
+    pub fn start_tls(root: &Path, auth: Option<(&str, &str)>) -> SmartHttp {
+        let (config, ca_pem) = super::http_server::server_tls_config();
+        let mut server = Self::serve(root, auth, Some(Arc::new(config)));
+        server.ca_pem = Some(ca_pem);
+        server
+    }
+
+    fn serve(
+        root: &Path,
+        auth: Option<(&str, &str)>,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> SmartHttp {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let root = root.to_owned();
@@ -149,27 +168,41 @@ impl SmartHttp {
             for stream in listener.incoming() {
                 let Ok(stream) = stream else { break };
                 let (root, expected, seen) = (root.clone(), expected.clone(), seen.clone());
+                let tls = tls.clone();
                 thread::spawn(move || {
-                    let _ = serve_cgi(stream, &root, expected.as_deref(), &seen);
+                    let _ = match tls {
+                        Some(config) => {
+                            let Ok(connection) = rustls::ServerConnection::new(config) else {
+                                return;
+                            };
+                            let mut stream = rustls::StreamOwned::new(connection, stream);
+                            serve_cgi(&mut stream, &root, expected.as_deref(), &seen)
+                        }
+                        None => serve_cgi(&mut { stream }, &root, expected.as_deref(), &seen),
+                    };
                 });
             }
         });
-        SmartHttp { port, requests }
+        SmartHttp {
+            port,
+            requests,
+            ca_pem: None,
+        }
     }
 
     pub fn url(&self, name: &str) -> String {
-        format!("http://127.0.0.1:{}/{name}", self.port)
+        let scheme = if self.ca_pem.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}/{name}", self.port)
     }
 }
 
 fn serve_cgi(
-    stream: TcpStream,
+    stream: &mut (impl Read + Write),
     root: &Path,
     expected_auth: Option<&str>,
     seen: &Mutex<Vec<(String, Option<String>)>>,
 ) -> std::io::Result<()> {
-    let mut reader = BufReader::new(stream.try_clone()?);
-    let mut writer = stream;
+    let mut reader = BufReader::new(&mut *stream);
     let mut first = String::new();
     reader.read_line(&mut first)?;
     let mut parts = first.split_whitespace();
@@ -194,6 +227,18 @@ fn serve_cgi(
             .map(|(_, v)| v.clone())
     };
     let authorization = header("authorization");
+    let body = if header("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
+        read_chunked(&mut reader)?
+    } else {
+        let length: usize = header("content-length")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let mut body = vec![0; length];
+        reader.read_exact(&mut body)?;
+        body
+    };
+    drop(reader);
+    let writer = stream;
     seen.lock()
         .unwrap()
         .push((target.clone(), authorization.clone()));
@@ -208,16 +253,6 @@ fn serve_cgi(
         )?;
         return writer.flush();
     }
-    let body = if header("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
-        read_chunked(&mut reader)?
-    } else {
-        let length: usize = header("content-length")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        let mut body = vec![0; length];
-        reader.read_exact(&mut body)?;
-        body
-    };
     let (path, query) = target.split_once('?').unwrap_or((&target, ""));
     let mut command = Command::new(format!(
         "{}/git-http-backend",

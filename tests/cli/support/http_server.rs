@@ -204,6 +204,12 @@ fn handle(
 trait ReadWrite: Read + Write {}
 impl<T: Read + Write> ReadWrite for T {}
 
+/// A server TLS configuration for localhost and 127.0.0.1, and its CA as PEM.
+pub fn server_tls_config() -> (rustls::ServerConfig, String) {
+    let (config, ca_pem, _) = tls_config(false);
+    (config, ca_pem)
+}
+
 /// A client certificate and key (PEM) signed by a test server's CA.
 pub struct ClientIdentity {
     pub cert_pem: String,

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod dns_server;
+pub mod git_server;
 pub mod http_server;
 
 use std::io::{BufRead, BufReader};
