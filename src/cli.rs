@@ -20,6 +20,7 @@ use crate::resolve::{self, Nameserver, ResolverSettings};
 use crate::tasks::fetch::FetchArgs;
 use crate::tasks::register::RegisterArgs;
 use crate::tasks::sleep::SleepArgs;
+use crate::tasks::template::TemplateArgs;
 use crate::wait::WaitOptions;
 
 #[derive(Debug, Parser)]
@@ -83,8 +84,8 @@ pub enum Command {
     Fetch(FetchArgs),
     /// Clone a git repository into a directory, atomically and idempotently.
     GitClone(Planned),
-    /// Render templates into configuration files.
-    Template(Planned),
+    /// Render Jinja2 templates into configuration files, atomically.
+    Template(TemplateArgs),
     /// Sleep for a duration: 60, 1.5, 90s, 2m30s.
     Sleep(SleepArgs),
     /// Run a pipeline of these tasks with init-container semantics.
@@ -123,7 +124,8 @@ impl Command {
             Command::Sleep(args) => &args.then.command,
             Command::Register(args) => &args.then.command,
             Command::Fetch(args) => &args.then.command,
-            Command::Ping(_) | Command::GitClone(_) | Command::Template(_) | Command::Run(_) => &[],
+            Command::Template(args) => &args.then.command,
+            Command::Ping(_) | Command::GitClone(_) | Command::Run(_) => &[],
         }
     }
 }

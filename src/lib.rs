@@ -33,6 +33,7 @@ pub async fn run(command: Command) -> Result<()> {
         Command::Register(args) => tasks::register::run(args).await?,
         Command::Fetch(args) => tasks::fetch::run(args).await?,
         Command::Sleep(args) => tasks::sleep::run(args).await?,
+        Command::Template(args) => tasks::template::run(args).await?,
         other => return Err(Error::NotImplemented(other.name())),
     }
     if then.is_empty() {

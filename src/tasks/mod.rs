@@ -3,3 +3,4 @@
 pub mod fetch;
 pub mod register;
 pub mod sleep;
+pub mod template;
