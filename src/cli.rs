@@ -22,6 +22,7 @@ use crate::tasks::fetch::FetchArgs;
 use crate::tasks::git_clone::GitCloneArgs;
 use crate::tasks::register::RegisterArgs;
 use crate::tasks::sleep::SleepArgs;
+use crate::tasks::template::TemplateArgs;
 use crate::wait::WaitOptions;
 
 #[derive(Debug, Parser)]
@@ -85,8 +86,8 @@ pub enum Command {
     Fetch(FetchArgs),
     /// Clone a git repository into a directory, atomically and idempotently.
     GitClone(GitCloneArgs),
-    /// Render templates into configuration files.
-    Template(Planned),
+    /// Render Jinja2 templates into configuration files, atomically.
+    Template(TemplateArgs),
     /// Sleep for a duration: 60, 1.5, 90s, 2m30s.
     Sleep(SleepArgs),
     /// Run a pipeline of these tasks with init-container semantics.
@@ -127,7 +128,8 @@ impl Command {
             Command::Register(args) => &args.then.command,
             Command::Fetch(args) => &args.then.command,
             Command::GitClone(args) => &args.then.command,
-            Command::Template(_) | Command::Run(_) => &[],
+            Command::Template(args) => &args.then.command,
+            Command::Run(_) => &[],
         }
     }
 }

@@ -35,6 +35,7 @@ pub async fn run(command: Command) -> Result<()> {
         Command::Fetch(args) => tasks::fetch::run(args).await?,
         Command::GitClone(args) => tasks::git_clone::run(args).await?,
         Command::Sleep(args) => tasks::sleep::run(args).await?,
+        Command::Template(args) => tasks::template::run(args).await?,
         other => return Err(Error::NotImplemented(other.name())),
     }
     if then.is_empty() {

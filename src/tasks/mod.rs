@@ -4,3 +4,4 @@ pub mod fetch;
 pub mod git_clone;
 pub mod register;
 pub mod sleep;
+pub mod template;

@@ -140,10 +140,10 @@ fn commands_of_later_releases_say_so() {
     let sandbox = Sandbox::new();
     sandbox
         .initbox()
-        .args(["template", "in.j2", "out"])
+        .args(["run", "-f", "pipeline.yaml"])
         .run()
         .assert_code(1)
-        .assert_stderr_contains("template is not implemented yet");
+        .assert_stderr_contains("run is not implemented yet");
 }
 
 #[test]

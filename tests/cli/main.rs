@@ -18,3 +18,4 @@ mod signals;
 mod sleep;
 mod system_resolver;
 mod tcp;
+mod template;

@@ -1,0 +1,942 @@
+//! template through the real binary: the same output as Jinja2 where the syntax is shared,
+//! and above all what is never written (half a file, a file after an error, an unchanged
+//! file rewritten).
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, SystemTime};
+
+use crate::support::{Cmd, Output, Sandbox, path_str};
+
+/// A python3 that can import jinja2: Debian's (where `apt-get install python3-jinja2` puts
+/// it) first, then whichever `python3` is first on PATH (a pyenv one, say).
+fn python_with_jinja2() -> &'static str {
+    static PYTHON: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
+    PYTHON.get_or_init(|| {
+        ["/usr/bin/python3", "python3"]
+            .into_iter()
+            .find(|python| {
+                Command::new(python)
+                    .args(["-c", "import jinja2"])
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status()
+                    .is_ok_and(|status| status.success())
+            })
+            .expect("no python3 with jinja2: apt-get install python3-jinja2")
+    })
+}
+
+/// Renders `template` with python3's Jinja2 set up as initbox sets up minijinja; the
+/// context is `context` (JSON) plus `env`, the environment python runs with.
+fn jinja2(sandbox: &Sandbox, template: &str, context: &str, env: &[(&str, &str)]) -> Vec<u8> {
+    let template_path = sandbox.write("jinja2-template", template);
+    let context_path = sandbox.write("jinja2-context.json", context);
+    const SCRIPT: &str = "
+import json, os, sys
+import jinja2
+source = open(sys.argv[1], encoding='utf-8').read()
+context = json.load(open(sys.argv[2], encoding='utf-8'))
+context['env'] = dict(os.environ)
+environment = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+sys.stdout.buffer.write(environment.from_string(source).render(context).encode('utf-8'))
+";
+    let output = Command::new(python_with_jinja2())
+        .args(["-c", SCRIPT])
+        .arg(&template_path)
+        .arg(&context_path)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .expect("running python3");
+    assert!(
+        output.status.success(),
+        "jinja2 failed (is python3-jinja2 installed?):\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output.stdout
+}
+
+/// One template, rendered by both engines.
+struct Case {
+    name: &'static str,
+    template: &'static str,
+    /// Files the case needs in the sandbox: (name, contents).
+    files: &'static [(&'static str, &'static str)],
+    /// initbox's flags (`--data`, `--set`); `{dir}` is the sandbox.
+    args: &'static [&'static str],
+    /// What Jinja2 gets as its context: the same values, as JSON.
+    context: &'static str,
+    env: &'static [(&'static str, &'static str)],
+}
+
+/// The data file of several cases (a macro, so that `concat!` can wrap it for Jinja2).
+macro_rules! servers_json {
+    () => {
+        r#"{"servers": [
+    {"name": "web-0", "host": "10.0.0.1", "port": 8080, "weight": 1.5, "backup": false},
+    {"name": "web-1", "host": "10.0.0.2", "port": 8081, "weight": 2, "backup": true}
+], "domain": "Example.COM"}"#
+    };
+}
+const SERVERS_JSON: &str = servers_json!();
+const SERVERS_CONTEXT: &str = concat!(r#"{"cfg": "#, servers_json!(), "}");
+
+const CASES: &[Case] = &[
+    Case {
+        name: "loop over a data file, loop variables",
+        template: "upstream app {\n{% for s in cfg.servers %}    server {{ s.host }}:{{ s.port }} weight={{ s.weight }}{% if s.backup %} backup{% endif %}; # {{ loop.index }}/{{ loop.length }}{{ '' if loop.last else ',' }}\n{% endfor %}}\n",
+        files: &[("cfg.json", SERVERS_JSON)],
+        args: &["--data", "cfg={dir}/cfg.json"],
+        context: SERVERS_CONTEXT,
+        env: &[],
+    },
+    Case {
+        name: "conditionals and tests",
+        template: "{% if cfg.servers | length > 1 %}cluster{% elif cfg.servers %}single{% else %}none{% endif %}\n{% if cfg.missing is defined %}bad{% else %}no missing{% endif %}\n{% if cfg.domain is string and not cfg.servers[0].backup %}ok{% endif %}\n{{ 'yes' if cfg.servers[1].backup else 'no' }}\n",
+        files: &[("cfg.json", SERVERS_JSON)],
+        args: &["--data", "cfg={dir}/cfg.json"],
+        context: SERVERS_CONTEXT,
+        env: &[],
+    },
+    Case {
+        name: "filters: default, lower, upper, replace, join, map, length",
+        template: "{{ cfg.domain | lower }} {{ cfg.domain | upper }} {{ cfg.domain | replace('.', '-') }}\n{{ cfg.nothing | default('fallback') }} {{ cfg.servers | map(attribute='name') | join(', ') }} {{ cfg.servers | length }}\n{{ cfg.servers | selectattr('backup') | map(attribute='host') | first }} {{ [3, 1, 2] | sort | join }}\n",
+        files: &[("cfg.json", SERVERS_JSON)],
+        args: &["--data", "cfg={dir}/cfg.json"],
+        context: SERVERS_CONTEXT,
+        env: &[],
+    },
+    Case {
+        name: "indent and tojson",
+        template: "config:\n  {{ block | indent(2) }}\nlist: {{ cfg.servers | map(attribute='port') | list | tojson }}\nnames: {{ ['a', 'b<c>'] | tojson }}\none: {{ cfg.servers[0].name | tojson }}\n",
+        files: &[("cfg.json", SERVERS_JSON)],
+        args: &[
+            "--data",
+            "cfg={dir}/cfg.json",
+            "--set",
+            "block=a: 1\nb: 2\nc: 3",
+        ],
+        context: r#"{"cfg": {"servers": [{"name": "web-0", "port": 8080}, {"name": "web-1", "port": 8081}]}, "block": "a: 1\nb: 2\nc: 3"}"#,
+        env: &[],
+    },
+    Case {
+        name: "whitespace control and no trailing newline",
+        template: "<ul>\n{%- for i in [1, 2, 3] %}\n  <li>{{ i }}</li>\n{%- endfor %}\n</ul>{# comment #}\n\n{%- set x = 'kept' -%}\n   {{ x }}",
+        files: &[],
+        args: &[],
+        context: "{}",
+        env: &[],
+    },
+    Case {
+        name: "trailing newlines kept as written",
+        template: "line\n\n\n",
+        files: &[],
+        args: &[],
+        context: "{}",
+        env: &[],
+    },
+    Case {
+        name: "env as a map",
+        template: "user={{ env.TPL_TEST_USER }} home={{ env.TPL_TEST_HOME | default('/') }}\n{% if env.TPL_TEST_UNSET is defined %}set{% else %}unset{% endif %}\n",
+        files: &[],
+        args: &[],
+        context: "{}",
+        env: &[("TPL_TEST_USER", "app"), ("TPL_TEST_HOME", "/srv/app")],
+    },
+    Case {
+        name: "--data YAML",
+        template: "{{ db.host }}:{{ db.port }} {{ db.options | join(',') }} {{ db.tls.enabled }} {{ db.name | upper }}\n{% for k, v in db.tls.items() %}{{ k }}={{ v }}\n{% endfor %}",
+        files: &[(
+            "db.yaml",
+            "host: pg.default.svc\nport: 5432\nname: orders\noptions:\n  - sslmode=require\n  - connect_timeout=5\ntls:\n  enabled: true\n  ca: /tls/ca.crt\n",
+        )],
+        args: &["--data", "db={dir}/db.yaml"],
+        context: r#"{"db": {"host": "pg.default.svc", "port": 5432, "name": "orders", "options": ["sslmode=require", "connect_timeout=5"], "tls": {"enabled": true, "ca": "/tls/ca.crt"}}}"#,
+        env: &[],
+    },
+    Case {
+        name: "--data TOML",
+        template: "{{ app.title }}\n{% for owner in app.owners %}- {{ owner.name }} ({{ owner.id }})\n{% endfor %}{{ app.limits.cpu * 2 }} {{ app.limits.ratio }}\n",
+        files: &[(
+            "app.toml",
+            "title = \"Orders\"\n\n[limits]\ncpu = 2\nratio = 0.5\n\n[[owners]]\nname = \"ada\"\nid = 1\n\n[[owners]]\nname = \"bob\"\nid = 2\n",
+        )],
+        args: &["--data", "app={dir}/app.toml"],
+        context: r#"{"app": {"title": "Orders", "limits": {"cpu": 2, "ratio": 0.5}, "owners": [{"name": "ada", "id": 1}, {"name": "bob", "id": 2}]}}"#,
+        env: &[],
+    },
+    Case {
+        name: "--set dotted keys, strings, overriding --data",
+        template: "{{ db.host }}:{{ db.port }} {{ db.port | int + 1 }} {{ app.log.level }}\n{% for k in db %}{{ k }} {% endfor %}\n",
+        files: &[(
+            "db.json",
+            r#"{"host": "from-data", "port": 5432, "user": "app"}"#,
+        )],
+        args: &[
+            "--data",
+            "db={dir}/db.json",
+            "--set",
+            "db.host=pg",
+            "--set",
+            "app.log.level=debug",
+        ],
+        context: r#"{"db": {"host": "pg", "port": 5432, "user": "app"}, "app": {"log": {"level": "debug"}}}"#,
+        env: &[],
+    },
+    Case {
+        name: "macros, set, string methods, dict items",
+        template: "{% macro kv(k, v) %}{{ k }} = {{ v | tojson }}{% endmacro %}{% set parts = 'a,b,c'.split(',') %}{{ parts | join('|') }} {{ 'Hello'.upper() }} {{ 'x.conf'.endswith('.conf') }}\n{% for k, v in {'b': 1, 'a': 'two'}.items() %}{{ kv(k, v) }}\n{% endfor %}{{ '%s-%d' | format('n', 3) }} {{ 'abc' ~ 1 }}\n",
+        files: &[],
+        args: &[],
+        context: "{}",
+        env: &[],
+    },
+];
+
+#[test]
+fn renders_like_jinja2() {
+    for case in CASES {
+        let sandbox = Sandbox::new();
+        let dir = path_str(sandbox.dir.path()).to_owned();
+        for (name, contents) in case.files {
+            sandbox.write(name, contents);
+        }
+        let template = sandbox.write("case.j2", case.template);
+        let dest = sandbox.path("out/case");
+        let mut command = sandbox.initbox().arg("template").arg(&template).arg(&dest);
+        for arg in case.args {
+            command = command.arg(arg.replace("{dir}", &dir));
+        }
+        for (key, value) in case.env {
+            command = command.env(key, value);
+        }
+        let output = command.run();
+        assert_eq!(output.code, 0, "{}: {}", case.name, output.stderr);
+        let ours = std::fs::read(&dest).unwrap();
+        let theirs = jinja2(&sandbox, case.template, case.context, case.env);
+        assert!(!theirs.is_empty(), "{}: empty output", case.name);
+        assert_eq!(
+            String::from_utf8_lossy(&ours),
+            String::from_utf8_lossy(&theirs),
+            "{}: initbox (left) and Jinja2 (right) differ",
+            case.name
+        );
+    }
+}
+
+fn mtime(path: &Path) -> SystemTime {
+    std::fs::metadata(path).unwrap().modified().unwrap()
+}
+
+/// Moves a file's mtime a day back, so that a rewrite cannot go unnoticed within the
+/// timestamp granularity, however quickly the test runs.
+fn age(path: &Path) -> SystemTime {
+    let old = SystemTime::now() - Duration::from_secs(86_400);
+    std::fs::File::options()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    mtime(path)
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
+}
+
+/// Every name in a directory tree, relative to it, sorted (files, directories, temp files).
+fn tree(dir: &Path) -> Vec<String> {
+    fn walk(root: &Path, dir: &Path, names: &mut Vec<String>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let relative = path
+                .strip_prefix(root)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            if path.is_dir() {
+                names.push(format!("{relative}/"));
+                walk(root, &path, names);
+            } else {
+                names.push(relative);
+            }
+        }
+    }
+    let mut names = Vec::new();
+    if dir.exists() {
+        walk(dir, dir, &mut names);
+    }
+    names.sort();
+    names
+}
+
+fn template(sandbox: &Sandbox, args: &[&str]) -> Output {
+    sandbox.initbox().arg("template").args(args).run()
+}
+
+/// Runs with `input` on stdin; stdout is returned byte for byte.
+fn run_with_stdin(cmd: Cmd, input: &str) -> (i32, Vec<u8>, String) {
+    use std::io::Write;
+    let mut child = { cmd.command }
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawning initbox");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        output.stdout,
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn an_undefined_variable_writes_nothing() {
+    let sandbox = Sandbox::new();
+    let src = sandbox.write("app.conf.j2", "listen {{ port }}\nhost {{ db.host }}\n");
+    let dest = sandbox.write("app.conf", "previous\n");
+    let before = age(&dest);
+    let output = template(
+        &sandbox,
+        &[
+            path_str(&src),
+            path_str(&dest),
+            "--set",
+            "port=80",
+            "--set",
+            "db.user=x",
+        ],
+    );
+    output
+        .assert_code(78)
+        .assert_stderr_contains(&format!("{}:2: `db.host` is undefined", src.display()));
+    assert_eq!(std::fs::read_to_string(&dest).unwrap(), "previous\n");
+    assert_eq!(mtime(&dest), before);
+    assert_eq!(
+        tree(sandbox.dir.path()),
+        ["app.conf", "app.conf.j2", "hosts"]
+    );
+
+    let missing = sandbox.path("new/app.conf");
+    template(&sandbox, &[path_str(&src), path_str(&missing)])
+        .assert_code(78)
+        .assert_stderr_contains("`port` is undefined");
+    assert!(!sandbox.path("new").exists());
+}
+
+#[test]
+fn a_syntax_error_writes_nothing() {
+    let sandbox = Sandbox::new();
+    let src = sandbox.write("bad.conf.j2", "a\n{% for x in items %}\n{{ x }}\n");
+    let dest = sandbox.write("bad.conf", "previous\n");
+    let before = age(&dest);
+    template(
+        &sandbox,
+        &[path_str(&src), path_str(&dest), "--set", "items=abc"],
+    )
+    .assert_code(78)
+    .assert_stderr_contains(&format!("{}:", src.display()))
+    .assert_stderr_contains("syntax error: unexpected end of input");
+    assert_eq!(std::fs::read_to_string(&dest).unwrap(), "previous\n");
+    assert_eq!(mtime(&dest), before);
+    assert_eq!(
+        tree(sandbox.dir.path()),
+        ["bad.conf", "bad.conf.j2", "hosts"]
+    );
+}
+
+#[test]
+fn configuration_errors_are_78_and_usage_errors_2() {
+    let sandbox = Sandbox::new();
+    let src = sandbox.write("t.j2", "{{ d }}\n");
+    let dest = sandbox.path("out.conf");
+    sandbox.write("bad.yaml", "a: [1\n");
+    sandbox.write("bad.json", "{\"a\": }");
+    template(&sandbox, &["/nonexistent/t.j2", path_str(&dest)])
+        .assert_code(78)
+        .assert_stderr_contains("template /nonexistent/t.j2: no such file or directory");
+    let bad_yaml = format!("d={}", sandbox.path("bad.yaml").display());
+    let bad_json = format!("d={}", sandbox.path("bad.json").display());
+    for (flag, reason) in [
+        ("d=/nonexistent/d.json", "no such file or directory"),
+        (bad_yaml.as_str(), "invalid YAML: "),
+        (bad_json.as_str(), "invalid JSON: "),
+    ] {
+        template(&sandbox, &[path_str(&src), path_str(&dest), "--data", flag])
+            .assert_code(78)
+            .assert_stderr_contains(&format!("reading --data {flag}: "))
+            .assert_stderr_contains(reason);
+    }
+    assert!(!dest.exists());
+    template(
+        &sandbox,
+        &[path_str(&src), path_str(&dest), "--data", "d=x.ini"],
+    )
+    .assert_code(2)
+    .assert_stderr_contains(".json, .yaml, .yml or .toml");
+    template(
+        &sandbox,
+        &[path_str(&src), path_str(&dest), "--set", "novalue"],
+    )
+    .assert_code(2);
+    template(&sandbox, &[path_str(&src), "-", "--check"])
+        .assert_code(2)
+        .assert_stderr_contains("--check");
+    template(&sandbox, &[path_str(sandbox.dir.path()), "-"])
+        .assert_code(2)
+        .assert_stderr_contains("is a directory");
+    assert!(!dest.exists());
+}
+
+#[test]
+fn a_directory_renders_to_a_mirrored_tree() {
+    let sandbox = Sandbox::new();
+    let src = sandbox.path("templates");
+    std::fs::create_dir_all(src.join("nested/deeper")).unwrap();
+    std::fs::create_dir_all(src.join("empty")).unwrap();
+    sandbox.write("templates/app.conf.j2", "name={{ name }}\n");
+    sandbox.write("templates/plain.txt", "no tags, {{ 'but' }} rendered\n");
+    sandbox.write("templates/nested/db.yaml.j2", "host: {{ db.host }}\n");
+    sandbox.write("templates/nested/deeper/.hidden.j2", "{{ name | upper }}\n");
+    let dest = sandbox.path("work/config");
+    let args = [
+        path_str(&src),
+        path_str(&dest),
+        "--set",
+        "name=orders",
+        "--set",
+        "db.host=pg",
+    ];
+
+    let output = template(&sandbox, &args);
+    output
+        .assert_code(0)
+        .assert_stderr_contains(&format!(
+            "rendered {}/app.conf.j2 → {}/app.conf",
+            src.display(),
+            dest.display()
+        ))
+        .assert_stderr_contains("4 templates from")
+        .assert_stderr_contains("4 written, 0 unchanged");
+    assert_eq!(
+        tree(&dest),
+        [
+            "app.conf",
+            "empty/",
+            "nested/",
+            "nested/db.yaml",
+            "nested/deeper/",
+            "nested/deeper/.hidden",
+            "plain.txt"
+        ]
+    );
+    assert_eq!(
+        std::fs::read_to_string(dest.join("app.conf")).unwrap(),
+        "name=orders\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dest.join("nested/db.yaml")).unwrap(),
+        "host: pg\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dest.join("plain.txt")).unwrap(),
+        "no tags, but rendered\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dest.join("nested/deeper/.hidden")).unwrap(),
+        "ORDERS\n"
+    );
+
+    // A second run rewrites nothing: every mtime stays.
+    let files = [
+        "app.conf",
+        "plain.txt",
+        "nested/db.yaml",
+        "nested/deeper/.hidden",
+    ];
+    let before: Vec<SystemTime> = files.iter().map(|f| age(&dest.join(f))).collect();
+    template(&sandbox, &args)
+        .assert_code(0)
+        .assert_stderr_contains(&format!(
+            "unchanged {}/app.conf.j2 → {}/app.conf",
+            src.display(),
+            dest.display()
+        ))
+        .assert_stderr_contains("0 written, 4 unchanged");
+    let after: Vec<SystemTime> = files.iter().map(|f| mtime(&dest.join(f))).collect();
+    assert_eq!(before, after);
+
+    // --check: up to date → 0; after a template change → 1, naming the file, writing nothing.
+    let mut check_args = args.to_vec();
+    check_args.push("--check");
+    template(&sandbox, &check_args)
+        .assert_code(0)
+        .assert_stderr_contains("up to date");
+    sandbox.write(
+        "templates/nested/db.yaml.j2",
+        "host: {{ db.host }}\nport: 5432\n",
+    );
+    let output = template(&sandbox, &check_args);
+    output
+        .assert_code(1)
+        .assert_stderr_contains(&format!("would change {}/nested/db.yaml", dest.display()))
+        .assert_stderr_contains("1 of 4 out of date");
+    assert_eq!(
+        std::fs::read_to_string(dest.join("nested/db.yaml")).unwrap(),
+        "host: pg\n"
+    );
+    let after_check: Vec<SystemTime> = files.iter().map(|f| mtime(&dest.join(f))).collect();
+    assert_eq!(before, after_check);
+    // --check with a wrong --set is still an error of the template, not "out of date".
+    template(&sandbox, &[path_str(&src), path_str(&dest), "--check"]).assert_code(78);
+
+    template(&sandbox, &args)
+        .assert_code(0)
+        .assert_stderr_contains("1 written, 3 unchanged");
+    assert_eq!(
+        std::fs::read_to_string(dest.join("nested/db.yaml")).unwrap(),
+        "host: pg\nport: 5432\n"
+    );
+    assert_eq!(mtime(&dest.join("app.conf")), before[0]);
+    template(&sandbox, &check_args).assert_code(0);
+
+    // DEST inside SRC: what was rendered is not taken for a template the next time.
+    let inside = src.join("rendered");
+    let inside_args = [
+        path_str(&src),
+        path_str(&inside),
+        "--set",
+        "name=orders",
+        "--set",
+        "db.host=pg",
+    ];
+    template(&sandbox, &inside_args).assert_code(0);
+    template(&sandbox, &inside_args)
+        .assert_code(0)
+        .assert_stderr_contains("0 written, 4 unchanged");
+    assert!(!inside.join("rendered").exists());
+}
+
+#[test]
+fn an_error_in_one_template_of_a_directory_writes_none() {
+    let sandbox = Sandbox::new();
+    let src = sandbox.path("templates");
+    std::fs::create_dir_all(&src).unwrap();
+    sandbox.write("templates/a.conf.j2", "fine {{ name }}\n");
+    sandbox.write("templates/b.conf.j2", "broken {{ nope }}\n");
+    let dest = sandbox.path("out");
+    template(
+        &sandbox,
+        &[path_str(&src), path_str(&dest), "--set", "name=x"],
+    )
+    .assert_code(78)
+    .assert_stderr_contains(&format!(
+        "{}/b.conf.j2:1: `nope` is undefined",
+        src.display()
+    ));
+    assert!(!dest.exists());
+
+    sandbox.write("templates/b.conf", "clashes with b.conf.j2\n");
+    template(
+        &sandbox,
+        &[
+            path_str(&src),
+            path_str(&dest),
+            "--set",
+            "name=x",
+            "--set",
+            "nope=1",
+        ],
+    )
+    .assert_code(78)
+    .assert_stderr_contains("would both render to");
+    assert!(!dest.exists());
+}
+
+#[test]
+fn a_configmap_volume_renders_its_files_once() {
+    // The layout kubelet gives a ConfigMap volume: the visible names are symlinks through
+    // `..data` into a timestamped directory.
+    let sandbox = Sandbox::new();
+    let src = sandbox.path("configmap");
+    let real = src.join("..2026_11_22_10_00_00.123456789");
+    std::fs::create_dir_all(&real).unwrap();
+    std::fs::write(real.join("app.conf.j2"), "port={{ port }}\n").unwrap();
+    std::fs::write(
+        real.join("run.sh.j2"),
+        "#!/bin/sh\nexec app --port {{ port }}\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        real.join("run.sh.j2"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("..2026_11_22_10_00_00.123456789", src.join("..data")).unwrap();
+    std::os::unix::fs::symlink("..data/app.conf.j2", src.join("app.conf.j2")).unwrap();
+    std::os::unix::fs::symlink("..data/run.sh.j2", src.join("run.sh.j2")).unwrap();
+    let dest = sandbox.path("work");
+    template(
+        &sandbox,
+        &[path_str(&src), path_str(&dest), "--set", "port=8080"],
+    )
+    .assert_code(0);
+    assert_eq!(tree(&dest), ["app.conf", "run.sh"]);
+    assert_eq!(
+        std::fs::read_to_string(dest.join("app.conf")).unwrap(),
+        "port=8080\n"
+    );
+    assert!(
+        !std::fs::symlink_metadata(dest.join("app.conf"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    // An executable template gives an executable file; the umask still applies.
+    assert_eq!(mode(&dest.join("run.sh")) & 0o111, 0o111);
+    assert_eq!(mode(&dest.join("app.conf")) & 0o111, 0);
+
+    std::os::unix::fs::symlink("nowhere", src.join("dangling.j2")).unwrap();
+    template(
+        &sandbox,
+        &[path_str(&src), path_str(&dest), "--set", "port=1"],
+    )
+    .assert_code(78)
+    .assert_stderr_contains("dangling.j2: a symlink to nothing");
+    assert_eq!(
+        std::fs::read_to_string(dest.join("app.conf")).unwrap(),
+        "port=8080\n"
+    );
+}
+
+#[test]
+fn modes() {
+    let sandbox = Sandbox::new();
+    let src = sandbox.write("secret.conf.j2", "password={{ pw }}\n");
+    let dest = sandbox.path("out/secret.conf");
+    template(
+        &sandbox,
+        &[
+            path_str(&src),
+            path_str(&dest),
+            "--set",
+            "pw=a",
+            "--mode",
+            "0600",
+        ],
+    )
+    .assert_code(0);
+    assert_eq!(mode(&dest), 0o600);
+
+    // Without --mode an existing file keeps its mode, also when its contents change.
+    std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(0o640)).unwrap();
+    template(
+        &sandbox,
+        &[path_str(&src), path_str(&dest), "--set", "pw=b"],
+    )
+    .assert_code(0);
+    assert_eq!(std::fs::read_to_string(&dest).unwrap(), "password=b\n");
+    assert_eq!(mode(&dest), 0o640);
+
+    // Same contents, another --mode: the mode changes, the file is not rewritten.
+    let before = age(&dest);
+    template(
+        &sandbox,
+        &[
+            path_str(&src),
+            path_str(&dest),
+            "--set",
+            "pw=b",
+            "--mode",
+            "0400",
+            "--check",
+        ],
+    )
+    .assert_code(1)
+    .assert_stderr_contains("would set the mode");
+    assert_eq!(mode(&dest), 0o640);
+    template(
+        &sandbox,
+        &[
+            path_str(&src),
+            path_str(&dest),
+            "--set",
+            "pw=b",
+            "--mode",
+            "400",
+        ],
+    )
+    .assert_code(0)
+    .assert_stderr_contains("mode set to 0400");
+    assert_eq!(mode(&dest), 0o400);
+    assert_eq!(mtime(&dest), before);
+
+    // A new file without --mode: 0666 minus the umask.
+    let fresh = sandbox.path("out/fresh.conf");
+    sandbox
+        .initbox()
+        .wrapped_in(&["sh", "-c", "umask 027 && exec \"$@\"", "sh"])
+        .args([
+            "template",
+            path_str(&src),
+            path_str(&fresh),
+            "--set",
+            "pw=c",
+        ])
+        .run()
+        .assert_code(0);
+    assert_eq!(mode(&fresh), 0o640);
+
+    // A file SRC into an existing directory: the name without .j2.
+    template(
+        &sandbox,
+        &[
+            path_str(&src),
+            path_str(&sandbox.path("out")),
+            "--set",
+            "pw=d",
+        ],
+    )
+    .assert_code(0);
+    assert_eq!(std::fs::read_to_string(&dest).unwrap(), "password=d\n");
+}
+
+#[test]
+fn stdin_to_stdout() {
+    let sandbox = Sandbox::new();
+    let (code, stdout, stderr) = run_with_stdin(
+        sandbox
+            .initbox()
+            .args(["template", "-", "-", "--set", "name=world"]),
+        "hello {{ name }}\nno newline at the end",
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout, b"hello world\nno newline at the end");
+    assert!(stderr.contains("rendered <stdin> → stdout"), "{stderr}");
+
+    let dest = sandbox.path("from-stdin.conf");
+    let (code, stdout, stderr) = run_with_stdin(
+        sandbox.initbox().args(["template", "-", path_str(&dest)]),
+        "{{ missing }}",
+    );
+    assert_eq!(code, 78);
+    assert!(stdout.is_empty());
+    assert!(
+        stderr.contains("<stdin>:1: `missing` is undefined"),
+        "{stderr}"
+    );
+    assert!(!dest.exists());
+}
+
+#[test]
+fn required_env_and_file() {
+    let sandbox = Sandbox::new();
+    let secret = sandbox.write("db-password", "s3cr3t-Passw0rd\n");
+    let src = sandbox.write(
+        "app.conf.j2",
+        &format!(
+            "user={{{{ user | required('set --set user=NAME') }}}}\n\
+             port={{{{ env('TPL_PORT', '5432') }}}} home={{{{ env('TPL_HOME') }}}}\n\
+             password={{{{ file('{}') | trim }}}}\n",
+            secret.display()
+        ),
+    );
+    let dest = sandbox.path("app.conf");
+    let base = |cmd: Cmd| cmd.args(["template", path_str(&src), path_str(&dest)]);
+
+    base(sandbox.initbox())
+        .env("TPL_HOME", "/srv")
+        .run()
+        .assert_code(78)
+        .assert_stderr_contains("app.conf.j2:1: required: set --set user=NAME");
+    base(sandbox.initbox())
+        .args(["--set", "user="])
+        .env("TPL_HOME", "/srv")
+        .run()
+        .assert_code(78)
+        .assert_stderr_contains("required: set --set user=NAME");
+    let output = base(sandbox.initbox()).args(["--set", "user=app"]).run();
+    output
+        .assert_code(78)
+        .assert_stderr_contains("app.conf.j2:2: environment variable TPL_HOME is not set");
+    assert!(!dest.exists());
+
+    let output = base(sandbox.initbox())
+        .args(["--set", "user=app", "-v"])
+        .env("TPL_HOME", "/srv")
+        .run();
+    output.assert_code(0);
+    assert_eq!(
+        std::fs::read_to_string(&dest).unwrap(),
+        "user=app\nport=5432 home=/srv\npassword=s3cr3t-Passw0rd\n"
+    );
+    assert!(!output.stderr.contains("s3cr3t"), "{}", output.stderr);
+
+    // A missing file is named; contents never appear in an error.
+    let src = sandbox.write("missing.j2", "{{ file('/nonexistent/token') }}");
+    template(&sandbox, &[path_str(&src), "-"])
+        .assert_code(78)
+        .assert_stderr_contains(
+            "missing.j2:1: file(\"/nonexistent/token\"): no such file or directory",
+        );
+    let src = sandbox.write(
+        "decode.j2",
+        &format!("{{{{ file('{}') | b64decode }}}}", secret.display()),
+    );
+    let output = template(&sandbox, &[path_str(&src), "-"]);
+    output
+        .assert_code(78)
+        .assert_stderr_contains("b64decode: the value is not valid base64");
+    assert!(!output.stderr.contains("s3cr3t"), "{}", output.stderr);
+}
+
+#[test]
+fn base64_and_yaml() {
+    let sandbox = Sandbox::new();
+    sandbox.write(
+        "values.json",
+        r#"{"labels": {"app": "orders", "tier": "backend"}, "ports": [80, 443], "auth": "admin:pässword"}"#,
+    );
+    let src = sandbox.write(
+        "secret.yaml.j2",
+        "data:\n  auth: {{ v.auth | b64encode }}\n  plain: {{ v.auth | b64encode | b64decode }}\n\
+         metadata:\n  labels:\n    {{ v.labels | toyaml | indent(4) }}\nports: {{ v.ports | tojson }}\n\
+         all:\n{{ v | toyaml }}\n",
+    );
+    let dest = sandbox.path("secret.yaml");
+    let values = sandbox.path("values.json");
+    template(
+        &sandbox,
+        &[
+            path_str(&src),
+            path_str(&dest),
+            "--data",
+            &format!("v={}", values.display()),
+        ],
+    )
+    .assert_code(0);
+    assert_eq!(
+        std::fs::read_to_string(&dest).unwrap(),
+        "data:\n  auth: YWRtaW46cMOkc3N3b3Jk\n  plain: admin:pässword\n\
+         metadata:\n  labels:\n    app: orders\n    tier: backend\nports: [80, 443]\n\
+         all:\nlabels:\n  app: orders\n  tier: backend\nports:\n- 80\n- 443\nauth: admin:pässword\n"
+    );
+}
+
+#[test]
+fn hands_off_to_a_command() {
+    let sandbox = Sandbox::new();
+    let src = sandbox.write("t.j2", "x={{ x }}\n");
+    let dest = sandbox.path("t");
+    let output = template(
+        &sandbox,
+        &[
+            path_str(&src),
+            path_str(&dest),
+            "--set",
+            "x=1",
+            "--",
+            "cat",
+            path_str(&dest),
+        ],
+    );
+    output.assert_code(0);
+    assert_eq!(output.stdout, "x=1\n");
+}
+
+/// examples/kubernetes/render-config.yaml, run as kubelet would lay out its volumes.
+#[test]
+fn the_kubernetes_example_renders() {
+    use serde_json::Value;
+    let manifest =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/kubernetes/render-config.yaml");
+    let documents: Vec<Value> =
+        serde_saphyr::from_multiple(&std::fs::read_to_string(&manifest).unwrap()).unwrap();
+    let find = |kind: &str, name: &str| {
+        documents
+            .iter()
+            .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("no {kind} {name} in {}", manifest.display()))
+    };
+    let sandbox = Sandbox::new();
+    let secret_path = sandbox.path("secrets/db/password");
+    std::fs::create_dir_all(secret_path.parent().unwrap()).unwrap();
+    let password = find("Secret", "web-db")["stringData"]["password"]
+        .as_str()
+        .unwrap();
+    std::fs::write(&secret_path, password).unwrap();
+
+    // A ConfigMap volume: the files are symlinks through ..data into a timestamped directory.
+    let templates = sandbox.path("templates");
+    let timestamped = templates.join("..2026_11_22_10_00_00.000000001");
+    std::fs::create_dir_all(&timestamped).unwrap();
+    for (name, text) in find("ConfigMap", "web-templates")["data"]
+        .as_object()
+        .unwrap()
+    {
+        let text = text
+            .as_str()
+            .unwrap()
+            .replace("/secrets/db/password", path_str(&secret_path));
+        std::fs::write(timestamped.join(name), text).unwrap();
+        std::os::unix::fs::symlink(format!("..data/{name}"), templates.join(name)).unwrap();
+    }
+    std::os::unix::fs::symlink(timestamped.file_name().unwrap(), templates.join("..data")).unwrap();
+    let values = sandbox.path("values");
+    std::fs::create_dir_all(&values).unwrap();
+    let values_yaml = &find("ConfigMap", "web-values")["data"]["values.yaml"];
+    std::fs::write(values.join("values.yaml"), values_yaml.as_str().unwrap()).unwrap();
+
+    let out = sandbox.path("work/config");
+    let pod = find("Pod", "web");
+    let args: Vec<String> = pod["spec"]["initContainers"][0]["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|arg| {
+            arg.as_str()
+                .unwrap()
+                .replace("/work/config", path_str(&out))
+                .replace("/templates", path_str(&templates))
+                .replace("=/values", &format!("={}", values.display()))
+        })
+        .collect();
+    let output = sandbox
+        .initbox()
+        .args(&args)
+        .env("POD_NAME", "web")
+        .env("POD_NAMESPACE", "shop")
+        .env("POD_IP", "10.1.2.3")
+        .run();
+    output.assert_code(0);
+    assert!(!output.stderr.contains(password), "{}", output.stderr);
+    assert_eq!(tree(&out), ["app.conf", "labels.yaml"]);
+    let app = std::fs::read_to_string(out.join("app.conf")).unwrap();
+    for line in [
+        "listen = \"10.1.2.3:8080\"",
+        "log_level = \"info\"",
+        &format!(
+            "url = \"postgres://web:{password}@postgres.default.svc.cluster.local:5432/orders\""
+        ),
+        "address = \"billing.default.svc.cluster.local:8080\"",
+        "address = \"search.default.svc.cluster.local:9200\"",
+    ] {
+        assert!(app.contains(line), "{line:?} not in:\n{app}");
+    }
+    assert_eq!(
+        std::fs::read_to_string(out.join("labels.yaml")).unwrap(),
+        "pod: web\nnamespace: shop\nlabels:\n  team: orders\n  tier: backend\n"
+    );
+    assert_eq!(mode(&out.join("app.conf")), 0o640);
+}
