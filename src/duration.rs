@@ -75,7 +75,7 @@ impl fmt::Display for Elapsed {
         }
         if d < StdDuration::from_secs(60) {
             let tenths = ((d.as_millis() + 50) / 100).min(599) as u64;
-            return if tenths % 10 == 0 {
+            return if tenths.is_multiple_of(10) {
                 write!(f, "{}s", tenths / 10)
             } else {
                 write!(f, "{}.{}s", tenths / 10, tenths % 10)

@@ -25,7 +25,11 @@ fn head(dir: &Path) -> String {
 
 fn assert_clean_checkout(dir: &Path, commit: &str) {
     assert_eq!(head(dir), commit);
-    assert_eq!(git(dir, &["status", "--porcelain"]), "", "git status must be clean");
+    assert_eq!(
+        git(dir, &["status", "--porcelain"]),
+        "",
+        "git status must be clean"
+    );
     assert!(!git(dir, &["log", "-1", "--format=%H %s"]).is_empty());
 }
 
@@ -42,7 +46,10 @@ fn the_checkout_is_the_tree_git_clone_makes() {
         let name = reference.unwrap_or("head");
         let ours = sandbox.path(&format!("ours-{name}"));
         let theirs = sandbox.path(&format!("theirs-{name}"));
-        let mut command = sandbox.initbox().args(["git-clone", &repo.file_url()]).arg(&ours);
+        let mut command = sandbox
+            .initbox()
+            .args(["git-clone", &repo.file_url()])
+            .arg(&ours);
         if let Some(reference) = reference {
             command = command.args(["--ref", reference]);
         }
@@ -61,7 +68,10 @@ fn the_checkout_is_the_tree_git_clone_makes() {
         .run()
         .assert_code(0);
     assert_clean_checkout(&by_id, &repo.first);
-    assert_eq!(tree_listing(&by_id), tree_listing(&sandbox.path("theirs-v1")));
+    assert_eq!(
+        tree_listing(&by_id),
+        tree_listing(&sandbox.path("theirs-v1"))
+    );
 }
 
 #[test]
@@ -106,10 +116,18 @@ fn over_git_daemon_and_idempotent_across_restarts() {
 
     // The pod restarts while the server is gone: nothing to download, so it succeeds.
     drop(daemon);
-    let mtime = std::fs::metadata(dest.join("README.md")).unwrap().modified().unwrap();
+    let mtime = std::fs::metadata(dest.join("README.md"))
+        .unwrap()
+        .modified()
+        .unwrap();
     sandbox
         .initbox()
-        .args(["git-clone", &format!("git://127.0.0.1:1/app"), "--ref", "v1"])
+        .args([
+            "git-clone",
+            "git://127.0.0.1:1/app",
+            "--ref",
+            "v1",
+        ])
         .arg(&dest)
         .run()
         .assert_code(1)
@@ -123,7 +141,10 @@ fn over_git_daemon_and_idempotent_across_restarts() {
         .assert_code(0)
         .assert_stderr_contains("nothing to download");
     assert_eq!(
-        std::fs::metadata(dest.join("README.md")).unwrap().modified().unwrap(),
+        std::fs::metadata(dest.join("README.md"))
+            .unwrap()
+            .modified()
+            .unwrap(),
         mtime,
         "an up-to-date checkout is not touched"
     );
@@ -134,8 +155,11 @@ fn another_ref_is_switched_to() {
     let sandbox = Sandbox::new();
     let repo = TestRepo::create(&sandbox.path("src"), "app");
     let dest = sandbox.path("checkout");
-    for (reference, commit) in [("v1", &repo.first), ("feature", &repo.feature), ("main", &repo.main)]
-    {
+    for (reference, commit) in [
+        ("v1", &repo.first),
+        ("feature", &repo.feature),
+        ("main", &repo.main),
+    ] {
         sandbox
             .initbox()
             .args(["git-clone", &repo.file_url(), "--ref", reference])
@@ -144,7 +168,10 @@ fn another_ref_is_switched_to() {
             .assert_code(0);
         assert_clean_checkout(&dest, commit);
     }
-    assert!(!dest.join("feature.txt").exists(), "files of the old ref are gone");
+    assert!(
+        !dest.join("feature.txt").exists(),
+        "files of the old ref are gone"
+    );
 }
 
 #[test]
@@ -161,8 +188,12 @@ fn a_server_that_comes_up_later_is_waited_for() {
         .args(["--timeout", "60s"])
         .spawn();
     running.wait_for_stderr("is not ready", Duration::from_secs(30));
-    assert!(running.stderr_so_far().contains("connection refused") || running.stderr_so_far().contains("Connection refused"),
-        "{}", running.stderr_so_far());
+    assert!(
+        running.stderr_so_far().contains("connection refused")
+            || running.stderr_so_far().contains("Connection refused"),
+        "{}",
+        running.stderr_so_far()
+    );
     let _daemon = GitDaemon::start_on(&base, port);
     running.wait().assert_code(0);
     assert_clean_checkout(&dest, &repo.main);
@@ -186,9 +217,11 @@ fn a_missing_ref_or_repository_fails_at_once() {
     assert!(output.elapsed < Duration::from_secs(20));
     assert!(!dest.exists(), "nothing is left behind");
     assert!(
-        std::fs::read_dir(sandbox.dir.path())
+        std::fs::read_dir(sandbox.dir.path()).unwrap().all(|e| !e
             .unwrap()
-            .all(|e| !e.unwrap().file_name().to_string_lossy().contains("initbox-clone")),
+            .file_name()
+            .to_string_lossy()
+            .contains("initbox-clone")),
         "no staging directory is left behind"
     );
 }
@@ -208,7 +241,10 @@ fn a_directory_that_is_not_a_checkout_is_never_touched() {
         .assert_code(1)
         .assert_stderr_contains("is not empty and is not a checkout of")
         .assert_stderr_contains("--force");
-    assert_eq!(std::fs::read_to_string(dest.join("precious.db")).unwrap(), "user data");
+    assert_eq!(
+        std::fs::read_to_string(dest.join("precious.db")).unwrap(),
+        "user data"
+    );
     assert_eq!(std::fs::read_dir(&dest).unwrap().count(), 1);
 
     let other = TestRepo::create(&sandbox.path("src"), "other");
@@ -260,7 +296,9 @@ fn smart_http_over_tls_with_basic_auth_and_secrets_kept_secret() {
         .arg(&ca)
         .arg(sandbox.path("denied"))
         .run();
-    denied.assert_code(1).assert_stderr_contains("authentication failed");
+    denied
+        .assert_code(1)
+        .assert_stderr_contains("authentication failed");
     assert!(!sandbox.path("denied").exists());
 
     let password = sandbox.write("password", "pa55-w0rd-xyz\n");
@@ -281,7 +319,14 @@ fn smart_http_over_tls_with_basic_auth_and_secrets_kept_secret() {
     let url_with_secret = url.replace("https://", "https://deploy:pa55-w0rd-xyz@");
     let from_url = sandbox
         .initbox()
-        .args(["git-clone", &url_with_secret, "--log-format", "json", "-v", "--cacert"])
+        .args([
+            "git-clone",
+            &url_with_secret,
+            "--log-format",
+            "json",
+            "-v",
+            "--cacert",
+        ])
         .arg(&ca)
         .arg(&in_url)
         .run();
@@ -340,7 +385,12 @@ fn plain_http_clones_but_never_sends_a_password() {
         .assert_code(1)
         .assert_stderr_contains("clear text");
     assert!(
-        guarded.requests.lock().unwrap().iter().all(|(_, auth)| auth.is_none()),
+        guarded
+            .requests
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|(_, auth)| auth.is_none()),
         "no credentials went over plain HTTP"
     );
 }
@@ -350,14 +400,24 @@ fn bad_input() {
     let sandbox = Sandbox::new();
     for (args, code, message) in [
         (vec!["git-clone", "https://h/r.git"], 2, "DEST"),
-        (vec!["git-clone", "https://h/r.git", "d", "--depth", "all"], 2, "--depth"),
+        (
+            vec!["git-clone", "https://h/r.git", "d", "--depth", "all"],
+            2,
+            "--depth",
+        ),
         (
             vec!["git-clone", "https://h/r.git", "d", "--username", "u"],
             2,
             "--username needs --password-file",
         ),
         (
-            vec!["git-clone", "https://h/r.git", "d", "--token-file", "/nonexistent/token"],
+            vec![
+                "git-clone",
+                "https://h/r.git",
+                "d",
+                "--token-file",
+                "/nonexistent/token",
+            ],
             78,
             "reading token file /nonexistent/token",
         ),
@@ -396,7 +456,10 @@ impl Mount {
 
 impl Drop for Mount {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
     }
 }
 
@@ -438,7 +501,12 @@ fn big_repo(root: &Path) -> (std::path::PathBuf, String, String) {
             std::fs::create_dir_all(&d).unwrap();
             for file in 0..60 {
                 let text: String = (0..200)
-                    .map(|line| format!("{commit} {dir} {file} {line} {:x}\n", mix(commit, dir, file, line)))
+                    .map(|line| {
+                        format!(
+                            "{commit} {dir} {file} {line} {:x}\n",
+                            mix(commit, dir, file, line)
+                        )
+                    })
                     .collect();
                 std::fs::write(d.join(format!("f{file}.txt")), text).unwrap();
             }
@@ -511,14 +579,19 @@ fn kill_9_at_any_moment_leaves_dest_as_before_or_complete() {
             clone("old").run().assert_code(0);
         }
         let before = visible_entries(&dest);
-        let before_commit = dest.join(".git").exists().then(|| git(&dest, &["rev-parse", "HEAD"]));
+        let before_commit = dest
+            .join(".git")
+            .exists()
+            .then(|| git(&dest, &["rev-parse", "HEAD"]));
         let running = clone("main").spawn();
         std::thread::sleep(took.mul_f64(f64::from(trial) / f64::from(TRIALS)));
         running.signal("KILL");
         running.wait();
 
         let complete = dest.join(".git/initbox-checkout.json").exists();
-        let resumable = dest.join(".initbox-clone/.git/initbox-checkout.json").exists();
+        let resumable = dest
+            .join(".initbox-clone/.git/initbox-checkout.json")
+            .exists();
         if complete && !resumable {
             let commit = git(&dest, &["rev-parse", "HEAD"]);
             assert!(

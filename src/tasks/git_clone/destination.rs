@@ -51,7 +51,9 @@ pub enum Found {
     /// A complete checkout made by initbox.
     Checkout(Checkout),
     /// A git checkout that initbox did not make (or not completely): its origin URL, if any.
-    ForeignCheckout { origin: Option<String> },
+    ForeignCheckout {
+        origin: Option<String>,
+    },
     /// Files that are not a checkout.
     Other,
 }

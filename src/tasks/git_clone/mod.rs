@@ -75,8 +75,12 @@ pub struct GitCloneArgs {
 /// The repository URL as given, split into a URL safe to store and print, and the
 /// credentials it carried (if any).
 fn parse_repo(text: &str) -> Result<(gix::Url, Option<Credentials>)> {
-    let mut url = gix::url::parse(text.trim())
-        .map_err(|e| Error::Usage(format!("'{}' is not a git repository URL: {e}", redact_repo(text))))?;
+    let mut url = gix::url::parse(text.trim()).map_err(|e| {
+        Error::Usage(format!(
+            "'{}' is not a git repository URL: {e}",
+            redact_repo(text)
+        ))
+    })?;
     let mut credentials = None;
     if matches!(url.scheme, gix::url::Scheme::Http | gix::url::Scheme::Https) {
         if let Some(password) = url.password().map(str::to_owned) {
@@ -136,8 +140,7 @@ impl GitCloneArgs {
                     }
                     _ => {
                         return Err(Error::Usage(
-                            "--username needs --password-file FILE or INITBOX_GIT_PASSWORD"
-                                .into(),
+                            "--username needs --password-file FILE or INITBOX_GIT_PASSWORD".into(),
                         ));
                     }
                 },
@@ -271,9 +274,8 @@ pub async fn run(args: GitCloneArgs) -> Result<()> {
     let repo = repo_id(&url);
     let destination = Arc::new(Destination::new(&args.dest));
     let dest_shown = args.dest.display().to_string();
-    let fs_error = |e: std::io::Error| {
-        Error::Failed(format!("cannot use {dest_shown}: {}", io_reason(&e)))
-    };
+    let fs_error =
+        |e: std::io::Error| Error::Failed(format!("cannot use {dest_shown}: {}", io_reason(&e)));
     if destination.recover().map_err(fs_error)? {
         report::info(
             "git.recovered",
@@ -364,7 +366,8 @@ mod tests {
 
     #[test]
     fn credentials_never_stay_in_the_url() {
-        let (url, credentials) = parse_repo("https://bot:s3cret-t0ken@git.example/app.git").unwrap();
+        let (url, credentials) =
+            parse_repo("https://bot:s3cret-t0ken@git.example/app.git").unwrap();
         assert_eq!(repo_id(&url), "https://git.example/app.git");
         let credentials = credentials.unwrap();
         assert_eq!(credentials.username, "bot");

@@ -121,7 +121,10 @@ fn clone_with_progress(
             .with_revision(Some(id.as_str()))
             .map_err(|e| CloneFailure::Fatal(Error::Usage(format!("--ref {id}: {e}"))))?,
     };
-    let http = matches!(request.url.scheme, gix::url::Scheme::Http | gix::url::Scheme::Https);
+    let http = matches!(
+        request.url.scheme,
+        gix::url::Scheme::Http | gix::url::Scheme::Https
+    );
     let tls = http_client::tls_config(&request.tls).map_err(CloneFailure::Fatal)?;
     let (resolver, connect_timeout) = (request.resolver.clone(), request.connect_timeout);
     let credentials = request.credentials.clone();
@@ -215,9 +218,7 @@ fn classify(error: &gix::Error, interrupt: &AtomicBool) -> CloneFailure {
         || lower.contains("401")
         || lower.contains("403")
     {
-        return CloneFailure::Fatal(Error::Failed(format!(
-            "authentication failed: {message}"
-        )));
+        return CloneFailure::Fatal(Error::Failed(format!("authentication failed: {message}")));
     }
     if lower.contains("didn't have any ref that matched") || lower.contains("not found") {
         return CloneFailure::Fatal(Error::Failed(message));
@@ -275,7 +276,10 @@ impl ProgressReporter {
                 if !line.is_empty() {
                     report::info(
                         "git.progress",
-                        format!("cloning, {}: {line}", crate::duration::Elapsed(start.elapsed())),
+                        format!(
+                            "cloning, {}: {line}",
+                            crate::duration::Elapsed(start.elapsed())
+                        ),
                     );
                 }
             }
@@ -296,7 +300,10 @@ impl ProgressReporter {
 
 /// The tasks that are under way, as `name step/total`, bytes shown as sizes.
 fn progress_line(
-    snapshot: &[(gix::progress::prodash::progress::Key, gix::progress::prodash::progress::Task)],
+    snapshot: &[(
+        gix::progress::prodash::progress::Key,
+        gix::progress::prodash::progress::Task,
+    )],
 ) -> String {
     let mut parts = Vec::new();
     for (_, task) in snapshot {

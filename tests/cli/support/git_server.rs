@@ -100,7 +100,12 @@ impl GitDaemon {
     /// On a given port (for a server that appears later).
     pub fn start_on(base: &Path, port: u16) -> GitDaemon {
         let child = Command::new("git")
-            .args(["daemon", "--reuseaddr", "--export-all", "--listen=127.0.0.1"])
+            .args([
+                "daemon",
+                "--reuseaddr",
+                "--export-all",
+                "--listen=127.0.0.1",
+            ])
             .arg(format!("--port={port}"))
             .arg(format!("--base-path={}", base.display()))
             .arg(base)
@@ -127,11 +132,13 @@ impl Drop for GitDaemon {
     }
 }
 
+/// Each request's path and Authorization header, as the server saw them.
+pub type RequestLog = Arc<Mutex<Vec<(String, Option<String>)>>>;
+
 /// Smart HTTP: `git http-backend` behind a CGI server on 127.0.0.1:0.
 pub struct SmartHttp {
     pub port: u16,
-    /// Every request's path and whether it carried an Authorization header.
-    pub requests: Arc<Mutex<Vec<(String, Option<String>)>>>,
+    pub requests: RequestLog,
     /// PEM of the CA of an HTTPS server.
     pub ca_pem: Option<String>,
 }
@@ -191,7 +198,11 @@ impl SmartHttp {
     }
 
     pub fn url(&self, name: &str) -> String {
-        let scheme = if self.ca_pem.is_some() { "https" } else { "http" };
+        let scheme = if self.ca_pem.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         format!("{scheme}://127.0.0.1:{}/{name}", self.port)
     }
 }
@@ -256,13 +267,7 @@ fn serve_cgi(
     let (path, query) = target.split_once('?').unwrap_or((&target, ""));
     let mut command = Command::new(format!(
         "{}/git-http-backend",
-        String::from_utf8_lossy(
-            &Command::new("git")
-                .arg("--exec-path")
-                .output()?
-                .stdout
-        )
-        .trim()
+        String::from_utf8_lossy(&Command::new("git").arg("--exec-path").output()?.stdout).trim()
     ));
     command
         .env_clear()
@@ -307,7 +312,10 @@ fn serve_cgi(
         .map(|p| (p, 4))
         .or_else(|| output.windows(2).position(|w| w == b"\n\n").map(|p| (p, 2)));
     let Some((at, gap)) = split else {
-        write!(writer, "HTTP/1.1 500 CGI error\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")?;
+        write!(
+            writer,
+            "HTTP/1.1 500 CGI error\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        )?;
         return writer.flush();
     };
     let cgi_headers = String::from_utf8_lossy(&output[..at]).into_owned();
