@@ -265,6 +265,7 @@ impl ProgressReporter {
             let start = Instant::now();
             let mut last = start;
             let mut snapshot = Vec::new();
+            let mut previous_bytes = std::collections::HashMap::new();
             while !flag.load(Ordering::Relaxed) {
                 std::thread::sleep(Duration::from_millis(100));
                 if last.elapsed() < PROGRESS_EVERY {
@@ -272,7 +273,7 @@ impl ProgressReporter {
                 }
                 last = Instant::now();
                 root.sorted_snapshot(&mut snapshot);
-                let line = progress_line(&snapshot);
+                let line = progress_line(&snapshot, &mut previous_bytes, PROGRESS_EVERY);
                 if !line.is_empty() {
                     report::info(
                         "git.progress",
@@ -304,6 +305,8 @@ fn progress_line(
         gix::progress::prodash::progress::Key,
         gix::progress::prodash::progress::Task,
     )],
+    previous_bytes: &mut std::collections::HashMap<String, usize>,
+    since_previous: Duration,
 ) -> String {
     let mut parts = Vec::new();
     for (_, task) in snapshot {
@@ -326,10 +329,16 @@ fn progress_line(
                 n.to_string()
             }
         };
-        match value.done_at {
-            Some(total) => parts.push(format!("{} {}/{}", task.name, amount(step), amount(total))),
-            None => parts.push(format!("{} {}", task.name, amount(step))),
+        let mut part = match value.done_at {
+            Some(total) => format!("{} {}/{}", task.name, amount(step), amount(total)),
+            None => format!("{} {}", task.name, amount(step)),
+        };
+        if is_bytes {
+            let before = previous_bytes.insert(task.name.clone(), step).unwrap_or(0);
+            let rate = step.saturating_sub(before) as f64 / since_previous.as_secs_f64();
+            part.push_str(&format!(" ({}/s)", ByteSize(rate as u64)));
         }
+        parts.push(part);
     }
     parts.join(", ")
 }
