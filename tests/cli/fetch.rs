@@ -270,32 +270,28 @@ fn an_unwritable_destination_fails_with_the_reason() {
 #[test]
 fn bad_input_is_a_usage_error() {
     let sandbox = Sandbox::new();
-    for (args, message) in [
-        (vec!["fetch", "http://x/"], "--output"),
-        (
-            vec!["fetch", "http://x/", "-o", "f", "--sha256", "abc"],
-            "not a SHA-256",
-        ),
-        (
-            vec!["fetch", "http://x/", "-o", "f", "--mode", "rwx"],
-            "not a file mode",
-        ),
-        (
-            vec!["fetch", "http://x/", "-o", "f", "--max-size", "lots"],
-            "not a size",
-        ),
-        (
-            vec!["fetch", "ftp://x/", "-o", "f"],
-            "unsupported scheme 'ftp'",
-        ),
-    ] {
-        sandbox
-            .initbox()
-            .args(&args)
-            .run()
-            .assert_code(2)
-            .assert_stderr_contains(message);
-    }
+    sandbox.expect_each(
+        2,
+        &[
+            (vec!["fetch", "http://x/"], "--output"),
+            (
+                vec!["fetch", "http://x/", "-o", "f", "--sha256", "abc"],
+                "not a SHA-256",
+            ),
+            (
+                vec!["fetch", "http://x/", "-o", "f", "--mode", "rwx"],
+                "not a file mode",
+            ),
+            (
+                vec!["fetch", "http://x/", "-o", "f", "--max-size", "lots"],
+                "not a size",
+            ),
+            (
+                vec!["fetch", "ftp://x/", "-o", "f"],
+                "unsupported scheme 'ftp'",
+            ),
+        ],
+    );
 }
 
 #[test]

@@ -122,12 +122,7 @@ fn over_git_daemon_and_idempotent_across_restarts() {
         .unwrap();
     sandbox
         .initbox()
-        .args([
-            "git-clone",
-            "git://127.0.0.1:1/app",
-            "--ref",
-            "v1",
-        ])
+        .args(["git-clone", "git://127.0.0.1:1/app", "--ref", "v1"])
         .arg(&dest)
         .run()
         .assert_code(1)

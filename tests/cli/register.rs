@@ -339,32 +339,28 @@ fn planted_secrets_never_appear_in_any_output() {
 #[test]
 fn bad_input_is_a_usage_error() {
     let sandbox = Sandbox::new();
-    for (args, message) in [
-        (vec!["register", "http//x"], "'http//x' is not a valid URL"),
-        (
-            vec!["register", "http://x/", "--form", "novalue"],
-            "form field 'novalue' must look like KEY=VALUE",
-        ),
-        (
-            vec!["register", "http://x/", "--json", "{oops"],
-            "--json is not valid JSON",
-        ),
-        (
-            vec!["register", "http://x/", "--json", "{}", "--form", "a=b"],
-            "cannot be used with",
-        ),
-        (
-            vec!["register", "http://x/", "--expect-status", "2yy"],
-            "not an HTTP status",
-        ),
-    ] {
-        sandbox
-            .initbox()
-            .args(&args)
-            .run()
-            .assert_code(2)
-            .assert_stderr_contains(message);
-    }
+    sandbox.expect_each(
+        2,
+        &[
+            (vec!["register", "http//x"], "'http//x' is not a valid URL"),
+            (
+                vec!["register", "http://x/", "--form", "novalue"],
+                "form field 'novalue' must look like KEY=VALUE",
+            ),
+            (
+                vec!["register", "http://x/", "--json", "{oops"],
+                "--json is not valid JSON",
+            ),
+            (
+                vec!["register", "http://x/", "--json", "{}", "--form", "a=b"],
+                "cannot be used with",
+            ),
+            (
+                vec!["register", "http://x/", "--expect-status", "2yy"],
+                "not an HTTP status",
+            ),
+        ],
+    );
     sandbox
         .initbox()
         .args(["register", "http://x/", "--bearer-token-file"])

@@ -29,6 +29,18 @@ pub struct Sandbox {
 }
 
 impl Sandbox {
+    /// Runs each command line and expects `code` with `message` on stderr: the tables of bad
+    /// input every command has.
+    pub fn expect_each(&self, code: i32, cases: &[(Vec<&str>, &str)]) {
+        for (args, message) in cases {
+            self.initbox()
+                .args(args)
+                .run()
+                .assert_code(code)
+                .assert_stderr_contains(message);
+        }
+    }
+
     pub fn new() -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(
