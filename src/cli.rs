@@ -17,6 +17,7 @@ use crate::checks::tcp::TcpArgs;
 use crate::duration::Duration;
 use crate::exit::{Error, Result};
 use crate::report::LogFormat;
+use crate::pipeline::RunArgs;
 use crate::resolve::{self, Nameserver, ResolverSettings};
 use crate::tasks::fetch::FetchArgs;
 use crate::tasks::git_clone::GitCloneArgs;
@@ -70,7 +71,7 @@ pub struct GlobalArgs {
     pub verbose: bool,
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Debug, Clone, Subcommand)]
 pub enum Command {
     /// Wait until DNS names resolve (replaces `until nslookup mydb; do sleep 2; done`).
     WaitForDns(DnsArgs),
@@ -91,7 +92,7 @@ pub enum Command {
     /// Sleep for a duration: 60, 1.5, 90s, 2m30s.
     Sleep(SleepArgs),
     /// Run a pipeline of these tasks with init-container semantics.
-    Run(Planned),
+    Run(RunArgs),
 }
 
 /// Arguments of a command that a later release provides.
@@ -129,7 +130,7 @@ impl Command {
             Command::Fetch(args) => &args.then.command,
             Command::GitClone(args) => &args.then.command,
             Command::Template(args) => &args.then.command,
-            Command::Run(_) => &[],
+            Command::Run(args) => &args.then.command,
         }
     }
 }

@@ -118,6 +118,7 @@ impl Error {
             Error::Failed(m) => Error::Failed(prefix(m)),
             Error::Usage(m) => Error::Usage(prefix(m)),
             Error::Config(m) => Error::Config(prefix(m)),
+            Error::TimedOut(m) => Error::TimedOut(prefix(m)),
             other => other,
         }
     }

@@ -48,8 +48,23 @@ pub fn expand(text: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<Str
     Ok(out)
 }
 
-/// Expands from the process environment (variables that are not UTF-8 count as undefined).
+tokio::task_local! {
+    /// Set while a pipeline step runs: its values were expanded when the file was read.
+    static ALREADY_EXPANDED: ();
+}
+
+/// Runs `work` with `$(VAR)` expansion switched off: a pipeline expands every value (with
+/// its `env:` map) once, and a literal `$$(VAR)` there must stay `$(VAR)`.
+pub async fn already_expanded<F: std::future::Future>(work: F) -> F::Output {
+    ALREADY_EXPANDED.scope((), work).await
+}
+
+/// Expands from the process environment (variables that are not UTF-8 count as undefined);
+/// inside a pipeline step, returns the text as it is.
 pub fn from_env(text: &str) -> Result<String, Undefined> {
+    if ALREADY_EXPANDED.try_with(|_| ()).is_ok() {
+        return Ok(text.to_owned());
+    }
     expand(text, |name| std::env::var(name).ok())
 }
 

@@ -12,6 +12,7 @@ pub mod exec;
 pub mod exit;
 pub mod expand;
 pub mod http_client;
+pub mod pipeline;
 pub mod redact;
 pub mod report;
 pub mod resolve;
@@ -26,6 +27,16 @@ use exit::{Error, Result};
 /// Runs one command to the end: the task, then the `-- CMD` hand-off if any.
 pub async fn run(command: Command) -> Result<()> {
     let then = command.then().to_vec();
+    execute(command).await?;
+    if then.is_empty() {
+        Ok(())
+    } else {
+        Err(exec::replace_process(&then))
+    }
+}
+
+/// Runs one command's task, without the hand-off: what a pipeline step does.
+pub async fn execute(command: Command) -> Result<()> {
     match command {
         Command::WaitForDns(args) => checks::dns::run(args).await?,
         Command::WaitForTcp(args) => checks::tcp::run(args).await?,
@@ -36,13 +47,9 @@ pub async fn run(command: Command) -> Result<()> {
         Command::GitClone(args) => tasks::git_clone::run(args).await?,
         Command::Sleep(args) => tasks::sleep::run(args).await?,
         Command::Template(args) => tasks::template::run(args).await?,
-        other => return Err(Error::NotImplemented(other.name())),
+        Command::Run(args) => Box::pin(pipeline::run(args)).await?,
     }
-    if then.is_empty() {
-        Ok(())
-    } else {
-        Err(exec::replace_process(&then))
-    }
+    Ok(())
 }
 
 /// Runs the command until it ends or a signal arrives; a signal drops the running work

@@ -5,7 +5,7 @@
 //! probe deep inside a check can add a `-v` detail without threading a handle through.
 
 use std::io::Write;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
 use serde_json::{Map, Value};
@@ -107,13 +107,17 @@ impl<'a> Event<'a> {
         let _ = writeln!(stderr, "{line}");
     }
 
-    fn render(self, format: LogFormat) -> String {
+    fn render(mut self, format: LogFormat) -> String {
+        let step = current_step();
         match format {
-            LogFormat::Text => match self.level {
-                Level::Error => format!("initbox: error: {}", self.message),
-                Level::Warn => format!("initbox: warning: {}", self.message),
-                Level::Info | Level::Debug => format!("initbox: {}", self.message),
-            },
+            LogFormat::Text => {
+                let step = step.map(|s| format!("[{s}] ")).unwrap_or_default();
+                match self.level {
+                    Level::Error => format!("initbox: {step}error: {}", self.message),
+                    Level::Warn => format!("initbox: {step}warning: {}", self.message),
+                    Level::Info | Level::Debug => format!("initbox: {step}{}", self.message),
+                }
+            }
             LogFormat::Json => {
                 let mut object = Map::new();
                 object.insert(
@@ -125,12 +129,58 @@ impl<'a> Event<'a> {
                 object.insert("level".into(), self.level.name().into());
                 object.insert("event".into(), self.event.into());
                 object.insert("message".into(), self.message.into());
+                if let Some(step) = step {
+                    self.fields
+                        .entry("step")
+                        .or_insert_with(|| step.to_string().into());
+                }
                 object.extend(self.fields);
                 scrub_strings(&mut object);
                 Value::Object(object).to_string()
             }
         }
     }
+}
+
+tokio::task_local! {
+    /// The pipeline step whose work is logging, if any.
+    static STEP: Arc<str>;
+}
+
+std::thread_local! {
+    /// The same for blocking work on its own thread (a git clone).
+    static THREAD_STEP: std::cell::RefCell<Option<Arc<str>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `work` as pipeline step `name`: its log lines say so.
+pub async fn in_step<F: std::future::Future>(name: Arc<str>, work: F) -> F::Output {
+    STEP.scope(name, work).await
+}
+
+/// The step the current work belongs to.
+pub fn current_step() -> Option<Arc<str>> {
+    STEP.try_with(Arc::clone)
+        .ok()
+        .or_else(|| THREAD_STEP.with(|step| step.borrow().clone()))
+}
+
+/// `work` (to be spawned) keeps the current step's name in its log lines.
+pub fn keep_step<F: std::future::Future>(work: F) -> impl std::future::Future<Output = F::Output> {
+    let step = current_step();
+    async move {
+        match step {
+            Some(step) => STEP.scope(step, work).await,
+            None => work.await,
+        }
+    }
+}
+
+/// Runs blocking `work` on this thread as step `step`.
+pub fn on_thread_as<T>(step: Option<Arc<str>>, work: impl FnOnce() -> T) -> T {
+    THREAD_STEP.with(|current| *current.borrow_mut() = step);
+    let result = work();
+    THREAD_STEP.with(|current| *current.borrow_mut() = None);
+    result
 }
 
 pub fn error(event: &str, message: impl Into<String>) {

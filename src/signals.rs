@@ -2,6 +2,8 @@
 //! kernel delivers no signal that has no handler, so kubelet's SIGTERM would otherwise be
 //! ignored until SIGKILL. As PID 1 initbox also reaps orphaned children, as init must.
 
+use std::sync::atomic::{AtomicU8, Ordering};
+
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::exit::Signal;
@@ -21,12 +23,29 @@ impl Signals {
         })
     }
 
-    /// The first of SIGINT or SIGTERM to arrive.
+    /// The first of SIGINT or SIGTERM to arrive (also remembered for [`received`]).
     pub async fn recv(&mut self) -> Signal {
-        tokio::select! {
+        let signal = tokio::select! {
             _ = self.interrupt.recv() => Signal::Interrupt,
             _ = self.terminate.recv() => Signal::Terminate,
-        }
+        };
+        let code = match signal {
+            Signal::Interrupt => 1,
+            Signal::Terminate => 2,
+        };
+        RECEIVED.store(code, Ordering::SeqCst);
+        signal
+    }
+}
+
+static RECEIVED: AtomicU8 = AtomicU8::new(0);
+
+/// The signal that is ending initbox, if any: work dropped by it can say why.
+pub fn received() -> Option<Signal> {
+    match RECEIVED.load(Ordering::SeqCst) {
+        1 => Some(Signal::Interrupt),
+        2 => Some(Signal::Terminate),
+        _ => None,
     }
 }
 

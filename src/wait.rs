@@ -91,7 +91,9 @@ pub async fn wait_for_all<P: Probe>(
     for (index, probe) in probes.into_iter().enumerate() {
         let state = Arc::new(Mutex::new(Progress::default()));
         progress.push(state.clone());
-        tasks.spawn(async move { (index, watch(probe, options, start, state).await) });
+        tasks.spawn(report::keep_step(async move {
+            (index, watch(probe, options, start, state).await)
+        }));
     }
 
     let all_ready = async {

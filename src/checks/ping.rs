@@ -526,7 +526,9 @@ async fn ping_counted(
     let mut tasks = JoinSet::new();
     for (index, host) in hosts.iter().cloned().enumerate() {
         let (resolver, sockets) = (resolver.clone(), sockets.clone());
-        tasks.spawn(async move { (index, ping_host(host, plan, resolver, sockets).await) });
+        tasks.spawn(report::keep_step(async move {
+            (index, ping_host(host, plan, resolver, sockets).await)
+        }));
     }
     let mut stats: Vec<Option<HostStats>> = hosts.iter().map(|_| None).collect();
     while let Some(joined) = tasks.join_next().await {

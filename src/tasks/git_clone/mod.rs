@@ -195,8 +195,11 @@ impl Probe for CloneProbe {
         let _interrupt_when_dropped = InterruptOnDrop(interrupt.clone());
         let destination = self.destination.clone();
         let repo = self.repo_id.clone();
+        let step = report::current_step();
         let outcome = tokio::task::spawn_blocking(move || {
-            clone_and_install(&destination, &request, repo, &interrupt)
+            report::on_thread_as(step, || {
+                clone_and_install(&destination, &request, repo, &interrupt)
+            })
         })
         .await;
         match outcome {

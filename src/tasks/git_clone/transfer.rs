@@ -261,33 +261,38 @@ impl ProgressReporter {
     fn start(root: Arc<Root>) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
+        let step = report::current_step();
         let thread = std::thread::spawn(move || {
-            let start = Instant::now();
-            let mut last = start;
-            let mut snapshot = Vec::new();
-            let mut previous_bytes = std::collections::HashMap::new();
-            while !flag.load(Ordering::Relaxed) {
-                std::thread::sleep(Duration::from_millis(100));
-                if last.elapsed() < PROGRESS_EVERY {
-                    continue;
-                }
-                last = Instant::now();
-                root.sorted_snapshot(&mut snapshot);
-                let line = progress_line(&snapshot, &mut previous_bytes, PROGRESS_EVERY);
-                if !line.is_empty() {
-                    report::info(
-                        "git.progress",
-                        format!(
-                            "cloning, {}: {line}",
-                            crate::duration::Elapsed(start.elapsed())
-                        ),
-                    );
-                }
-            }
+            report::on_thread_as(step, || Self::report_until(&root, &flag))
         });
         ProgressReporter {
             stop,
             thread: Some(thread),
+        }
+    }
+
+    fn report_until(root: &Root, flag: &AtomicBool) {
+        let start = Instant::now();
+        let mut last = start;
+        let mut snapshot = Vec::new();
+        let mut previous_bytes = std::collections::HashMap::new();
+        while !flag.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(100));
+            if last.elapsed() < PROGRESS_EVERY {
+                continue;
+            }
+            last = Instant::now();
+            root.sorted_snapshot(&mut snapshot);
+            let line = progress_line(&snapshot, &mut previous_bytes, PROGRESS_EVERY);
+            if !line.is_empty() {
+                report::info(
+                    "git.progress",
+                    format!(
+                        "cloning, {}: {line}",
+                        crate::duration::Elapsed(start.elapsed())
+                    ),
+                );
+            }
         }
     }
 

@@ -1,0 +1,73 @@
+//! `initbox run -f FILE`: several tasks as one init container, with the semantics of a
+//! pod's initContainers (in order, each must succeed, restarts with backoff, `Init:N/M`),
+//! and optional `needs` to run independent steps at once.
+//!
+//! `spec` reads and validates the file (every step becomes the same `Command` the CLI
+//! parses), `runner` runs it, `status` reports it as kubectl would.
+
+mod runner;
+pub mod spec;
+mod status;
+mod yaml;
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use crate::cli::Then;
+use crate::exit::{Error, Result};
+use crate::report;
+
+/// Run a pipeline of these tasks with init-container semantics.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunArgs {
+    /// The pipeline file ('-' reads stdin).
+    #[arg(short = 'f', long = "file", env = "INITBOX_PIPELINE", value_name = "FILE")]
+    pub file: PathBuf,
+    /// Only validate the file: exit 0 when it is valid, 78 listing every problem when not.
+    #[arg(long, env = "INITBOX_CHECK")]
+    pub check: bool,
+    /// Rewrite this JSON status file on every transition (instead of the file's statusFile).
+    #[arg(long, env = "INITBOX_STATUS_FILE", value_name = "FILE")]
+    pub status_file: Option<PathBuf>,
+    /// Write the one-line failure summary here (default: /dev/termination-log when it exists).
+    #[arg(long, env = "INITBOX_TERMINATION_LOG", value_name = "FILE")]
+    pub termination_log: Option<PathBuf>,
+    #[command(flatten)]
+    pub then: Then,
+}
+
+fn read_file(path: &Path) -> Result<(String, String)> {
+    if path == Path::new("-") {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .map_err(|e| Error::Config(format!("reading the pipeline from stdin: {e}")))?;
+        return Ok(("<stdin>".into(), text));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Error::Config(format!(
+            "reading the pipeline {}: {}",
+            path.display(),
+            crate::resolve::io_reason(&e)
+        ))
+    })?;
+    Ok((path.display().to_string(), text))
+}
+
+pub async fn run(args: RunArgs) -> Result<()> {
+    let (name, text) = read_file(&args.file)?;
+    let pipeline = spec::load(&name, &text, |var| std::env::var(var).ok())?;
+    if args.check {
+        report::info(
+            "pipeline.valid",
+            format!("{name} is valid: {} steps", pipeline.steps.len()),
+        );
+        return Ok(());
+    }
+    let outputs = runner::Outputs {
+        status_file: args.status_file.clone().or(pipeline.status_file.clone()),
+        termination_log: args.termination_log.clone(),
+        hand_off: !args.then.command.is_empty(),
+    };
+    runner::run(pipeline, outputs).await
+}

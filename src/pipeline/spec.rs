@@ -1,0 +1,670 @@
+//! The pipeline file, checked completely before anything runs.
+//!
+//! A step's task is turned into the command line the user would have typed
+//! (`initbox wait-for-tcp --timeout=2m mydb:5432`) and parsed by the very clap definition
+//! the CLI uses, so a step holds the same `Command` value, with the same defaults and the
+//! same validation, as the command run by hand: there is no second definition of any task
+//! to drift. The keys a task accepts are read from that definition too (long flag names,
+//! and the names of positional arguments).
+//!
+//! Every problem is reported with file, line and column, all of them at once.
+
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration as StdDuration;
+
+use clap::{ArgAction, CommandFactory, Parser};
+
+use super::yaml::{self, At, Node, Value};
+use crate::cli::{Cli, Command};
+use crate::duration::Duration;
+use crate::exit::Error;
+use crate::expand;
+
+/// How a failed step is treated (Kubernetes `restartPolicy`; `Always` means `OnFailure`
+/// for init containers, as in Kubernetes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestartPolicy {
+    Never,
+    OnFailure,
+}
+
+/// The retry delay of a failed step: 0, then `initial`, doubling up to `max`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    pub initial: StdDuration,
+    pub max: StdDuration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            initial: StdDuration::from_secs(1),
+            max: StdDuration::from_secs(60),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Pipeline {
+    pub restart_policy: RestartPolicy,
+    pub backoff: Backoff,
+    pub active_deadline: Option<StdDuration>,
+    pub status_file: Option<PathBuf>,
+    pub steps: Vec<Step>,
+}
+
+#[derive(Debug)]
+pub struct Step {
+    pub name: String,
+    /// The task's command name (`wait-for-tcp`).
+    pub task: String,
+    pub command: Command,
+    /// Indices of the steps that must succeed first.
+    pub needs: Vec<usize>,
+    /// At most this many restarts under OnFailure (`None`: until the deadline).
+    pub retries: Option<u32>,
+    /// A bound on one run of the step.
+    pub timeout: Option<StdDuration>,
+}
+
+const TOP_KEYS: &[&str] = &[
+    "restartPolicy",
+    "backoff",
+    "activeDeadline",
+    "statusFile",
+    "env",
+    "steps",
+];
+const STEP_KEYS: &[&str] = &["name", "needs", "retries", "timeout"];
+
+/// Collects every problem in the file before giving up.
+struct Problems {
+    file: String,
+    list: Vec<String>,
+}
+
+impl Problems {
+    fn add(&mut self, at: At, message: impl Into<String>) {
+        self.list.push(format!("{}:{at}: {}", self.file, message.into()));
+    }
+
+    fn into_error(self) -> Option<Error> {
+        match self.list.len() {
+            0 => None,
+            1 => Some(Error::Config(self.list.into_iter().next().unwrap_or_default())),
+            n => Some(Error::Config(format!(
+                "{n} problems in the pipeline:\n  {}",
+                self.list.join("\n  ")
+            ))),
+        }
+    }
+}
+
+/// Reads and validates a pipeline; `file` names it in messages; `lookup` gives the
+/// process environment for `$(VAR)`.
+pub fn load(
+    file: &str,
+    text: &str,
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<Pipeline, Error> {
+    let root = yaml::parse(text).map_err(|error| match error.at {
+        Some(at) => Error::Config(format!("{file}:{at}: {}", error.message)),
+        None => Error::Config(format!("{file}: {}", error.message)),
+    })?;
+    let mut problems = Problems {
+        file: file.to_owned(),
+        list: Vec::new(),
+    };
+    let pipeline = read_pipeline(&root, &lookup, &mut problems);
+    match problems.into_error() {
+        Some(error) => Err(error),
+        None => Ok(pipeline),
+    }
+}
+
+fn read_pipeline(
+    root: &Node,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    problems: &mut Problems,
+) -> Pipeline {
+    let mut pipeline = Pipeline {
+        restart_policy: RestartPolicy::OnFailure,
+        backoff: Backoff::default(),
+        active_deadline: None,
+        status_file: None,
+        steps: Vec::new(),
+    };
+    let Value::Map(entries) = &root.value else {
+        problems.add(
+            root.at,
+            format!(
+                "a pipeline is a map with 'steps', not {}",
+                root.value.kind()
+            ),
+        );
+        return pipeline;
+    };
+    // The file's env: map first, so every other value can use it.
+    let mut file_env: Vec<(String, String)> = Vec::new();
+    if let Some((_, env)) = entries.iter().find(|(k, _)| k == "env") {
+        match &env.value {
+            Value::Map(vars) => {
+                for (name, value) in vars {
+                    let Some(text) = value.value.scalar() else {
+                        problems.add(value.at, format!("env {name}: expected a string"));
+                        continue;
+                    };
+                    let known = |var: &str| {
+                        file_env
+                            .iter()
+                            .rev()
+                            .find(|(n, _)| n == var)
+                            .map(|(_, v)| v.clone())
+                            .or_else(|| lookup(var))
+                    };
+                    match expand::expand(&text, known) {
+                        Ok(expanded) => file_env.push((name.clone(), expanded)),
+                        Err(undefined) => problems.add(value.at, format!("env {name}: {undefined}")),
+                    }
+                }
+            }
+            other => problems.add(env.at, format!("env: expected a map, not {}", other.kind())),
+        }
+    }
+    let vars = |var: &str| {
+        file_env
+            .iter()
+            .rev()
+            .find(|(n, _)| n == var)
+            .map(|(_, v)| v.clone())
+            .or_else(|| lookup(var))
+    };
+    let expand_at = |text: &str, at: At, what: &str, problems: &mut Problems| -> Option<String> {
+        match expand::expand(text, vars) {
+            Ok(expanded) => Some(expanded),
+            Err(undefined) => {
+                problems.add(at, format!("{what}: {undefined}"));
+                None
+            }
+        }
+    };
+
+    let mut steps_node = None;
+    for (key, node) in entries {
+        match key.as_str() {
+            "restartPolicy" => match node.value.scalar().as_deref() {
+                Some("Never") => pipeline.restart_policy = RestartPolicy::Never,
+                Some("OnFailure" | "Always") => pipeline.restart_policy = RestartPolicy::OnFailure,
+                _ => problems.add(
+                    node.at,
+                    "restartPolicy: expected Never, OnFailure or Always",
+                ),
+            },
+            "backoff" => read_backoff(node, &mut pipeline.backoff, problems),
+            "activeDeadline" => {
+                pipeline.active_deadline =
+                    duration(node, "activeDeadline", problems).and_then(Duration::as_limit)
+            }
+            "statusFile" => match node.value.scalar() {
+                Some(path) => {
+                    pipeline.status_file = expand_at(&path, node.at, "statusFile", problems)
+                        .map(PathBuf::from)
+                }
+                None => problems.add(node.at, "statusFile: expected a path"),
+            },
+            "env" => {}
+            "steps" => steps_node = Some(node),
+            other => problems.add(
+                node.at,
+                format!(
+                    "unknown key '{other}' (expected one of: {})",
+                    TOP_KEYS.join(", ")
+                ),
+            ),
+        }
+    }
+    let Some(steps_node) = steps_node else {
+        problems.add(root.at, "the pipeline has no 'steps'");
+        return pipeline;
+    };
+    let Value::List(step_nodes) = &steps_node.value else {
+        problems.add(steps_node.at, "steps: expected a list of steps");
+        return pipeline;
+    };
+    if step_nodes.is_empty() {
+        problems.add(steps_node.at, "steps: the list is empty");
+    }
+
+    // First pass: names (so `needs` can refer to later steps too).
+    let mut names: Vec<String> = Vec::new();
+    for (index, node) in step_nodes.iter().enumerate() {
+        let name = match &node.value {
+            Value::Map(entries) => entries
+                .iter()
+                .find(|(k, _)| k == "name")
+                .and_then(|(_, n)| n.value.scalar()),
+            _ => None,
+        };
+        let name = name.unwrap_or_else(|| format!("step {}", index + 1));
+        if names.contains(&name) {
+            problems.add(node.at, format!("two steps are named '{name}'"));
+        }
+        names.push(name);
+    }
+
+    for (index, node) in step_nodes.iter().enumerate() {
+        let Value::Map(entries) = &node.value else {
+            problems.add(
+                node.at,
+                format!("a step is a map with a name and one task, not {}", node.value.kind()),
+            );
+            continue;
+        };
+        let name = names[index].clone();
+        if !entries.iter().any(|(k, _)| k == "name") {
+            problems.add(node.at, format!("step {} has no name", index + 1));
+        }
+        let mut needs = if index == 0 { vec![] } else { vec![index - 1] };
+        let mut retries = None;
+        let mut timeout = None;
+        let mut task: Option<(&String, &Node)> = None;
+        for (key, value) in entries {
+            match key.as_str() {
+                "name" => {
+                    if value.value.scalar().is_none_or(|n| n.is_empty()) {
+                        problems.add(value.at, "name: expected a non-empty string");
+                    }
+                }
+                "needs" => needs = read_needs(value, &name, &names, problems),
+                "retries" => match value.value.scalar().and_then(|n| n.parse::<u32>().ok()) {
+                    Some(n) => retries = Some(n),
+                    None => problems.add(value.at, "retries: expected a whole number ≥ 0"),
+                },
+                "timeout" => {
+                    timeout = duration(value, "timeout", problems).and_then(Duration::as_limit)
+                }
+                task_name => {
+                    if let Some((first, _)) = task {
+                        problems.add(
+                            value.at,
+                            format!(
+                                "step '{name}' has two tasks, '{first}' and '{task_name}': one step runs one task"
+                            ),
+                        );
+                    } else {
+                        task = Some((key, value));
+                    }
+                }
+            }
+        }
+        let Some((task_name, body)) = task else {
+            problems.add(
+                node.at,
+                format!(
+                    "step '{name}' has no task (one of: {})",
+                    task_names().join(", ")
+                ),
+            );
+            continue;
+        };
+        let Some(command) = task_command(&name, task_name, body, &vars, problems) else {
+            continue;
+        };
+        pipeline.steps.push(Step {
+            name,
+            task: task_name.clone(),
+            command,
+            needs,
+            retries,
+            timeout,
+        });
+    }
+    if problems.list.is_empty() {
+        if let Some(cycle) = find_cycle(&pipeline.steps) {
+            problems.add(
+                steps_node.at,
+                format!("the steps' needs form a cycle: {}", cycle.join(" → ")),
+            );
+        }
+    }
+    pipeline
+}
+
+fn read_backoff(node: &Node, backoff: &mut Backoff, problems: &mut Problems) {
+    let Value::Map(entries) = &node.value else {
+        problems.add(node.at, "backoff: expected a map with initial and max");
+        return;
+    };
+    for (key, value) in entries {
+        match key.as_str() {
+            "initial" => {
+                if let Some(d) = duration(value, "backoff.initial", problems) {
+                    backoff.initial = d.get();
+                }
+            }
+            "max" => {
+                if let Some(d) = duration(value, "backoff.max", problems) {
+                    backoff.max = d.get();
+                }
+            }
+            other => problems.add(
+                value.at,
+                format!("unknown key 'backoff.{other}' (expected initial, max)"),
+            ),
+        }
+    }
+    if backoff.max < backoff.initial {
+        problems.add(node.at, "backoff: max is smaller than initial");
+    }
+}
+
+fn duration(node: &Node, what: &str, problems: &mut Problems) -> Option<Duration> {
+    let Some(text) = node.value.scalar() else {
+        problems.add(node.at, format!("{what}: expected a duration such as 90s or 2m"));
+        return None;
+    };
+    match Duration::from_str(&text) {
+        Ok(d) => Some(d),
+        Err(error) => {
+            problems.add(node.at, format!("{what}: {error}"));
+            None
+        }
+    }
+}
+
+fn read_needs(node: &Node, step: &str, names: &[String], problems: &mut Problems) -> Vec<usize> {
+    let items: Vec<&Node> = match &node.value {
+        Value::List(items) => items.iter().collect(),
+        Value::Null => Vec::new(),
+        _ if node.value.scalar().is_some() => vec![node],
+        _ => {
+            problems.add(node.at, "needs: expected a list of step names");
+            return Vec::new();
+        }
+    };
+    let mut needs = Vec::new();
+    for item in items {
+        let Some(needed) = item.value.scalar() else {
+            problems.add(item.at, "needs: expected step names");
+            continue;
+        };
+        match names.iter().position(|n| *n == needed) {
+            Some(_) if needed == step => {
+                problems.add(item.at, format!("step '{step}' needs itself"))
+            }
+            Some(index) => needs.push(index),
+            None => problems.add(
+                item.at,
+                format!("step '{step}' needs '{needed}', and there is no step of that name"),
+            ),
+        }
+    }
+    needs
+}
+
+/// The names of the commands a step may run: every subcommand but `run` itself.
+pub fn task_names() -> Vec<String> {
+    Cli::command()
+        .get_subcommands()
+        .map(|c| c.get_name().to_owned())
+        .filter(|name| name != "run" && name != "help")
+        .collect()
+}
+
+/// How each flag of a task is written in the file.
+struct TaskArg {
+    key: String,
+    /// `None` for positional arguments.
+    long: Option<String>,
+    index: Option<usize>,
+    switch: bool,
+    repeatable: bool,
+    required: bool,
+    /// `Name: value` for `--header`, `key=value` for the other maps.
+    header_style: bool,
+}
+
+fn task_args(task: &clap::Command) -> Vec<TaskArg> {
+    // Positional arguments in the order clap gives them their places (declaration order).
+    let positional_ids: Vec<&str> = task
+        .get_positionals()
+        .filter(|arg| !arg.is_last_set())
+        .map(|arg| arg.get_id().as_str())
+        .collect();
+    task.get_arguments()
+        .filter(|arg| {
+            let id = arg.get_id().as_str();
+            // The hand-off belongs to the whole pipeline, not to a step.
+            id != "help" && !arg.is_last_set()
+        })
+        .map(|arg| {
+            let long = arg.get_long().map(str::to_owned);
+            let key = long
+                .clone()
+                .unwrap_or_else(|| arg.get_id().as_str().to_owned());
+            let action = arg.get_action();
+            TaskArg {
+                header_style: key == "header",
+                switch: matches!(action, ArgAction::SetTrue),
+                repeatable: matches!(action, ArgAction::Append)
+                    || arg.get_num_args().is_some_and(|n| n.max_values() > 1),
+                required: arg.is_required_set(),
+                index: positional_ids
+                    .iter()
+                    .position(|id| *id == arg.get_id().as_str()),
+                key,
+                long,
+            }
+        })
+        .collect()
+}
+
+/// The step's task as the `Command` the CLI would have parsed, or `None` after reporting why
+/// not.
+fn task_command(
+    step: &str,
+    task: &str,
+    body: &Node,
+    vars: &dyn Fn(&str) -> Option<String>,
+    problems: &mut Problems,
+) -> Option<Command> {
+    let definition = Cli::command();
+    let Some(subcommand) = definition
+        .get_subcommands()
+        .find(|c| c.get_name() == task && task != "run")
+    else {
+        let message = if task == "run" {
+            format!("step '{step}': a step cannot run a pipeline")
+        } else {
+            format!(
+                "step '{step}': unknown task or key '{task}' (tasks: {}; step keys: {})",
+                task_names().join(", "),
+                STEP_KEYS.join(", ")
+            )
+        };
+        problems.add(body.at, message);
+        return None;
+    };
+    let args = task_args(subcommand);
+    let entries: Vec<(String, Node)> = match &body.value {
+        Value::Map(entries) => entries.clone(),
+        Value::Null => Vec::new(),
+        other => {
+            problems.add(
+                body.at,
+                format!("{task}: expected a map of its flags, not {}", other.kind()),
+            );
+            return None;
+        }
+    };
+    let before = problems.list.len();
+    let mut argv: Vec<String> = vec!["initbox".into(), task.into()];
+    let mut positionals: Vec<(usize, String, At, Vec<String>)> = Vec::new();
+    for (key, node) in &entries {
+        let Some(arg) = args.iter().find(|a| a.key == *key) else {
+            let known: Vec<&str> = args.iter().map(|a| a.key.as_str()).collect();
+            problems.add(
+                node.at,
+                format!("{task}: unknown key '{key}' (known: {})", known.join(", ")),
+            );
+            continue;
+        };
+        if arg.switch {
+            match &node.value {
+                Value::Bool(true) => argv.push(format!("--{key}")),
+                Value::Bool(false) => {}
+                _ => problems.add(node.at, format!("{task}.{key}: expected true or false")),
+            }
+            continue;
+        }
+        let raw: Vec<(String, At)> = match &node.value {
+            Value::List(items) if arg.repeatable => items
+                .iter()
+                .filter_map(|item| match item.value.scalar() {
+                    Some(text) => Some((text, item.at)),
+                    None => {
+                        problems.add(item.at, format!("{task}.{key}: expected plain values"));
+                        None
+                    }
+                })
+                .collect(),
+            Value::Map(pairs) if arg.repeatable => pairs
+                .iter()
+                .filter_map(|(name, item)| match item.value.scalar() {
+                    Some(text) if arg.header_style => Some((format!("{name}: {text}"), item.at)),
+                    Some(text) => Some((format!("{name}={text}"), item.at)),
+                    None => {
+                        problems.add(item.at, format!("{task}.{key}.{name}: expected a plain value"));
+                        None
+                    }
+                })
+                .collect(),
+            value => match value.scalar() {
+                Some(text) => vec![(text, node.at)],
+                None => {
+                    problems.add(
+                        node.at,
+                        format!(
+                            "{task}.{key}: expected {}, not {}",
+                            if arg.repeatable { "a value or a list" } else { "one value" },
+                            value.kind()
+                        ),
+                    );
+                    continue;
+                }
+            },
+        };
+        let mut values = Vec::new();
+        for (text, at) in raw {
+            match expand::expand(&text, vars) {
+                Ok(expanded) => values.push(expanded),
+                Err(undefined) => problems.add(at, format!("step '{step}', {task}.{key}: {undefined}")),
+            }
+        }
+        match (&arg.long, arg.index) {
+            (Some(long), _) => {
+                argv.extend(values.into_iter().map(|v| format!("--{long}={v}")));
+            }
+            (None, Some(index)) => positionals.push((index, key.clone(), node.at, values)),
+            (None, None) => {}
+        }
+    }
+    for arg in args.iter().filter(|a| a.required) {
+        if !entries.iter().any(|(key, _)| *key == arg.key) {
+            problems.add(body.at, format!("step '{step}': {task} needs '{}'", arg.key));
+        }
+    }
+    if problems.list.len() > before {
+        return None;
+    }
+    positionals.sort_by_key(|(index, ..)| *index);
+    for (_, key, at, values) in positionals {
+        for value in values {
+            if value.starts_with('-') && value != "-" {
+                problems.add(
+                    at,
+                    format!("{task}.{key}: '{value}' starts with '-', which would read as a flag"),
+                );
+                return None;
+            }
+            argv.push(value);
+        }
+    }
+    match Cli::try_parse_from(&argv) {
+        Ok(cli) => Some(cli.command),
+        Err(error) => {
+            let (at, key) = locate(&error, &entries).unwrap_or((body.at, task.to_owned()));
+            let message = error.to_string();
+            let first = message
+                .lines()
+                .next()
+                .unwrap_or("")
+                .trim_start_matches("error: ")
+                .to_owned();
+            problems.add(at, format!("step '{step}', {task}.{key}: {first}"));
+            None
+        }
+    }
+}
+
+/// The key a clap error is about, and where it stands in the file.
+fn locate(error: &clap::Error, entries: &[(String, Node)]) -> Option<(At, String)> {
+    let invalid = error.get(clap::error::ContextKind::InvalidArg)?.to_string();
+    let name = invalid
+        .trim_start_matches('-')
+        .split([' ', '=', '<'])
+        .next()?
+        .trim_matches(['<', '>'])
+        .to_ascii_lowercase();
+    entries
+        .iter()
+        .find(|(key, _)| key.eq_ignore_ascii_case(&name))
+        .map(|(key, node)| (node.at, key.clone()))
+}
+
+/// A cycle among the steps' needs, as step names, if there is one.
+fn find_cycle(steps: &[Step]) -> Option<Vec<String>> {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Mark {
+        New,
+        Open,
+        Done,
+    }
+    fn visit(index: usize, steps: &[Step], marks: &mut [Mark], path: &mut Vec<usize>) -> bool {
+        match marks[index] {
+            Mark::Done => return false,
+            Mark::Open => {
+                path.push(index);
+                return true;
+            }
+            Mark::New => {}
+        }
+        marks[index] = Mark::Open;
+        path.push(index);
+        for &needed in &steps[index].needs {
+            if visit(needed, steps, marks, path) {
+                return true;
+            }
+        }
+        path.pop();
+        marks[index] = Mark::Done;
+        false
+    }
+    let mut marks = vec![Mark::New; steps.len()];
+    for start in 0..steps.len() {
+        let mut path = Vec::new();
+        if visit(start, steps, &mut marks, &mut path) {
+            let last = *path.last()?;
+            let first = path.iter().position(|&i| i == last)?;
+            return Some(path[first..].iter().map(|&i| steps[i].name.clone()).collect());
+        }
+    }
+    None
+}
+
+/// The argument vector a step stands for, for `Debug`-free comparisons in tests.
+#[cfg(test)]
+pub fn parse_cli(argv: &[&str]) -> Command {
+    Cli::try_parse_from(argv).expect("a valid command line").command
+}
