@@ -21,7 +21,12 @@ use crate::report;
 #[derive(Debug, Clone, clap::Args)]
 pub struct RunArgs {
     /// The pipeline file ('-' reads stdin).
-    #[arg(short = 'f', long = "file", env = "INITBOX_PIPELINE", value_name = "FILE")]
+    #[arg(
+        short = 'f',
+        long = "file",
+        env = "INITBOX_PIPELINE",
+        value_name = "FILE"
+    )]
     pub file: PathBuf,
     /// Only validate the file: exit 0 when it is valid, 78 listing every problem when not.
     #[arg(long, env = "INITBOX_CHECK")]

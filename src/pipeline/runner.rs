@@ -117,7 +117,9 @@ pub fn restart_delay(restart: u32, backoff: Backoff) -> Duration {
     let doubled = backoff
         .initial
         .saturating_mul(1u32.checked_shl(restart - 2).unwrap_or(u32::MAX));
-    doubled.min(backoff.max).mul_f64(0.9 + 0.2 * fastrand::f64())
+    doubled
+        .min(backoff.max)
+        .mul_f64(0.9 + 0.2 * fastrand::f64())
 }
 
 pub async fn run(pipeline: Pipeline, outputs: Outputs) -> Result<()> {
@@ -146,7 +148,10 @@ pub async fn run(pipeline: Pipeline, outputs: Outputs) -> Result<()> {
             if names.len() == 1 { "" } else { "s" }
         ),
     )
-    .field("steps", names.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>())
+    .field(
+        "steps",
+        names.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>(),
+    )
     .field("status", summary.clone())
     .emit();
 
@@ -159,15 +164,11 @@ pub async fn run(pipeline: Pipeline, outputs: Outputs) -> Result<()> {
     };
     let outcome = match scheduler.pipeline.active_deadline {
         None => scheduler.schedule().await,
-        Some(limit) => match tokio::time::timeout_at(started + limit, scheduler.schedule()).await
-        {
+        Some(limit) => match tokio::time::timeout_at(started + limit, scheduler.schedule()).await {
             Ok(outcome) => outcome,
             Err(_) => {
                 scheduler.running.abort_all();
-                let message = format!(
-                    "the pipeline's activeDeadline of {} passed",
-                    Elapsed(limit)
-                );
+                let message = format!("the pipeline's activeDeadline of {} passed", Elapsed(limit));
                 shared.update(|status| {
                     terminate_running(status, 124, "DeadlineExceeded", &message);
                 });
@@ -289,7 +290,10 @@ impl Scheduler {
         report::Event::new(
             report::Level::Info,
             "step.start",
-            format!("step {} ({}) started{again} [{summary}]", step.name, step.task),
+            format!(
+                "step {} ({}) started{again} [{summary}]",
+                step.name, step.task
+            ),
         )
         .field("step", step.name.clone())
         .field("restart_count", restart)
@@ -363,7 +367,10 @@ impl Scheduler {
                 entry.restart_count = restart;
                 entry.state = State::Waiting {
                     reason: "CrashLoopBackOff",
-                    message: Some(format!("back-off {} restarting failed step", Elapsed(delay))),
+                    message: Some(format!(
+                        "back-off {} restarting failed step",
+                        Elapsed(delay)
+                    )),
                 };
             });
             report::Event::new(
@@ -384,7 +391,12 @@ impl Scheduler {
         self.phases[index] = Phase::Failed;
         self.running.abort_all();
         let cancelled: Vec<usize> = (0..self.phases.len())
-            .filter(|&i| matches!(self.phases[i], Phase::Running { .. } | Phase::BackingOff { .. }))
+            .filter(|&i| {
+                matches!(
+                    self.phases[i],
+                    Phase::Running { .. } | Phase::BackingOff { .. }
+                )
+            })
             .collect();
         for &i in &cancelled {
             self.phases[i] = Phase::Failed;

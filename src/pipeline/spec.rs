@@ -86,13 +86,16 @@ struct Problems {
 
 impl Problems {
     fn add(&mut self, at: At, message: impl Into<String>) {
-        self.list.push(format!("{}:{at}: {}", self.file, message.into()));
+        self.list
+            .push(format!("{}:{at}: {}", self.file, message.into()));
     }
 
     fn into_error(self) -> Option<Error> {
         match self.list.len() {
             0 => None,
-            1 => Some(Error::Config(self.list.into_iter().next().unwrap_or_default())),
+            1 => Some(Error::Config(
+                self.list.into_iter().next().unwrap_or_default(),
+            )),
             n => Some(Error::Config(format!(
                 "{n} problems in the pipeline:\n  {}",
                 self.list.join("\n  ")
@@ -165,7 +168,9 @@ fn read_pipeline(
                     };
                     match expand::expand(&text, known) {
                         Ok(expanded) => file_env.push((name.clone(), expanded)),
-                        Err(undefined) => problems.add(value.at, format!("env {name}: {undefined}")),
+                        Err(undefined) => {
+                            problems.add(value.at, format!("env {name}: {undefined}"))
+                        }
                     }
                 }
             }
@@ -208,8 +213,8 @@ fn read_pipeline(
             }
             "statusFile" => match node.value.scalar() {
                 Some(path) => {
-                    pipeline.status_file = expand_at(&path, node.at, "statusFile", problems)
-                        .map(PathBuf::from)
+                    pipeline.status_file =
+                        expand_at(&path, node.at, "statusFile", problems).map(PathBuf::from)
                 }
                 None => problems.add(node.at, "statusFile: expected a path"),
             },
@@ -257,7 +262,10 @@ fn read_pipeline(
         let Value::Map(entries) = &node.value else {
             problems.add(
                 node.at,
-                format!("a step is a map with a name and one task, not {}", node.value.kind()),
+                format!(
+                    "a step is a map with a name and one task, not {}",
+                    node.value.kind()
+                ),
             );
             continue;
         };
@@ -320,13 +328,13 @@ fn read_pipeline(
             timeout,
         });
     }
-    if problems.list.is_empty() {
-        if let Some(cycle) = find_cycle(&pipeline.steps) {
-            problems.add(
-                steps_node.at,
-                format!("the steps' needs form a cycle: {}", cycle.join(" → ")),
-            );
-        }
+    if problems.list.is_empty()
+        && let Some(cycle) = find_cycle(&pipeline.steps)
+    {
+        problems.add(
+            steps_node.at,
+            format!("the steps' needs form a cycle: {}", cycle.join(" → ")),
+        );
     }
     pipeline
 }
@@ -361,7 +369,10 @@ fn read_backoff(node: &Node, backoff: &mut Backoff, problems: &mut Problems) {
 
 fn duration(node: &Node, what: &str, problems: &mut Problems) -> Option<Duration> {
     let Some(text) = node.value.scalar() else {
-        problems.add(node.at, format!("{what}: expected a duration such as 90s or 2m"));
+        problems.add(
+            node.at,
+            format!("{what}: expected a duration such as 90s or 2m"),
+        );
         return None;
     };
     match Duration::from_str(&text) {
@@ -535,7 +546,10 @@ fn task_command(
                     Some(text) if arg.header_style => Some((format!("{name}: {text}"), item.at)),
                     Some(text) => Some((format!("{name}={text}"), item.at)),
                     None => {
-                        problems.add(item.at, format!("{task}.{key}.{name}: expected a plain value"));
+                        problems.add(
+                            item.at,
+                            format!("{task}.{key}.{name}: expected a plain value"),
+                        );
                         None
                     }
                 })
@@ -547,7 +561,11 @@ fn task_command(
                         node.at,
                         format!(
                             "{task}.{key}: expected {}, not {}",
-                            if arg.repeatable { "a value or a list" } else { "one value" },
+                            if arg.repeatable {
+                                "a value or a list"
+                            } else {
+                                "one value"
+                            },
                             value.kind()
                         ),
                     );
@@ -559,7 +577,9 @@ fn task_command(
         for (text, at) in raw {
             match expand::expand(&text, vars) {
                 Ok(expanded) => values.push(expanded),
-                Err(undefined) => problems.add(at, format!("step '{step}', {task}.{key}: {undefined}")),
+                Err(undefined) => {
+                    problems.add(at, format!("step '{step}', {task}.{key}: {undefined}"))
+                }
             }
         }
         match (&arg.long, arg.index) {
@@ -572,7 +592,10 @@ fn task_command(
     }
     for arg in args.iter().filter(|a| a.required) {
         if !entries.iter().any(|(key, _)| *key == arg.key) {
-            problems.add(body.at, format!("step '{step}': {task} needs '{}'", arg.key));
+            problems.add(
+                body.at,
+                format!("step '{step}': {task} needs '{}'", arg.key),
+            );
         }
     }
     if problems.list.len() > before {
@@ -657,7 +680,12 @@ fn find_cycle(steps: &[Step]) -> Option<Vec<String>> {
         if visit(start, steps, &mut marks, &mut path) {
             let last = *path.last()?;
             let first = path.iter().position(|&i| i == last)?;
-            return Some(path[first..].iter().map(|&i| steps[i].name.clone()).collect());
+            return Some(
+                path[first..]
+                    .iter()
+                    .map(|&i| steps[i].name.clone())
+                    .collect(),
+            );
         }
     }
     None
@@ -666,5 +694,7 @@ fn find_cycle(steps: &[Step]) -> Option<Vec<String>> {
 /// The argument vector a step stands for, for `Debug`-free comparisons in tests.
 #[cfg(test)]
 pub fn parse_cli(argv: &[&str]) -> Command {
-    Cli::try_parse_from(argv).expect("a valid command line").command
+    Cli::try_parse_from(argv)
+        .expect("a valid command line")
+        .command
 }

@@ -121,7 +121,11 @@ impl PipelineStatus {
         self.status = if backing_off {
             "Init:CrashLoopBackOff".into()
         } else {
-            format!("Init:{}/{}", self.done(), self.init_container_statuses.len())
+            format!(
+                "Init:{}/{}",
+                self.done(),
+                self.init_container_statuses.len()
+            )
         };
     }
 }
@@ -171,7 +175,10 @@ pub fn write_termination_message(explicit: Option<&Path>, message: &str) {
         }
         None => return,
     };
-    let line = truncate(&crate::redact::scrub(message), TERMINATION_MESSAGE_LIMIT - 1);
+    let line = truncate(
+        &crate::redact::scrub(message),
+        TERMINATION_MESSAGE_LIMIT - 1,
+    );
     // Not atomic on purpose: /dev/termination-log is a bind-mounted file that cannot be
     // replaced by a rename; it is written once, at the end.
     if let Err(error) = std::fs::write(&path, format!("{line}\n")) {
@@ -205,10 +212,8 @@ mod tests {
 
     #[test]
     fn summaries_read_like_kubectl() {
-        let mut status = PipelineStatus::new(&[
-            ("a".into(), "sleep".into()),
-            ("b".into(), "sleep".into()),
-        ]);
+        let mut status =
+            PipelineStatus::new(&[("a".into(), "sleep".into()), ("b".into(), "sleep".into())]);
         status.summarize();
         assert_eq!(status.status, "Init:0/2");
         status.init_container_statuses[0].ready = true;

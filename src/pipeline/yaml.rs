@@ -239,7 +239,13 @@ mod tests {
             panic!("a map")
         };
         assert_eq!(top[0].0, "restartPolicy");
-        assert_eq!(top[0].1.at, At { line: 1, column: 16 });
+        assert_eq!(
+            top[0].1.at,
+            At {
+                line: 1,
+                column: 16
+            }
+        );
         let Value::List(steps) = &top[1].1.value else {
             panic!("a list")
         };
@@ -251,15 +257,31 @@ mod tests {
         };
         assert_eq!(task[0].0, "duration");
         assert_eq!(task[0].1.value.scalar().as_deref(), Some("1.5"));
-        assert_eq!(task[0].1.at, At { line: 4, column: 23 });
+        assert_eq!(
+            task[0].1.at,
+            At {
+                line: 4,
+                column: 23
+            }
+        );
     }
 
     #[test]
     fn syntax_errors_keep_their_position() {
         let error = parse("steps:\n  - name: x\n    sleep: {duration: 1\n").unwrap_err();
-        assert_eq!(error.at, Some(At { line: 3, column: 12 }));
+        assert_eq!(
+            error.at,
+            Some(At {
+                line: 3,
+                column: 12
+            })
+        );
         assert!(error.message.contains("unclosed"), "{}", error.message);
         let duplicate = parse("a: 1\na: 2\n").unwrap_err();
-        assert!(duplicate.message.contains("duplicate"), "{}", duplicate.message);
+        assert!(
+            duplicate.message.contains("duplicate"),
+            "{}",
+            duplicate.message
+        );
     }
 }
