@@ -95,29 +95,7 @@ pub enum Command {
     Run(RunArgs),
 }
 
-/// Arguments of a command that a later release provides.
-#[derive(Debug, Clone, clap::Args)]
-pub struct Planned {
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-    pub args: Vec<OsString>,
-}
-
 impl Command {
-    pub fn name(&self) -> &'static str {
-        match self {
-            Command::WaitForDns(_) => "wait-for-dns",
-            Command::WaitForTcp(_) => "wait-for-tcp",
-            Command::WaitForHttp(_) => "wait-for-http",
-            Command::Ping(_) => "ping",
-            Command::Register(_) => "register",
-            Command::Fetch(_) => "fetch",
-            Command::GitClone(_) => "git-clone",
-            Command::Template(_) => "template",
-            Command::Sleep(_) => "sleep",
-            Command::Run(_) => "run",
-        }
-    }
-
     /// The `-- CMD ARGS...` to execute after success (empty when none was given).
     pub fn then(&self) -> &[OsString] {
         match self {

@@ -81,16 +81,13 @@ pub enum Error {
     /// A signal asked initbox to stop.
     #[error("interrupted by {0}")]
     Interrupted(Signal),
-    /// A command that a later release will provide.
-    #[error("{0} is not implemented yet")]
-    NotImplemented(&'static str),
 }
 
 impl Error {
     /// The one mapping from an error to the documented exit code.
     pub fn exit_code(&self) -> ExitCode {
         match self {
-            Error::Failed(_) | Error::NotImplemented(_) => ExitCode::Failed,
+            Error::Failed(_) => ExitCode::Failed,
             Error::Usage(_) => ExitCode::Usage,
             Error::Config(_) => ExitCode::Config,
             Error::TimedOut(_) => ExitCode::TimedOut,
@@ -152,7 +149,6 @@ mod tests {
     fn every_error_maps_to_its_code() {
         let cases = [
             (Error::Failed("x".into()), 1),
-            (Error::NotImplemented("ping"), 1),
             (Error::Usage("x".into()), 2),
             (Error::Config("x".into()), 78),
             (Error::TimedOut("x".into()), 124),

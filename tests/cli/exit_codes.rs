@@ -136,17 +136,6 @@ fn code_126_and_127_for_the_command_after_the_double_dash() {
 }
 
 #[test]
-fn commands_of_later_releases_say_so() {
-    let sandbox = Sandbox::new();
-    sandbox
-        .initbox()
-        .args(["run", "-f", "pipeline.yaml"])
-        .run()
-        .assert_code(1)
-        .assert_stderr_contains("run is not implemented yet");
-}
-
-#[test]
 fn help_and_version_succeed() {
     let sandbox = Sandbox::new();
     let help = sandbox.initbox().arg("--help").run();

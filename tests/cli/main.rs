@@ -14,6 +14,7 @@ mod http;
 mod ping;
 mod register;
 mod resources;
+mod run;
 mod signals;
 mod sleep;
 mod system_resolver;

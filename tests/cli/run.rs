@@ -1,0 +1,415 @@
+//! `initbox run`: pipelines end to end against real servers — order, concurrency, restarts,
+//! deadlines, the status file, the termination message, signals and the hand-off.
+
+use std::time::Duration;
+
+use crate::support::http_server::{HttpServer, reply};
+use crate::support::{Sandbox, listen_later};
+
+fn status(sandbox: &Sandbox) -> serde_json::Value {
+    let text = std::fs::read_to_string(sandbox.path("status.json")).expect("a status file");
+    serde_json::from_str(&text).expect("the status file is JSON")
+}
+
+fn step_status<'a>(status: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    status["initContainerStatuses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == name)
+        .unwrap_or_else(|| panic!("no status for {name}: {status}"))
+}
+
+#[test]
+fn steps_run_in_order_each_after_the_previous_succeeded() {
+    let sandbox = Sandbox::new();
+    let server = HttpServer::start(vec![reply(200, "ok")]);
+    let addr = format!("127.0.0.1:{}", crate::support::free_port("127.0.0.1"));
+    let _later = listen_later(addr.clone(), Duration::from_millis(800));
+    let pipeline = sandbox.write(
+        "pipeline.yaml",
+        &format!(
+            r#"statusFile: {status}
+steps:
+  - name: first
+    register: {{url: "{url}/1"}}
+  - name: wait-for-db
+    wait-for-tcp: {{targets: ["{addr}"]}}
+  - name: third
+    register: {{url: "{url}/3"}}
+"#,
+            status = sandbox.path("status.json").display(),
+            url = server.url(""),
+        ),
+    );
+    let output = sandbox.initbox().arg("run").arg("-f").arg(&pipeline).run();
+    output
+        .assert_code(0)
+        .assert_stderr_contains("running 3 steps [Init:0/3]")
+        .assert_stderr_contains("step first completed in")
+        .assert_stderr_contains("[Init:1/3]")
+        .assert_stderr_contains("[wait-for-db] waiting for")
+        .assert_stderr_contains("all 3 steps completed in")
+        .assert_stderr_contains("[Completed]");
+    // The server saw /1 before /3, and /3 only after the port (opened later) was ready.
+    let paths: Vec<String> = server.requests().iter().map(|r| r.path.clone()).collect();
+    assert_eq!(paths, ["/1", "/3"]);
+    let stderr = &output.stderr;
+    let ready = stderr.find("is ready after").unwrap();
+    let third = stderr.find("step third (register) started").unwrap();
+    assert!(ready < third, "{stderr}");
+
+    let status = status(&sandbox);
+    assert_eq!(status["phase"], "Succeeded");
+    assert_eq!(status["status"], "Completed");
+    for name in ["first", "wait-for-db", "third"] {
+        let step = step_status(&status, name);
+        assert_eq!(step["ready"], true);
+        assert_eq!(step["state"]["terminated"]["exitCode"], 0);
+        assert_eq!(step["state"]["terminated"]["reason"], "Completed");
+    }
+}
+
+#[test]
+fn steps_without_mutual_needs_run_at_the_same_time() {
+    let sandbox = Sandbox::new();
+    let pipeline = sandbox.write(
+        "pipeline.yaml",
+        r#"steps:
+  - name: a
+    sleep: {duration: 1}
+    needs: []
+  - name: b
+    sleep: {duration: 1}
+    needs: []
+  - name: after-both
+    sleep: {duration: 0}
+    needs: [a, b]
+"#,
+    );
+    let output = sandbox.initbox().arg("run").arg("-f").arg(&pipeline).run();
+    output.assert_code(0);
+    let stderr = &output.stderr;
+    let b_started = stderr.find("step b (sleep) started").unwrap();
+    let a_done = stderr.find("step a completed").unwrap();
+    let last_started = stderr.find("step after-both (sleep) started").unwrap();
+    let b_done = stderr.find("step b completed").unwrap();
+    assert!(b_started < a_done, "b must start before a ends:\n{stderr}");
+    assert!(last_started > a_done && last_started > b_done, "{stderr}");
+}
+
+#[test]
+fn on_failure_restarts_a_failing_step_until_it_succeeds() {
+    let sandbox = Sandbox::new();
+    let server = HttpServer::start(vec![
+        reply(404, "not yet"),
+        reply(404, "not yet"),
+        reply(201, "registered"),
+    ]);
+    let pipeline = sandbox.write(
+        "pipeline.yaml",
+        &format!(
+            r#"restartPolicy: OnFailure
+backoff: {{initial: 100ms, max: 200ms}}
+statusFile: {status}
+steps:
+  - name: register
+    register: {{url: "{url}"}}
+"#,
+            status = sandbox.path("status.json").display(),
+            url = server.url("/register"),
+        ),
+    );
+    let output = sandbox.initbox().arg("run").arg("-f").arg(&pipeline).run();
+    output
+        .assert_code(0)
+        .assert_stderr_contains("restart 1 in 0ms [Init:CrashLoopBackOff]")
+        .assert_stderr_contains("restart 2 in")
+        .assert_stderr_contains("started (restart 2)");
+    assert_eq!(server.requests().len(), 3);
+    let status = status(&sandbox);
+    let step = step_status(&status, "register");
+    assert_eq!(step["restartCount"], 2);
+    assert_eq!(step["lastState"]["terminated"]["exitCode"], 1);
+    assert_eq!(step["lastState"]["terminated"]["reason"], "Error");
+    assert_eq!(step["state"]["terminated"]["reason"], "Completed");
+}
+
+#[test]
+fn never_stops_at_the_first_failure_with_its_exit_code_and_message() {
+    let sandbox = Sandbox::new();
+    let server = HttpServer::start(vec![reply(404, "no such route")]);
+    let pipeline = sandbox.write(
+        "pipeline.yaml",
+        &format!(
+            r#"restartPolicy: Never
+statusFile: {status}
+steps:
+  - name: register
+    register: {{url: "{url}"}}
+  - name: never-runs
+    sleep: {{duration: 0}}
+"#,
+            status = sandbox.path("status.json").display(),
+            url = server.url("/register"),
+        ),
+    );
+    let log = sandbox.path("termination-log");
+    let output = sandbox
+        .initbox()
+        .arg("run")
+        .arg("-f")
+        .arg(&pipeline)
+        .arg("--termination-log")
+        .arg(&log)
+        .run();
+    output
+        .assert_code(1)
+        .assert_stderr_contains("[Init:Error]")
+        .assert_stderr_contains("error: step register (register): ")
+        .assert_stderr_contains("HTTP 404 Not Found: no such route");
+    assert_eq!(server.requests().len(), 1);
+    assert!(!output.stderr.contains("never-runs (sleep) started"));
+    let message = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        message.starts_with("Init:Error: step register (register): "),
+        "{message}"
+    );
+    assert_eq!(message.lines().count(), 1);
+    let status = status(&sandbox);
+    assert_eq!(status["phase"], "Failed");
+    assert_eq!(status["status"], "Init:Error");
+    let failed = step_status(&status, "register");
+    assert_eq!(failed["state"]["terminated"]["exitCode"], 1);
+    let pending = step_status(&status, "never-runs");
+    assert_eq!(pending["state"]["waiting"]["reason"], "PodInitializing");
+}
+
+#[test]
+fn a_failure_cancels_running_siblings() {
+    let sandbox = Sandbox::new();
+    let pipeline = sandbox.write(
+        "pipeline.yaml",
+        &format!(
+            r#"restartPolicy: Never
+statusFile: {status}
+steps:
+  - name: slow
+    sleep: {{duration: 60}}
+    needs: []
+  - name: broken
+    wait-for-tcp: {{targets: ["127.0.0.1:1"], timeout: 200ms}}
+    needs: []
+"#,
+            status = sandbox.path("status.json").display(),
+        ),
+    );
+    let output = sandbox.initbox().arg("run").arg("-f").arg(&pipeline).run();
+    output.assert_code(124);
+    assert!(
+        output.elapsed < Duration::from_secs(30),
+        "{:?}",
+        output.elapsed
+    );
+    let status = status(&sandbox);
+    let slow = step_status(&status, "slow");
+    assert_eq!(slow["state"]["terminated"]["reason"], "Cancelled");
+    let broken = step_status(&status, "broken");
+    assert_eq!(broken["state"]["terminated"]["exitCode"], 124);
+}
+
+#[test]
+fn the_active_deadline_ends_everything_with_124() {
+    let sandbox = Sandbox::new();
+    let pipeline = sandbox.write(
+        "pipeline.yaml",
+        &format!(
+            "activeDeadline: 1s\nstatusFile: {}\nsteps:\n  - name: long\n    sleep: {{duration: 60}}\n",
+            sandbox.path("status.json").display()
+        ),
+    );
+    let output = sandbox.initbox().arg("run").arg("-f").arg(&pipeline).run();
+    output
+        .assert_code(124)
+        .assert_stderr_contains("the pipeline's activeDeadline of 1s passed");
+    assert!(output.elapsed < Duration::from_secs(30));
+    let status = status(&sandbox);
+    assert_eq!(
+        step_status(&status, "long")["state"]["terminated"]["reason"],
+        "DeadlineExceeded"
+    );
+}
+
+#[test]
+fn a_step_timeout_bounds_one_step() {
+    let sandbox = Sandbox::new();
+    let pipeline = sandbox.write(
+        "pipeline.yaml",
+        "restartPolicy: Never\nsteps:\n  - name: long\n    sleep: {duration: 60}\n    timeout: 300ms\n",
+    );
+    sandbox
+        .initbox()
+        .arg("run")
+        .arg("-f")
+        .arg(&pipeline)
+        .run()
+        .assert_code(124)
+        .assert_stderr_contains("the step's timeout of 300ms passed");
+}
+
+#[test]
+fn validation_errors_are_78_with_file_line_and_column_and_nothing_runs() {
+    let sandbox = Sandbox::new();
+    let server = HttpServer::start(vec![reply(200, "ok")]);
+    let pipeline = sandbox.write(
+        "pipeline.yaml",
+        &format!(
+            "steps:\n  - name: register\n    register: {{url: \"{}\"}}\n  - name: typo\n    wait-for-tcp: {{targets: [\"db:5432\"], timeot: 2m}}\n",
+            server.url("/r")
+        ),
+    );
+    let output = sandbox.initbox().arg("run").arg("-f").arg(&pipeline).run();
+    output.assert_code(78).assert_stderr_contains(&format!(
+        "{}:5:50: wait-for-tcp: unknown key 'timeot'",
+        pipeline.display()
+    ));
+    assert!(
+        server.requests().is_empty(),
+        "nothing runs before validation passes"
+    );
+    let check = sandbox
+        .initbox()
+        .args(["run", "--check", "-f"])
+        .arg(&pipeline)
+        .run();
+    check.assert_code(78);
+
+    let valid = sandbox.write(
+        "valid.yaml",
+        &format!(
+            "steps:\n  - name: r\n    register: {{url: \"{}\"}}\n",
+            server.url("/r")
+        ),
+    );
+    sandbox
+        .initbox()
+        .args(["run", "--check", "-f"])
+        .arg(&valid)
+        .run()
+        .assert_code(0)
+        .assert_stderr_contains("is valid: 1 steps");
+    assert!(server.requests().is_empty(), "--check runs nothing");
+    sandbox
+        .initbox()
+        .args(["run", "-f"])
+        .arg(sandbox.path("missing.yaml"))
+        .run()
+        .assert_code(78)
+        .assert_stderr_contains("reading the pipeline");
+}
+
+#[test]
+fn sigterm_ends_the_run_with_143_and_a_final_status() {
+    let sandbox = Sandbox::new();
+    let pipeline = sandbox.write(
+        "pipeline.yaml",
+        &format!(
+            "statusFile: {}\nsteps:\n  - name: long\n    sleep: {{duration: 60}}\n",
+            sandbox.path("status.json").display()
+        ),
+    );
+    let log = sandbox.path("termination-log");
+    let running = sandbox
+        .initbox()
+        .args(["run", "-f"])
+        .arg(&pipeline)
+        .arg("--termination-log")
+        .arg(&log)
+        .spawn();
+    running.wait_for_stderr("step long (sleep) started", Duration::from_secs(30));
+    running.signal("TERM");
+    let output = running.wait();
+    output.assert_code(143);
+    let status = status(&sandbox);
+    assert_eq!(status["phase"], "Failed");
+    assert_eq!(status["message"], "interrupted by SIGTERM");
+    let step = step_status(&status, "long");
+    assert_eq!(step["state"]["terminated"]["exitCode"], 143);
+    assert_eq!(step["state"]["terminated"]["reason"], "Interrupted");
+    let message = std::fs::read_to_string(&log).unwrap();
+    assert!(message.contains("interrupted by SIGTERM"), "{message}");
+}
+
+#[test]
+fn hands_over_to_the_command_after_success_and_reads_stdin() {
+    let sandbox = Sandbox::new();
+    let pipeline = sandbox.write(
+        "pipeline.yaml",
+        "steps:\n  - name: nap\n    sleep: {duration: 0}\n",
+    );
+    let output = sandbox
+        .initbox()
+        .args(["run", "-f"])
+        .arg(&pipeline)
+        .args(["--", "echo", "app started"])
+        .run();
+    output
+        .assert_code(0)
+        .assert_stderr_contains("[PodInitializing]");
+    assert_eq!(output.stdout, "app started\n");
+
+    let mut child = std::process::Command::new(crate::support::binary())
+        .args(["run", "-f", "-"])
+        .env("INITBOX_HOSTS_FILE", sandbox.path("hosts"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin
+            .write_all(b"steps:\n  - name: from-stdin\n    sleep: {duration: 0}\n")
+            .unwrap();
+    }
+    let result = child.wait_with_output().unwrap();
+    assert!(
+        result.status.success(),
+        "{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+}
+
+#[test]
+fn variables_come_from_the_environment_and_the_env_map_once() {
+    let sandbox = Sandbox::new();
+    let server = HttpServer::start(vec![reply(200, "ok")]);
+    let pipeline = sandbox.write(
+        "pipeline.yaml",
+        &format!(
+            r#"env:
+  BASE: "{url}"
+steps:
+  - name: register
+    register:
+      url: "$(BASE)/register"
+      form: {{instance: "$(POD_NAME)", literal: "$$(POD_NAME)"}}
+"#,
+            url = server.url("")
+        ),
+    );
+    sandbox
+        .initbox()
+        .env("POD_NAME", "web-7d9f")
+        .args(["run", "-f"])
+        .arg(&pipeline)
+        .run()
+        .assert_code(0);
+    let request = server.requests().pop().unwrap();
+    assert_eq!(request.path, "/register");
+    assert_eq!(
+        request.body_text(),
+        "instance=web-7d9f&literal=%24%28POD_NAME%29"
+    );
+}
