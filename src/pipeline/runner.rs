@@ -158,6 +158,7 @@ pub async fn run(pipeline: Pipeline, outputs: Outputs) -> Result<()> {
     let mut scheduler = Scheduler {
         phases: vec![Phase::Pending; pipeline.steps.len()],
         restarts: vec![0; pipeline.steps.len()],
+        env: Arc::new(pipeline.env.clone()),
         pipeline,
         shared: shared.clone(),
         running: JoinSet::new(),
@@ -221,6 +222,8 @@ struct Scheduler {
     phases: Vec<Phase>,
     restarts: Vec<u32>,
     shared: Arc<Shared>,
+    /// The file's `env:` map, for every step.
+    env: Arc<Vec<(String, String)>>,
     running: JoinSet<(usize, Result<()>)>,
 }
 
@@ -300,11 +303,12 @@ impl Scheduler {
         .field("status", summary)
         .emit();
         let command = step.command.clone();
+        let env = self.env.clone();
         let name: Arc<str> = Arc::from(step.name.as_str());
         let timeout = step.timeout;
         self.running.spawn(async move {
-            // Values were expanded when the file was read; a task must not expand them again.
-            let work = report::in_step(name, expand::already_expanded(crate::execute(command)));
+            let work =
+                report::in_step(name, expand::in_pipeline_step(env, crate::execute(command)));
             let result = match timeout {
                 None => work.await,
                 Some(limit) => tokio::time::timeout(limit, work).await.unwrap_or_else(|_| {

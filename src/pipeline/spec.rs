@@ -51,6 +51,8 @@ pub struct Pipeline {
     pub backoff: Backoff,
     pub active_deadline: Option<StdDuration>,
     pub status_file: Option<PathBuf>,
+    /// The file's `env:` map, expanded: part of every step's environment.
+    pub env: Vec<(String, String)>,
     pub steps: Vec<Step>,
 }
 
@@ -136,6 +138,7 @@ fn read_pipeline(
         backoff: Backoff::default(),
         active_deadline: None,
         status_file: None,
+        env: Vec::new(),
         steps: Vec::new(),
     };
     let Value::Map(entries) = &root.value else {
@@ -177,6 +180,7 @@ fn read_pipeline(
             other => problems.add(env.at, format!("env: expected a map, not {}", other.kind())),
         }
     }
+    pipeline.env = file_env.clone();
     let vars = |var: &str| {
         file_env
             .iter()

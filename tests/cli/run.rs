@@ -413,3 +413,78 @@ steps:
         "instance=web-7d9f&literal=%24%28POD_NAME%29"
     );
 }
+
+#[test]
+fn a_whole_init_sequence_against_real_servers() {
+    use crate::support::dns_server::DnsServer;
+    use crate::support::git_server::{TestRepo, git};
+    let sandbox = Sandbox::new();
+    let dns = DnsServer::start();
+    let repo = TestRepo::create(&sandbox.path("src"), "config");
+    // The repository carries a template; the pipeline clones it, then renders it.
+    std::fs::write(
+        repo.path.join("app.conf.j2"),
+        "db = {{ db_host }}:{{ env.DB_PORT }}\n",
+    )
+    .unwrap();
+    git(&repo.path, &["add", "app.conf.j2"]);
+    git(&repo.path, &["commit", "-q", "-m", "template"]);
+    let server = HttpServer::start(vec![reply(200, "ok")]);
+    let port = crate::support::free_port("127.0.0.1");
+    let _db = listen_later(format!("127.0.0.1:{port}"), Duration::from_millis(500));
+    let dns_clone = std::sync::Arc::new(dns);
+    let adder = {
+        let dns = dns_clone.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            dns.add_a("mydb.test", "127.0.0.1");
+        })
+    };
+    let work = sandbox.path("work");
+    let pipeline = sandbox.write(
+        "pipeline.yaml",
+        &format!(
+            r#"env:
+  DB_PORT: "{port}"
+statusFile: {status}
+steps:
+  - name: init-mydb-dns
+    wait-for-dns: {{names: [mydb.test], nameserver: ["{ns}"]}}
+  - name: init-mydb-port
+    wait-for-tcp: {{targets: ["127.0.0.1:$(DB_PORT)"]}}
+  - name: clone
+    git-clone: {{repo: "{repo}", dest: {work}/config}}
+    needs: []
+  - name: render
+    template: {{src: {work}/config/app.conf.j2, dest: {work}/app.conf, set: {{db_host: mydb.test}}}}
+    needs: [clone, init-mydb-port]
+  - name: register
+    register: {{url: "{url}", form: {{instance: "$(POD_NAME)"}}}}
+"#,
+            ns = dns_clone.nameserver(),
+            status = sandbox.path("status.json").display(),
+            repo = repo.file_url(),
+            work = work.display(),
+            url = server.url("/register"),
+        ),
+    );
+    let output = sandbox
+        .initbox()
+        .env("POD_NAME", "web-0")
+        .args(["run", "-f"])
+        .arg(&pipeline)
+        .run();
+    adder.join().unwrap();
+    output
+        .assert_code(0)
+        .assert_stderr_contains("all 5 steps completed");
+    assert_eq!(
+        std::fs::read_to_string(work.join("app.conf")).unwrap(),
+        format!("db = mydb.test:{port}\n")
+    );
+    assert_eq!(git(&work.join("config"), &["status", "--porcelain"]), "");
+    assert_eq!(server.requests()[0].body_text(), "instance=web-0");
+    let status = status(&sandbox);
+    assert_eq!(status["phase"], "Succeeded");
+    assert_eq!(status["initContainerStatuses"].as_array().unwrap().len(), 5);
+}

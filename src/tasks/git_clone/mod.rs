@@ -133,7 +133,7 @@ impl GitCloneArgs {
         if let Some(username) = &self.username {
             let password = match &self.password_file {
                 Some(path) => http_client::read_secret_file(path, "password file")?,
-                None => match std::env::var("INITBOX_GIT_PASSWORD") {
+                None => match crate::expand::var("INITBOX_GIT_PASSWORD").ok_or(()) {
                     Ok(password) if !password.is_empty() => {
                         redact::conceal(&password);
                         password

@@ -248,7 +248,7 @@ fn from_toml(value: toml::Value) -> Value {
     }
 }
 
-/// `env`: the process environment as a map (`{{ env.HOME }}`, `{% for k, v in env|items %}`)
+/// `env`: the environment (the process's, plus a pipeline's `env:` map) as a map (`{{ env.HOME }}`, `{% for k, v in env|items %}`)
 /// that can also be called (`{{ env("PORT", "8080") }}`), as gomplate and dockerize users
 /// expect. One object serves both because a context variable would hide a global function
 /// of the same name.
@@ -258,8 +258,9 @@ pub struct Environ(BTreeMap<String, Value>);
 impl Environ {
     fn from_process() -> Value {
         // A variable whose name or value is not UTF-8 cannot be used in a template anyway.
-        let vars = std::env::vars_os()
-            .filter_map(|(k, v)| Some((k.into_string().ok()?, Value::from(v.into_string().ok()?))))
+        let vars = crate::expand::environment()
+            .into_iter()
+            .map(|(k, v)| (k, Value::from(v)))
             .collect();
         Value::from_object(Environ(vars))
     }
