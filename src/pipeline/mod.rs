@@ -65,7 +65,11 @@ pub async fn run(args: RunArgs) -> Result<()> {
     if args.check {
         report::info(
             "pipeline.valid",
-            format!("{name} is valid: {} steps", pipeline.steps.len()),
+            format!(
+                "{name} is valid: {} step{}",
+                pipeline.steps.len(),
+                if pipeline.steps.len() == 1 { "" } else { "s" }
+            ),
         );
         return Ok(());
     }

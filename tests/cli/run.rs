@@ -297,7 +297,7 @@ fn validation_errors_are_78_with_file_line_and_column_and_nothing_runs() {
         .arg(&valid)
         .run()
         .assert_code(0)
-        .assert_stderr_contains("is valid: 1 steps");
+        .assert_stderr_contains("is valid: 1 step");
     assert!(server.requests().is_empty(), "--check runs nothing");
     sandbox
         .initbox()
@@ -487,4 +487,57 @@ steps:
     let status = status(&sandbox);
     assert_eq!(status["phase"], "Succeeded");
     assert_eq!(status["initContainerStatuses"].as_array().unwrap().len(), 5);
+}
+
+#[test]
+fn every_example_pipeline_is_valid() {
+    let sandbox = Sandbox::new();
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/pipelines");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "yaml") {
+            continue;
+        }
+        sandbox
+            .initbox()
+            // What the Downward API and the Service environment give a pod.
+            .env("POD_NAME", "web-0")
+            .env("POD_IP", "10.1.2.3")
+            .env("MANAGEMENT_SERVICE_HOST", "10.96.0.20")
+            .env("MANAGEMENT_SERVICE_PORT", "80")
+            .args(["run", "--check", "-f"])
+            .arg(&path)
+            .run()
+            .assert_code(0);
+        checked += 1;
+    }
+    assert!(checked >= 5, "only {checked} example pipelines");
+
+    // The pipeline inside the ConfigMap example, too.
+    let manifest = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("examples/kubernetes/pipeline-configmap.yaml"),
+    )
+    .unwrap();
+    let embedded: String = manifest
+        .split("pipeline.yaml: |\n")
+        .nth(1)
+        .and_then(|rest| rest.split("\n---").next())
+        .expect("the ConfigMap holds pipeline.yaml")
+        .lines()
+        .map(|line| format!("{}\n", line.strip_prefix("    ").unwrap_or(line)))
+        .collect();
+    let path = sandbox.write("configmap-pipeline.yaml", &embedded);
+    sandbox
+        .initbox()
+        .env("POD_NAME", "web-0")
+        .env("POD_IP", "10.1.2.3")
+        .env("MANAGEMENT_SERVICE_HOST", "10.96.0.20")
+        .env("MANAGEMENT_SERVICE_PORT", "80")
+        .args(["run", "--check", "-f"])
+        .arg(&path)
+        .run()
+        .assert_code(0)
+        .assert_stderr_contains("is valid: 5 steps");
 }
