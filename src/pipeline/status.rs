@@ -152,7 +152,9 @@ impl StatusFile {
             }
         };
         json.push(b'\n');
-        if let Err(error) = atomic_file::write(path, &json, None) {
+        // Error messages can quote a server that echoed a credential back.
+        let json = crate::redact::scrub(&String::from_utf8_lossy(&json)).into_owned();
+        if let Err(error) = atomic_file::write(path, json.as_bytes(), None) {
             report::warn(
                 "status.write",
                 format!(
