@@ -541,3 +541,44 @@ fn every_example_pipeline_is_valid() {
         .assert_code(0)
         .assert_stderr_contains("is valid: 5 steps");
 }
+
+#[test]
+fn secrets_stay_out_of_the_status_file_and_the_termination_message() {
+    let sandbox = Sandbox::new();
+    let server = HttpServer::start(vec![reply(403, "token tok-5ecret-42 is not allowed")]);
+    let token = sandbox.write("token", "tok-5ecret-42\n");
+    let pipeline = sandbox.write(
+        "pipeline.yaml",
+        &format!(
+            "restartPolicy: Never\nstatusFile: {}\nsteps:\n  - name: register\n    register: {{url: \"{}\", bearer-token-file: {}}}\n",
+            sandbox.path("status.json").display(),
+            server.url("/r"),
+            token.display()
+        ),
+    );
+    let log = sandbox.path("termination-log");
+    let output = sandbox
+        .initbox()
+        .args(["run", "-v", "-f"])
+        .arg(&pipeline)
+        .arg("--termination-log")
+        .arg(&log)
+        .run();
+    output.assert_code(1);
+    let status_text = std::fs::read_to_string(sandbox.path("status.json")).unwrap();
+    let message = std::fs::read_to_string(&log).unwrap();
+    for (what, text) in [
+        ("stderr", &output.stderr),
+        ("status file", &status_text),
+        ("termination message", &message),
+    ] {
+        assert!(
+            !text.contains("tok-5ecret-42"),
+            "the token leaked in the {what}:\n{text}"
+        );
+    }
+    assert!(
+        message.contains("HTTP 403 Forbidden: token *** is not allowed"),
+        "{message}"
+    );
+}
