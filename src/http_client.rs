@@ -513,6 +513,19 @@ impl RequestArgs {
     }
 }
 
+/// A request with its headers, as every HTTP command sends it.
+pub fn request(
+    client: &reqwest::Client,
+    method: &Method,
+    url: &Url,
+    headers: &[Header],
+) -> reqwest::RequestBuilder {
+    headers.iter().fold(
+        client.request(method.clone(), url.clone()),
+        |request, header| request.header(header.name.clone(), header.value.clone()),
+    )
+}
+
 /// Registers the value of a credential header (and the credential after its scheme) as a
 /// secret, so no log line can show it.
 pub fn conceal_credentials(header: &Header) {

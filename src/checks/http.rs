@@ -66,10 +66,7 @@ impl Probe for HttpProbe {
     }
 
     async fn attempt(&self) -> Attempt {
-        let mut request = self.client.request(self.method.clone(), self.url.clone());
-        for header in &self.headers {
-            request = request.header(header.name.clone(), header.value.clone());
-        }
+        let request = http_client::request(&self.client, &self.method, &self.url, &self.headers);
         let mut response = match request.send().await {
             Ok(response) => response,
             Err(error) => return http_client::classify(&error).into(),

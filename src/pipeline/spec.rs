@@ -161,15 +161,7 @@ fn read_pipeline(
                         problems.add(value.at, format!("env {name}: expected a string"));
                         continue;
                     };
-                    let known = |var: &str| {
-                        file_env
-                            .iter()
-                            .rev()
-                            .find(|(n, _)| n == var)
-                            .map(|(_, v)| v.clone())
-                            .or_else(|| lookup(var))
-                    };
-                    match expand::expand(&text, known) {
+                    match expand::expand(&text, |var| lookup_var(&file_env, lookup, var)) {
                         Ok(expanded) => file_env.push((name.clone(), expanded)),
                         Err(undefined) => {
                             problems.add(value.at, format!("env {name}: {undefined}"))
@@ -181,14 +173,7 @@ fn read_pipeline(
         }
     }
     pipeline.env = file_env.clone();
-    let vars = |var: &str| {
-        file_env
-            .iter()
-            .rev()
-            .find(|(n, _)| n == var)
-            .map(|(_, v)| v.clone())
-            .or_else(|| lookup(var))
-    };
+    let vars = |var: &str| lookup_var(&file_env, lookup, var);
     let expand_at = |text: &str, at: At, what: &str, problems: &mut Problems| -> Option<String> {
         match expand::expand(text, vars) {
             Ok(expanded) => Some(expanded),
@@ -341,6 +326,20 @@ fn read_pipeline(
         );
     }
     pipeline
+}
+
+/// A variable from the file's `env:` map (later entries win), else from the process.
+fn lookup_var(
+    file_env: &[(String, String)],
+    lookup: &dyn Fn(&str) -> Option<String>,
+    var: &str,
+) -> Option<String> {
+    file_env
+        .iter()
+        .rev()
+        .find(|(name, _)| name == var)
+        .map(|(_, value)| value.clone())
+        .or_else(|| lookup(var))
 }
 
 fn read_backoff(node: &Node, backoff: &mut Backoff, problems: &mut Problems) {

@@ -134,10 +134,12 @@ impl Probe for FetchProbe {
     }
 
     async fn attempt(&self) -> Attempt {
-        let mut request = self.client.get(self.url.clone());
-        for header in &self.headers {
-            request = request.header(header.name.clone(), header.value.clone());
-        }
+        let request = http_client::request(
+            &self.client,
+            &reqwest::Method::GET,
+            &self.url,
+            &self.headers,
+        );
         let mut response = match request.send().await {
             Ok(response) => response,
             Err(error) => return http_client::classify(&error).into(),

@@ -180,10 +180,8 @@ impl Probe for RegisterProbe {
     }
 
     async fn attempt(&self) -> Attempt {
-        let mut request = self.client.request(self.method.clone(), self.url.clone());
-        for header in &self.headers {
-            request = request.header(header.name.clone(), header.value.clone());
-        }
+        let mut request =
+            http_client::request(&self.client, &self.method, &self.url, &self.headers);
         if let Some(body) = &self.body {
             request = request.body(body.clone());
         }
