@@ -310,6 +310,17 @@ fn smart_http_over_tls_with_basic_auth_and_secrets_kept_secret() {
     output.assert_code(0);
     assert_clean_checkout(&dest, &repo.main);
 
+    let from_env = sandbox.path("password-from-env");
+    sandbox
+        .initbox()
+        .env("INITBOX_GIT_PASSWORD", "pa55-w0rd-xyz")
+        .args(["git-clone", &url, "--username", "deploy", "--cacert"])
+        .arg(&ca)
+        .arg(&from_env)
+        .run()
+        .assert_code(0);
+    assert_clean_checkout(&from_env, &repo.main);
+
     let in_url = sandbox.path("in-url");
     let url_with_secret = url.replace("https://", "https://deploy:pa55-w0rd-xyz@");
     let from_url = sandbox
