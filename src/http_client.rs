@@ -107,8 +107,7 @@ fn provider() -> Arc<CryptoProvider> {
 pub fn tls_config(tls: &TlsArgs) -> Result<ClientConfig> {
     let mut roots = RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    let system = rustls_native_certs::load_native_certs();
-    let (added, _ignored) = roots.add_parsable_certificates(system.certs);
+    let (added, _ignored) = roots.add_parsable_certificates(system_certificates().iter().cloned());
     report::debug(
         "tls.roots",
         format!(
@@ -157,6 +156,14 @@ pub fn tls_config(tls: &TlsArgs) -> Result<ClientConfig> {
             )));
     }
     Ok(config)
+}
+
+/// The system's CA certificates (SSL_CERT_FILE, SSL_CERT_DIR, the distribution's bundle),
+/// read once per process: a pipeline's HTTP steps share them.
+fn system_certificates() -> &'static [CertificateDer<'static>] {
+    static CERTIFICATES: std::sync::OnceLock<Vec<CertificateDer<'static>>> =
+        std::sync::OnceLock::new();
+    CERTIFICATES.get_or_init(|| rustls_native_certs::load_native_certs().certs)
 }
 
 /// The certificates in a PEM file; none at all is an error.

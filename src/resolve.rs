@@ -180,12 +180,10 @@ impl Resolver {
             .map_err(|error| LookupFailure::Retry(describe(&error, kind)))
     }
 
-    /// Names in the hosts file answer even where no nameserver is configured
-    /// (a scratch image with only `localhost`).
+    /// The hosts file answers first, as `hosts: files dns` does for every libc: a name it
+    /// knows needs no nameserver (a scratch image with only `localhost`, a pod with
+    /// hostAliases) and never waits for one, even for the address family it lacks.
     fn hosts_file_answer(&self, host: &str) -> Option<Vec<IpAddr>> {
-        if self.config.is_ok() {
-            return None;
-        }
         use hickory_resolver::proto::op::Query;
         use hickory_resolver::proto::rr::Name;
         let name = Name::from_str(host).ok()?;

@@ -221,3 +221,42 @@ fn an_unanswering_nameserver_is_retried_with_the_reason_shown() {
         .assert_code(124)
         .assert_stderr_contains("timed out after 1s waiting for mysvc.test");
 }
+
+#[test]
+fn the_hosts_file_answers_first_without_waiting_for_a_nameserver() {
+    let sandbox = Sandbox::new();
+    // Only an IPv4 line, and a nameserver that never answers: the hosts file decides.
+    sandbox.write(
+        "hosts",
+        "127.0.0.1 localhost\n::1 localhost\n127.0.0.9 db.internal\n",
+    );
+    let (silent, _held) = crate::support::http_server::silent_server();
+    let output = sandbox
+        .initbox()
+        .args(["wait-for-dns", "db.internal", "--timeout", "20s"])
+        .args(["--nameserver", &format!("127.0.0.1:{silent}")])
+        .run();
+    output
+        .assert_code(0)
+        .assert_stderr_contains("resolved to 127.0.0.9");
+    assert!(
+        output.elapsed < Duration::from_secs(15),
+        "{:?}",
+        output.elapsed
+    );
+    // Every command resolves the same way.
+    let listener = std::net::TcpListener::bind("127.0.0.9:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    sandbox
+        .initbox()
+        .args([
+            "wait-for-tcp",
+            &format!("db.internal:{port}"),
+            "--timeout",
+            "20s",
+        ])
+        .args(["--nameserver", &format!("127.0.0.1:{silent}")])
+        .run()
+        .assert_code(0)
+        .assert_stderr_contains("connected to 127.0.0.9");
+}

@@ -125,11 +125,16 @@ fn clone_with_progress(
         request.url.scheme,
         gix::url::Scheme::Http | gix::url::Scheme::Https
     );
-    let tls = http_client::tls_config(&request.tls).map_err(CloneFailure::Fatal)?;
+    // Only HTTPS needs the roots: file:// and git:// clones do not read a CA store.
+    let tls = if http {
+        Some(http_client::tls_config(&request.tls).map_err(CloneFailure::Fatal)?)
+    } else {
+        None
+    };
     let (resolver, connect_timeout) = (request.resolver.clone(), request.connect_timeout);
     let credentials = request.credentials.clone();
     prepare = prepare.configure_connection(move |connection| {
-        if http {
+        if let Some(tls) = &tls {
             connection.set_transport_options(http_options(
                 tls.clone(),
                 resolver.clone(),
@@ -253,35 +258,31 @@ fn describe(error: &gix::Error) -> String {
 
 /// Prints how far a clone got every few seconds, from gix's progress tree.
 struct ProgressReporter {
-    stop: Arc<AtomicBool>,
+    /// Dropping the sender wakes the thread at once: a quick clone does not wait for it.
+    stop: Option<std::sync::mpsc::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl ProgressReporter {
     fn start(root: Arc<Root>) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
         let step = report::current_step();
         let thread = std::thread::spawn(move || {
-            report::on_thread_as(step, || Self::report_until(&root, &flag))
+            report::on_thread_as(step, || Self::report_until(&root, &stopped))
         });
         ProgressReporter {
-            stop,
+            stop: Some(stop),
             thread: Some(thread),
         }
     }
 
-    fn report_until(root: &Root, flag: &AtomicBool) {
+    fn report_until(root: &Root, stopped: &std::sync::mpsc::Receiver<()>) {
         let start = Instant::now();
-        let mut last = start;
         let mut snapshot = Vec::new();
         let mut previous_bytes = std::collections::HashMap::new();
-        while !flag.load(Ordering::Relaxed) {
-            std::thread::sleep(Duration::from_millis(100));
-            if last.elapsed() < PROGRESS_EVERY {
-                continue;
-            }
-            last = Instant::now();
+        while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+            stopped.recv_timeout(PROGRESS_EVERY)
+        {
             root.sorted_snapshot(&mut snapshot);
             let line = progress_line(&snapshot, &mut previous_bytes, PROGRESS_EVERY);
             if !line.is_empty() {
@@ -297,7 +298,7 @@ impl ProgressReporter {
     }
 
     fn stop(mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        drop(self.stop.take());
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
