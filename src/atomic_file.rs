@@ -67,18 +67,34 @@ impl AtomicFile {
         &self.dest
     }
 
-    /// Flushes the data, sets the mode and renames the file into place.
-    pub fn commit(mut self) -> io::Result<()> {
+    /// Flushes the data to disk, sets the mode and renames the file into place: the new
+    /// content survives a power loss too, not only a killed process.
+    pub fn commit(self) -> io::Result<()> {
+        self.finish(true)
+    }
+
+    /// Sets the mode and renames the file into place without waiting for the disk, as curl
+    /// and wget do: still all-or-nothing for readers and for a killed process (the rename is
+    /// atomic), but after a power loss the file may be empty on some filesystems.
+    pub fn commit_without_sync(self) -> io::Result<()> {
+        self.finish(false)
+    }
+
+    fn finish(mut self, durable: bool) -> io::Result<()> {
         let file = self.file.take().expect("an uncommitted file");
         if let Some(mode) = self.mode {
             file.set_permissions(fs::Permissions::from_mode(mode))?;
         }
-        file.sync_all()?;
+        if durable {
+            file.sync_all()?;
+        }
         drop(file);
         fs::rename(&self.temp, &self.dest)?;
-        // The rename itself must survive a crash too.
-        if let Ok(dir) = File::open(parent_dir(&self.dest)) {
-            let _ = dir.sync_all();
+        if durable {
+            // The rename itself must survive a crash too.
+            if let Ok(dir) = File::open(parent_dir(&self.dest)) {
+                let _ = dir.sync_all();
+            }
         }
         Ok(())
     }

@@ -48,7 +48,7 @@ fn downloads_into_a_new_directory_with_mode_and_checksum() {
         .initbox()
         .args(["fetch", &server.url("/index.html"), "-o"])
         .arg(&dest)
-        .args(["--mode", "0640", "--sha256", &sha])
+        .args(["--mode", "0640", "--sha256", &sha, "--fsync"])
         .run();
     output
         .assert_code(0)
@@ -189,8 +189,9 @@ fn a_stalled_download_is_retried_from_scratch() {
 #[test]
 fn killed_midway_leaves_no_file_and_a_rerun_succeeds() {
     let sandbox = Sandbox::new();
-    let body = vec![b'z'; 256 * 1024];
-    let stalling = HttpServer::start(vec![reply_bytes(200, body.clone()).stall_after(100_000)]);
+    // More than fetch buffers (256 KiB) arrives before the stall, so bytes are on disk.
+    let body = vec![b'z'; 1024 * 1024];
+    let stalling = HttpServer::start(vec![reply_bytes(200, body.clone()).stall_after(600_000)]);
     let dir = sandbox.path("volume");
     let dest = dir.join("data.bin");
     let running = sandbox
