@@ -14,6 +14,7 @@ use crate::checks::dns::DnsArgs;
 use crate::checks::http::HttpArgs;
 use crate::checks::ping::PingArgs;
 use crate::checks::tcp::TcpArgs;
+use crate::docs::{CompletionsArgs, ManArgs};
 use crate::duration::Duration;
 use crate::exit::{Error, Result};
 use crate::pipeline::RunArgs;
@@ -93,6 +94,10 @@ pub enum Command {
     Sleep(SleepArgs),
     /// Run a pipeline of these tasks with init-container semantics.
     Run(RunArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(CompletionsArgs),
+    /// Print the man page (roff).
+    Man(ManArgs),
 }
 
 impl Command {
@@ -109,6 +114,7 @@ impl Command {
             Command::GitClone(args) => &args.then.command,
             Command::Template(args) => &args.then.command,
             Command::Run(args) => &args.then.command,
+            Command::Completions(_) | Command::Man(_) => &[],
         }
     }
 }

@@ -7,6 +7,7 @@
 pub mod atomic_file;
 pub mod checks;
 pub mod cli;
+pub mod docs;
 pub mod duration;
 pub mod exec;
 pub mod exit;
@@ -48,6 +49,8 @@ pub async fn execute(command: Command) -> Result<()> {
         Command::Sleep(args) => tasks::sleep::run(args).await?,
         Command::Template(args) => tasks::template::run(args).await?,
         Command::Run(args) => Box::pin(pipeline::run(args)).await?,
+        Command::Completions(args) => docs::completions(&args)?,
+        Command::Man(args) => docs::man(&args)?,
     }
     Ok(())
 }

@@ -417,13 +417,18 @@ fn read_needs(node: &Node, step: &str, names: &[String], problems: &mut Problems
     needs
 }
 
-/// The names of the commands a step may run: every subcommand but `run` itself.
+/// The names of the commands a step may run: every subcommand but `run` itself and the
+/// ones that print documentation.
 pub fn task_names() -> Vec<String> {
     Cli::command()
         .get_subcommands()
         .map(|c| c.get_name().to_owned())
-        .filter(|name| name != "run" && name != "help")
+        .filter(|name| is_task(name))
         .collect()
+}
+
+fn is_task(name: &str) -> bool {
+    name != "run" && name != "help" && !crate::docs::DOC_COMMANDS.contains(&name)
 }
 
 /// How each flag of a task is written in the file.
@@ -492,7 +497,7 @@ fn task_command(
     let definition = Cli::command();
     let Some(subcommand) = definition
         .get_subcommands()
-        .find(|c| c.get_name() == task && task != "run")
+        .find(|c| c.get_name() == task && is_task(task))
     else {
         let message = if task == "run" {
             format!("step '{step}': a step cannot run a pipeline")

@@ -6,6 +6,7 @@
 mod support;
 
 mod dns;
+mod docs;
 mod exec;
 mod exit_codes;
 mod fetch;
