@@ -1,20 +1,7 @@
 //! `initbox completions SHELL` and `initbox man`: generated from the clap definition, so
 //! they name every command.
 
-use crate::support::Sandbox;
-
-const COMMANDS: &[&str] = &[
-    "wait-for-dns",
-    "wait-for-tcp",
-    "wait-for-http",
-    "ping",
-    "register",
-    "fetch",
-    "git-clone",
-    "template",
-    "sleep",
-    "run",
-];
+use crate::support::{COMMANDS, Sandbox};
 
 #[test]
 fn completion_scripts_name_every_command_and_bash_accepts_its_own() {

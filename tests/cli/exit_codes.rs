@@ -140,18 +140,7 @@ fn help_and_version_succeed() {
     let sandbox = Sandbox::new();
     let help = sandbox.initbox().arg("--help").run();
     help.assert_code(0);
-    for command in [
-        "wait-for-dns",
-        "wait-for-tcp",
-        "wait-for-http",
-        "ping",
-        "register",
-        "fetch",
-        "git-clone",
-        "template",
-        "sleep",
-        "run",
-    ] {
+    for command in crate::support::COMMANDS {
         assert!(help.stdout.contains(command), "--help lacks {command}");
     }
     let version = sandbox.initbox().arg("--version").run();

@@ -18,6 +18,20 @@ use std::time::{Duration, Instant};
 /// Generous upper bound for any single run: a hang is a failure, not a stuck CI job.
 pub const RUN_LIMIT: Duration = Duration::from_secs(60);
 
+/// Every command that does a task, as `--help`, completions and man pages must list them.
+pub const COMMANDS: &[&str] = &[
+    "wait-for-dns",
+    "wait-for-tcp",
+    "wait-for-http",
+    "ping",
+    "register",
+    "fetch",
+    "git-clone",
+    "template",
+    "sleep",
+    "run",
+];
+
 pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_initbox")
 }
