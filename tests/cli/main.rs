@@ -5,6 +5,7 @@
 
 mod support;
 
+mod distroless;
 mod dns;
 mod docs;
 mod exec;

@@ -18,7 +18,7 @@ struct PodNetwork {
 impl PodNetwork {
     fn create() -> Option<Self> {
         if Command::new("dnsmasq").arg("--version").output().is_err() {
-            eprintln!("system_resolver: skipped, dnsmasq is not installed");
+            crate::support::skip("system_resolver", "dnsmasq is not installed");
             return None;
         }
         let name = format!("initbox-t{}", std::process::id());

@@ -349,9 +349,18 @@ pub fn need_root(test: &str) -> bool {
     if is_root() {
         true
     } else {
-        eprintln!("{test}: skipped, needs root for namespaces");
+        skip(test, "needs root for namespaces");
         false
     }
+}
+
+/// A test that cannot run on this machine says why and returns. With INITBOX_TEST_STRICT
+/// set (CI sets it, where everything is provided) a skip fails the test instead.
+pub fn skip(test: &str, reason: &str) {
+    if std::env::var_os("INITBOX_TEST_STRICT").is_some_and(|value| !value.is_empty()) {
+        panic!("{test}: cannot run ({reason}), and INITBOX_TEST_STRICT forbids skipping");
+    }
+    eprintln!("{test}: skipped, {reason}");
 }
 
 pub fn open_fds(pid: u32) -> usize {

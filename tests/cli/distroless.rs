@@ -1,0 +1,287 @@
+//! The static binary in an empty root, as in a `FROM scratch` image: no /etc, no /tmp, no
+//! shell, no libc, no CA bundle; uid/gid 65532; the root read-only and one writable
+//! directory mounted at /work (an emptyDir). Every command must work there.
+//!
+//! Needs root (mount namespace, chroot) and the static binary (`images/build.sh`), named by
+//! INITBOX_STATIC_BINARY; `.ci/run` provides both.
+
+use std::os::unix::fs::{PermissionsExt, chown};
+use std::path::PathBuf;
+use std::process::Command;
+
+use crate::support::dns_server::DnsServer;
+use crate::support::git_server::{GitDaemon, TestRepo};
+use crate::support::http_server::{HttpServer, reply};
+use crate::support::{Cmd, Output, counting_listener, need_root, skip};
+
+/// The uid and gid of distroless "nonroot", which the image runs as.
+const NONROOT: u32 = 65532;
+
+/// Mounts `ROOT` read-only over itself, `WORK` at `ROOT/work`, then runs the binary inside
+/// as 65532:65532 (coreutils chroot changes ids after entering the root).
+const ENTER_EMPTY_ROOT: &str = r#"set -eu
+root=$1 work=$2; shift 2
+if [ -n "${OPEN_PING:-}" ]; then
+  ip link set lo up
+  sysctl -qw net.ipv4.ping_group_range="0 2147483647"
+fi
+mount --bind "$root" "$root"
+mount -o remount,bind,ro "$root"
+mount --bind "$work" "$root/work"
+exec env -i chroot --userspec=65532:65532 "$root" /initbox "$@"
+"#;
+
+/// An empty root holding only `/initbox` and the mount point `/work`, and the writable
+/// directory mounted there (owned by 65532).
+struct EmptyRoot {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+    work: PathBuf,
+}
+
+impl EmptyRoot {
+    /// None (after saying why) where the test cannot run.
+    fn new(test: &str) -> Option<EmptyRoot> {
+        if !need_root(test) {
+            return None;
+        }
+        let Some(binary) = std::env::var_os("INITBOX_STATIC_BINARY") else {
+            skip(
+                test,
+                "needs the static binary: run images/build.sh, then set \
+                 INITBOX_STATIC_BINARY=target/x86_64-unknown-linux-musl/release/initbox",
+            );
+            return None;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let root = dir.path().join("root");
+        let work = dir.path().join("work");
+        for path in [&root, &root.join("work"), &work] {
+            std::fs::create_dir(path).unwrap();
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        chown(&work, Some(NONROOT), Some(NONROOT)).unwrap();
+        let installed = root.join("initbox");
+        std::fs::copy(&binary, &installed).expect("copying INITBOX_STATIC_BINARY");
+        std::fs::set_permissions(&installed, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let listing: Vec<_> = std::fs::read_dir(&root)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(listing.len(), 2, "the root holds only initbox and work: {listing:?}");
+        Some(EmptyRoot {
+            _dir: dir,
+            root,
+            work,
+        })
+    }
+
+    /// A file in the writable directory, readable by 65532; returns its path inside the root.
+    fn put(&self, name: &str, contents: &str) -> String {
+        let path = self.work.join(name);
+        std::fs::write(&path, contents).unwrap();
+        chown(&path, Some(NONROOT), Some(NONROOT)).unwrap();
+        format!("/work/{name}")
+    }
+
+    fn read(&self, name: &str) -> String {
+        std::fs::read_to_string(self.work.join(name))
+            .unwrap_or_else(|error| panic!("reading /work/{name}: {error}"))
+    }
+
+    fn command(&self, namespaces: &[&str], args: &[&str]) -> Cmd {
+        let mut command = Command::new("unshare");
+        command
+            .args(namespaces)
+            .args(["--mount", "--propagation", "private", "sh", "-c"])
+            .arg(ENTER_EMPTY_ROOT)
+            .arg("sh")
+            .arg(&self.root)
+            .arg(&self.work)
+            .args(args);
+        Cmd { command }
+    }
+
+    /// initbox ARGS in the empty root, sharing the test's network (its loopback servers).
+    fn run(&self, args: &[&str]) -> Output {
+        self.command(&[], args).run()
+    }
+
+    /// initbox ARGS in the empty root inside a fresh network namespace whose
+    /// ping_group_range lets 65532 open ICMP datagram sockets.
+    fn run_with_ping_allowed(&self, args: &[&str]) -> Output {
+        self.command(&["--net"], args).env("OPEN_PING", "1").run()
+    }
+}
+
+#[test]
+fn help_version_completions_and_man_need_nothing() {
+    let Some(empty) = EmptyRoot::new("help_version_completions_and_man_need_nothing") else {
+        return;
+    };
+    let help = empty.run(&["--help"]);
+    help.assert_code(0);
+    assert!(help.stdout.contains("wait-for-tcp"), "{}", help.stdout);
+    let version = empty.run(&["--version"]);
+    version.assert_code(0);
+    assert!(version.stdout.starts_with("initbox "), "{}", version.stdout);
+    let completions = empty.run(&["completions", "bash"]);
+    completions.assert_code(0);
+    assert!(completions.stdout.contains("initbox"));
+    let man = empty.run(&["man"]);
+    man.assert_code(0);
+    assert!(man.stdout.contains(".TH initbox"), "{}", &man.stdout[..200]);
+}
+
+#[test]
+fn sleep_and_the_read_only_root_is_really_read_only() {
+    let Some(empty) = EmptyRoot::new("sleep_and_the_read_only_root_is_really_read_only") else {
+        return;
+    };
+    empty.run(&["sleep", "0.1s"]).assert_code(0);
+    // Proof of the setting, not of initbox: nothing can be written outside /work.
+    let source = empty.put("motd.j2", "hello\n");
+    empty
+        .run(&["template", &source, "/motd"])
+        .assert_code(1)
+        .assert_stderr_contains("Read-only file system");
+    assert!(!empty.root.join("motd").exists());
+}
+
+#[test]
+fn wait_for_tcp_and_dns_without_etc() {
+    let Some(empty) = EmptyRoot::new("wait_for_tcp_and_dns_without_etc") else {
+        return;
+    };
+    let listener = counting_listener("127.0.0.1");
+    let target = format!("127.0.0.1:{}", listener.port);
+    empty
+        .run(&["wait-for-tcp", &target, "--timeout", "30s"])
+        .assert_code(0);
+
+    let dns = DnsServer::start();
+    dns.add_a("mydb.test", "10.0.0.5");
+    let nameserver = dns.nameserver();
+    empty
+        .run(&["wait-for-dns", "mydb.test", "--nameserver", &nameserver])
+        .assert_code(0)
+        .assert_stderr_contains("10.0.0.5");
+    // Without /etc/resolv.conf and without --nameserver, the message says what to do.
+    empty
+        .run(&["wait-for-dns", "mydb.test", "--timeout", "1s"])
+        .assert_code(124)
+        .assert_stderr_contains("--nameserver");
+}
+
+#[test]
+fn wait_for_http_over_tls_with_the_bundled_and_a_mounted_ca() {
+    let Some(empty) = EmptyRoot::new("wait_for_http_over_tls_with_the_bundled_and_a_mounted_ca")
+    else {
+        return;
+    };
+    let server = HttpServer::start_tls(vec![reply(200, "ok")]);
+    let url = server.https_url("127.0.0.1", "/healthz");
+    // No CA bundle in the root: the bundled public roots are loaded and do not know the
+    // test CA, so the answer is a clear certificate error, not a crash or a missing file.
+    empty
+        .run(&["wait-for-http", &url, "--timeout", "2s"])
+        .assert_code(124)
+        .assert_stderr_contains("unknown CA");
+    let ca = empty.put("ca.pem", server.ca_pem.as_deref().unwrap());
+    empty
+        .run(&["wait-for-http", &url, "--cacert", &ca, "--timeout", "30s"])
+        .assert_code(0);
+    let by_name = server.https_url("localhost", "/healthz");
+    empty
+        .run(&["wait-for-http", &by_name, "--cacert", &ca, "--timeout", "30s"])
+        .assert_code(0);
+}
+
+#[test]
+fn register_and_fetch_write_into_the_mounted_directory() {
+    let Some(empty) = EmptyRoot::new("register_and_fetch_write_into_the_mounted_directory")
+    else {
+        return;
+    };
+    let server = HttpServer::start(vec![reply(200, "{\"registered\":true}")]);
+    empty
+        .run(&[
+            "register",
+            &server.url("/register"),
+            "--form",
+            "pod=web-0",
+            "-o",
+            "/work/registration.json",
+        ])
+        .assert_code(0);
+    assert_eq!(empty.read("registration.json"), "{\"registered\":true}");
+    assert_eq!(server.requests()[0].body_text(), "pod=web-0");
+    empty
+        .run(&["fetch", &server.url("/index.html"), "-o", "/work/html/index.html"])
+        .assert_code(0);
+    assert_eq!(empty.read("html/index.html"), "{\"registered\":true}");
+}
+
+#[test]
+fn ping_as_nonroot_where_ping_group_range_allows_it() {
+    let Some(empty) = EmptyRoot::new("ping_as_nonroot_where_ping_group_range_allows_it") else {
+        return;
+    };
+    let output = empty.run_with_ping_allowed(&["ping", "-c", "1", "127.0.0.1"]);
+    output.assert_code(0);
+    assert!(output.stdout.contains("1 received"), "{}", output.stdout);
+}
+
+#[test]
+fn template_and_git_clone_into_the_mounted_directory() {
+    let Some(empty) = EmptyRoot::new("template_and_git_clone_into_the_mounted_directory")
+    else {
+        return;
+    };
+    let source = empty.put("app.conf.j2", "port = {{ port }}\n");
+    empty
+        .run(&["template", &source, "/work/app.conf", "--set", "port=8080"])
+        .assert_code(0);
+    assert_eq!(empty.read("app.conf"), "port = 8080\n");
+
+    let repos = tempfile::tempdir().unwrap();
+    let repo = TestRepo::create(repos.path(), "config.git");
+    let daemon = GitDaemon::start(repos.path());
+    empty
+        .run(&["git-clone", &daemon.url("config.git"), "/work/config"])
+        .assert_code(0);
+    assert_eq!(empty.read("config/conf/app.conf"), "port = 9090\n");
+    let marker = empty.read("config/.git/initbox-checkout.json");
+    assert!(marker.contains(&repo.main), "{marker}");
+}
+
+#[test]
+fn run_a_pipeline_with_a_status_file() {
+    let Some(empty) = EmptyRoot::new("run_a_pipeline_with_a_status_file") else {
+        return;
+    };
+    let listener = counting_listener("127.0.0.1");
+    let dns = DnsServer::start();
+    dns.add_a("mydb.test", "10.0.0.5");
+    empty.put("motd.j2", "db at {{ env.DB_HOST }}\n");
+    let pipeline = empty.put(
+        "pipeline.yaml",
+        &format!(
+            "env:\n  DB_HOST: mydb.test\nsteps:\n\
+             \x20 - name: dns\n    wait-for-dns: {{ names: [$(DB_HOST)], nameserver: [\"{ns}\"] }}\n\
+             \x20 - name: port\n    wait-for-tcp: {{ targets: [\"127.0.0.1:{port}\"] }}\n\
+             \x20 - name: motd\n    template: {{ src: /work/motd.j2, dest: /work/motd }}\n\
+             \x20 - name: settle\n    sleep: {{ duration: 0s }}\n",
+            ns = dns.nameserver(),
+            port = listener.port,
+        ),
+    );
+    empty
+        .run(&["run", "-f", &pipeline, "--status-file", "/work/status.json"])
+        .assert_code(0)
+        .assert_stderr_contains("Init:4/4");
+    assert_eq!(empty.read("motd"), "db at mydb.test\n");
+    let status = empty.read("status.json");
+    assert!(status.contains("\"phase\": \"Succeeded\"") || status.contains("\"phase\":\"Succeeded\""), "{status}");
+}
