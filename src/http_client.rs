@@ -170,7 +170,13 @@ fn system_certificates() -> &'static [CertificateDer<'static>] {
 fn read_certificates(path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
         .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| Error::Config(format!("reading {what} {}: {e}", path.display())))?;
+        .map_err(|e| {
+            Error::Config(format!(
+                "reading {what} {}: {}",
+                path.display(),
+                pem_reason(&e)
+            ))
+        })?;
     if certs.is_empty() {
         return Err(Error::Config(format!(
             "reading {what} {}: no PEM certificate found",
@@ -185,9 +191,22 @@ fn client_identity(
     key: &Path,
 ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)> {
     let chain = read_certificates(cert, "client certificate")?;
-    let key = PrivateKeyDer::from_pem_file(key)
-        .map_err(|e| Error::Config(format!("reading private key {}: {e}", key.display())))?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| {
+        Error::Config(format!(
+            "reading private key {}: {}",
+            key.display(),
+            pem_reason(&e)
+        ))
+    })?;
     Ok((chain, key))
+}
+
+/// A PEM file error as the other file errors read: "no such file or directory".
+fn pem_reason(error: &rustls::pki_types::pem::Error) -> String {
+    match error {
+        rustls::pki_types::pem::Error::Io(io) => io_reason(io),
+        other => other.to_string(),
+    }
 }
 
 /// `--insecure`: accepts any certificate but still checks handshake signatures.
@@ -416,6 +435,9 @@ impl FromStr for StatusRanges {
         let code = |s: &str| -> Result<u16, String> {
             match s.trim().parse::<u16>() {
                 Ok(n) if (100..=599).contains(&n) => Ok(n),
+                _ if s.trim() == text.trim() => {
+                    Err(format!("'{}' is not an HTTP status (100-599)", s.trim()))
+                }
                 _ => Err(format!(
                     "'{text}': '{}' is not an HTTP status (100-599)",
                     s.trim()

@@ -67,6 +67,9 @@ fn parse_name(text: &str) -> Result<String, String> {
             "'{text}' is not a DNS name (give a name like mydb or mydb.default.svc.cluster.local)"
         ));
     }
+    if trimmed.starts_with('.') || trimmed.contains("..") {
+        return Err(format!("'{text}' is not a valid DNS name: empty label"));
+    }
     Name::from_str(trimmed).map_err(|e| format!("'{text}' is not a valid DNS name: {e}"))?;
     Ok(trimmed.to_owned())
 }

@@ -6,6 +6,7 @@
 //! is logged with the kubectl-style summary and written to the status file.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -39,18 +40,31 @@ enum Phase {
 struct Shared {
     status: Mutex<PipelineStatus>,
     file: StatusFile,
+    /// A status file that stopped being writable mid-run is reported once, not per change.
+    file_warned: AtomicBool,
     termination_log: Option<PathBuf>,
 }
 
 impl Shared {
+    /// Applies a transition and rewrites the status file; returns the `Init:N/M` summary.
     fn update(&self, change: impl FnOnce(&mut PipelineStatus)) -> String {
+        let (summary, written) = self.apply(change);
+        if let Err(message) = written
+            && !self.file_warned.swap(true, Ordering::Relaxed)
+        {
+            report::warn("status.write", message);
+        }
+        summary
+    }
+
+    fn apply(&self, change: impl FnOnce(&mut PipelineStatus)) -> (String, Result<(), String>) {
         let mut status = self.status.lock().unwrap_or_else(|p| p.into_inner());
         change(&mut status);
         if status.finished_at.is_none() {
             status.summarize();
         }
-        self.file.write(&status);
-        status.status.clone()
+        let written = self.file.write(&status);
+        (status.status.clone(), written)
     }
 }
 
@@ -131,6 +145,7 @@ pub async fn run(pipeline: Pipeline, outputs: Outputs) -> Result<()> {
     let shared = Arc::new(Shared {
         status: Mutex::new(PipelineStatus::new(&names)),
         file: StatusFile::new(outputs.status_file.clone()),
+        file_warned: AtomicBool::new(false),
         termination_log: outputs.termination_log.clone(),
     });
     let mut guard = FinishOnDrop {
@@ -138,7 +153,14 @@ pub async fn run(pipeline: Pipeline, outputs: Outputs) -> Result<()> {
         finished: false,
     };
     let started = Instant::now();
-    let summary = shared.update(|status| status.phase = "Running");
+    // A status file that cannot be written is a mistake in the pod spec (a read-only or
+    // missing volume): said before any step runs, not discovered after the work is done.
+    let (summary, written) = shared.apply(|status| status.phase = "Running");
+    if let Err(message) = written {
+        guard.finished = true;
+        status::write_termination_message(outputs.termination_log.as_deref(), &message);
+        return Err(Error::Failed(message));
+    }
     report::Event::new(
         report::Level::Info,
         "pipeline.start",

@@ -140,30 +140,23 @@ impl StatusFile {
         StatusFile { path }
     }
 
-    pub fn write(&self, status: &PipelineStatus) {
+    /// Err carries a one-line reason: "cannot write the status file PATH: read-only file system".
+    pub fn write(&self, status: &PipelineStatus) -> Result<(), String> {
         let Some(path) = &self.path else {
-            return;
+            return Ok(());
         };
-        let mut json = match serde_json::to_vec_pretty(status) {
-            Ok(json) => json,
-            Err(error) => {
-                report::warn("status.write", format!("encoding the status: {error}"));
-                return;
-            }
-        };
+        let mut json = serde_json::to_vec_pretty(status)
+            .map_err(|error| format!("encoding the status: {error}"))?;
         json.push(b'\n');
         // Error messages can quote a server that echoed a credential back.
         let json = crate::redact::scrub(&String::from_utf8_lossy(&json)).into_owned();
-        if let Err(error) = atomic_file::write(path, json.as_bytes(), None) {
-            report::warn(
-                "status.write",
-                format!(
-                    "cannot write the status file {}: {}",
-                    path.display(),
-                    crate::resolve::io_reason(&error)
-                ),
-            );
-        }
+        atomic_file::write(path, json.as_bytes(), None).map_err(|error| {
+            format!(
+                "cannot write the status file {}: {}",
+                path.display(),
+                crate::resolve::io_reason(&error)
+            )
+        })
     }
 }
 

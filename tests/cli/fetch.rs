@@ -269,33 +269,6 @@ fn an_unwritable_destination_fails_with_the_reason() {
 }
 
 #[test]
-fn bad_input_is_a_usage_error() {
-    let sandbox = Sandbox::new();
-    sandbox.expect_each(
-        2,
-        &[
-            (vec!["fetch", "http://x/"], "--output"),
-            (
-                vec!["fetch", "http://x/", "-o", "f", "--sha256", "abc"],
-                "not a SHA-256",
-            ),
-            (
-                vec!["fetch", "http://x/", "-o", "f", "--mode", "rwx"],
-                "not a file mode",
-            ),
-            (
-                vec!["fetch", "http://x/", "-o", "f", "--max-size", "lots"],
-                "not a size",
-            ),
-            (
-                vec!["fetch", "ftp://x/", "-o", "f"],
-                "unsupported scheme 'ftp'",
-            ),
-        ],
-    );
-}
-
-#[test]
 fn sigterm_midway_exits_143_and_removes_the_temp_file() {
     let sandbox = Sandbox::new();
     let server = HttpServer::start(vec![

@@ -401,49 +401,6 @@ fn plain_http_clones_but_never_sends_a_password() {
     );
 }
 
-#[test]
-fn bad_input() {
-    let sandbox = Sandbox::new();
-    for (args, code, message) in [
-        (vec!["git-clone", "https://h/r.git"], 2, "DEST"),
-        (
-            vec!["git-clone", "https://h/r.git", "d", "--depth", "all"],
-            2,
-            "--depth",
-        ),
-        (
-            vec!["git-clone", "https://h/r.git", "d", "--username", "u"],
-            2,
-            "--username needs --password-file",
-        ),
-        (
-            vec![
-                "git-clone",
-                "https://h/r.git",
-                "d",
-                "--token-file",
-                "/nonexistent/token",
-            ],
-            78,
-            "reading token file /nonexistent/token",
-        ),
-    ] {
-        sandbox
-            .initbox()
-            .args(&args)
-            .run()
-            .assert_code(code)
-            .assert_stderr_contains(message);
-    }
-    sandbox
-        .initbox()
-        .env("PATH", sandbox.path("empty-bin"))
-        .args(["git-clone", "git@git.example:team/app.git", "d"])
-        .run()
-        .assert_code(78)
-        .assert_stderr_contains("needs an ssh program");
-}
-
 /// A tmpfs mounted at DEST for the test's lifetime: DEST cannot be renamed or removed.
 struct Mount(std::path::PathBuf);
 

@@ -5,6 +5,7 @@
 
 mod support;
 
+mod bad_input;
 mod distroless;
 mod dns;
 mod docs;

@@ -335,37 +335,3 @@ fn planted_secrets_never_appear_in_any_output() {
     );
     assert_eq!(request.header("x-api-key"), Some("k3y-abcdef"));
 }
-
-#[test]
-fn bad_input_is_a_usage_error() {
-    let sandbox = Sandbox::new();
-    sandbox.expect_each(
-        2,
-        &[
-            (vec!["register", "http//x"], "'http//x' is not a valid URL"),
-            (
-                vec!["register", "http://x/", "--form", "novalue"],
-                "form field 'novalue' must look like KEY=VALUE",
-            ),
-            (
-                vec!["register", "http://x/", "--json", "{oops"],
-                "--json is not valid JSON",
-            ),
-            (
-                vec!["register", "http://x/", "--json", "{}", "--form", "a=b"],
-                "cannot be used with",
-            ),
-            (
-                vec!["register", "http://x/", "--expect-status", "2yy"],
-                "not an HTTP status",
-            ),
-        ],
-    );
-    sandbox
-        .initbox()
-        .args(["register", "http://x/", "--bearer-token-file"])
-        .arg(sandbox.path("missing-token"))
-        .run()
-        .assert_code(78)
-        .assert_stderr_contains("reading bearer token file");
-}

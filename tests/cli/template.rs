@@ -357,49 +357,6 @@ fn a_syntax_error_writes_nothing() {
 }
 
 #[test]
-fn configuration_errors_are_78_and_usage_errors_2() {
-    let sandbox = Sandbox::new();
-    let src = sandbox.write("t.j2", "{{ d }}\n");
-    let dest = sandbox.path("out.conf");
-    sandbox.write("bad.yaml", "a: [1\n");
-    sandbox.write("bad.json", "{\"a\": }");
-    template(&sandbox, &["/nonexistent/t.j2", path_str(&dest)])
-        .assert_code(78)
-        .assert_stderr_contains("template /nonexistent/t.j2: no such file or directory");
-    let bad_yaml = format!("d={}", sandbox.path("bad.yaml").display());
-    let bad_json = format!("d={}", sandbox.path("bad.json").display());
-    for (flag, reason) in [
-        ("d=/nonexistent/d.json", "no such file or directory"),
-        (bad_yaml.as_str(), "invalid YAML: "),
-        (bad_json.as_str(), "invalid JSON: "),
-    ] {
-        template(&sandbox, &[path_str(&src), path_str(&dest), "--data", flag])
-            .assert_code(78)
-            .assert_stderr_contains(&format!("reading --data {flag}: "))
-            .assert_stderr_contains(reason);
-    }
-    assert!(!dest.exists());
-    template(
-        &sandbox,
-        &[path_str(&src), path_str(&dest), "--data", "d=x.ini"],
-    )
-    .assert_code(2)
-    .assert_stderr_contains(".json, .yaml, .yml or .toml");
-    template(
-        &sandbox,
-        &[path_str(&src), path_str(&dest), "--set", "novalue"],
-    )
-    .assert_code(2);
-    template(&sandbox, &[path_str(&src), "-", "--check"])
-        .assert_code(2)
-        .assert_stderr_contains("--check");
-    template(&sandbox, &[path_str(sandbox.dir.path()), "-"])
-        .assert_code(2)
-        .assert_stderr_contains("is a directory");
-    assert!(!dest.exists());
-}
-
-#[test]
 fn a_directory_renders_to_a_mirrored_tree() {
     let sandbox = Sandbox::new();
     let src = sandbox.path("templates");

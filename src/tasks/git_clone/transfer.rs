@@ -100,6 +100,17 @@ fn clone_with_progress(
     interrupt: &AtomicBool,
     progress: &Arc<Root>,
 ) -> Result<String, CloneFailure> {
+    if request.url.scheme == gix::url::Scheme::File {
+        // Nothing on this machine will create the repository while we wait: say so at once.
+        use std::os::unix::ffi::OsStrExt;
+        let path = Path::new(std::ffi::OsStr::from_bytes(&request.url.path));
+        if !path.exists() {
+            return Err(CloneFailure::Fatal(Error::Failed(format!(
+                "no repository at {}: the path does not exist",
+                path.display()
+            ))));
+        }
+    }
     let mut prepare = gix::clone::PrepareFetch::new(
         request.url.clone(),
         dir,
@@ -107,7 +118,13 @@ fn clone_with_progress(
         gix::create::Options::default(),
         gix::open::Options::isolated(),
     )
-    .map_err(|e| CloneFailure::Fatal(Error::Failed(format!("preparing the clone: {e}"))))?;
+    .map_err(|e| {
+        write_failure(
+            std::iter::successors(Some(&e as &dyn std::error::Error), |e| e.source()),
+            dir,
+        )
+        .unwrap_or_else(|| CloneFailure::Fatal(Error::Failed(format!("preparing the clone: {e}"))))
+    })?;
     if request.depth > 0 {
         let depth = std::num::NonZeroU32::new(request.depth).expect("depth > 0");
         prepare = prepare.with_shallow(gix::remote::fetch::Shallow::DepthAtRemote(depth));
@@ -161,10 +178,10 @@ fn clone_with_progress(
     });
     let (mut checkout, _fetched) = prepare
         .fetch_then_checkout(progress.add_child("fetch"), interrupt)
-        .map_err(|e| classify(&e, interrupt))?;
+        .map_err(|e| classify(&e, dir, interrupt))?;
     let (repo, _) = checkout
         .main_worktree(progress.add_child("checkout"), interrupt)
-        .map_err(|e| classify(&e, interrupt))?;
+        .map_err(|e| classify(&e, dir, interrupt))?;
     let head = repo
         .head_id()
         .map_err(|e| CloneFailure::Fatal(Error::Failed(format!("reading HEAD: {e}"))))?;
@@ -197,11 +214,15 @@ fn http_options(
     })
 }
 
-/// Network trouble is retried; a rejected login, a missing repository or ref, and
-/// anything initbox cannot fix by waiting, are not.
-fn classify(error: &gix::Error, interrupt: &AtomicBool) -> CloneFailure {
+/// Network trouble is retried; a rejected login, a missing repository or ref, a full or
+/// read-only disk, and anything else initbox cannot fix by waiting, are not. `dir` is
+/// where the clone was being written.
+fn classify(error: &gix::Error, dir: &Path, interrupt: &AtomicBool) -> CloneFailure {
     if interrupt.load(Ordering::Relaxed) {
         return CloneFailure::Retry("interrupted".into());
+    }
+    if let Some(failure) = write_failure(error.iter_errors(), dir) {
+        return failure;
     }
     // Over HTTP(S) the cause is a reqwest error: described as every HTTP command does.
     if let Some(http_error) = error
@@ -232,6 +253,29 @@ fn classify(error: &gix::Error, interrupt: &AtomicBool) -> CloneFailure {
         return CloneFailure::Retry(message);
     }
     CloneFailure::Fatal(Error::Failed(message))
+}
+
+/// Disk trouble that no retry heals (the volume is full or mounted read-only), found among
+/// an error's causes; `dir` is where the clone was being written.
+fn write_failure<'a>(
+    causes: impl Iterator<Item = &'a (dyn std::error::Error + 'static)>,
+    dir: &Path,
+) -> Option<CloneFailure> {
+    use std::io::ErrorKind::{FileTooLarge, QuotaExceeded, ReadOnlyFilesystem, StorageFull};
+    let io = causes
+        .filter_map(|cause| cause.downcast_ref::<std::io::Error>())
+        .find(|io| {
+            matches!(
+                io.kind(),
+                StorageFull | ReadOnlyFilesystem | QuotaExceeded | FileTooLarge
+            )
+        })?;
+    let volume = dir.parent().unwrap_or(dir);
+    Some(CloneFailure::Fatal(Error::Failed(format!(
+        "cannot write the checkout into {}: {}",
+        volume.display(),
+        crate::resolve::io_reason(io)
+    ))))
 }
 
 fn has_io_error(error: &gix::Error) -> bool {

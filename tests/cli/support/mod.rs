@@ -77,7 +77,12 @@ impl Sandbox {
 
     /// initbox with a clean environment: no INITBOX_* or TLS variables from the machine.
     pub fn initbox(&self) -> Cmd {
-        let mut command = Command::new(binary());
+        self.initbox_at(Path::new(binary()))
+    }
+
+    /// As [`Sandbox::initbox`], running the binary at `path` (a copy, see [`nonroot_copy`]).
+    pub fn initbox_at(&self, path: &Path) -> Cmd {
+        let mut command = Command::new(path);
         for (key, _) in std::env::vars_os() {
             let key_text = key.to_string_lossy();
             if key_text.starts_with("INITBOX_")
@@ -361,6 +366,18 @@ pub fn skip(test: &str, reason: &str) {
         panic!("{test}: cannot run ({reason}), and INITBOX_TEST_STRICT forbids skipping");
     }
     eprintln!("{test}: skipped, {reason}");
+}
+
+/// A copy of the binary in a 0755 directory, so that a dropped-privilege user (uid 65532)
+/// can run it wherever the build directory lives. Keep the TempDir alive while it runs.
+pub fn nonroot_copy() -> (tempfile::TempDir, PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let copy = dir.path().join("initbox");
+    std::fs::copy(binary(), &copy).unwrap();
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
+    (dir, copy)
 }
 
 pub fn open_fds(pid: u32) -> usize {

@@ -1,0 +1,625 @@
+//! The malformed input users actually type, for every command, in one table: each must end
+//! with the documented exit code (2 usage, 78 configuration, 1 a task that cannot succeed)
+//! and one error message that names the culprit — never a hang, a panic or a retry loop.
+//!
+//! The unreadable-file, read-only and full-disk rows need root (a mount namespace with a
+//! read-only tmpfs and a one-page tmpfs, and uid 65532 for unreadable files).
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use crate::support::git_server::TestRepo;
+use crate::support::http_server::{HttpServer, reply_bytes};
+use crate::support::{Output, Sandbox, need_root, nonroot_copy, path_str};
+
+/// One malformed invocation: the arguments, the exit code, the words the error must contain.
+struct Bad {
+    args: Vec<String>,
+    code: i32,
+    culprit: String,
+}
+
+fn bad(code: i32, args: &[&str], culprit: &str) -> Bad {
+    Bad {
+        args: args.iter().map(|s| s.to_string()).collect(),
+        code,
+        culprit: culprit.to_owned(),
+    }
+}
+
+/// The error message: from the one line that says `error:` up to the next blank line (clap
+/// lists missing arguments on indented lines below it).
+fn error_message(output: &Output) -> String {
+    let lines: Vec<&str> = output.stderr.lines().collect();
+    let starts: Vec<usize> = (0..lines.len())
+        .filter(|&i| lines[i].starts_with("error:") || lines[i].starts_with("initbox: error:"))
+        .collect();
+    assert_eq!(
+        starts.len(),
+        1,
+        "expected exactly one error message; stderr:\n{}",
+        output.stderr
+    );
+    lines[starts[0]..]
+        .iter()
+        .take_while(|line| !line.trim().is_empty())
+        .copied()
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn check(case: &Bad, output: &Output) {
+    assert_eq!(
+        output.code, case.code,
+        "initbox {:?}: exit code; stderr:\n{}",
+        case.args, output.stderr
+    );
+    let message = error_message(output);
+    assert!(
+        message.contains(&case.culprit),
+        "initbox {:?}: the error does not name {:?}:\n{message}",
+        case.args,
+        case.culprit
+    );
+}
+
+fn check_all(sandbox: &Sandbox, cases: &[Bad]) {
+    for case in cases {
+        check(case, &sandbox.initbox().args(&case.args).run());
+    }
+}
+
+#[test]
+fn usage_errors_exit_2_naming_the_bad_value() {
+    let sandbox = Sandbox::new();
+    check_all(
+        &sandbox,
+        &[
+            // wait-for-tcp
+            bad(2, &["wait-for-tcp"], "<HOST:PORT>"),
+            bad(2, &["wait-for-tcp", ""], "'' is not a valid HOST:PORT"),
+            bad(
+                2,
+                &["wait-for-tcp", "mydb"],
+                "'mydb' is not a valid HOST:PORT: missing :PORT",
+            ),
+            bad(
+                2,
+                &["wait-for-tcp", "mydb:"],
+                "'mydb:' is not a valid HOST:PORT",
+            ),
+            bad(2, &["wait-for-tcp", "mydb:0"], "port 0"),
+            bad(2, &["wait-for-tcp", "mydb:65536"], "'mydb:65536'"),
+            bad(
+                2,
+                &["wait-for-tcp", "::1:80"],
+                "IPv6 addresses need brackets",
+            ),
+            bad(
+                2,
+                &["wait-for-tcp", "[::1]"],
+                "missing :PORT after the IPv6 address",
+            ),
+            bad(
+                2,
+                &["wait-for-tcp", "a:1", "--timeout", "soon"],
+                "invalid duration 'soon'",
+            ),
+            bad(
+                2,
+                &["wait-for-tcp", "a:1", "--timeout=-5s"],
+                "negative duration '-5s'",
+            ),
+            bad(
+                2,
+                &["wait-for-tcp", "a:1", "--timeout", "5x"],
+                "unknown time unit \"x\"",
+            ),
+            bad(
+                2,
+                &["wait-for-tcp", "a:1", "--interval", "0"],
+                "--interval must be greater than 0",
+            ),
+            bad(
+                2,
+                &["wait-for-tcp", "a:1", "--interval", "inf"],
+                "invalid duration 'inf'",
+            ),
+            // wait-for-dns
+            bad(2, &["wait-for-dns", ""], "the name is empty"),
+            bad(
+                2,
+                &["wait-for-dns", "bad..name"],
+                "'bad..name' is not a valid DNS name: empty label",
+            ),
+            bad(
+                2,
+                &["wait-for-dns", "http://mydb"],
+                "'http://mydb' is not a DNS name",
+            ),
+            bad(
+                2,
+                &["wait-for-dns", "mydb", "--type", "AXFR"],
+                "invalid value 'AXFR'",
+            ),
+            bad(
+                2,
+                &["wait-for-dns", "mydb", "--nameserver", "1.2.3.4:99999"],
+                "nameserver '1.2.3.4:99999'",
+            ),
+            // wait-for-http
+            bad(
+                2,
+                &["wait-for-http", "http//x"],
+                "'http//x' is not a valid URL",
+            ),
+            bad(2, &["wait-for-http", ""], "'' is not a valid URL"),
+            bad(
+                2,
+                &["wait-for-http", "ftp://x/"],
+                "unsupported scheme 'ftp'",
+            ),
+            bad(
+                2,
+                &["wait-for-http", "http://x/", "--status", "600"],
+                "'600' is not an HTTP status",
+            ),
+            bad(
+                2,
+                &["wait-for-http", "http://x/", "--status", "200,2yy"],
+                "'2yy' is not an HTTP status",
+            ),
+            bad(
+                2,
+                &["wait-for-http", "http://x/", "--header", "NoColon"],
+                "header 'NoColon'",
+            ),
+            bad(
+                2,
+                &["wait-for-http", "http://x/", "--body-regex", "("],
+                "--body-regex",
+            ),
+            // ping
+            bad(2, &["ping"], "<HOST>"),
+            bad(2, &["ping", ""], "the host is empty"),
+            bad(2, &["ping", "-c", "0", "x"], "--count must be at least 1"),
+            bad(
+                2,
+                &["ping", "--count", "many", "x"],
+                "'many' is not a number",
+            ),
+            bad(2, &["ping", "db:5432"], "ping takes no port"),
+            bad(
+                2,
+                &["ping", "-c", "2", "--invert", "x"],
+                "cannot be combined with --count",
+            ),
+            // register
+            bad(2, &["register", "http//x"], "'http//x' is not a valid URL"),
+            bad(
+                2,
+                &["register", "http://x/", "--form", "novalue"],
+                "form field 'novalue' must look like KEY=VALUE",
+            ),
+            bad(
+                2,
+                &["register", "http://x/", "--json", "{oops"],
+                "--json is not valid JSON",
+            ),
+            bad(
+                2,
+                &["register", "http://x/", "--json", "{}", "--form", "a=b"],
+                "cannot be used with",
+            ),
+            bad(
+                2,
+                &["register", "http://x/", "--expect-status", "2yy"],
+                "not an HTTP status",
+            ),
+            // fetch
+            bad(2, &["fetch", "http://x/"], "--output"),
+            bad(
+                2,
+                &["fetch", "http://x/", "-o", "f", "--sha256", "abc"],
+                "'abc' is not a SHA-256",
+            ),
+            bad(
+                2,
+                &["fetch", "http://x/", "-o", "f", "--mode", "rwx"],
+                "'rwx' is not a file mode",
+            ),
+            bad(
+                2,
+                &["fetch", "http://x/", "-o", "f", "--mode", "999"],
+                "'999' is not a file mode",
+            ),
+            bad(
+                2,
+                &["fetch", "http://x/", "-o", "f", "--max-size", "lots"],
+                "'lots' is not a size",
+            ),
+            bad(
+                2,
+                &["fetch", "ftp://x/", "-o", "f"],
+                "unsupported scheme 'ftp'",
+            ),
+            // git-clone
+            bad(2, &["git-clone", "https://h/r.git"], "<DEST>"),
+            bad(
+                2,
+                &["git-clone", "https://h/r.git", "d", "--depth", "all"],
+                "--depth",
+            ),
+            bad(
+                2,
+                &["git-clone", "https://h/r.git", "d", "--depth", "-1"],
+                "'-1'",
+            ),
+            bad(
+                2,
+                &["git-clone", "https://h/r.git", "d", "--username", "u"],
+                "--username needs --password-file",
+            ),
+            // template
+            bad(2, &["template", "t.j2"], "<DEST>"),
+            bad(
+                2,
+                &["template", "t.j2", "out", "--set", "novalue"],
+                "novalue",
+            ),
+            bad(
+                2,
+                &["template", "t.j2", "out", "--data", "d=x.ini"],
+                ".json, .yaml, .yml or .toml",
+            ),
+            bad(2, &["template", "t.j2", "-", "--check"], "--check"),
+            bad(2, &["template", "/", "-"], "is a directory"),
+            // sleep
+            bad(2, &["sleep"], "<DURATION>"),
+            bad(2, &["sleep", ""], "empty duration"),
+            bad(2, &["sleep", "-5s"], "negative duration '-5s'"),
+            bad(2, &["sleep", "soon"], "invalid duration 'soon'"),
+            bad(2, &["sleep", "NaN"], "invalid duration 'NaN'"),
+            // run and the rest
+            bad(2, &["run"], "--file"),
+            bad(2, &["completions", "tcsh"], "'tcsh'"),
+            bad(2, &["man", "no-such-command"], "no-such-command"),
+            bad(
+                2,
+                &["no-such-command"],
+                "unrecognized subcommand 'no-such-command'",
+            ),
+            bad(2, &["--log-format", "xml", "sleep", "0"], "'xml'"),
+        ],
+    );
+}
+
+#[test]
+fn configuration_errors_exit_78_naming_the_file_or_variable() {
+    let sandbox = Sandbox::new();
+    let template = sandbox.write("t.j2", "{{ d }}\n");
+    let undefined = sandbox.write("undefined.j2", "line one\nport = {{ port }}\n");
+    let syntax = sandbox.write("syntax.j2", "{% if %}\n");
+    sandbox.write("bad.yaml", "a: [1\n");
+    sandbox.write("bad.json", "{\"a\": }");
+    let cycle = sandbox.write(
+        "cycle.yaml",
+        "steps:\n  - name: a\n    sleep: {duration: 0s}\n    needs: [b]\n\
+         \x20 - name: b\n    sleep: {duration: 0s}\n    needs: [a]\n",
+    );
+    let unknown_task = sandbox.write(
+        "unknown.yaml",
+        "steps:\n  - name: a\n    wait-for-kafka: {}\n",
+    );
+    let yaml_syntax = sandbox.write("syntax.yaml", "steps: [\n");
+    let (t, u, s, c, k, y) = (
+        path_str(&template),
+        path_str(&undefined),
+        path_str(&syntax),
+        path_str(&cycle),
+        path_str(&unknown_task),
+        path_str(&yaml_syntax),
+    );
+    let out = path_str(sandbox.dir.path()).to_owned() + "/out.conf";
+    let bad_yaml = format!("d={}", sandbox.path("bad.yaml").display());
+    let bad_json = format!("d={}", sandbox.path("bad.json").display());
+    check_all(
+        &sandbox,
+        &[
+            bad(
+                78,
+                &["template", u, &out],
+                &format!("{u}:2: `port` is undefined"),
+            ),
+            bad(78, &["template", s, &out], &format!("{s}:1:")),
+            bad(
+                78,
+                &["template", "/nonexistent/t.j2", &out],
+                "template /nonexistent/t.j2: no such file or directory",
+            ),
+            bad(
+                78,
+                &["template", t, &out, "--data", "d=/nonexistent/d.json"],
+                "reading --data d=/nonexistent/d.json: no such file or directory",
+            ),
+            bad(
+                78,
+                &["template", t, &out, "--data", &bad_yaml],
+                "invalid YAML",
+            ),
+            bad(
+                78,
+                &["template", t, &out, "--data", &bad_json],
+                "invalid JSON",
+            ),
+            bad(
+                78,
+                &["run", "-f", c],
+                &format!("{c}:2:3: the steps' needs form a cycle: a → b → a"),
+            ),
+            bad(
+                78,
+                &["run", "-f", k],
+                &format!("{k}:3:21: step 'a': unknown task or key 'wait-for-kafka'"),
+            ),
+            bad(78, &["run", "-f", y], &format!("{y}:1:")),
+            bad(
+                78,
+                &["run", "-f", "/nonexistent/p.yaml"],
+                "reading the pipeline /nonexistent/p.yaml: no such file or directory",
+            ),
+            bad(78, &["wait-for-dns", "mydb"], "no nameserver to ask"),
+            bad(
+                78,
+                &[
+                    "wait-for-http",
+                    "https://x/",
+                    "--cacert",
+                    "/nonexistent/ca.pem",
+                ],
+                "reading CA certificate /nonexistent/ca.pem: no such file or directory",
+            ),
+            bad(
+                78,
+                &["register", "http://x/$(NOPE)"],
+                "URL: undefined variable $(NOPE)",
+            ),
+            bad(
+                78,
+                &[
+                    "register",
+                    "http://x/",
+                    "--bearer-token-file",
+                    "/nonexistent/token",
+                ],
+                "reading bearer token file /nonexistent/token",
+            ),
+            bad(
+                78,
+                &[
+                    "register",
+                    "http://x/",
+                    "--data-file",
+                    "/nonexistent/body.json",
+                ],
+                "reading --data-file /nonexistent/body.json",
+            ),
+            bad(
+                78,
+                &[
+                    "git-clone",
+                    "https://h/r.git",
+                    "d",
+                    "--token-file",
+                    "/nonexistent/token",
+                ],
+                "reading token file /nonexistent/token",
+            ),
+        ],
+    );
+    assert!(
+        !Path::new(&out).exists(),
+        "nothing written on a configuration error"
+    );
+    // git-clone over ssh without an ssh program (a scratch image).
+    check(
+        &bad(
+            78,
+            &["git-clone", "git@git.example:team/app.git", "d"],
+            "needs an ssh program",
+        ),
+        &sandbox
+            .initbox()
+            .env("PATH", sandbox.path("empty-bin"))
+            .args(["git-clone", "git@git.example:team/app.git", "d"])
+            .run(),
+    );
+}
+
+#[test]
+fn a_missing_local_repository_fails_at_once() {
+    let sandbox = Sandbox::new();
+    check_all(
+        &sandbox,
+        &[
+            bad(
+                1,
+                &["git-clone", "file:///nonexistent/repo", "d"],
+                "no repository at /nonexistent/repo",
+            ),
+            bad(
+                1,
+                &["git-clone", "/nonexistent/repo", "d"],
+                "no repository at /nonexistent/repo",
+            ),
+        ],
+    );
+}
+
+/// `initbox ARGS` in a private mount namespace where `ro` is a read-only tmpfs and `full` a
+/// one-page tmpfs already filled up, both under the sandbox.
+fn with_small_mounts(sandbox: &Sandbox, args: &[String]) -> Output {
+    let script = format!(
+        "mount -t tmpfs -o size=4k tmpfs {ro} && mount -o remount,ro {ro} && \
+         mount -t tmpfs -o size=4k tmpfs {full} && \
+         {{ head -c 4096 /dev/zero > {full}/filler 2>/dev/null || true; }} && exec \"$@\"",
+        ro = sandbox.path("ro").display(),
+        full = sandbox.path("full").display(),
+    );
+    sandbox
+        .initbox()
+        .args(args)
+        .wrapped_in(&[
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            &script,
+            "sh",
+        ])
+        .run()
+}
+
+#[test]
+fn a_read_only_or_full_destination_fails_at_once_naming_it() {
+    if !need_root("a_read_only_or_full_destination_fails_at_once_naming_it") {
+        return;
+    }
+    let sandbox = Sandbox::new();
+    for dir in ["ro", "full"] {
+        std::fs::create_dir(sandbox.path(dir)).unwrap();
+    }
+    let server = HttpServer::start(vec![reply_bytes(200, vec![b'x'; 64 * 1024])]);
+    let template = sandbox.write("big.j2", &"{{ 'x' }}".repeat(20_000));
+    let pipeline = sandbox.write("p.yaml", "steps:\n  - name: a\n    sleep: {duration: 0s}\n");
+    let repos = tempfile::tempdir().unwrap();
+    let repo = TestRepo::create(repos.path(), "config");
+    // Large enough not to fit one page once checked out.
+    std::fs::write(repo.path.join("big.txt"), vec![b'y'; 64 * 1024]).unwrap();
+    crate::support::git_server::git(&repo.path, &["add", "big.txt"]);
+    crate::support::git_server::git(&repo.path, &["commit", "-q", "-m", "big"]);
+    let (url, t, p, r) = (
+        server.url("/file"),
+        path_str(&template).to_owned(),
+        path_str(&pipeline).to_owned(),
+        repo.file_url(),
+    );
+    for (dir, reason) in [
+        ("ro", "read-only file system"),
+        ("full", "no space left on device"),
+    ] {
+        let dest = |name: &str| format!("{}/{name}", sandbox.path(dir).display());
+        let cases = [
+            bad(
+                1,
+                &["fetch", &url, "-o", &dest("file")],
+                &format!("cannot write {}: {reason}", dest("file")),
+            ),
+            bad(
+                1,
+                &["register", &url, "-o", &dest("answer")],
+                &format!("{}: {reason}", dest("answer")),
+            ),
+            bad(
+                1,
+                &["template", &t, &dest("out")],
+                &format!("cannot write {}: {reason}", dest("out")),
+            ),
+            bad(1, &["git-clone", &r, &dest("repo")], reason),
+            bad(
+                1,
+                &["run", "-f", &p, "--status-file", &dest("status.json")],
+                &format!(
+                    "cannot write the status file {}: {reason}",
+                    dest("status.json")
+                ),
+            ),
+        ];
+        for case in &cases {
+            let output = with_small_mounts(&sandbox, &case.args);
+            check(case, &output);
+            assert!(
+                !output.stderr.contains("not ready"),
+                "{:?} retried a local disk error:\n{}",
+                case.args,
+                output.stderr
+            );
+        }
+    }
+    // The run with an unwritable status file stopped before its first step.
+    let output = with_small_mounts(
+        &sandbox,
+        &[
+            "run",
+            "-f",
+            &p,
+            "--status-file",
+            &format!("{}/s.json", sandbox.path("ro").display()),
+        ]
+        .map(String::from),
+    );
+    assert!(!output.stderr.contains("step a"), "{}", output.stderr);
+    assert_eq!(
+        server.requests().len(),
+        4,
+        "fetch and register asked once per destination"
+    );
+}
+
+#[test]
+fn unreadable_files_are_named() {
+    if !need_root("unreadable_files_are_named") {
+        return;
+    }
+    let sandbox = Sandbox::new();
+    std::fs::set_permissions(sandbox.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let secret = |name: &str, contents: &str| {
+        let path = sandbox.write(name, contents);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o000)).unwrap();
+        path_str(&path).to_owned()
+    };
+    let template = secret("t.j2", "{{ 1 }}\n");
+    let pipeline = secret("p.yaml", "steps: []\n");
+    let token = secret("token", "s3cret\n");
+    let ca = secret("ca.pem", "-----BEGIN CERTIFICATE-----\n");
+    let out = format!("{}/out", sandbox.dir.path().display());
+    // uid 65532 must be able to reach and run the binary.
+    let (_dir, binary) = nonroot_copy();
+    let cases = [
+        bad(
+            78,
+            &["template", &template, &out],
+            &format!("template {template}: permission denied"),
+        ),
+        bad(
+            78,
+            &["run", "-f", &pipeline],
+            &format!("reading the pipeline {pipeline}: permission denied"),
+        ),
+        bad(
+            78,
+            &["register", "http://x/", "--bearer-token-file", &token],
+            &format!("reading bearer token file {token}: permission denied"),
+        ),
+        bad(
+            78,
+            &["wait-for-http", "https://x/", "--cacert", &ca],
+            &format!("reading CA certificate {ca}: permission denied"),
+        ),
+    ];
+    for case in &cases {
+        let output = sandbox
+            .initbox_at(&binary)
+            .args(&case.args)
+            .wrapped_in(&[
+                "setpriv",
+                "--reuid=65532",
+                "--regid=65532",
+                "--clear-groups",
+            ])
+            .run();
+        check(case, &output);
+    }
+}
