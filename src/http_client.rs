@@ -542,17 +542,20 @@ impl RequestArgs {
     }
 }
 
-/// A request with its headers, as every HTTP command sends it.
+/// A request with its headers, as every HTTP command sends it. A header given by the user
+/// replaces one reqwest derives (an `Authorization` from the URL's userinfo), as in curl;
+/// the same header given twice is sent twice.
 pub fn request(
     client: &reqwest::Client,
     method: &Method,
     url: &Url,
     headers: &[Header],
 ) -> reqwest::RequestBuilder {
-    headers.iter().fold(
-        client.request(method.clone(), url.clone()),
-        |request, header| request.header(header.name.clone(), header.value.clone()),
-    )
+    let mut given = reqwest::header::HeaderMap::new();
+    for header in headers {
+        given.append(header.name.clone(), header.value.clone());
+    }
+    client.request(method.clone(), url.clone()).headers(given)
 }
 
 /// Registers the value of a credential header (and the credential after its scheme) as a

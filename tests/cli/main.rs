@@ -18,6 +18,7 @@ mod ping;
 mod register;
 mod resources;
 mod run;
+mod secrets;
 mod signals;
 mod sleep;
 mod system_resolver;
