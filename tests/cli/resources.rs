@@ -1,24 +1,48 @@
-//! Probes must not leak: after hundreds of attempts the process holds as many descriptors
-//! as after the first few.
+//! Resource bounds a long wait must keep: no descriptor growth across 10 000 attempts, peak
+//! memory under 8 MiB while waiting (the shipped static binary), and HTTP bodies read only
+//! up to a cap, however much a server sends.
 
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::support::dns_server::DnsServer;
 use crate::support::http_server::{HttpServer, reply};
-use crate::support::{Running, Sandbox, free_port, need_root, open_fds};
+use crate::support::{
+    Cmd, Running, Sandbox, counting_listener, eventually, free_port, need_root, open_fds, skip,
+};
 
-/// Samples the open descriptors after ~1 s and after ~4 s of fast (50 ms) attempts.
-fn fds_stay_flat(running: Running) {
-    running.wait_for_stderr("is not ready", Duration::from_secs(10));
-    thread::sleep(Duration::from_millis(1000));
+const ATTEMPTS: usize = 10_000;
+/// 10 000 attempts at one per millisecond take 10–30 s on a busy machine.
+const ATTEMPTS_LIMIT: Duration = Duration::from_secs(180);
+
+/// Samples the descriptors after the first 200 attempts and after 10 000, counted by
+/// `attempts` (the server's view), then ends the wait.
+fn fds_stay_flat(running: Running, attempts: impl Fn() -> usize) {
+    assert!(
+        eventually(Duration::from_secs(30), || attempts() >= 200),
+        "the first 200 attempts did not happen; stderr:\n{}",
+        running.stderr_so_far()
+    );
     let early = open_fds(running.pid());
-    thread::sleep(Duration::from_millis(3000));
-    let late = open_fds(running.pid());
     assert!(early > 0, "could not read the descriptors");
-    // About 60 attempts ran in between: a leak of one per attempt would show plainly.
+    assert!(
+        eventually(ATTEMPTS_LIMIT, || attempts() >= ATTEMPTS),
+        "only {} attempts; stderr:\n{}",
+        attempts(),
+        running.stderr_so_far()
+    );
+    let late = open_fds(running.pid());
     // A socket of an attempt in flight at the moment of sampling is allowed.
-    assert!(late <= early + 3, "descriptors grew from {early} to {late}");
+    assert!(
+        late <= early + 3,
+        "descriptors grew from {early} to {late} over {} attempts",
+        attempts()
+    );
     running.signal("TERM");
     running.wait().assert_code(143);
 }
@@ -26,16 +50,16 @@ fn fds_stay_flat(running: Running) {
 #[test]
 fn tcp_probes_do_not_leak_sockets() {
     let sandbox = Sandbox::new();
-    let port = free_port("127.0.0.1");
+    // --invert against an open port: every attempt connects (and the listener counts it).
+    let open = counting_listener("127.0.0.1");
+    let accepted = open.accepted.clone();
     fds_stay_flat(
         sandbox
             .initbox()
-            .args([
-                "wait-for-tcp",
-                &format!("127.0.0.1:{port}"),
-                &format!("localhost:{port}"),
-            ])
+            .args(["-q", "wait-for-tcp", "--invert", "--interval", "1ms"])
+            .arg(format!("127.0.0.1:{}", open.port))
             .spawn(),
+        move || *accepted.lock().unwrap(),
     );
 }
 
@@ -43,31 +67,24 @@ fn tcp_probes_do_not_leak_sockets() {
 fn dns_probes_do_not_leak_sockets() {
     let sandbox = Sandbox::new();
     let dns = DnsServer::start();
-    fds_stay_flat(
-        sandbox
-            .initbox()
-            .args([
-                "wait-for-dns",
-                "missing.test",
-                "--nameserver",
-                &dns.nameserver(),
-            ])
-            .spawn(),
-    );
-    assert!(dns.queries() > 20, "only {} queries", dns.queries());
+    let running = sandbox
+        .initbox()
+        .args(["-q", "wait-for-dns", "missing.test", "--interval", "1ms"])
+        .args(["--nameserver", &dns.nameserver()])
+        .spawn();
+    // Each attempt asks A and AAAA.
+    fds_stay_flat(running, || dns.queries() / 2);
 }
 
 #[test]
 fn http_probes_do_not_leak_sockets() {
     let sandbox = Sandbox::new();
     let server = HttpServer::start(vec![reply(503, "not yet")]);
-    fds_stay_flat(
-        sandbox
-            .initbox()
-            .args(["wait-for-http", &server.url("/")])
-            .spawn(),
-    );
-    assert!(server.requests().len() > 20);
+    let running = sandbox
+        .initbox()
+        .args(["-q", "wait-for-http", &server.url("/"), "--interval", "1ms"])
+        .spawn();
+    fds_stay_flat(running, || server.requests().len());
 }
 
 #[test]
@@ -76,20 +93,197 @@ fn ping_probes_do_not_leak_sockets() {
         return;
     }
     // A namespace with only loopback: every echo fails at once (network unreachable), so
-    // attempts come every 50 ms; the ICMP socket is opened once, not per attempt.
+    // attempts come every millisecond; the ICMP sockets are opened once, not per attempt.
+    // No server sees these attempts: the count is the time they had (1 ms apart at best).
     let sandbox = Sandbox::new();
-    fds_stay_flat(
-        sandbox
-            .initbox()
-            .args(["ping", "192.0.2.1", "2001:db8::1"])
-            .wrapped_in(&[
-                "unshare",
-                "--net",
-                "sh",
-                "-c",
-                "ip link set lo up && exec \"$@\"",
-                "sh",
-            ])
-            .spawn(),
+    let started = Instant::now();
+    let running = sandbox
+        .initbox()
+        .args([
+            "-q",
+            "ping",
+            "192.0.2.1",
+            "2001:db8::1",
+            "--interval",
+            "1ms",
+        ])
+        .wrapped_in(&[
+            "unshare",
+            "--net",
+            "sh",
+            "-c",
+            "ip link set lo up && exec \"$@\"",
+            "sh",
+        ])
+        .spawn();
+    fds_stay_flat(running, move || started.elapsed().as_millis() as usize);
+}
+
+/// The static release binary, as shipped (the debug build's memory is not what users get).
+fn static_binary(test: &str) -> Option<PathBuf> {
+    match std::env::var_os("INITBOX_STATIC_BINARY") {
+        Some(path) => Some(PathBuf::from(path)),
+        None => {
+            skip(
+                test,
+                "needs the static binary (images/build.sh, then INITBOX_STATIC_BINARY)",
+            );
+            None
+        }
+    }
+}
+
+/// Peak resident memory of a running process, from /proc.
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/PID/status")
+}
+
+#[test]
+fn waiting_stays_under_8_mib() {
+    let Some(binary) = static_binary("waiting_stays_under_8_mib") else {
+        return;
+    };
+    let sandbox = Sandbox::new();
+    let closed = free_port("127.0.0.1");
+    let dns = DnsServer::start();
+    let http = HttpServer::start(vec![reply(503, "not yet")]);
+    let endless = endless_server(200);
+    let waits: Vec<(&str, Cmd)> = vec![
+        (
+            "wait-for-tcp",
+            sandbox
+                .initbox_at(&binary)
+                .args(["wait-for-tcp", &format!("127.0.0.1:{closed}")]),
+        ),
+        (
+            "wait-for-dns",
+            sandbox.initbox_at(&binary).args([
+                "wait-for-dns",
+                "missing.test",
+                "--nameserver",
+                &dns.nameserver(),
+            ]),
+        ),
+        (
+            "wait-for-http",
+            sandbox
+                .initbox_at(&binary)
+                .args(["wait-for-http", &http.url("/")]),
+        ),
+        (
+            "wait-for-http, endless body",
+            sandbox.initbox_at(&binary).args([
+                "wait-for-http",
+                &format!("http://127.0.0.1:{}/", endless.port),
+                "--body-regex",
+                "never-there",
+            ]),
+        ),
+    ];
+    for (what, command) in waits {
+        let running = command.args(["--interval", "1ms"]).spawn();
+        thread::sleep(Duration::from_secs(3));
+        let peak = peak_rss_kib(running.pid());
+        running.signal("TERM");
+        running.wait().assert_code(143);
+        assert!(
+            peak <= 8 * 1024,
+            "{what}: peak RSS {peak} KiB while waiting, above 8 MiB"
+        );
+    }
+}
+
+/// A server that answers every request with `status` and a body that never ends (no
+/// Content-Length, 64 KiB writes until the client goes away). Counts the bytes it sent.
+struct EndlessServer {
+    port: u16,
+    sent: Arc<AtomicUsize>,
+}
+
+fn endless_server(status: u16) -> EndlessServer {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let sent = Arc::new(AtomicUsize::new(0));
+    let counter = sent.clone();
+    thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { break };
+            let counter = counter.clone();
+            thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut line = String::new();
+                while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                    line.clear();
+                }
+                let head =
+                    format!("HTTP/1.1 {status} Whatever\r\nContent-Type: text/plain\r\n\r\n");
+                if stream.write_all(head.as_bytes()).is_err() {
+                    return;
+                }
+                let chunk = vec![b'z'; 64 * 1024];
+                while stream.write_all(&chunk).is_ok() {
+                    counter.fetch_add(chunk.len(), Ordering::Relaxed);
+                }
+            });
+        }
+    });
+    EndlessServer { port, sent }
+}
+
+#[test]
+fn http_bodies_are_read_only_up_to_a_cap() {
+    let sandbox = Sandbox::new();
+    // A 200 whose body never ends and never matches: each attempt reads at most 1 MiB,
+    // then gives up on that body, so the wait still ends at --timeout.
+    let endless = endless_server(200);
+    let url = format!("http://127.0.0.1:{}/", endless.port);
+    let output = sandbox
+        .initbox()
+        .args(["wait-for-http", &url, "--body-regex", "never-there"])
+        .args(["--timeout", "3s", "--interval", "500ms"])
+        .run();
+    output
+        .assert_code(124)
+        .assert_stderr_contains("the body does not match");
+    assert!(
+        output.elapsed < Duration::from_secs(30),
+        "{:?}",
+        output.elapsed
     );
+    // A 500 whose body never ends: register and fetch show a short excerpt and retry, and
+    // neither reads the endless error body.
+    let failing = endless_server(500);
+    let url = format!("http://127.0.0.1:{}/", failing.port);
+    for args in [
+        vec!["register", url.as_str(), "--form", "a=b"],
+        vec!["fetch", url.as_str(), "-o", "-"],
+    ] {
+        let before = failing.sent.load(Ordering::Relaxed);
+        let output = sandbox
+            .initbox()
+            .args(&args)
+            .args(["--timeout", "2s", "--interval", "500ms"])
+            .run();
+        output
+            .assert_code(124)
+            .assert_stderr_contains("HTTP 500 Internal Server Error: zzzz");
+        assert!(
+            output.elapsed < Duration::from_secs(30),
+            "{:?}",
+            output.elapsed
+        );
+        assert!(output.stdout.is_empty(), "an error body reached stdout");
+        // What the server managed to push (into socket buffers, mostly) stays far below
+        // what it would have sent to a client reading it all during those seconds.
+        let pushed = failing.sent.load(Ordering::Relaxed) - before;
+        assert!(
+            pushed < 64 * 1024 * 1024,
+            "{args:?}: the server pushed {pushed} bytes"
+        );
+    }
 }
