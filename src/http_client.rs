@@ -330,6 +330,19 @@ pub fn classify(error: &reqwest::Error) -> RequestFailure {
     })
 }
 
+/// [`classify`] for a client built with a transfer timeout (register, fetch): a connection
+/// or a read that timed out is named by the flag that set the limit, as the wait engine
+/// names it for the checks, so a server that accepts and never answers says why it failed.
+pub fn classify_within(error: &reqwest::Error, transfer_timeout: Duration) -> RequestFailure {
+    let lookup_failed = causes(error)
+        .iter()
+        .any(|cause| cause.downcast_ref::<ResolveError>().is_some());
+    if error.is_timeout() && !lookup_failed {
+        return RequestFailure::Retry(crate::wait::no_answer_within(transfer_timeout));
+    }
+    classify(error)
+}
+
 /// Every cause under a reqwest error, innermost last. An io::Error's `source()` skips the
 /// error it wraps, so that one is looked into explicitly (rustls errors hide there).
 fn causes<'a>(error: &'a reqwest::Error) -> Vec<&'a (dyn StdError + 'static)> {

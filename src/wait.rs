@@ -169,10 +169,7 @@ async fn watch<P: Probe>(
             None => probe.attempt().await,
             Some(limit) => match tokio::time::timeout(limit, probe.attempt()).await {
                 Ok(outcome) => outcome,
-                Err(_) => Attempt::NotYet(format!(
-                    "no answer within {} (--attempt-timeout)",
-                    Elapsed(limit)
-                )),
+                Err(_) => Attempt::NotYet(no_answer_within(limit)),
             },
         };
         let outcome = if options.invert {
@@ -258,6 +255,11 @@ async fn watch<P: Probe>(
         };
         tokio::time::sleep_until(next).await;
     }
+}
+
+/// The reason an attempt cut short by `--attempt-timeout` gives, whoever cut it.
+pub fn no_answer_within(limit: Duration) -> String {
+    format!("no answer within {} (--attempt-timeout)", Elapsed(limit))
 }
 
 fn invert(outcome: Attempt) -> Attempt {

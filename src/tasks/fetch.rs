@@ -105,6 +105,8 @@ struct FetchProbe {
     fsync: bool,
     max_size: ByteSize,
     pause: Duration,
+    /// `--attempt-timeout`, which the client applies to connecting and to each read.
+    attempt_timeout: Duration,
 }
 
 impl FetchProbe {
@@ -152,7 +154,9 @@ impl Probe for FetchProbe {
         );
         let mut response = match request.send().await {
             Ok(response) => response,
-            Err(error) => return http_client::classify(&error).into(),
+            Err(error) => {
+                return http_client::classify_within(&error, self.attempt_timeout).into();
+            }
         };
         if !response.status().is_success() {
             return http_client::unexpected_answer(response, &StatusRanges::success(), self.pause)
@@ -185,14 +189,14 @@ impl Probe for FetchProbe {
                     return Attempt::Fatal(Error::Failed(format!(
                         "the download broke off after {} written to stdout: {}",
                         ByteSize(received),
-                        describe_failure(&error)
+                        describe_failure(&error, self.attempt_timeout)
                     )));
                 }
                 Err(error) => {
                     return Attempt::NotYet(format!(
                         "the download broke off after {}: {}",
                         ByteSize(received),
-                        describe_failure(&error)
+                        describe_failure(&error, self.attempt_timeout)
                     ));
                 }
             };
@@ -258,8 +262,8 @@ impl Probe for FetchProbe {
     }
 }
 
-fn describe_failure(error: &reqwest::Error) -> String {
-    match http_client::classify(error) {
+fn describe_failure(error: &reqwest::Error, attempt_timeout: Duration) -> String {
+    match http_client::classify_within(error, attempt_timeout) {
         http_client::RequestFailure::Retry(reason) => reason,
         http_client::RequestFailure::Fatal(error) => error.to_string(),
     }
@@ -319,6 +323,7 @@ pub async fn run(args: FetchArgs) -> Result<()> {
         fsync: args.fsync,
         max_size: args.max_size,
         pause: options.interval,
+        attempt_timeout: args.retry.attempt_timeout.get(),
     };
     wait::wait_for_all("fetch", vec![probe], options)
         .await

@@ -170,6 +170,8 @@ struct RegisterProbe {
     expect: StatusRanges,
     /// The least pause after a "try again later" answer without Retry-After.
     pause: Duration,
+    /// `--attempt-timeout`, which the client applies to connecting and to each read.
+    attempt_timeout: Duration,
     /// The body of the accepted answer, for the caller once the wait is over.
     answer: Arc<Mutex<Option<Vec<u8>>>>,
 }
@@ -187,7 +189,9 @@ impl Probe for RegisterProbe {
         }
         let mut response = match request.send().await {
             Ok(response) => response,
-            Err(error) => return http_client::classify(&error).into(),
+            Err(error) => {
+                return http_client::classify_within(&error, self.attempt_timeout).into();
+            }
         };
         let status = response.status();
         if !self.expect.contains(status.as_u16()) {
@@ -229,7 +233,8 @@ pub async fn run(args: RegisterArgs) -> Result<()> {
             value: HeaderValue::from_static(body.content_type),
         });
     }
-    let resolver = Resolver::new(&args.resolver.settings(args.retry.attempt_timeout.get()));
+    let attempt_timeout = args.retry.attempt_timeout.get();
+    let resolver = Resolver::new(&args.resolver.settings(attempt_timeout));
     let client = http_client::build_client(
         &args.request.tls,
         resolver,
@@ -250,6 +255,7 @@ pub async fn run(args: RegisterArgs) -> Result<()> {
         body: body.map(|b| b.bytes),
         expect: args.expect_status,
         pause: options.interval,
+        attempt_timeout,
         answer: answer.clone(),
     };
     wait::wait_for_all("register", vec![probe], options).await?;

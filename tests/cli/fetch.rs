@@ -187,57 +187,6 @@ fn a_stalled_download_is_retried_from_scratch() {
 }
 
 #[test]
-fn killed_midway_leaves_no_file_and_a_rerun_succeeds() {
-    let sandbox = Sandbox::new();
-    // More than fetch buffers (256 KiB) arrives before the stall, so bytes are on disk.
-    let body = vec![b'z'; 1024 * 1024];
-    let stalling = HttpServer::start(vec![reply_bytes(200, body.clone()).stall_after(600_000)]);
-    let dir = sandbox.path("volume");
-    let dest = dir.join("data.bin");
-    let running = sandbox
-        .initbox()
-        .args(["fetch", &stalling.url("/data.bin"), "-o"])
-        .arg(&dest)
-        .args(["--attempt-timeout", "5m"])
-        .spawn();
-    let temp_holds_data = eventually(Duration::from_secs(30), || {
-        entries(&dir).iter().any(|name| {
-            name.starts_with(".data.bin.initbox-")
-                && std::fs::metadata(dir.join(name))
-                    .map(|m| m.len())
-                    .unwrap_or(0)
-                    > 0
-        })
-    });
-    assert!(
-        temp_holds_data,
-        "the download never started: {:?}",
-        entries(&dir)
-    );
-    running.signal("KILL");
-    let killed = running.wait();
-    assert_ne!(killed.code, 0);
-    assert!(
-        !dest.exists(),
-        "a killed download must leave nothing at the destination"
-    );
-
-    let server = HttpServer::start(vec![reply_bytes(200, body.clone())]);
-    sandbox
-        .initbox()
-        .args(["fetch", &server.url("/data.bin"), "-o"])
-        .arg(&dest)
-        .run()
-        .assert_code(0);
-    assert_eq!(std::fs::read(&dest).unwrap(), body);
-    assert_eq!(
-        entries(&dir),
-        ["data.bin"],
-        "the killed run's temp file is cleaned up"
-    );
-}
-
-#[test]
 fn tls_with_the_ca_from_cacert() {
     let sandbox = Sandbox::new();
     let server = HttpServer::start_tls(vec![reply(200, PAGE)]);

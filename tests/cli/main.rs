@@ -11,6 +11,7 @@ mod dns;
 mod docs;
 mod exec;
 mod exit_codes;
+mod faults;
 mod fetch;
 mod git_clone;
 mod http;

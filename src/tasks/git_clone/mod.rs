@@ -11,6 +11,7 @@ mod transfer;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use crate::cli::{ResolverArgs, RetryArgs, Then};
 use crate::exit::{Error, Result};
@@ -164,12 +165,24 @@ struct CloneProbe {
     repo_id: String,
 }
 
-/// Interrupts the blocking clone when the attempt is abandoned (deadline or signal).
-struct InterruptOnDrop(Arc<AtomicBool>);
+/// How long an abandoned clone may take to stop and remove its staging directory before
+/// initbox goes on (and, after `--timeout` or a signal, exits): well inside "SIGTERM ends
+/// initbox at once", long enough for gix to notice the interrupt between two reads.
+const ABANDON_GRACE: Duration = Duration::from_millis(500);
+
+/// Interrupts the blocking clone when the attempt is abandoned (deadline or signal), and
+/// waits a moment for it to clean up. Without the wait, initbox would exit while the clone
+/// thread still runs, leaving a half-made staging directory in DEST for the next run.
+struct InterruptOnDrop {
+    interrupt: Arc<AtomicBool>,
+    /// Disconnected when the clone thread is done (its sender dropped).
+    finished: std::sync::mpsc::Receiver<()>,
+}
 
 impl Drop for InterruptOnDrop {
     fn drop(&mut self) {
-        self.0.store(true, Ordering::Relaxed);
+        self.interrupt.store(true, Ordering::Relaxed);
+        let _ = self.finished.recv_timeout(ABANDON_GRACE);
     }
 }
 
@@ -192,11 +205,16 @@ impl Probe for CloneProbe {
             }
         }
         let interrupt = Arc::new(AtomicBool::new(false));
-        let _interrupt_when_dropped = InterruptOnDrop(interrupt.clone());
+        let (done, finished) = std::sync::mpsc::channel::<()>();
+        let _interrupt_when_dropped = InterruptOnDrop {
+            interrupt: interrupt.clone(),
+            finished,
+        };
         let destination = self.destination.clone();
         let repo = self.repo_id.clone();
         let step = report::current_step();
         let outcome = tokio::task::spawn_blocking(move || {
+            let _done = done;
             report::on_thread_as(step, || {
                 clone_and_install(&destination, &request, repo, &interrupt)
             })

@@ -15,6 +15,8 @@ use hickory_proto::rr::{Name, RData, Record, RecordType};
 struct Zone {
     records: Vec<Record>,
     servfail: bool,
+    /// Drop every query without a word, as a nameserver that died or is firewalled off.
+    silent: bool,
 }
 
 pub struct DnsServer {
@@ -59,6 +61,8 @@ impl DnsServer {
         if let Some(tcp) = tcp {
             let (zone, queries) = (zone.clone(), queries.clone());
             thread::spawn(move || {
+                // Connections of unanswered queries stay open, as a hung server's would.
+                let mut unanswered = Vec::new();
                 for stream in tcp.incoming() {
                     let Ok(mut stream) = stream else { break };
                     let mut length = [0u8; 2];
@@ -70,9 +74,17 @@ impl DnsServer {
                         continue;
                     }
                     queries.fetch_add(1, Ordering::SeqCst);
-                    if let Some(answer) = respond(&zone, &query) {
-                        let _ = stream.write_all(&(answer.len() as u16).to_be_bytes());
-                        let _ = stream.write_all(&answer);
+                    match respond(&zone, &query) {
+                        Some(answer) => {
+                            let _ = stream.write_all(&(answer.len() as u16).to_be_bytes());
+                            let _ = stream.write_all(&answer);
+                        }
+                        None => {
+                            unanswered.push(stream);
+                            if unanswered.len() > 64 {
+                                unanswered.remove(0);
+                            }
+                        }
                     }
                 }
             });
@@ -118,6 +130,12 @@ impl DnsServer {
         self.zone.lock().unwrap().servfail = on;
     }
 
+    /// Answer nothing at all (UDP or TCP) until switched off: queries are counted and
+    /// dropped.
+    pub fn set_silent(&self, on: bool) {
+        self.zone.lock().unwrap().silent = on;
+    }
+
     pub fn queries(&self) -> usize {
         self.queries.load(Ordering::SeqCst)
     }
@@ -138,6 +156,9 @@ fn respond(zone: &Mutex<Zone>, packet: &[u8]) -> Option<Vec<u8>> {
     response.metadata.authoritative = true;
     response.add_query(query.clone());
     let zone = zone.lock().unwrap();
+    if zone.silent {
+        return None;
+    }
     if zone.servfail {
         response.metadata.response_code = ResponseCode::ServFail;
         return response.to_vec().ok();

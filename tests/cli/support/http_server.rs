@@ -39,6 +39,8 @@ pub struct Reply {
     pub body: Arc<Vec<u8>>,
     /// Send only this much of the body, then hold the connection open without a word.
     pub stall_after: Option<usize>,
+    /// Send the body this many bytes at a time with this pause after each: a slow link.
+    pub pace: Option<(usize, std::time::Duration)>,
 }
 
 pub fn reply(status: u16, body: &str) -> Reply {
@@ -51,6 +53,7 @@ pub fn reply_bytes(status: u16, body: Vec<u8>) -> Reply {
         headers: Vec::new(),
         body: Arc::new(body),
         stall_after: None,
+        pace: None,
     }
 }
 
@@ -62,6 +65,12 @@ impl Reply {
 
     pub fn stall_after(mut self, bytes: usize) -> Self {
         self.stall_after = Some(bytes);
+        self
+    }
+
+    /// Streams the body in `chunk`-byte pieces, `pause` apart.
+    pub fn paced(mut self, chunk: usize, pause: std::time::Duration) -> Self {
+        self.pace = Some((chunk.max(1), pause));
         self
     }
 }
@@ -190,9 +199,16 @@ fn handle(
     }
     head.push_str("\r\n");
     stream.write_all(head.as_bytes())?;
-    match reply.stall_after {
-        None => stream.write_all(&reply.body)?,
-        Some(sent) => {
+    match (reply.stall_after, reply.pace) {
+        (None, None) => stream.write_all(&reply.body)?,
+        (None, Some((chunk, pause))) => {
+            for piece in reply.body.chunks(chunk) {
+                stream.write_all(piece)?;
+                stream.flush()?;
+                thread::sleep(pause);
+            }
+        }
+        (Some(sent), _) => {
             stream.write_all(&reply.body[..sent.min(reply.body.len())])?;
             stream.flush()?;
             thread::sleep(std::time::Duration::from_secs(600));

@@ -286,6 +286,56 @@ impl Output {
     }
 }
 
+/// Sends a signal with kill(2) itself, not a `kill` process: a test can time an exit from
+/// the very moment the signal was sent.
+#[allow(unsafe_code)]
+pub fn kill(pid: u32, signal: libc::c_int) {
+    // SAFETY: kill(2) takes plain integers and touches no memory of ours.
+    let sent = unsafe { libc::kill(pid as libc::pid_t, signal) };
+    assert_eq!(
+        sent,
+        0,
+        "kill({pid}, {signal}): {}",
+        std::io::Error::last_os_error()
+    );
+}
+
+/// The process under `unshare --pid --fork`: its only child, PID 1 of the new namespace.
+pub fn pid_one_of(unshare_pid: u32) -> u32 {
+    let mut found = None;
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            found = children(unshare_pid).first().copied();
+            found.is_some()
+        }),
+        "unshare started no child"
+    );
+    found.unwrap()
+}
+
+/// A tmpfs mounted at a path for the test's lifetime, like a pod's volume: the directory
+/// cannot be renamed or removed, only its contents changed.
+pub struct Mount(PathBuf);
+
+impl Mount {
+    pub fn tmpfs(at: &Path) -> Mount {
+        std::fs::create_dir_all(at).unwrap();
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=64m", "tmpfs"])
+            .arg(at)
+            .status()
+            .unwrap();
+        assert!(status.success(), "mounting a tmpfs");
+        Mount(at.to_owned())
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
 pub fn signal(pid: u32, name: &str) {
     let status = Command::new("kill")
         .args([&format!("-{name}"), &pid.to_string()])

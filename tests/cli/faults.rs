@@ -1,0 +1,1061 @@
+//! Fault injection: the README's promises about atomicity, signals and timeouts, held when
+//! things go wrong, against real processes and servers.
+//!
+//! - `kill -9` at random moments of a clone, a download, a directory render and a pipeline:
+//!   what a reader or a restarted pod finds is the old state or the complete new one (each
+//!   file whole), and the next run always finishes cleanly, with no temp files left.
+//! - SIGTERM to initbox as PID 1 of a pid namespace during every command that waits: exit
+//!   143 within a second.
+//! - Servers that misbehave (a nameserver that goes silent, HTTP that never answers, SYNs
+//!   dropped by nft, a git server that dies mid-pack): a clear message, the documented exit
+//!   code, and no hang past `--timeout`.
+//!
+//! Everything stays on loopback or in namespaces the tests create. Kill moments are random
+//! but seeded: a failing trial names its seed, and `INITBOX_FAULT_SEED=N` replays it.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::support::dns_server::DnsServer;
+use crate::support::git_server::{GitDaemon, git, tree_listing};
+use crate::support::http_server::{HttpServer, reply, reply_bytes, silent_server};
+use crate::support::{
+    Mount, Output, Running, Sandbox, free_port, kill, need_root, path_str, pid_one_of, skip,
+};
+
+/// The seed of the kill moments; set it to replay a failure.
+const SEED_VAR: &str = "INITBOX_FAULT_SEED";
+/// Kills per scenario.
+const TRIALS: u32 = 20;
+/// How far past `--timeout` an exit may come before it counts as a hang: generous, for a
+/// loaded CI machine.
+const HANG_MARGIN: Duration = Duration::from_secs(10);
+
+// ---------------------------------------------------------------------------------------
+// kill -9 at random moments
+// ---------------------------------------------------------------------------------------
+
+/// Kill moments spread over an unkilled run: trial `i` of `n` falls at a random point of the
+/// `i`-th `n`-th of it, so every part of the run is hit and none twice as often.
+struct KillMoments {
+    rng: fastrand::Rng,
+    seed: u64,
+    span: Duration,
+    trials: u32,
+    /// Trials whose kill landed while the work was under way (a temp file, a staging
+    /// directory or a half-done state was left): proof the workload is big enough.
+    mid_work: u32,
+}
+
+impl KillMoments {
+    fn new(test: &str, span: Duration, trials: u32) -> Self {
+        let seed = std::env::var(SEED_VAR)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or_else(|| fastrand::u64(..));
+        eprintln!(
+            "{test}: seed {seed} ({SEED_VAR}={seed} replays it); an unkilled run takes {span:?}"
+        );
+        KillMoments {
+            rng: fastrand::Rng::with_seed(seed),
+            seed,
+            span,
+            trials,
+            mid_work: 0,
+        }
+    }
+
+    fn moment(&mut self, trial: u32) -> Duration {
+        let fraction = (f64::from(trial) + self.rng.f64()) / f64::from(self.trials);
+        self.span.mul_f64(fraction)
+    }
+
+    /// What every assertion message of a trial starts with.
+    fn context(&self, trial: u32, at: Duration) -> String {
+        format!(
+            "seed {} ({SEED_VAR}), trial {trial}, killed {at:?} into a {:?} run",
+            self.seed, self.span
+        )
+    }
+
+    /// At the end: enough kills landed mid-work to mean something.
+    fn assert_enough_mid_work(&self, what: &str) {
+        eprintln!(
+            "{} of {} kills landed while {what} was under way",
+            self.mid_work, self.trials
+        );
+        assert!(
+            self.mid_work >= self.trials / 4,
+            "seed {}: only {} of {} kills landed while {what} was under way; the workload is \
+             too small for this machine",
+            self.seed,
+            self.mid_work,
+            self.trials
+        );
+    }
+}
+
+/// How long the work takes unkilled: the quicker of two runs, so that one slowed down by a
+/// busy machine does not push the kill moments past the end of the work.
+fn unkilled_run(mut run: impl FnMut() -> Duration) -> Duration {
+    run().min(run())
+}
+
+/// Sends SIGKILL `at` after the process started (at once if that has passed) and reaps it.
+fn kill_at(running: Running, at: Duration) -> Output {
+    let when = running.started + at;
+    let now = Instant::now();
+    if when > now {
+        thread::sleep(when - now);
+    }
+    // A process that already exited is a zombie until reaped: kill(2) still succeeds.
+    kill(running.pid(), libc::SIGKILL);
+    running.wait()
+}
+
+/// The names in a directory, sorted (none when it does not exist).
+fn entries(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// `.NAME.initbox-XXXXXXXX.tmp`, the temp file of an atomic write of NAME.
+fn is_temp_file(name: &str) -> bool {
+    name.starts_with('.')
+        && name
+            .rsplit_once(".initbox-")
+            .and_then(|(_, rest)| rest.strip_suffix(".tmp"))
+            .is_some_and(|random| random.len() == 8)
+}
+
+/// Every path under `dir`, relative, directories with a trailing `/`, sorted.
+fn tree(dir: &Path) -> Vec<String> {
+    fn walk(root: &Path, dir: &Path, names: &mut Vec<String>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let relative = path.strip_prefix(root).unwrap().display().to_string();
+            if path.is_dir() && !path.is_symlink() {
+                names.push(format!("{relative}/"));
+                walk(root, &path, names);
+            } else {
+                names.push(relative);
+            }
+        }
+    }
+    let mut names = Vec::new();
+    if dir.exists() {
+        walk(dir, dir, &mut names);
+    }
+    names.sort();
+    names
+}
+
+fn empty_dir(dir: &Path) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() && !path.is_symlink() {
+            std::fs::remove_dir_all(&path).unwrap();
+        } else {
+            std::fs::remove_file(&path).unwrap();
+        }
+    }
+}
+
+/// `cp -a FROM/. TO/`: a pristine earlier state, put back in a moment.
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg(from.join("."))
+        .arg(to)
+        .status()
+        .expect("running cp");
+    assert!(
+        status.success(),
+        "cp -a {} {}",
+        from.display(),
+        to.display()
+    );
+}
+
+/// Incompressible text: what a repository or a download holds, not runs of one byte.
+fn noise(rng: &mut fastrand::Rng, lines: usize) -> String {
+    (0..lines)
+        .map(|_| format!("{:016x} {:016x}\n", rng.u64(..), rng.u64(..)))
+        .collect()
+}
+
+/// A repository with a few hundred files at two tags: `old` (the first commit) and `new`
+/// (every file changed), on branch main.
+struct BigRepo {
+    old: String,
+    new: String,
+}
+
+fn big_repo(base: &Path, name: &str) -> BigRepo {
+    let path = base.join(name);
+    std::fs::create_dir_all(&path).unwrap();
+    git(&path, &["init", "-q", "-b", "main"]);
+    let mut rng = fastrand::Rng::with_seed(7);
+    let mut commits = Vec::new();
+    for (round, tag) in ["old", "new"].into_iter().enumerate() {
+        for dir in 0..6 {
+            let dir_path = path.join(format!("dir{dir}"));
+            std::fs::create_dir_all(&dir_path).unwrap();
+            for file in 0..40 {
+                let text = format!("{tag} {dir} {file}\n{}", noise(&mut rng, 100));
+                std::fs::write(dir_path.join(format!("file{file}.txt")), text).unwrap();
+            }
+        }
+        git(&path, &["add", "-A"]);
+        git(&path, &["commit", "-q", "-m", &format!("round {round}")]);
+        git(&path, &["tag", tag]);
+        commits.push(git(&path, &["rev-parse", "HEAD"]));
+    }
+    BigRepo {
+        new: commits.pop().unwrap(),
+        old: commits.pop().unwrap(),
+    }
+}
+
+/// The marker a complete checkout made by initbox carries: its commit.
+fn marked_commit(checkout: &Path) -> Option<String> {
+    let text = std::fs::read(checkout.join(".git/initbox-checkout.json")).ok()?;
+    let marker: serde_json::Value = serde_json::from_slice(&text).ok()?;
+    marker["commit"].as_str().map(str::to_owned)
+}
+
+/// A checkout git itself calls clean, at `commit`.
+fn assert_clean_checkout(dir: &Path, commit: &str, context: &str) {
+    assert_eq!(git(dir, &["rev-parse", "HEAD"]), commit, "{context}");
+    assert_eq!(
+        git(dir, &["status", "--porcelain", "--untracked-files=all"]),
+        "",
+        "{context}: git status must be clean"
+    );
+}
+
+/// DEST's entries as a user sees them: without the hidden staging directory of a clone.
+fn visible_entries(dir: &Path) -> Vec<String> {
+    entries(dir)
+        .into_iter()
+        .filter(|n| n != ".initbox-clone")
+        .collect()
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum CloneStart {
+    /// DEST does not exist: the clone is staged beside it and renamed into place.
+    Missing,
+    /// DEST is an empty volume (a tmpfs mount, which cannot be renamed).
+    EmptyVolume,
+    /// DEST is a volume holding a complete checkout of another ref.
+    OtherRef,
+}
+
+#[test]
+fn sigkill_during_git_clone_leaves_dest_as_before_or_complete() {
+    let test = "sigkill_during_git_clone_leaves_dest_as_before_or_complete";
+    if !need_root(test) {
+        return;
+    }
+    let sandbox = Sandbox::new();
+    let base = sandbox.path("srv");
+    let repo = big_repo(&base, "big");
+    let daemon = GitDaemon::start(&base);
+    let url = daemon.url("big");
+    let clone = |dest: &Path, reference: &str| {
+        sandbox
+            .initbox()
+            .args(["git-clone", &url, "--ref", reference])
+            .arg(dest)
+    };
+    // A pristine checkout of the other ref, copied into the volume when a trial needs it
+    // (much quicker than cloning it each time).
+    let pristine_old = sandbox.path("pristine-old");
+    clone(&pristine_old, "old").run().assert_code(0);
+    let volume = sandbox.path("volume");
+    let _mount = Mount::tmpfs(&volume);
+    let missing = sandbox.path("parent/checkout");
+    let sibling_staging = sandbox.path("parent/.checkout.initbox-clone");
+    let took = unkilled_run(|| {
+        copy_tree(&pristine_old, &volume);
+        let elapsed = clone(&volume, "new").run().assert_code(0).elapsed;
+        empty_dir(&volume);
+        elapsed
+    });
+
+    // TRIALS each into an empty volume and over the other ref; half as many into a missing
+    // DEST, whose install is a single rename.
+    let starts = [
+        CloneStart::EmptyVolume,
+        CloneStart::OtherRef,
+        CloneStart::EmptyVolume,
+        CloneStart::OtherRef,
+        CloneStart::Missing,
+    ];
+    let trials = TRIALS / 2 * starts.len() as u32;
+    let mut moments = KillMoments::new(test, took, trials);
+    let mut installs_cut_short = 0;
+    for trial in 0..trials {
+        let start = starts[trial as usize % starts.len()];
+        let dest = if start == CloneStart::Missing {
+            &missing
+        } else {
+            &volume
+        };
+        if start == CloneStart::OtherRef {
+            copy_tree(&pristine_old, &volume);
+        }
+        let before = visible_entries(dest);
+        let before_commit = marked_commit(dest);
+        let at = moments.moment(trial);
+        let context = format!("{} ({start:?})", moments.context(trial, at));
+        kill_at(clone(dest, "new").spawn(), at);
+
+        let inner_staging = dest.join(".initbox-clone");
+        if inner_staging.exists() || sibling_staging.exists() {
+            moments.mid_work += 1;
+        }
+        // A staged clone marked complete is being installed: the next run finishes it
+        // before anything else, so DEST may be anywhere between the two checkouts.
+        let installing = marked_commit(&inner_staging).is_some();
+        if installing {
+            installs_cut_short += 1;
+            // Old entries going, new ones coming in, `.git` last: never a checkout of the
+            // new ref before it is whole.
+            let marked = marked_commit(dest);
+            assert!(
+                marked.is_none() || marked == before_commit,
+                "{context}: a half-installed DEST looks complete"
+            );
+        } else {
+            match marked_commit(dest) {
+                Some(commit) if commit == repo.new => {
+                    assert_clean_checkout(dest, &repo.new, &context);
+                }
+                Some(commit) => {
+                    assert_eq!(Some(&commit), before_commit.as_ref(), "{context}");
+                    assert_clean_checkout(dest, &commit, &context);
+                    assert_eq!(visible_entries(dest), before, "{context}");
+                }
+                None => assert_eq!(
+                    visible_entries(dest),
+                    before,
+                    "{context}: DEST changed without becoming a complete checkout"
+                ),
+            }
+        }
+
+        // The pod's restart always ends with a complete, clean checkout.
+        let rerun = clone(dest, "new").run();
+        rerun.assert_code(0);
+        if installing {
+            rerun.assert_stderr_contains("finished installing the checkout a stopped run left");
+        }
+        assert_clean_checkout(dest, &repo.new, &context);
+        assert!(!inner_staging.exists(), "{context}: staging left in DEST");
+        assert!(
+            !sibling_staging.exists(),
+            "{context}: staging left beside DEST"
+        );
+        if start == CloneStart::Missing {
+            assert_eq!(entries(&sandbox.path("parent")), ["checkout"], "{context}");
+            std::fs::remove_dir_all(dest).unwrap();
+        } else {
+            empty_dir(&volume);
+        }
+    }
+    eprintln!("{installs_cut_short} kills landed while a complete clone was being installed");
+    moments.assert_enough_mid_work("a clone");
+}
+
+#[test]
+fn sigkill_during_fetch_leaves_the_old_file_or_the_new_one() {
+    let test = "sigkill_during_fetch_leaves_the_old_file_or_the_new_one";
+    let sandbox = Sandbox::new();
+    let body = noise(&mut fastrand::Rng::with_seed(11), 64 * 1024).into_bytes();
+    // 2 MiB in 64 KiB pieces 10 ms apart: a third of a second, most of it mid-download.
+    let server = HttpServer::start(vec![
+        reply_bytes(200, body.clone()).paced(64 * 1024, Duration::from_millis(10)),
+    ]);
+    let dir = sandbox.path("volume");
+    let dest = dir.join("data.bin");
+    let old = b"the previous download\n";
+    let fetch = || {
+        sandbox
+            .initbox()
+            .args(["fetch", &server.url("/data.bin"), "-o"])
+            .arg(&dest)
+    };
+    let took = unkilled_run(|| fetch().run().assert_code(0).elapsed);
+    let mut moments = KillMoments::new(test, took, TRIALS);
+    for trial in 0..TRIALS {
+        let had_old = trial % 2 == 0;
+        if had_old {
+            std::fs::write(&dest, old).unwrap();
+        } else {
+            std::fs::remove_file(&dest).unwrap();
+        }
+        let at = moments.moment(trial);
+        let context = moments.context(trial, at);
+        kill_at(fetch().spawn(), at);
+
+        match std::fs::read(&dest) {
+            Ok(bytes) => assert!(
+                bytes == body || (had_old && bytes == old),
+                "{context}: {} holds {} bytes, neither the old file nor the download",
+                dest.display(),
+                bytes.len()
+            ),
+            Err(error) => assert!(
+                !had_old && error.kind() == std::io::ErrorKind::NotFound,
+                "{context}: {error}"
+            ),
+        }
+        let names = entries(&dir);
+        assert!(
+            names.iter().all(|n| n == "data.bin" || is_temp_file(n)),
+            "{context}: {names:?}"
+        );
+        if names.iter().any(|n| is_temp_file(n)) {
+            moments.mid_work += 1;
+        }
+
+        fetch().run().assert_code(0);
+        assert!(std::fs::read(&dest).unwrap() == body, "{context}");
+        assert_eq!(
+            entries(&dir),
+            ["data.bin"],
+            "{context}: the killed run's temp file is removed"
+        );
+    }
+    moments.assert_enough_mid_work("a download");
+}
+
+/// The templates of the directory tests: three directories of rendered files, a few KiB
+/// each, so that writing them all (each flushed to disk) takes a while.
+fn template_tree(src: &Path) {
+    for dir in ["conf", "conf/nested", "scripts"] {
+        std::fs::create_dir_all(src.join(dir)).unwrap();
+        for file in 0..40 {
+            let text = format!(
+                "# {dir}/{file}\nrelease = {{{{ release }}}}\n\
+                 {{% for i in range(60) %}}line {{{{ i }}}} of {{{{ release }}}} in {dir}/{file}\n{{% endfor %}}"
+            );
+            std::fs::write(src.join(dir).join(format!("file{file}.conf.j2")), text).unwrap();
+        }
+    }
+}
+
+#[test]
+fn sigkill_during_a_directory_render_leaves_each_file_old_or_new() {
+    let test = "sigkill_during_a_directory_render_leaves_each_file_old_or_new";
+    let sandbox = Sandbox::new();
+    let src = sandbox.path("templates");
+    template_tree(&src);
+    let render = |dest: &Path, release: &str| {
+        sandbox
+            .initbox()
+            .arg("template")
+            .arg(&src)
+            .arg(dest)
+            .args(["--set", &format!("release={release}")])
+    };
+    // What DEST holds before (release 1) and after (release 2), rendered unkilled.
+    let old = sandbox.path("pristine-old");
+    let new = sandbox.path("pristine-new");
+    render(&old, "1").run().assert_code(0);
+    render(&new, "2").run().assert_code(0);
+    let new_tree = tree(&new);
+    let dest = sandbox.path("dest");
+    let took = unkilled_run(|| {
+        copy_tree(&old, &dest);
+        render(&dest, "2").run().assert_code(0).elapsed
+    });
+
+    let mut moments = KillMoments::new(test, took, TRIALS);
+    for trial in 0..TRIALS {
+        // Even trials render over the previous release, odd ones into an empty DEST.
+        let had_old = trial % 2 == 0;
+        std::fs::remove_dir_all(&dest).unwrap();
+        if had_old {
+            copy_tree(&old, &dest);
+        }
+        let at = moments.moment(trial);
+        let context = moments.context(trial, at);
+        kill_at(render(&dest, "2").spawn(), at);
+
+        // README: "a reader or a restarted pod sees the old file or the new one" — some
+        // files may be new and others old, each of them whole.
+        let (mut olds, mut news, mut temps) = (0, 0, 0);
+        for name in tree(&dest) {
+            let file_name = name.rsplit('/').next().unwrap();
+            if is_temp_file(file_name) {
+                temps += 1;
+                continue;
+            }
+            assert!(
+                new_tree.contains(&name),
+                "{context}: {name} is not a file of the render"
+            );
+            if name.ends_with('/') {
+                continue;
+            }
+            let bytes = std::fs::read(dest.join(&name)).unwrap();
+            if bytes == std::fs::read(new.join(&name)).unwrap() {
+                news += 1;
+            } else if had_old && bytes == std::fs::read(old.join(&name)).unwrap() {
+                olds += 1;
+            } else {
+                panic!("{context}: {name} is neither the old file nor the new one, whole");
+            }
+        }
+        let files = new_tree.iter().filter(|n| !n.ends_with('/')).count();
+        if had_old {
+            assert_eq!(olds + news, files, "{context}: a file went missing");
+        }
+        if temps > 0 || (news > 0 && news < files) {
+            moments.mid_work += 1;
+        }
+
+        let rerun = render(&dest, "2").run();
+        rerun.assert_code(0);
+        assert_eq!(
+            tree(&dest),
+            new_tree,
+            "{context}: the re-run leaves exactly the rendered files"
+        );
+        for name in new_tree.iter().filter(|n| !n.ends_with('/')) {
+            assert!(
+                std::fs::read(dest.join(name)).unwrap() == std::fs::read(new.join(name)).unwrap(),
+                "{context}: {name}"
+            );
+        }
+    }
+    moments.assert_enough_mid_work("a directory render");
+}
+
+#[test]
+fn sigkill_during_a_pipeline_leaves_a_valid_status_file() {
+    let test = "sigkill_during_a_pipeline_leaves_a_valid_status_file";
+    let sandbox = Sandbox::new();
+    // Eight short steps: two status transitions each, the file rewritten every time.
+    let steps: String = (0..8)
+        .map(|i| format!("  - name: step{i}\n    sleep: {{duration: 40ms}}\n"))
+        .collect();
+    let pipeline = sandbox.write("pipeline.yaml", &format!("steps:\n{steps}"));
+    let dir = sandbox.path("status");
+    let status_file = dir.join("status.json");
+    let run = || {
+        sandbox
+            .initbox()
+            .args(["run", "-f"])
+            .arg(&pipeline)
+            .arg("--status-file")
+            .arg(&status_file)
+    };
+    let read_status = |context: &str| -> Option<serde_json::Value> {
+        let text = match std::fs::read_to_string(&status_file) {
+            Ok(text) => text,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return None,
+            Err(error) => panic!("{context}: {error}"),
+        };
+        let status: serde_json::Value = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{context}: the status file is not JSON ({e}):\n{text}"));
+        let steps = status["initContainerStatuses"].as_array();
+        assert_eq!(steps.map(Vec::len), Some(8), "{context}: {status}");
+        assert!(
+            ["Pending", "Running", "Succeeded", "Failed"]
+                .contains(&status["phase"].as_str().unwrap_or("")),
+            "{context}: {status}"
+        );
+        Some(status)
+    };
+    let took = unkilled_run(|| run().run().assert_code(0).elapsed);
+    let mut moments = KillMoments::new(test, took, TRIALS);
+    for trial in 0..TRIALS {
+        // Odd trials start without a status file, even ones with the last run's.
+        if trial % 2 == 1 {
+            std::fs::remove_file(&status_file).unwrap();
+        }
+        let at = moments.moment(trial);
+        let context = moments.context(trial, at);
+        kill_at(run().spawn(), at);
+
+        let names = entries(&dir);
+        assert!(
+            names.iter().all(|n| n == "status.json" || is_temp_file(n)),
+            "{context}: {names:?}"
+        );
+        let status = read_status(&context);
+        let unfinished = status.as_ref().is_some_and(|s| s["phase"] != "Succeeded");
+        if unfinished || names.iter().any(|n| is_temp_file(n)) {
+            moments.mid_work += 1;
+        }
+
+        run().run().assert_code(0);
+        let status = read_status(&context).expect("a status file after the re-run");
+        assert_eq!(status["phase"], "Succeeded", "{context}");
+        assert_eq!(status["status"], "Completed", "{context}");
+        assert_eq!(entries(&dir), ["status.json"], "{context}");
+    }
+    moments.assert_enough_mid_work("a pipeline");
+}
+
+// ---------------------------------------------------------------------------------------
+// SIGTERM to PID 1
+// ---------------------------------------------------------------------------------------
+
+/// What kubelet waits for before it sends SIGKILL is 30 s; initbox promises "at once".
+const SIGTERM_TO_EXIT: Duration = Duration::from_secs(1);
+
+/// One waiting command, run as PID 1 of a new pid namespace.
+struct WaitingCommand {
+    name: &'static str,
+    args: Vec<String>,
+    /// The stderr line that shows it is waiting (or retrying) rather than starting up.
+    waiting: &'static str,
+    /// Also in a new network namespace whose loopback ignores pings.
+    no_echo_replies: bool,
+}
+
+fn waiting(name: &'static str, args: &[&str], waiting: &'static str) -> WaitingCommand {
+    WaitingCommand {
+        name,
+        args: args.iter().map(|a| (*a).to_owned()).collect(),
+        waiting,
+        no_echo_replies: false,
+    }
+}
+
+#[test]
+fn sigterm_to_pid_1_ends_every_waiting_command_within_a_second() {
+    let test = "sigterm_to_pid_1_ends_every_waiting_command_within_a_second";
+    if !need_root(test) {
+        return;
+    }
+    let sandbox = Sandbox::new();
+    let dns = DnsServer::start();
+    let unavailable = HttpServer::start(vec![reply(503, "not yet")]);
+    let refused = format!("127.0.0.1:{}", free_port("127.0.0.1"));
+    let pipeline = sandbox.write(
+        "pipeline.yaml",
+        &format!(
+            "steps:\n  - name: first\n    sleep: {{duration: 0}}\n  - name: db\n    \
+             wait-for-tcp: {{targets: [\"{refused}\"]}}\n"
+        ),
+    );
+    let refused_url = format!("http://{refused}/data");
+    let refused_git = format!("git://{refused}/app");
+    let fetched = sandbox.path("fetched/data");
+    let cloned = sandbox.path("cloned");
+    let commands = vec![
+        waiting(
+            "wait-for-dns",
+            &[
+                "wait-for-dns",
+                "missing.test",
+                "--nameserver",
+                &dns.nameserver(),
+            ],
+            "NXDOMAIN",
+        ),
+        waiting("wait-for-tcp", &["wait-for-tcp", &refused], "is not ready"),
+        waiting(
+            "wait-for-http",
+            &["wait-for-http", &unavailable.url("/healthz")],
+            "is not ready",
+        ),
+        WaitingCommand {
+            no_echo_replies: true,
+            ..waiting(
+                "ping",
+                &["ping", "127.0.0.1", "--attempt-timeout", "200ms"],
+                "is not ready",
+            )
+        },
+        waiting("sleep", &["sleep", "5m"], "sleeping for 5m"),
+        waiting(
+            "register",
+            &["register", &unavailable.url("/register")],
+            "HTTP 503",
+        ),
+        waiting(
+            "fetch",
+            &["fetch", &refused_url, "-o", path_str(&fetched)],
+            "connection refused",
+        ),
+        waiting(
+            "git-clone",
+            &["git-clone", &refused_git, path_str(&cloned)],
+            "is not ready",
+        ),
+        waiting("run", &["run", "-f", path_str(&pipeline)], "is not ready"),
+    ];
+    for command in commands {
+        let name = command.name;
+        let mut wrapper = vec!["unshare"];
+        if command.no_echo_replies {
+            wrapper.push("--net");
+        }
+        wrapper.extend(["--pid", "--fork", "--kill-child"]);
+        let script = "ip link set lo up && echo 1 > /proc/sys/net/ipv4/icmp_echo_ignore_all \
+                      && exec \"$0\" \"$@\"";
+        if command.no_echo_replies {
+            wrapper.extend(["sh", "-c", script]);
+        }
+        let running = sandbox
+            .initbox()
+            .args(&command.args)
+            .wrapped_in(&wrapper)
+            .spawn();
+        let init = pid_one_of(running.pid());
+        running.wait_for_stderr(command.waiting, Duration::from_secs(30));
+        let status = std::fs::read_to_string(format!("/proc/{init}/status")).unwrap();
+        assert!(
+            status
+                .lines()
+                .any(|l| l.starts_with("NSpid:") && l.ends_with("\t1")),
+            "{name}: not PID 1 in its namespace:\n{status}"
+        );
+        assert!(
+            std::fs::read_link(format!("/proc/{init}/exe"))
+                .is_ok_and(|exe| exe.ends_with("initbox")),
+            "{name}: PID 1 is not initbox"
+        );
+        let sent = Instant::now();
+        kill(init, libc::SIGTERM);
+        let output = running.wait();
+        let took = sent.elapsed();
+        eprintln!("{name}: exit {} {took:?} after SIGTERM", output.code);
+        output
+            .assert_code(143)
+            .assert_stderr_contains("interrupted by SIGTERM");
+        assert!(
+            took < SIGTERM_TO_EXIT,
+            "{name}: exited {took:?} after SIGTERM; stderr:\n{}",
+            output.stderr
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Servers that misbehave
+// ---------------------------------------------------------------------------------------
+
+/// Exit 124 with the timeout's message, and no later than `timeout` plus a margin.
+#[track_caller]
+fn assert_gave_up(output: &Output, timeout: &str, limit: Duration) {
+    output
+        .assert_code(124)
+        .assert_stderr_contains(&format!("timed out after {timeout} waiting for"));
+    assert!(
+        output.elapsed < limit + HANG_MARGIN,
+        "still running {:?} after a --timeout of {timeout}:\n{}",
+        output.elapsed,
+        output.stderr
+    );
+}
+
+#[test]
+fn a_nameserver_that_stops_answering_mid_wait() {
+    let sandbox = Sandbox::new();
+    let dns = DnsServer::start();
+    let running = sandbox
+        .initbox()
+        .args(["wait-for-dns", "db.test", "--nameserver", &dns.nameserver()])
+        .args(["--timeout", "4s", "--attempt-timeout", "500ms"])
+        .spawn();
+    running.wait_for_stderr("NXDOMAIN", Duration::from_secs(20));
+    dns.set_silent(true);
+    let asked = dns.queries();
+    let output = running.wait();
+    assert_gave_up(&output, "4s", Duration::from_secs(4));
+    output.assert_stderr_contains("no answer");
+    assert!(dns.queries() > asked, "initbox stopped asking");
+}
+
+#[test]
+fn http_that_accepts_and_never_answers_hits_the_attempt_timeout() {
+    let sandbox = Sandbox::new();
+    let (port, _server) = silent_server();
+    let url = format!("http://127.0.0.1:{port}/");
+    let output_file = sandbox.path("out/data");
+    for command in [
+        vec!["wait-for-http", &url],
+        vec!["register", &url],
+        vec!["fetch", &url, "-o", path_str(&output_file)],
+    ] {
+        let output = sandbox
+            .initbox()
+            .args(&command)
+            .args(["--timeout", "3s", "--attempt-timeout", "500ms"])
+            .run();
+        assert_gave_up(&output, "3s", Duration::from_secs(3));
+        output.assert_stderr_contains("no answer within 500ms (--attempt-timeout)");
+    }
+    assert!(
+        !output_file.exists() && entries(output_file.parent().unwrap()).is_empty(),
+        "fetch left {:?}",
+        entries(output_file.parent().unwrap())
+    );
+}
+
+/// A network namespace made for one test, removed when dropped.
+struct NetNs(String);
+
+impl NetNs {
+    fn new(purpose: &str) -> NetNs {
+        let name = format!("initbox-{purpose}-{}", std::process::id());
+        // A namespace of an earlier run of this process id that was not cleaned up.
+        let _ = Command::new("ip").args(["netns", "del", &name]).output();
+        let ns = NetNs(name);
+        ns.run(&["ip", "netns", "add", &ns.0]);
+        ns.exec(&["ip", "link", "set", "lo", "up"]);
+        ns
+    }
+
+    fn run(&self, command: &[&str]) {
+        let output = Command::new(command[0])
+            .args(&command[1..])
+            .output()
+            .expect("running a command");
+        assert!(
+            output.status.success(),
+            "{command:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    /// Runs a command inside the namespace.
+    fn exec(&self, command: &[&str]) {
+        let mut full = vec!["ip", "netns", "exec", &self.0];
+        full.extend(command);
+        self.run(&full);
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
+    }
+}
+
+#[test]
+fn a_tcp_target_that_drops_syns_hits_the_connect_timeout() {
+    let test = "a_tcp_target_that_drops_syns_hits_the_connect_timeout";
+    if !need_root(test) {
+        return;
+    }
+    if Command::new("nft").arg("--version").output().is_err() {
+        skip(test, "nft is not installed");
+        return;
+    }
+    let sandbox = Sandbox::new();
+    let ns = NetNs::new("syn-drop");
+    let wait = |timeout: &str| {
+        sandbox
+            .initbox()
+            .args(["wait-for-tcp", "127.0.0.1:5432", "--timeout", timeout])
+            .args(["--attempt-timeout", "500ms"])
+            .wrapped_in(&["ip", "netns", "exec", &ns.0])
+            .run()
+    };
+    // Nothing listens: refused at once, as a closed port is.
+    let refused = wait("1s");
+    assert_gave_up(&refused, "1s", Duration::from_secs(1));
+    refused.assert_stderr_contains("connection refused");
+    // Now every SYN to the port vanishes: only the attempt timeout ends each connect.
+    ns.exec(&[
+        "nft",
+        "add table inet faults; \
+         add chain inet faults input { type filter hook input priority 0; policy accept; }; \
+         add rule inet faults input tcp dport 5432 drop",
+    ]);
+    let dropped = wait("3s");
+    assert_gave_up(&dropped, "3s", Duration::from_secs(3));
+    dropped.assert_stderr_contains("no answer within 500ms (--attempt-timeout)");
+}
+
+/// Two `tree_listing`s are equal; if not, says which entries differ (names and the start of
+/// their contents only: a listing holds whole files).
+#[track_caller]
+fn assert_same_listing(before: &[String], after: &[String], what: &str) {
+    if before == after {
+        return;
+    }
+    let short = |line: &&String| line.chars().take(100).collect::<String>();
+    let gone: Vec<String> = before
+        .iter()
+        .filter(|l| !after.contains(l))
+        .map(|l| short(&l))
+        .take(8)
+        .collect();
+    let added: Vec<String> = after
+        .iter()
+        .filter(|l| !before.contains(l))
+        .map(|l| short(&l))
+        .take(8)
+        .collect();
+    panic!("{what} changed:\n  gone: {gone:#?}\n  new: {added:#?}");
+}
+
+/// A TCP proxy in front of a server that, for the next `cuts` connections, forwards only
+/// the first `limit` bytes of the server's answer and then closes both sides: a server that
+/// dies mid-transfer.
+struct CuttingProxy {
+    port: u16,
+    cuts: Arc<AtomicUsize>,
+    connections: Arc<AtomicUsize>,
+}
+
+impl CuttingProxy {
+    fn start(upstream: u16, limit: usize) -> CuttingProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let cuts = Arc::new(AtomicUsize::new(0));
+        let connections = Arc::new(AtomicUsize::new(0));
+        let (cuts_left, count) = (cuts.clone(), connections.clone());
+        thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { break };
+                count.fetch_add(1, Ordering::SeqCst);
+                let cut = cuts_left
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                    .is_ok();
+                let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
+                    continue;
+                };
+                thread::spawn(move || relay(client, server, cut.then_some(limit)));
+            }
+        });
+        CuttingProxy {
+            port,
+            cuts,
+            connections,
+        }
+    }
+
+    /// Cut the next `n` connections (`usize::MAX`: all of them).
+    fn cut_next(&self, n: usize) {
+        self.cuts.store(n, Ordering::SeqCst);
+    }
+
+    fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+}
+
+fn relay(client: TcpStream, server: TcpStream, limit: Option<usize>) {
+    let (mut client_in, mut server_out) =
+        (client.try_clone().unwrap(), server.try_clone().unwrap());
+    thread::spawn(move || {
+        let _ = std::io::copy(&mut client_in, &mut server_out);
+        let _ = server_out.shutdown(Shutdown::Write);
+    });
+    let (mut from, mut to) = (server, client);
+    let mut forwarded = 0;
+    let mut buffer = [0u8; 16 * 1024];
+    loop {
+        let wanted = match limit {
+            Some(limit) if forwarded >= limit => break,
+            Some(limit) => buffer.len().min(limit - forwarded),
+            None => buffer.len(),
+        };
+        match from.read(&mut buffer[..wanted]) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if to.write_all(&buffer[..n]).is_err() {
+                    break;
+                }
+                forwarded += n;
+            }
+        }
+    }
+    let _ = to.shutdown(Shutdown::Both);
+    let _ = from.shutdown(Shutdown::Both);
+}
+
+#[test]
+fn a_git_server_that_dies_mid_pack() {
+    let sandbox = Sandbox::new();
+    let base = sandbox.path("srv");
+    let repo = big_repo(&base, "big");
+    let daemon = GitDaemon::start(&base);
+    // The refs and the start of the pack get through; the pack (hundreds of KiB) never
+    // does.
+    let proxy = CuttingProxy::start(daemon.port, 48 * 1024);
+    let url = format!("git://127.0.0.1:{}/big", proxy.port);
+    let dest = sandbox.path("checkout");
+    let clone = |reference: &str, timeout: &str| {
+        sandbox
+            .initbox()
+            .args(["git-clone", &url, path_str(&dest), "--ref", reference])
+            .args(["--timeout", timeout])
+            .run()
+    };
+
+    // A server that recovers: two transfers cut short, then the clone completes.
+    proxy.cut_next(2);
+    let recovered = clone("old", "60s");
+    recovered
+        .assert_code(0)
+        .assert_stderr_contains("is not ready");
+    assert!(proxy.connections() >= 3, "{}", recovered.stderr);
+    assert_clean_checkout(&dest, &repo.old, "after the server recovered");
+
+    // A server that stays broken: retried until --timeout, and DEST keeps the old ref.
+    let before = tree_listing(&dest);
+    let connections = proxy.connections();
+    proxy.cut_next(usize::MAX);
+    let broken = clone("new", "4s");
+    assert_gave_up(&broken, "4s", Duration::from_secs(4));
+    let last_error = broken
+        .stderr
+        .lines()
+        .find(|line| line.contains("(last error: "))
+        .unwrap_or_default();
+    assert!(
+        last_error.to_lowercase().contains("pack"),
+        "the last error names the transfer that broke off:\n{}",
+        broken.stderr
+    );
+    assert!(
+        proxy.connections() >= connections + 2,
+        "retried: {}",
+        broken.stderr
+    );
+    assert_same_listing(
+        &before,
+        &tree_listing(&dest),
+        "DEST after the broken server",
+    );
+    assert_clean_checkout(&dest, &repo.old, "after the broken server");
+    assert_eq!(
+        visible_entries(&dest).len(),
+        entries(&dest).len(),
+        "a staging directory is left in DEST: {:?}",
+        entries(&dest)
+    );
+    assert!(!sandbox.path(".checkout.initbox-clone").exists());
+
+    // Back to health: the switch completes.
+    proxy.cut_next(0);
+    clone("new", "60s").assert_code(0);
+    assert_clean_checkout(&dest, &repo.new, "after the server came back");
+    assert!(!dest.join(".initbox-clone").exists());
+}
