@@ -15,6 +15,7 @@ mod faults;
 mod fetch;
 mod git_clone;
 mod http;
+mod kube_play;
 mod ping;
 mod register;
 mod resources;
