@@ -69,7 +69,11 @@ impl fmt::Display for Elapsed {
         if d < StdDuration::from_secs(1) {
             let millis = d.as_millis();
             if millis == 0 && !d.is_zero() {
-                return write!(f, "{}µs", d.as_micros());
+                // Never "0µs" for a non-zero time: it would read back as zero ("no limit").
+                return match d.as_micros() {
+                    0 => write!(f, "{}ns", d.as_nanos()),
+                    micros => write!(f, "{micros}µs"),
+                };
             }
             return write!(f, "{millis}ms");
         }
@@ -144,5 +148,13 @@ mod tests {
         assert_eq!(show(StdDuration::from_secs(125)), "2m5s");
         assert_eq!(show(StdDuration::from_secs(300)), "5m");
         assert_eq!(show(StdDuration::from_secs(3600)), "1h");
+        assert_eq!(show(StdDuration::from_micros(250)), "250µs");
+        // Found by fuzzing: a sub-microsecond time once showed as "0µs", which reads back
+        // as zero, the "no limit" of a timeout.
+        assert_eq!(show(StdDuration::from_nanos(284)), "284ns");
+        assert_eq!(
+            "284ns".parse::<Duration>().unwrap().get(),
+            StdDuration::from_nanos(284)
+        );
     }
 }

@@ -1,0 +1,63 @@
+#![no_main]
+//! Proves that no command line makes the CLI parser panic: bytes split on NUL become the
+//! arguments after `initbox` (not necessarily UTF-8) and go to `Cli::try_parse_from`, as
+//! `main` does. Nothing is executed; a parsed command's wait options are checked (exit 2
+//! when they are unusable). A rejection must be exit 2 with a message, except the
+//! help and version requests, which print to stdout and exit 0, as in `main`.
+
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStringExt;
+
+use clap::Parser;
+use clap::error::ErrorKind;
+use initbox::cli::{Cli, Command};
+use initbox::exit::ExitCode;
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(
+    init: initbox_fuzz::clear_initbox_env(),
+    |data: &[u8]| {
+        let mut argv = vec![OsString::from("initbox")];
+        if !data.is_empty() {
+            argv.extend(data.split(|&b| b == 0).map(|arg| OsString::from_vec(arg.to_vec())));
+        }
+        match Cli::try_parse_from(argv) {
+            Ok(cli) => {
+                // What the commands check first, before any I/O: the wait options.
+                let _ = cli.command.then().len();
+                let options = match &cli.command {
+                    Command::WaitForDns(args) => Some(args.wait.options()),
+                    Command::WaitForTcp(args) => Some(args.wait.options()),
+                    Command::WaitForHttp(args) => Some(args.wait.options()),
+                    Command::Ping(args) => Some(args.wait.options()),
+                    Command::Fetch(args) => Some(args.retry.options()),
+                    Command::Register(args) => Some(args.retry.options()),
+                    Command::GitClone(args) => Some(args.retry.options()),
+                    _ => None,
+                };
+                if let Some(Err(error)) = options {
+                    assert_eq!(error.exit_code(), ExitCode::Usage, "{error:?}");
+                    assert!(!error.to_string().is_empty());
+                }
+            }
+            Err(error) => {
+                // What main does with it.
+                let code = if error.use_stderr() {
+                    ExitCode::Usage
+                } else {
+                    ExitCode::Success
+                };
+                let informational =
+                    matches!(error.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion);
+                assert_eq!(
+                    code == ExitCode::Success,
+                    informational,
+                    "{:?} exits {}",
+                    error.kind(),
+                    code.code()
+                );
+                assert!(!error.to_string().trim().is_empty(), "{:?}", error.kind());
+            }
+        }
+    }
+);
