@@ -26,7 +26,8 @@ use crate::support::dns_server::DnsServer;
 use crate::support::git_server::{GitDaemon, git, tree_listing};
 use crate::support::http_server::{HttpServer, reply, reply_bytes, silent_server};
 use crate::support::{
-    Mount, Output, Running, Sandbox, free_port, kill, need_root, path_str, pid_one_of, skip,
+    Mount, Output, Running, Sandbox, entries, free_port, kill, need_root, path_str, pid_one_of,
+    skip, tree,
 };
 
 /// The seed of the kill moments; set it to replay a failure.
@@ -119,19 +120,6 @@ fn kill_at(running: Running, at: Duration) -> Output {
     running.wait()
 }
 
-/// The names in a directory, sorted (none when it does not exist).
-fn entries(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    names.sort();
-    names
-}
-
 /// `.NAME.initbox-XXXXXXXX.tmp`, the temp file of an atomic write of NAME.
 fn is_temp_file(name: &str) -> bool {
     name.starts_with('.')
@@ -139,28 +127,6 @@ fn is_temp_file(name: &str) -> bool {
             .rsplit_once(".initbox-")
             .and_then(|(_, rest)| rest.strip_suffix(".tmp"))
             .is_some_and(|random| random.len() == 8)
-}
-
-/// Every path under `dir`, relative, directories with a trailing `/`, sorted.
-fn tree(dir: &Path) -> Vec<String> {
-    fn walk(root: &Path, dir: &Path, names: &mut Vec<String>) {
-        for entry in std::fs::read_dir(dir).unwrap() {
-            let path = entry.unwrap().path();
-            let relative = path.strip_prefix(root).unwrap().display().to_string();
-            if path.is_dir() && !path.is_symlink() {
-                names.push(format!("{relative}/"));
-                walk(root, &path, names);
-            } else {
-                names.push(relative);
-            }
-        }
-    }
-    let mut names = Vec::new();
-    if dir.exists() {
-        walk(dir, dir, &mut names);
-    }
-    names.sort();
-    names
 }
 
 fn empty_dir(dir: &Path) {

@@ -2,11 +2,10 @@
 //! what never does (a mismatched, oversized or half-finished download).
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
 use std::time::Duration;
 
 use crate::support::http_server::{HttpServer, reply, reply_bytes};
-use crate::support::{Sandbox, eventually};
+use crate::support::{Sandbox, entries, eventually};
 
 const PAGE: &str = "<h1>hello from the init container</h1>\n";
 /// sha256 of PAGE.
@@ -24,18 +23,6 @@ fn sha256_of(text: &str) -> String {
         })
         .expect("sha256sum");
     String::from_utf8_lossy(&output.stdout)[..64].to_owned()
-}
-
-fn entries(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    names.sort();
-    names
 }
 
 #[test]

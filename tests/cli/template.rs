@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime};
 
-use crate::support::{Cmd, Output, Sandbox, path_str};
+use crate::support::{Cmd, Output, Sandbox, path_str, tree};
 
 /// A python3 that can import jinja2: Debian's (where `apt-get install python3-jinja2` puts
 /// it) first, then whichever `python3` is first on PATH (a pyenv one, say).
@@ -246,32 +246,6 @@ fn age(path: &Path) -> SystemTime {
 
 fn mode(path: &Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
-}
-
-/// Every name in a directory tree, relative to it, sorted (files, directories, temp files).
-fn tree(dir: &Path) -> Vec<String> {
-    fn walk(root: &Path, dir: &Path, names: &mut Vec<String>) {
-        for entry in std::fs::read_dir(dir).unwrap() {
-            let path = entry.unwrap().path();
-            let relative = path
-                .strip_prefix(root)
-                .unwrap()
-                .to_string_lossy()
-                .into_owned();
-            if path.is_dir() {
-                names.push(format!("{relative}/"));
-                walk(root, &path, names);
-            } else {
-                names.push(relative);
-            }
-        }
-    }
-    let mut names = Vec::new();
-    if dir.exists() {
-        walk(dir, dir, &mut names);
-    }
-    names.sort();
-    names
 }
 
 fn template(sandbox: &Sandbox, args: &[&str]) -> Output {

@@ -430,6 +430,42 @@ pub fn nonroot_copy() -> (tempfile::TempDir, PathBuf) {
     (dir, copy)
 }
 
+/// The names in a directory, sorted (none when it does not exist).
+pub fn entries(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// Every path under `dir`, relative, directories with a trailing `/` (symlinks are not
+/// followed), sorted; none when `dir` does not exist. Temp files show up too.
+pub fn tree(dir: &Path) -> Vec<String> {
+    fn walk(root: &Path, dir: &Path, names: &mut Vec<String>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let relative = path.strip_prefix(root).unwrap().display().to_string();
+            if path.is_dir() && !path.is_symlink() {
+                names.push(format!("{relative}/"));
+                walk(root, &path, names);
+            } else {
+                names.push(relative);
+            }
+        }
+    }
+    let mut names = Vec::new();
+    if dir.exists() {
+        walk(dir, dir, &mut names);
+    }
+    names.sort();
+    names
+}
+
 pub fn open_fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
         .map(|dir| dir.count())
