@@ -449,7 +449,7 @@ impl FromStr for StatusRanges {
             match s.trim().parse::<u16>() {
                 Ok(n) if (100..=599).contains(&n) => Ok(n),
                 _ if s.trim() == text.trim() => {
-                    Err(format!("'{}' is not an HTTP status (100-599)", s.trim()))
+                    Err(format!("'{text}' is not an HTTP status (100-599)"))
                 }
                 _ => Err(format!(
                     "'{text}': '{}' is not an HTTP status (100-599)",
@@ -742,6 +742,11 @@ mod tests {
         for bad in ["", "abc", "99", "600", "399-200", "200,", "7xx"] {
             assert!(bad.parse::<StatusRanges>().is_err(), "{bad}");
         }
+        // The message quotes what was typed, whitespace included (found by fuzzing).
+        let error = "\t\u{8}".parse::<StatusRanges>().unwrap_err();
+        assert!(error.contains("\t\u{8}"), "{error:?}");
+        let error = "600".parse::<StatusRanges>().unwrap_err();
+        assert_eq!(error, "'600' is not an HTTP status (100-599)");
     }
 
     #[test]
