@@ -12,7 +12,7 @@ use std::process::Command;
 use crate::support::dns_server::DnsServer;
 use crate::support::git_server::{GitDaemon, TestRepo};
 use crate::support::http_server::{HttpServer, reply};
-use crate::support::{Cmd, Output, counting_listener, need_root, skip};
+use crate::support::{Cmd, Output, counting_listener, need_root, static_binary};
 
 /// The uid and gid of distroless "nonroot", which the image runs as.
 const NONROOT: u32 = 65532;
@@ -45,14 +45,7 @@ impl EmptyRoot {
         if !need_root(test) {
             return None;
         }
-        let Some(binary) = std::env::var_os("INITBOX_STATIC_BINARY") else {
-            skip(
-                test,
-                "needs the static binary: run images/build.sh, then set \
-                 INITBOX_STATIC_BINARY=target/x86_64-unknown-linux-musl/release/initbox",
-            );
-            return None;
-        };
+        let binary = static_binary(test)?;
         let dir = tempfile::tempdir().unwrap();
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         let root = dir.path().join("root");

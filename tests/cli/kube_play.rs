@@ -51,7 +51,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::support::git_server::git;
-use crate::support::{eventually, need_root, skip};
+use crate::support::{eventually, need_root, skip, static_binary};
 
 /// The image every example runs initbox from, built from images/Containerfile.
 const INITBOX_IMAGE: &str = "ghcr.io/initbox/initbox:0.1";
@@ -556,14 +556,7 @@ impl KubePlay {
         if !need_root(test) {
             return None;
         }
-        let Some(binary) = std::env::var_os("INITBOX_STATIC_BINARY") else {
-            skip(
-                test,
-                "needs the static binary: run images/build.sh, then set \
-                 INITBOX_STATIC_BINARY=target/x86_64-unknown-linux-musl/release/initbox",
-            );
-            return None;
-        };
+        let binary = static_binary(test)?;
         let missing: Vec<&str> = ["podman", "buildah", "runc", "nsenter", "ip"]
             .iter()
             .chain(extra_tools)

@@ -4,7 +4,6 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
@@ -13,7 +12,8 @@ use std::time::{Duration, Instant};
 use crate::support::dns_server::DnsServer;
 use crate::support::http_server::{HttpServer, reply};
 use crate::support::{
-    Cmd, Running, Sandbox, counting_listener, eventually, free_port, need_root, open_fds, skip,
+    Cmd, Running, Sandbox, counting_listener, eventually, free_port, need_root, open_fds,
+    static_binary,
 };
 
 const ATTEMPTS: usize = 10_000;
@@ -117,20 +117,6 @@ fn ping_probes_do_not_leak_sockets() {
         ])
         .spawn();
     fds_stay_flat(running, move || started.elapsed().as_millis() as usize);
-}
-
-/// The static release binary, as shipped (the debug build's memory is not what users get).
-fn static_binary(test: &str) -> Option<PathBuf> {
-    match std::env::var_os("INITBOX_STATIC_BINARY") {
-        Some(path) => Some(PathBuf::from(path)),
-        None => {
-            skip(
-                test,
-                "needs the static binary (images/build.sh, then INITBOX_STATIC_BINARY)",
-            );
-            None
-        }
-    }
 }
 
 /// Peak resident memory of a running process, from /proc.

@@ -418,6 +418,20 @@ pub fn skip(test: &str, reason: &str) {
     eprintln!("{test}: skipped, {reason}");
 }
 
+/// The static release binary (`images/build.sh`), as shipped in the image, named by
+/// INITBOX_STATIC_BINARY; None (after saying why, see [`skip`]) when it is not given.
+pub fn static_binary(test: &str) -> Option<PathBuf> {
+    let binary = std::env::var_os("INITBOX_STATIC_BINARY").map(PathBuf::from);
+    if binary.is_none() {
+        skip(
+            test,
+            "needs the static binary: run images/build.sh, then set \
+             INITBOX_STATIC_BINARY=target/static/initbox",
+        );
+    }
+    binary
+}
+
 /// A copy of the binary in a 0755 directory, so that a dropped-privilege user (uid 65532)
 /// can run it wherever the build directory lives. Keep the TempDir alive while it runs.
 pub fn nonroot_copy() -> (tempfile::TempDir, PathBuf) {
