@@ -8,7 +8,9 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration as StdDuration;
 
-use clap::{Parser, Subcommand};
+use clap::builder::BoolishValueParser;
+use clap::error::{ContextKind, ContextValue};
+use clap::{ArgAction, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::checks::dns::DnsArgs;
 use crate::checks::http::HttpArgs;
@@ -119,6 +121,148 @@ impl Command {
     }
 }
 
+/// The clap tree as initbox parses it: the derived definition with the conventions every
+/// flag follows applied once, here, instead of on each of them (see [`with_conventions`]).
+/// The command line, pipeline steps, `--help`, completions and man pages all use this.
+pub fn command() -> clap::Command {
+    with_conventions(Cli::command())
+}
+
+/// Parses a command line (`argv[0]` first) with [`command`].
+pub fn parse_from<I, T>(argv: I) -> std::result::Result<Cli, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let matches = command().try_get_matches_from(argv)?;
+    Cli::from_arg_matches(&matches)
+}
+
+/// The usual conventions of command-line tools, for every flag of every command:
+/// - a switch set from the environment takes `1`/`0`, `true`/`false`, `yes`/`no`,
+///   `on`/`off`, in any case (`INITBOX_QUIET=1`), as Kubernetes manifests write them;
+/// - a variable that is set but empty counts as unset (`INITBOX_TIMEOUT=` in a manifest is
+///   "no value", not an invalid one);
+/// - a choice of values ignores case (`--log-format JSON`, `--type srv`);
+/// - a value may start with `-` (`--timeout -1` is refused by the duration's own check with a
+///   reason, not read as an unknown flag).
+fn with_conventions(command: clap::Command) -> clap::Command {
+    command
+        .mut_args(|arg| {
+            let mut arg = arg;
+            if let Some(name) = arg.get_env()
+                && std::env::var_os(name).is_some_and(|value| value.is_empty())
+            {
+                arg = arg.env(None);
+            }
+            match arg.get_action() {
+                ArgAction::SetTrue => arg.value_parser(BoolishValueParser::new()),
+                ArgAction::Set | ArgAction::Append => {
+                    let choices = !arg.get_possible_values().is_empty();
+                    arg.allow_negative_numbers(true).ignore_case(choices)
+                }
+                _ => arg,
+            }
+        })
+        .mut_subcommands(with_conventions)
+}
+
+/// A clap error as one line, the way initbox reports every other error: no usage block, no
+/// "for more information" footer, and none of clap's tip to pass a value after `--` (here
+/// `--` starts the hand-off command). A bad value that came from an `INITBOX_*` variable
+/// names the variable, since the user never typed the flag.
+pub fn usage_message(error: &clap::Error, argv: &[OsString]) -> String {
+    let rendered = error.render().to_string();
+    let mut parts: Vec<String> = Vec::new();
+    for line in rendered.lines() {
+        let line = line.trim();
+        if line.starts_with("Usage:") || line.starts_with("For more information") {
+            break;
+        }
+        if line.is_empty() || line.starts_with("tip: to pass") {
+            continue;
+        }
+        match line.strip_prefix("tip: ") {
+            Some(tip) => parts.push(format!("({tip})")),
+            None => parts.push(line.trim_start_matches("error: ").to_owned()),
+        }
+    }
+    let mut message = parts.join(" ");
+    if let Some(variable) = variable_behind(error, argv) {
+        message = format!("{variable}: {message}");
+    }
+    if let Some(subcommand) = subcommand_in(argv) {
+        message.push_str(&format!(" (see 'initbox {subcommand} --help')"));
+    }
+    message
+}
+
+/// The `INITBOX_*` variable whose value clap refused, when the flag was not on the command line.
+fn variable_behind(error: &clap::Error, argv: &[OsString]) -> Option<String> {
+    let Some(ContextValue::String(arg)) = error.get(ContextKind::InvalidArg) else {
+        return None;
+    };
+    let Some(ContextValue::String(value)) = error.get(ContextKind::InvalidValue) else {
+        return None;
+    };
+    let long = arg.split_whitespace().next()?.strip_prefix("--")?;
+    let typed = argv.iter().any(|a| {
+        a.to_str()
+            .and_then(|a| a.strip_prefix("--"))
+            .is_some_and(|a| a == long || a.starts_with(&format!("{long}=")))
+    });
+    if typed {
+        return None;
+    }
+    fn find(command: &clap::Command, long: &str, value: &str) -> Option<String> {
+        command
+            .get_arguments()
+            .filter(|arg| arg.get_long() == Some(long))
+            .filter_map(|arg| arg.get_env())
+            .find(|name| std::env::var_os(name).is_some_and(|v| v == value))
+            .map(|name| name.to_string_lossy().into_owned())
+            .or_else(|| {
+                command
+                    .get_subcommands()
+                    .find_map(|sub| find(sub, long, value))
+            })
+    }
+    find(&Cli::command(), long, value).map(|name| format!("{name}={value}"))
+}
+
+/// The subcommand a command line names, if any.
+fn subcommand_in(argv: &[OsString]) -> Option<String> {
+    let root = Cli::command();
+    argv.iter()
+        .skip(1)
+        .take_while(|a| *a != "--")
+        .filter_map(|a| a.to_str())
+        .find(|a| root.find_subcommand(a).is_some())
+        .map(str::to_owned)
+}
+
+/// The log format a command line asks for, read without clap: a usage error must be
+/// reported in the format the user asked for even when clap could not parse the line.
+pub fn requested_log_format(argv: &[OsString]) -> LogFormat {
+    let mut words = argv.iter().skip(1).filter_map(|a| a.to_str());
+    let mut asked = None;
+    while let Some(word) = words.next() {
+        if word == "--" {
+            break;
+        }
+        if let Some(value) = word.strip_prefix("--log-format=") {
+            asked = Some(value.to_owned());
+        } else if word == "--log-format" {
+            asked = words.next().map(str::to_owned);
+        }
+    }
+    let asked = asked.or_else(|| std::env::var("INITBOX_LOG_FORMAT").ok());
+    match asked {
+        Some(format) if format.eq_ignore_ascii_case("json") => LogFormat::Json,
+        _ => LogFormat::Text,
+    }
+}
+
 /// `-- CMD ARGS...`: what to execute in place of initbox once the command succeeded.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct Then {
@@ -187,7 +331,7 @@ impl RetryArgs {
             ));
         }
         Ok(WaitOptions {
-            timeout: self.timeout.as_limit(),
+            timeout: crate::deadline::bound(self.timeout.as_limit()),
             interval: self.interval.get(),
             attempt_timeout: Some(self.attempt_timeout.get()),
             invert: false,
@@ -245,6 +389,7 @@ mod tests {
     #[test]
     fn verify_cli() {
         Cli::command().debug_assert();
+        command().debug_assert();
     }
 
     #[test]

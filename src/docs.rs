@@ -3,9 +3,7 @@
 
 use std::io::Write;
 
-use clap::CommandFactory;
-
-use crate::cli::Cli;
+use crate::cli;
 use crate::exit::{Error, Result};
 
 /// Print a completion script for a shell: `initbox completions bash > /etc/bash_completion.d/initbox`.
@@ -28,14 +26,17 @@ pub struct ManArgs {
 pub const DOC_COMMANDS: &[&str] = &["completions", "man"];
 
 pub fn completions(args: &CompletionsArgs) -> Result<()> {
-    let mut command = Cli::command();
+    let mut command = cli::command();
     let mut out = Vec::new();
     clap_complete::generate(args.shell, &mut command, "initbox", &mut out);
     write_stdout(&out)
 }
 
 pub fn man(args: &ManArgs) -> Result<()> {
-    let root = Cli::command();
+    let mut root = cli::command();
+    // Building propagates the global flags into every command and gives each its full
+    // name (`initbox wait-for-tcp`), which the synopsis shows.
+    root.build();
     let page = match &args.command {
         None => root,
         Some(name) => {
@@ -46,8 +47,9 @@ pub fn man(args: &ManArgs) -> Result<()> {
                     known.join(", ")
                 )));
             };
-            // The page's title is `initbox-NAME`, as the main page's SEE ALSO names it.
-            sub.name(format!("initbox-{name}"))
+            // The page's title is `initbox-NAME` (its display name), as the main page's SEE
+            // ALSO names it; the synopsis says `initbox NAME` (its bin name).
+            sub
         }
     };
     let mut out = Vec::new();

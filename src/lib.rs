@@ -7,6 +7,7 @@
 pub mod atomic_file;
 pub mod checks;
 pub mod cli;
+pub mod deadline;
 pub mod docs;
 pub mod duration;
 pub mod exec;

@@ -1,22 +1,25 @@
 //! The initbox binary: parse, run on a single-threaded runtime, turn the outcome into the
 //! documented exit code.
 
-use clap::Parser;
+use std::ffi::OsString;
 
-use initbox::cli::Cli;
+use initbox::cli::{self, Cli};
 use initbox::exit::{Error, ExitCode};
 use initbox::report::{self, Reporter};
 
 fn main() {
-    let code = match Cli::try_parse() {
+    let argv: Vec<OsString> = std::env::args_os().collect();
+    let code = match cli::parse_from(&argv) {
         Ok(cli) => run(cli),
-        Err(error) => {
+        // --help and --version: clap's own text on stdout.
+        Err(error) if !error.use_stderr() => {
             let _ = error.print();
-            if error.use_stderr() {
-                ExitCode::Usage
-            } else {
-                ExitCode::Success
-            }
+            ExitCode::Success
+        }
+        Err(error) => {
+            Reporter::new(cli::requested_log_format(&argv), false, false).install();
+            report::error("usage", cli::usage_message(&error, &argv));
+            ExitCode::Usage
         }
     };
     std::process::exit(code.code());

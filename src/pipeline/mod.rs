@@ -29,8 +29,12 @@ pub struct RunArgs {
     )]
     pub file: PathBuf,
     /// Only validate the file: exit 0 when it is valid, 78 listing every problem when not.
+    /// A `$(VAR)` not set where the check runs (the pod's `$(POD_IP)`) is a warning.
     #[arg(long, env = "INITBOX_CHECK")]
     pub check: bool,
+    /// With --check: a variable that is not set here is an error, as when the pipeline runs.
+    #[arg(long, env = "INITBOX_REQUIRE_VARS", requires = "check")]
+    pub require_vars: bool,
     /// Rewrite this JSON status file on every transition (instead of the file's statusFile).
     #[arg(long, env = "INITBOX_STATUS_FILE", value_name = "FILE")]
     pub status_file: Option<PathBuf>,
@@ -39,6 +43,31 @@ pub struct RunArgs {
     pub termination_log: Option<PathBuf>,
     #[command(flatten)]
     pub then: Then,
+}
+
+/// Reports a valid pipeline, with what a check away from the pod could not verify.
+fn check(name: &str, checked: spec::Checked) -> Result<()> {
+    for warning in &checked.warnings {
+        report::warn("pipeline.unchecked", warning.clone());
+    }
+    let steps = checked.pipeline.steps.len();
+    let mut message = format!("{name} is valid: {steps} step{}", plural(steps));
+    if !checked.unset.is_empty() {
+        let unset: Vec<String> = checked.unset.iter().map(|v| format!("$({v})")).collect();
+        message.push_str(&format!(
+            "; not set here, to be set where it runs: {}",
+            unset.join(", ")
+        ));
+    }
+    report::Event::new(report::Level::Info, "pipeline.valid", message)
+        .field("steps", steps)
+        .field("unset", checked.unset.into_iter().collect::<Vec<_>>())
+        .emit();
+    Ok(())
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
 }
 
 fn read_file(path: &Path) -> Result<(String, String)> {
@@ -61,17 +90,20 @@ fn read_file(path: &Path) -> Result<(String, String)> {
 
 pub async fn run(args: RunArgs) -> Result<()> {
     let (name, text) = read_file(&args.file)?;
-    let pipeline = spec::load(&name, &text, |var| std::env::var(var).ok())?;
+    let environment = |var: &str| std::env::var(var).ok();
+    if args.check && !args.require_vars {
+        return check(&name, spec::check(&name, &text, environment)?);
+    }
+    let pipeline = spec::load(&name, &text, environment)?;
     if args.check {
-        report::info(
-            "pipeline.valid",
-            format!(
-                "{name} is valid: {} step{}",
-                pipeline.steps.len(),
-                if pipeline.steps.len() == 1 { "" } else { "s" }
-            ),
+        return check(
+            &name,
+            spec::Checked {
+                pipeline,
+                unset: Default::default(),
+                warnings: Vec::new(),
+            },
         );
-        return Ok(());
     }
     let outputs = runner::Outputs {
         status_file: args.status_file.clone().or(pipeline.status_file.clone()),

@@ -17,7 +17,7 @@ use super::spec::{Backoff, Pipeline, RestartPolicy};
 use super::status::{self, PipelineStatus, State, StatusFile};
 use crate::duration::Elapsed;
 use crate::exit::{Error, Result};
-use crate::{expand, report, signals};
+use crate::{deadline, expand, report, signals};
 
 /// Where the runner reports, besides the log.
 pub struct Outputs {
@@ -181,17 +181,22 @@ pub async fn run(pipeline: Pipeline, outputs: Outputs) -> Result<()> {
         phases: vec![Phase::Pending; pipeline.steps.len()],
         restarts: vec![0; pipeline.steps.len()],
         env: Arc::new(pipeline.env.clone()),
+        deadline: pipeline.active_deadline.map(|limit| started + limit),
         pipeline,
         shared: shared.clone(),
         running: JoinSet::new(),
     };
-    let outcome = match scheduler.pipeline.active_deadline {
+    // Past the deadline, the steps' own waits end first and say what they were waiting
+    // for (see `finished`); this bound is for work that does not watch the clock (sleep).
+    let outcome = match scheduler.deadline {
         None => scheduler.schedule().await,
-        Some(limit) => match tokio::time::timeout_at(started + limit, scheduler.schedule()).await {
+        Some(at) => match tokio::time::timeout_at(at + deadline::REPORT_GRACE, scheduler.schedule())
+            .await
+        {
             Ok(outcome) => outcome,
             Err(_) => {
                 scheduler.running.abort_all();
-                let message = format!("the pipeline's activeDeadline of {} passed", Elapsed(limit));
+                let message = scheduler.deadline_passed(None);
                 shared.update(|status| {
                     terminate_running(status, 124, "DeadlineExceeded", &message);
                 });
@@ -216,7 +221,10 @@ pub async fn run(pipeline: Pipeline, outputs: Outputs) -> Result<()> {
             report::Event::new(
                 report::Level::Info,
                 "pipeline.done",
-                format!("all {} steps completed in {elapsed} [{done}]", names.len()),
+                match names.len() {
+                    1 => format!("the step completed in {elapsed} [{done}]"),
+                    n => format!("all {n} steps completed in {elapsed} [{done}]"),
+                },
             )
             .field("status", done)
             .emit();
@@ -246,6 +254,8 @@ struct Scheduler {
     shared: Arc<Shared>,
     /// The file's `env:` map, for every step.
     env: Arc<Vec<(String, String)>>,
+    /// When `activeDeadline` passes.
+    deadline: Option<Instant>,
     running: JoinSet<(usize, Result<()>)>,
 }
 
@@ -328,17 +338,31 @@ impl Scheduler {
         let env = self.env.clone();
         let name: Arc<str> = Arc::from(step.name.as_str());
         let timeout = step.timeout;
+        let own_deadline = timeout.map(|limit| Instant::now() + limit);
+        // The step's work knows the nearer of its own deadline and the pipeline's, so its
+        // waits announce and keep that limit (see `deadline`).
+        let deadline = match (own_deadline, self.deadline) {
+            (Some(own), Some(pipeline)) => Some(own.min(pipeline)),
+            (own, pipeline) => own.or(pipeline),
+        };
         self.running.spawn(async move {
-            let work =
-                report::in_step(name, expand::in_pipeline_step(env, crate::execute(command)));
-            let result = match timeout {
-                None => work.await,
-                Some(limit) => tokio::time::timeout(limit, work).await.unwrap_or_else(|_| {
-                    Err(Error::TimedOut(format!(
-                        "the step's timeout of {} passed",
-                        Elapsed(limit)
-                    )))
-                }),
+            let work = report::in_step(
+                name,
+                expand::in_pipeline_step(
+                    env,
+                    deadline::within(deadline, crate::execute(command)),
+                ),
+            );
+            let result = match (timeout, own_deadline) {
+                (Some(limit), Some(at)) => tokio::time::timeout_at(at + deadline::REPORT_GRACE, work)
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(Error::TimedOut(format!(
+                            "the step's timeout of {} passed",
+                            Elapsed(limit)
+                        )))
+                    }),
+                _ => work.await,
             };
             (index, result)
         });
@@ -371,6 +395,17 @@ impl Scheduler {
             }
             Err(error) => error,
         };
+        // A step that timed out because the pipeline's deadline passed ends the run: no
+        // restart can beat a deadline that is gone, and the message says which step was
+        // running and what it was waiting for.
+        let error = match error {
+            Error::TimedOut(reason) if self.deadline.is_some_and(|at| Instant::now() >= at) => {
+                Error::TimedOut(self.deadline_passed(Some((index, reason))))
+            }
+            error => error,
+        };
+        let past_deadline = self.deadline.is_some_and(|at| Instant::now() >= at)
+            && matches!(error, Error::TimedOut(_));
         let code = error.exit_code().code();
         let message = error.to_string();
         let reason = match error {
@@ -379,7 +414,8 @@ impl Scheduler {
         };
         let may_restart = self.pipeline.restart_policy == RestartPolicy::OnFailure
             && step.retries.is_none_or(|max| self.restarts[index] < max)
-            && !matches!(error, Error::Interrupted(_));
+            && !matches!(error, Error::Interrupted(_))
+            && !past_deadline;
         if may_restart {
             self.restarts[index] += 1;
             let restart = self.restarts[index];
@@ -446,6 +482,40 @@ impl Scheduler {
         .field("status", "Init:Error")
         .emit();
         Err(error.for_target(&format!("step {name} ({task})")))
+    }
+}
+
+impl Scheduler {
+    /// What to say when `activeDeadline` passed: the steps that were running, and the
+    /// reason the one that noticed gave (`noticed`: its index and its own message).
+    fn deadline_passed(&self, noticed: Option<(usize, String)>) -> String {
+        let limit = self.pipeline.active_deadline.map(Elapsed).map(|l| l.to_string());
+        let mut message = format!(
+            "the pipeline's activeDeadline of {} passed",
+            limit.unwrap_or_default()
+        );
+        let running: Vec<String> = self
+            .phases
+            .iter()
+            .enumerate()
+            .filter(|(_, phase)| matches!(phase, Phase::Running { .. }))
+            .map(|(i, _)| {
+                let step = &self.pipeline.steps[i];
+                format!("{} ({})", step.name, step.task)
+            })
+            .collect();
+        if !running.is_empty() {
+            message.push_str(&format!(
+                " while step{} {} {} running",
+                if running.len() == 1 { "" } else { "s" },
+                running.join(", "),
+                if running.len() == 1 { "was" } else { "were" }
+            ));
+        }
+        if let Some((_, reason)) = noticed {
+            message.push_str(&format!(": {reason}"));
+        }
+        message
     }
 }
 

@@ -9,14 +9,16 @@
 //!
 //! Every problem is reported with file, line and column, all of them at once.
 
+use std::cell::RefCell;
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration as StdDuration;
 
-use clap::{ArgAction, CommandFactory, Parser};
+use clap::ArgAction;
 
 use super::yaml::{self, At, Node, Value};
-use crate::cli::{Cli, Command};
+use crate::cli::{self, Command};
 use crate::duration::Duration;
 use crate::exit::Error;
 use crate::expand;
@@ -84,11 +86,18 @@ const STEP_KEYS: &[&str] = &["name", "needs", "retries", "timeout"];
 struct Problems {
     file: String,
     list: Vec<String>,
+    /// What a check could not verify because a variable is not set where it runs.
+    warnings: Vec<String>,
 }
 
 impl Problems {
     fn add(&mut self, at: At, message: impl Into<String>) {
         self.list
+            .push(format!("{}:{at}: {}", self.file, message.into()));
+    }
+
+    fn warn(&mut self, at: At, message: impl Into<String>) {
+        self.warnings
             .push(format!("{}:{at}: {}", self.file, message.into()));
     }
 
@@ -106,13 +115,48 @@ impl Problems {
     }
 }
 
-/// Reads and validates a pipeline; `file` names it in messages; `lookup` gives the
-/// process environment for `$(VAR)`.
+/// Reads and validates a pipeline to run it; `file` names it in messages; `lookup` gives
+/// the process environment for `$(VAR)`, where every variable must be defined.
 pub fn load(
     file: &str,
     text: &str,
     lookup: impl Fn(&str) -> Option<String>,
 ) -> Result<Pipeline, Error> {
+    load_with(file, text, &lookup, None).map(|checked| checked.pipeline)
+}
+
+/// A pipeline as `run --check` sees it, away from the pod that will run it.
+pub struct Checked {
+    pub pipeline: Pipeline,
+    /// The variables used but not set here (`$(POD_IP)`: the pod defines them).
+    pub unset: BTreeSet<String>,
+    /// Values that could not be verified because they use such a variable.
+    pub warnings: Vec<String>,
+}
+
+/// What an unset variable stands for while checking: a value every kind of flag accepts
+/// (a host, a port, a number, a duration, part of a URL or a path), so the rest of the
+/// step is still checked.
+const PLACEHOLDER: &str = "1";
+
+/// Validates a pipeline's structure for `run --check`: a variable that is not set here is
+/// reported among the `unset`, not as an error, since a CI job does not have the pod's
+/// `$(POD_IP)`; a value that cannot be checked without it is a warning.
+pub fn check(
+    file: &str,
+    text: &str,
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<Checked, Error> {
+    let unset = RefCell::new(BTreeSet::new());
+    load_with(file, text, &lookup, Some(&unset))
+}
+
+fn load_with(
+    file: &str,
+    text: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    unset: Option<&RefCell<BTreeSet<String>>>,
+) -> Result<Checked, Error> {
     let root = yaml::parse(text).map_err(|error| match error.at {
         Some(at) => Error::Config(format!("{file}:{at}: {}", error.message)),
         None => Error::Config(format!("{file}: {}", error.message)),
@@ -120,17 +164,34 @@ pub fn load(
     let mut problems = Problems {
         file: file.to_owned(),
         list: Vec::new(),
+        warnings: Vec::new(),
     };
-    let pipeline = read_pipeline(&root, &lookup, &mut problems);
+    let lenient = |var: &str| {
+        lookup(var).or_else(|| {
+            let unset = unset?;
+            unset.borrow_mut().insert(var.to_owned());
+            Some(PLACEHOLDER.to_owned())
+        })
+    };
+    let unset_count = || unset.map_or(0, |u| u.borrow().len());
+    let pipeline = read_pipeline(&root, &lenient, &unset_count, &mut problems);
+    let warnings = std::mem::take(&mut problems.warnings);
     match problems.into_error() {
         Some(error) => Err(error),
-        None => Ok(pipeline),
+        None => Ok(Checked {
+            pipeline,
+            unset: unset.map(|u| u.take()).unwrap_or_default(),
+            warnings,
+        }),
     }
 }
 
+/// `unset_count` says how many variables were missing so far (always 0 unless checking):
+/// a value whose expansion raised it used one.
 fn read_pipeline(
     root: &Node,
     lookup: &dyn Fn(&str) -> Option<String>,
+    unset_count: &dyn Fn() -> usize,
     problems: &mut Problems,
 ) -> Pipeline {
     let mut pipeline = Pipeline {
@@ -305,7 +366,8 @@ fn read_pipeline(
             );
             continue;
         };
-        let Some(command) = task_command(&name, task_name, body, &vars, problems) else {
+        let Some(command) = task_command(&name, task_name, body, &vars, unset_count, problems)
+        else {
             continue;
         };
         pipeline.steps.push(Step {
@@ -420,7 +482,7 @@ fn read_needs(node: &Node, step: &str, names: &[String], problems: &mut Problems
 /// The names of the commands a step may run: every subcommand but `run` itself and the
 /// ones that print documentation.
 pub fn task_names() -> Vec<String> {
-    Cli::command()
+    cli::command()
         .get_subcommands()
         .map(|c| c.get_name().to_owned())
         .filter(|name| is_task(name))
@@ -492,9 +554,10 @@ fn task_command(
     task: &str,
     body: &Node,
     vars: &dyn Fn(&str) -> Option<String>,
+    unset_count: &dyn Fn() -> usize,
     problems: &mut Problems,
 ) -> Option<Command> {
-    let definition = Cli::command();
+    let definition = cli::command();
     let Some(subcommand) = definition
         .get_subcommands()
         .find(|c| c.get_name() == task && is_task(task))
@@ -526,6 +589,8 @@ fn task_command(
     let before = problems.list.len();
     let mut argv: Vec<String> = vec!["initbox".into(), task.into()];
     let mut positionals: Vec<(usize, String, At, Vec<String>)> = Vec::new();
+    // Keys whose values use a variable that is not set while checking.
+    let mut unverifiable: Vec<String> = Vec::new();
     for (key, node) in &entries {
         let Some(arg) = args.iter().find(|a| a.key == *key) else {
             let known: Vec<&str> = args.iter().map(|a| a.key.as_str()).collect();
@@ -588,6 +653,7 @@ fn task_command(
             },
         };
         let mut values = Vec::new();
+        let unset_before = unset_count();
         for (text, at) in raw {
             match expand::expand(&text, vars) {
                 Ok(expanded) => values.push(expanded),
@@ -595,6 +661,9 @@ fn task_command(
                     problems.add(at, format!("step '{step}', {task}.{key}: {undefined}"))
                 }
             }
+        }
+        if unset_count() > unset_before {
+            unverifiable.push(key.clone());
         }
         match (&arg.long, arg.index) {
             (Some(long), _) => {
@@ -628,7 +697,7 @@ fn task_command(
             argv.push(value);
         }
     }
-    match Cli::try_parse_from(&argv) {
+    match cli::parse_from(&argv) {
         Ok(cli) => Some(cli.command),
         Err(error) => {
             let (at, key) = locate(&error, &args, &entries).unwrap_or((body.at, task.to_owned()));
@@ -639,6 +708,19 @@ fn task_command(
                 .unwrap_or("")
                 .trim_start_matches("error: ")
                 .to_owned();
+            if unverifiable.contains(&key) {
+                problems.warn(
+                    at,
+                    format!(
+                        "step '{step}', {task}.{key}: not checked, it uses a variable that is not set here"
+                    ),
+                );
+                // A checked pipeline is never run: the step keeps its place (its index is
+                // what `needs` refers to) with a command that stands in for it.
+                return cli::parse_from(["initbox", "sleep", "0"])
+                    .ok()
+                    .map(|cli| cli.command);
+            }
             problems.add(at, format!("step '{step}', {task}.{key}: {first}"));
             None
         }
@@ -737,7 +819,7 @@ mod tests {
     }
 
     fn cli(argv: &[&str]) -> Command {
-        Cli::try_parse_from(argv)
+        cli::parse_from(argv)
             .expect("a valid command line")
             .command
     }

@@ -78,3 +78,48 @@ fn documentation_commands_are_not_pipeline_steps() {
         .assert_code(78)
         .assert_stderr_contains("unknown task or key 'man'");
 }
+
+/// The `--long` flags and `INITBOX_*` variables a page names, roff escapes removed.
+fn flags_and_variables(text: &str) -> (std::collections::BTreeSet<String>, std::collections::BTreeSet<String>) {
+    let text = text.replace("\\-", "-").replace("\\fB", "").replace("\\fR", "").replace("\\fI", "");
+    let words: Vec<&str> = text
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_'))
+        .collect();
+    let flags = words
+        .iter()
+        .filter(|w| w.starts_with("--") && w.len() > 2)
+        .map(|w| w.to_string())
+        .collect();
+    let variables = words
+        .iter()
+        .filter(|w| w.starts_with("INITBOX_"))
+        .map(|w| w.to_string())
+        .collect();
+    (flags, variables)
+}
+
+#[test]
+fn every_man_page_names_the_flags_and_variables_of_its_help() {
+    let sandbox = Sandbox::new();
+    for command in COMMANDS {
+        let help = sandbox.initbox().args([command, "--help"]).run();
+        help.assert_code(0);
+        let page = sandbox.initbox().args(["man", command]).run();
+        page.assert_code(0);
+        let (help_flags, help_vars) = flags_and_variables(&help.stdout);
+        let (page_flags, page_vars) = flags_and_variables(&page.stdout);
+        for global in ["--log-format", "--quiet", "--verbose"] {
+            assert!(help_flags.contains(global), "{command} --help lacks {global}");
+        }
+        assert_eq!(help_flags, page_flags, "{command}: --help and the man page disagree");
+        assert_eq!(help_vars, page_vars, "{command}: --help and the man page disagree");
+        assert!(
+            page.stdout.contains(&format!("\\fBinitbox {}\\fR", command.replace('-', "\\-"))),
+            "{command}: the synopsis must name `initbox {command}`"
+        );
+        assert!(
+            !page.stdout.contains(&format!("\\fBinitbox\\-{}\\fR", command.replace('-', "\\-"))),
+            "{command}: the synopsis names a command that does not exist"
+        );
+    }
+}

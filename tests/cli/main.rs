@@ -6,6 +6,7 @@
 mod support;
 
 mod bad_input;
+mod conventions;
 mod distroless;
 mod dns;
 mod docs;

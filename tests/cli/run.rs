@@ -582,3 +582,112 @@ fn secrets_stay_out_of_the_status_file_and_the_termination_message() {
         "{message}"
     );
 }
+
+#[test]
+fn a_step_timeout_is_the_limit_its_task_announces_and_keeps_with_its_last_error() {
+    let sandbox = Sandbox::new();
+    let port = crate::support::free_port("127.0.0.1");
+    let pipeline = sandbox.write(
+        "pipeline.yaml",
+        &format!(
+            "restartPolicy: Never\nsteps:\n  - name: db\n    wait-for-tcp: {{targets: [\"127.0.0.1:{port}\"]}}\n    timeout: 700ms\n"
+        ),
+    );
+    let output = sandbox.initbox().arg("run").arg("-f").arg(&pipeline).run();
+    output
+        .assert_code(124)
+        .assert_stderr_contains("(tcp, timeout 700ms)")
+        .assert_stderr_contains("last error: connection refused");
+    assert!(!output.stderr.contains("timeout 5m"), "{}", output.stderr);
+}
+
+#[test]
+fn the_active_deadline_names_the_running_step_and_its_last_error_without_a_restart() {
+    let sandbox = Sandbox::new();
+    let port = crate::support::free_port("127.0.0.1");
+    let pipeline = sandbox.write(
+        "pipeline.yaml",
+        &format!(
+            "activeDeadline: 800ms\nsteps:\n  - name: db\n    wait-for-tcp: {{targets: [\"127.0.0.1:{port}\"]}}\n"
+        ),
+    );
+    let output = sandbox.initbox().arg("run").arg("-f").arg(&pipeline).run();
+    output
+        .assert_code(124)
+        .assert_stderr_contains("(tcp, timeout 800ms)")
+        .assert_stderr_contains(
+            "the pipeline's activeDeadline of 800ms passed while step db (wait-for-tcp) was running",
+        )
+        .assert_stderr_contains("last error: connection refused");
+    assert!(!output.stderr.contains("restart 1"), "{}", output.stderr);
+}
+
+#[test]
+fn one_step_is_reported_as_one_step() {
+    let sandbox = Sandbox::new();
+    let pipeline = sandbox.write("pipeline.yaml", "steps:\n  - name: nap\n    sleep: {duration: 0}\n");
+    let output = sandbox.initbox().arg("run").arg("-f").arg(&pipeline).run();
+    output
+        .assert_code(0)
+        .assert_stderr_contains("the step completed in");
+    assert!(!output.stderr.contains("1 steps"), "{}", output.stderr);
+}
+
+#[test]
+fn check_warns_about_variables_only_the_pod_has_and_can_be_made_strict() {
+    let sandbox = Sandbox::new();
+    let pipeline = sandbox.write(
+        "pipeline.yaml",
+        "env:\n  BASE: \"http://$(MANAGEMENT_SERVICE_HOST):$(MANAGEMENT_SERVICE_PORT)\"\nsteps:\n  - name: db\n    wait-for-tcp: {targets: [\"$(DB_HOST):5432\"]}\n  - name: register\n    register: {url: \"$(BASE)/register\", form: {ip: \"$(POD_IP)\"}}\n",
+    );
+    let output = sandbox
+        .initbox()
+        .args(["run", "--check", "-f"])
+        .arg(&pipeline)
+        .run();
+    output
+        .assert_code(0)
+        .assert_stderr_contains("is valid: 2 steps")
+        .assert_stderr_contains(
+            "$(DB_HOST), $(MANAGEMENT_SERVICE_HOST), $(MANAGEMENT_SERVICE_PORT), $(POD_IP)",
+        );
+    // Structure is still checked in full: a real mistake next to an unset variable is 78.
+    let broken = sandbox.write(
+        "broken.yaml",
+        "steps:\n  - name: db\n    wait-for-tcp: {targets: [\"$(DB_HOST):5432\", \"nocolon\"]}\n  - name: x\n    sleep: {duration: soon}\n",
+    );
+    sandbox
+        .initbox()
+        .args(["run", "--check", "-f"])
+        .arg(&broken)
+        .run()
+        .assert_code(78)
+        .assert_stderr_contains("sleep.duration");
+    // A value that cannot be checked without the variable is a warning naming its place.
+    let whole = sandbox.write(
+        "whole.yaml",
+        "steps:\n  - name: db\n    wait-for-tcp: {targets: [\"$(DB_ADDRESS)\"]}\n",
+    );
+    sandbox
+        .initbox()
+        .args(["run", "--check", "-f"])
+        .arg(&whole)
+        .run()
+        .assert_code(0)
+        .assert_stderr_contains("whole.yaml:3:29: step 'db', wait-for-tcp.targets: not checked");
+    sandbox
+        .initbox()
+        .args(["run", "--check", "--require-vars", "-f"])
+        .arg(&pipeline)
+        .run()
+        .assert_code(78)
+        .assert_stderr_contains("undefined variable $(MANAGEMENT_SERVICE_HOST)");
+    // Running is never lenient.
+    sandbox
+        .initbox()
+        .args(["run", "-f"])
+        .arg(&pipeline)
+        .run()
+        .assert_code(78)
+        .assert_stderr_contains("undefined variable $(DB_HOST)");
+}
