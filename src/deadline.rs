@@ -48,12 +48,21 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_step_deadline_bounds_a_task_limit() {
         assert_eq!(bound(None), None);
-        assert_eq!(bound(Some(Duration::from_secs(5))), Some(Duration::from_secs(5)));
+        assert_eq!(
+            bound(Some(Duration::from_secs(5))),
+            Some(Duration::from_secs(5))
+        );
         let at = Instant::now() + Duration::from_secs(30);
         within(Some(at), async {
             assert_eq!(bound(None), Some(Duration::from_secs(30)));
-            assert_eq!(bound(Some(Duration::from_secs(300))), Some(Duration::from_secs(30)));
-            assert_eq!(bound(Some(Duration::from_secs(10))), Some(Duration::from_secs(10)));
+            assert_eq!(
+                bound(Some(Duration::from_secs(300))),
+                Some(Duration::from_secs(30))
+            );
+            assert_eq!(
+                bound(Some(Duration::from_secs(10))),
+                Some(Duration::from_secs(10))
+            );
             tokio::time::advance(Duration::from_secs(40)).await;
             assert_eq!(bound(None), Some(Duration::ZERO));
         })

@@ -190,19 +190,19 @@ pub async fn run(pipeline: Pipeline, outputs: Outputs) -> Result<()> {
     // for (see `finished`); this bound is for work that does not watch the clock (sleep).
     let outcome = match scheduler.deadline {
         None => scheduler.schedule().await,
-        Some(at) => match tokio::time::timeout_at(at + deadline::REPORT_GRACE, scheduler.schedule())
-            .await
-        {
-            Ok(outcome) => outcome,
-            Err(_) => {
-                scheduler.running.abort_all();
-                let message = scheduler.deadline_passed(None);
-                shared.update(|status| {
-                    terminate_running(status, 124, "DeadlineExceeded", &message);
-                });
-                Err(Error::TimedOut(message))
+        Some(at) => {
+            match tokio::time::timeout_at(at + deadline::REPORT_GRACE, scheduler.schedule()).await {
+                Ok(outcome) => outcome,
+                Err(_) => {
+                    scheduler.running.abort_all();
+                    let message = scheduler.deadline_passed(None);
+                    shared.update(|status| {
+                        terminate_running(status, 124, "DeadlineExceeded", &message);
+                    });
+                    Err(Error::TimedOut(message))
+                }
             }
-        },
+        }
     };
     guard.finished = true;
     let elapsed = Elapsed(started.elapsed());
@@ -348,20 +348,19 @@ impl Scheduler {
         self.running.spawn(async move {
             let work = report::in_step(
                 name,
-                expand::in_pipeline_step(
-                    env,
-                    deadline::within(deadline, crate::execute(command)),
-                ),
+                expand::in_pipeline_step(env, deadline::within(deadline, crate::execute(command))),
             );
             let result = match (timeout, own_deadline) {
-                (Some(limit), Some(at)) => tokio::time::timeout_at(at + deadline::REPORT_GRACE, work)
-                    .await
-                    .unwrap_or_else(|_| {
-                        Err(Error::TimedOut(format!(
-                            "the step's timeout of {} passed",
-                            Elapsed(limit)
-                        )))
-                    }),
+                (Some(limit), Some(at)) => {
+                    tokio::time::timeout_at(at + deadline::REPORT_GRACE, work)
+                        .await
+                        .unwrap_or_else(|_| {
+                            Err(Error::TimedOut(format!(
+                                "the step's timeout of {} passed",
+                                Elapsed(limit)
+                            )))
+                        })
+                }
                 _ => work.await,
             };
             (index, result)
@@ -489,7 +488,11 @@ impl Scheduler {
     /// What to say when `activeDeadline` passed: the steps that were running, and the
     /// reason the one that noticed gave (`noticed`: its index and its own message).
     fn deadline_passed(&self, noticed: Option<(usize, String)>) -> String {
-        let limit = self.pipeline.active_deadline.map(Elapsed).map(|l| l.to_string());
+        let limit = self
+            .pipeline
+            .active_deadline
+            .map(Elapsed)
+            .map(|l| l.to_string());
         let mut message = format!(
             "the pipeline's activeDeadline of {} passed",
             limit.unwrap_or_default()

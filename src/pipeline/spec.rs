@@ -819,9 +819,7 @@ mod tests {
     }
 
     fn cli(argv: &[&str]) -> Command {
-        cli::parse_from(argv)
-            .expect("a valid command line")
-            .command
+        cli::parse_from(argv).expect("a valid command line").command
     }
 
     #[test]

@@ -18,9 +18,21 @@ fn a_usage_error_is_one_prefixed_line_without_clap_tips() {
         output.assert_code(2);
         let lines: Vec<&str> = output.stderr.lines().collect();
         assert_eq!(lines.len(), 1, "{args:?}: {}", output.stderr);
-        assert!(lines[0].starts_with("initbox: error: "), "{args:?}: {}", output.stderr);
-        assert!(!output.stderr.contains("'-- "), "{args:?}: {}", output.stderr);
-        assert!(!output.stderr.contains("Usage:"), "{args:?}: {}", output.stderr);
+        assert!(
+            lines[0].starts_with("initbox: error: "),
+            "{args:?}: {}",
+            output.stderr
+        );
+        assert!(
+            !output.stderr.contains("'-- "),
+            "{args:?}: {}",
+            output.stderr
+        );
+        assert!(
+            !output.stderr.contains("Usage:"),
+            "{args:?}: {}",
+            output.stderr
+        );
     }
     sandbox
         .initbox()
@@ -40,7 +52,14 @@ fn a_usage_error_is_json_when_json_logs_are_asked_for() {
     let sandbox = Sandbox::new();
     let by_flag = sandbox
         .initbox()
-        .args(["--log-format", "json", "wait-for-tcp", "--timeout", "soon", "db:1"])
+        .args([
+            "--log-format",
+            "json",
+            "wait-for-tcp",
+            "--timeout",
+            "soon",
+            "db:1",
+        ])
         .run();
     let by_variable = sandbox
         .initbox()
@@ -53,7 +72,10 @@ fn a_usage_error_is_json_when_json_logs_are_asked_for() {
             .unwrap_or_else(|e| panic!("not one JSON line ({e}): {}", output.stderr));
         assert_eq!(line["level"], "error");
         assert_eq!(line["event"], "usage");
-        assert!(line["message"].as_str().unwrap().contains("--timeout"), "{line}");
+        assert!(
+            line["message"].as_str().unwrap().contains("--timeout"),
+            "{line}"
+        );
     }
 }
 
@@ -61,12 +83,20 @@ fn a_usage_error_is_json_when_json_logs_are_asked_for() {
 fn switches_from_the_environment_take_the_usual_spellings_and_empty_is_unset() {
     let sandbox = Sandbox::new();
     for on in ["1", "true", "TRUE", "yes", "Yes", "on"] {
-        let output = sandbox.initbox().env("INITBOX_QUIET", on).args(["sleep", "0"]).run();
+        let output = sandbox
+            .initbox()
+            .env("INITBOX_QUIET", on)
+            .args(["sleep", "0"])
+            .run();
         output.assert_code(0);
         assert_eq!(output.stderr, "", "INITBOX_QUIET={on} must silence the log");
     }
     for off in ["0", "false", "no", "OFF", ""] {
-        let output = sandbox.initbox().env("INITBOX_QUIET", off).args(["sleep", "0"]).run();
+        let output = sandbox
+            .initbox()
+            .env("INITBOX_QUIET", off)
+            .args(["sleep", "0"])
+            .run();
         output.assert_code(0);
         assert!(
             output.stderr.contains("sleeping"),
@@ -108,7 +138,11 @@ fn a_bad_value_from_the_environment_names_the_variable() {
         .args(["wait-for-tcp", "--timeout", "later", "db:1"])
         .run();
     output.assert_code(2).assert_stderr_contains("'later'");
-    assert!(!output.stderr.contains("INITBOX_TIMEOUT"), "{}", output.stderr);
+    assert!(
+        !output.stderr.contains("INITBOX_TIMEOUT"),
+        "{}",
+        output.stderr
+    );
 }
 
 #[test]
@@ -135,7 +169,12 @@ fn every_command_reports_usage_errors_the_same_way() {
     for command in COMMANDS {
         let output = sandbox.initbox().args([command, "--no-such-flag"]).run();
         output.assert_code(2);
-        assert_eq!(output.stderr.lines().count(), 1, "{command}: {}", output.stderr);
+        assert_eq!(
+            output.stderr.lines().count(),
+            1,
+            "{command}: {}",
+            output.stderr
+        );
         output
             .assert_stderr_contains("initbox: error: unexpected argument '--no-such-flag'")
             .assert_stderr_contains(&format!("see 'initbox {command} --help'"));

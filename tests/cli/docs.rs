@@ -80,8 +80,17 @@ fn documentation_commands_are_not_pipeline_steps() {
 }
 
 /// The `--long` flags and `INITBOX_*` variables a page names, roff escapes removed.
-fn flags_and_variables(text: &str) -> (std::collections::BTreeSet<String>, std::collections::BTreeSet<String>) {
-    let text = text.replace("\\-", "-").replace("\\fB", "").replace("\\fR", "").replace("\\fI", "");
+fn flags_and_variables(
+    text: &str,
+) -> (
+    std::collections::BTreeSet<String>,
+    std::collections::BTreeSet<String>,
+) {
+    let text = text
+        .replace("\\-", "-")
+        .replace("\\fB", "")
+        .replace("\\fR", "")
+        .replace("\\fI", "");
     let words: Vec<&str> = text
         .split(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_'))
         .collect();
@@ -109,16 +118,29 @@ fn every_man_page_names_the_flags_and_variables_of_its_help() {
         let (help_flags, help_vars) = flags_and_variables(&help.stdout);
         let (page_flags, page_vars) = flags_and_variables(&page.stdout);
         for global in ["--log-format", "--quiet", "--verbose"] {
-            assert!(help_flags.contains(global), "{command} --help lacks {global}");
+            assert!(
+                help_flags.contains(global),
+                "{command} --help lacks {global}"
+            );
         }
-        assert_eq!(help_flags, page_flags, "{command}: --help and the man page disagree");
-        assert_eq!(help_vars, page_vars, "{command}: --help and the man page disagree");
+        assert_eq!(
+            help_flags, page_flags,
+            "{command}: --help and the man page disagree"
+        );
+        assert_eq!(
+            help_vars, page_vars,
+            "{command}: --help and the man page disagree"
+        );
         assert!(
-            page.stdout.contains(&format!("\\fBinitbox {}\\fR", command.replace('-', "\\-"))),
+            page.stdout
+                .contains(&format!("\\fBinitbox {}\\fR", command.replace('-', "\\-"))),
             "{command}: the synopsis must name `initbox {command}`"
         );
         assert!(
-            !page.stdout.contains(&format!("\\fBinitbox\\-{}\\fR", command.replace('-', "\\-"))),
+            !page.stdout.contains(&format!(
+                "\\fBinitbox\\-{}\\fR",
+                command.replace('-', "\\-")
+            )),
             "{command}: the synopsis names a command that does not exist"
         );
     }

@@ -625,7 +625,10 @@ fn the_active_deadline_names_the_running_step_and_its_last_error_without_a_resta
 #[test]
 fn one_step_is_reported_as_one_step() {
     let sandbox = Sandbox::new();
-    let pipeline = sandbox.write("pipeline.yaml", "steps:\n  - name: nap\n    sleep: {duration: 0}\n");
+    let pipeline = sandbox.write(
+        "pipeline.yaml",
+        "steps:\n  - name: nap\n    sleep: {duration: 0}\n",
+    );
     let output = sandbox.initbox().arg("run").arg("-f").arg(&pipeline).run();
     output
         .assert_code(0)
