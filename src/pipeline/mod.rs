@@ -73,9 +73,12 @@ fn plural(n: usize) -> &'static str {
 fn read_file(path: &Path) -> Result<(String, String)> {
     if path == Path::new("-") {
         let mut text = String::new();
-        std::io::stdin()
-            .read_to_string(&mut text)
-            .map_err(|e| Error::Config(format!("reading the pipeline from stdin: {e}")))?;
+        std::io::stdin().read_to_string(&mut text).map_err(|e| {
+            Error::Config(format!(
+                "reading the pipeline from stdin: {}",
+                crate::resolve::io_reason(&e)
+            ))
+        })?;
         return Ok(("<stdin>".into(), text));
     }
     let text = std::fs::read_to_string(path).map_err(|e| {
