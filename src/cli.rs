@@ -35,9 +35,7 @@ use crate::wait::WaitOptions;
     version,
     about = "Wait for DNS, TCP, HTTP and ICMP; register, fetch, clone and render; \
              run it all as an init pipeline. One static binary for init containers.",
-    after_help = "Exit codes: 0 done, 1 failed, 2 usage error, 78 configuration error, \
-                  124 timed out, 126/127 command not executable/not found, \
-                  130/143 interrupted by SIGINT/SIGTERM.",
+    after_help = crate::exit::help_summary(),
     subcommand_required = true,
     arg_required_else_help = true
 )]
@@ -275,7 +273,7 @@ pub struct Then {
 #[derive(Debug, Clone, clap::Args)]
 #[command(next_help_heading = "Waiting")]
 pub struct RetryArgs {
-    /// Give up after this long (0 = never); exit code 124.
+    /// Give up after this long (0 = never); exit code 124 (timed out).
     #[arg(
         long,
         env = "INITBOX_TIMEOUT",

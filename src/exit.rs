@@ -28,7 +28,74 @@ pub enum ExitCode {
     Terminated,
 }
 
+/// The exit-code table: what each code means, in short (for `--help`) and in full (the
+/// README's table, which a test holds equal to this one).
+pub const TABLE: &[(ExitCode, &str, &str)] = &[
+    (
+        ExitCode::Success,
+        "done",
+        "done: every target ready, every step succeeded",
+    ),
+    (
+        ExitCode::Failed,
+        "failed",
+        "the task ran and failed for good (HTTP 4xx, checksum mismatch, git auth failure or missing ref, a DEST that is not a checkout, no ping reply in `--count` mode, permission denied, `template --check` found a change)",
+    ),
+    (
+        ExitCode::Usage,
+        "usage error",
+        "usage error: bad flag, bad value, bad host:port, bad URL",
+    ),
+    (
+        ExitCode::Config,
+        "configuration error",
+        "configuration error: invalid pipeline file, template syntax error, undefined variable, bad data file, unreadable token/CA file, no nameserver configured, no ssh program for an ssh URL, …",
+    ),
+    (
+        ExitCode::TimedOut,
+        "timed out",
+        "gave up: `--timeout`, a step `timeout` or the pipeline's `activeDeadline` passed before success",
+    ),
+    (
+        ExitCode::CannotExecute,
+        "command not executable",
+        "the `-- CMD` could not be executed",
+    ),
+    (
+        ExitCode::CommandNotFound,
+        "command not found",
+        "the `-- CMD` was not found",
+    ),
+    (
+        ExitCode::Interrupted,
+        "interrupted by SIGINT",
+        "interrupted by SIGINT (also as PID 1)",
+    ),
+    (
+        ExitCode::Terminated,
+        "terminated by SIGTERM",
+        "terminated by SIGTERM (also as PID 1)",
+    ),
+];
+
+/// The line `--help` ends with, from [`TABLE`].
+pub fn help_summary() -> String {
+    let codes: Vec<String> = TABLE
+        .iter()
+        .map(|(code, short, _)| format!("{} {short}", code.code()))
+        .collect();
+    format!("Exit codes: {}.", codes.join(", "))
+}
+
 impl ExitCode {
+    /// The code a signal's interruption exits with (130 for SIGINT, 143 for SIGTERM).
+    pub const fn for_signal(signal: Signal) -> Self {
+        match signal {
+            Signal::Interrupt => ExitCode::Interrupted,
+            Signal::Terminate => ExitCode::Terminated,
+        }
+    }
+
     pub const fn code(self) -> i32 {
         match self {
             ExitCode::Success => 0,
@@ -95,8 +162,7 @@ impl Error {
                 not_found: true, ..
             } => ExitCode::CommandNotFound,
             Error::Exec { .. } => ExitCode::CannotExecute,
-            Error::Interrupted(Signal::Interrupt) => ExitCode::Interrupted,
-            Error::Interrupted(Signal::Terminate) => ExitCode::Terminated,
+            Error::Interrupted(signal) => ExitCode::for_signal(*signal),
         }
     }
 }
@@ -128,21 +194,33 @@ mod tests {
     use super::*;
 
     #[test]
-    fn codes_match_the_documented_table() {
-        let table = [
-            (ExitCode::Success, 0),
-            (ExitCode::Failed, 1),
-            (ExitCode::Usage, 2),
-            (ExitCode::Config, 78),
-            (ExitCode::TimedOut, 124),
-            (ExitCode::CannotExecute, 126),
-            (ExitCode::CommandNotFound, 127),
-            (ExitCode::Interrupted, 130),
-            (ExitCode::Terminated, 143),
-        ];
-        for (exit, code) in table {
-            assert_eq!(exit.code(), code, "{exit:?}");
-        }
+    fn the_table_has_every_code_once() {
+        let codes: Vec<i32> = TABLE.iter().map(|(code, ..)| code.code()).collect();
+        assert_eq!(codes, [0, 1, 2, 78, 124, 126, 127, 130, 143]);
+    }
+
+    #[test]
+    fn the_readme_table_is_this_table() {
+        let readme = include_str!("../README.md");
+        let section = readme
+            .split("\n## Exit codes\n")
+            .nth(1)
+            .expect("README has an Exit codes section");
+        let rows: Vec<(i32, &str)> = section
+            .lines()
+            .skip_while(|line| !line.starts_with("|---"))
+            .skip(1)
+            .take_while(|line| line.starts_with('|'))
+            .map(|line| {
+                let cells: Vec<&str> = line.trim_matches('|').split(" | ").collect();
+                (cells[0].trim().parse().expect("a code"), cells[1].trim())
+            })
+            .collect();
+        let table: Vec<(i32, &str)> = TABLE
+            .iter()
+            .map(|(code, _, meaning)| (code.code(), *meaning))
+            .collect();
+        assert_eq!(rows, table);
     }
 
     #[test]

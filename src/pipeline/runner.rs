@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use super::spec::{Backoff, Pipeline, RestartPolicy};
 use super::status::{self, PipelineStatus, State, StatusFile};
 use crate::duration::Elapsed;
-use crate::exit::{Error, Result};
+use crate::exit::{Error, ExitCode, Result, Signal};
 use crate::{deadline, expand, report, signals};
 
 /// Where the runner reports, besides the log.
@@ -80,12 +80,10 @@ impl Drop for FinishOnDrop {
         if self.finished {
             return;
         }
-        let signal = signals::received();
-        let (code, reason) = match signal {
-            Some(crate::exit::Signal::Interrupt) => (130, "SIGINT"),
-            _ => (143, "SIGTERM"),
-        };
-        let message = format!("interrupted by {reason}");
+        // Dropped unfinished without a signal recorded: only a SIGTERM does that.
+        let signal = signals::received().unwrap_or(Signal::Terminate);
+        let code = ExitCode::for_signal(signal).code();
+        let message = format!("interrupted by {signal}");
         self.shared.update(|status| {
             terminate_running(status, code, "Interrupted", &message);
             status.phase = "Failed";
@@ -197,7 +195,12 @@ pub async fn run(pipeline: Pipeline, outputs: Outputs) -> Result<()> {
                     scheduler.running.abort_all();
                     let message = scheduler.deadline_passed(None);
                     shared.update(|status| {
-                        terminate_running(status, 124, "DeadlineExceeded", &message);
+                        terminate_running(
+                            status,
+                            ExitCode::TimedOut.code(),
+                            "DeadlineExceeded",
+                            &message,
+                        );
                     });
                     Err(Error::TimedOut(message))
                 }
@@ -468,7 +471,12 @@ impl Scheduler {
             entry.state = terminated(&entry.state, code, reason, Some(&message));
             for &i in &cancelled {
                 let sibling = &mut status.init_container_statuses[i];
-                sibling.state = terminated(&sibling.state, 143, "Cancelled", Some(&cancel_message));
+                sibling.state = terminated(
+                    &sibling.state,
+                    ExitCode::Terminated.code(),
+                    "Cancelled",
+                    Some(&cancel_message),
+                );
             }
         });
         report::Event::new(
