@@ -329,7 +329,7 @@ impl RetryArgs {
             ));
         }
         Ok(WaitOptions {
-            timeout: crate::deadline::bound(self.timeout.as_limit()),
+            timeout: crate::step::bound(self.timeout.as_limit()),
             interval: self.interval.get(),
             attempt_timeout: Some(self.attempt_timeout.get()),
             invert: false,

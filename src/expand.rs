@@ -7,7 +7,6 @@
 //! registers as the literal `$(POD_IP)` is worse than one that does not start.
 
 use std::fmt;
-use std::sync::Arc;
 
 /// A `$(NAME)` whose variable is not defined.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,33 +48,16 @@ pub fn expand(text: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<Str
     Ok(out)
 }
 
-tokio::task_local! {
-    /// Set while a pipeline step runs: the file's `env:` map. Its presence also says that
-    /// the step's values were expanded when the file was read.
-    static PIPELINE_ENV: Arc<Vec<(String, String)>>;
-}
-
-/// Runs `work` as a pipeline step: `$(VAR)` expansion is switched off (the pipeline expands
-/// every value once, so a literal `$$(VAR)` there stays `$(VAR)`), and the file's `env:`
-/// map joins the environment tasks read ([`var`], [`environment`]).
-pub async fn in_pipeline_step<F: std::future::Future>(
-    env: Arc<Vec<(String, String)>>,
-    work: F,
-) -> F::Output {
-    PIPELINE_ENV.scope(env, work).await
-}
-
 /// A variable of the environment a task sees: the pipeline's `env:` map, then the process.
 pub fn var(name: &str) -> Option<String> {
-    PIPELINE_ENV
-        .try_with(|env| {
-            env.iter()
+    crate::step::current()
+        .and_then(|step| {
+            step.env
+                .iter()
                 .rev()
                 .find(|(n, _)| n == name)
                 .map(|(_, v)| v.clone())
         })
-        .ok()
-        .flatten()
         .or_else(|| std::env::var(name).ok())
 }
 
@@ -84,19 +66,20 @@ pub fn environment() -> Vec<(String, String)> {
     let mut vars: Vec<(String, String)> = std::env::vars_os()
         .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
         .collect();
-    let _ = PIPELINE_ENV.try_with(|env| {
-        for (name, value) in env.iter() {
+    if let Some(step) = crate::step::current() {
+        for (name, value) in step.env.iter() {
             vars.retain(|(n, _)| n != name);
             vars.push((name.clone(), value.clone()));
         }
-    });
+    }
     vars
 }
 
 /// Expands from the environment a task sees; inside a pipeline step, returns the text as it
-/// is (it was expanded already).
+/// is (the pipeline expands every value once, when the file is read, so a literal
+/// `$$(VAR)` there stays `$(VAR)`).
 pub fn from_env(text: &str) -> Result<String, Undefined> {
-    if PIPELINE_ENV.try_with(|_| ()).is_ok() {
+    if crate::step::current().is_some() {
         return Ok(text.to_owned());
     }
     expand(text, var)

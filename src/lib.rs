@@ -7,7 +7,6 @@
 pub mod atomic_file;
 pub mod checks;
 pub mod cli;
-pub mod deadline;
 pub mod docs;
 pub mod duration;
 pub mod exec;
@@ -20,6 +19,7 @@ pub mod report;
 pub mod resolve;
 pub mod signals;
 pub mod size;
+pub mod step;
 pub mod tasks;
 pub mod wait;
 

@@ -5,7 +5,7 @@
 //! probe deep inside a check can add a `-v` detail without threading a handle through.
 
 use std::io::Write;
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::SystemTime;
 
 use serde_json::{Map, Value};
@@ -108,7 +108,7 @@ impl<'a> Event<'a> {
     }
 
     fn render(mut self, format: LogFormat) -> String {
-        let step = current_step();
+        let step = step_name();
         match format {
             LogFormat::Text => {
                 let step = step.map(|s| format!("[{s}] ")).unwrap_or_default();
@@ -142,45 +142,24 @@ impl<'a> Event<'a> {
     }
 }
 
-tokio::task_local! {
-    /// The pipeline step whose work is logging, if any.
-    static STEP: Arc<str>;
+/// The name of the pipeline step whose work is logging, if any.
+fn step_name() -> Option<std::sync::Arc<str>> {
+    crate::step::current().map(|step| step.name)
 }
 
-std::thread_local! {
-    /// The same for blocking work on its own thread (a git clone).
-    static THREAD_STEP: std::cell::RefCell<Option<Arc<str>>> = const { std::cell::RefCell::new(None) };
+/// The step the current work belongs to (see `step::current`).
+pub fn current_step() -> Option<crate::step::Context> {
+    crate::step::current()
 }
 
-/// Runs `work` as pipeline step `name`: its log lines say so.
-pub async fn in_step<F: std::future::Future>(name: Arc<str>, work: F) -> F::Output {
-    STEP.scope(name, work).await
-}
-
-/// The step the current work belongs to.
-pub fn current_step() -> Option<Arc<str>> {
-    STEP.try_with(Arc::clone)
-        .ok()
-        .or_else(|| THREAD_STEP.with(|step| step.borrow().clone()))
-}
-
-/// `work` (to be spawned) keeps the current step's name in its log lines.
+/// `work` (to be spawned) stays in the current step (see `step::keep`).
 pub fn keep_step<F: std::future::Future>(work: F) -> impl std::future::Future<Output = F::Output> {
-    let step = current_step();
-    async move {
-        match step {
-            Some(step) => STEP.scope(step, work).await,
-            None => work.await,
-        }
-    }
+    crate::step::keep(work)
 }
 
-/// Runs blocking `work` on this thread as step `step`.
-pub fn on_thread_as<T>(step: Option<Arc<str>>, work: impl FnOnce() -> T) -> T {
-    THREAD_STEP.with(|current| *current.borrow_mut() = step);
-    let result = work();
-    THREAD_STEP.with(|current| *current.borrow_mut() = None);
-    result
+/// Runs blocking `work` on this thread in the step `step` (see `step::on_thread`).
+pub fn on_thread_as<T>(step: Option<crate::step::Context>, work: impl FnOnce() -> T) -> T {
+    crate::step::on_thread(step, work)
 }
 
 pub fn error(event: &str, message: impl Into<String>) {

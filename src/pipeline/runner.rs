@@ -17,7 +17,7 @@ use super::spec::{Backoff, Pipeline, RestartPolicy};
 use super::status::{self, PipelineStatus, State, StatusFile};
 use crate::duration::Elapsed;
 use crate::exit::{Error, ExitCode, Result, Signal};
-use crate::{deadline, expand, report, signals};
+use crate::{report, signals, step};
 
 /// Where the runner reports, besides the log.
 pub struct Outputs {
@@ -189,7 +189,7 @@ pub async fn run(pipeline: Pipeline, outputs: Outputs) -> Result<()> {
     let outcome = match scheduler.deadline {
         None => scheduler.schedule().await,
         Some(at) => {
-            match tokio::time::timeout_at(at + deadline::REPORT_GRACE, scheduler.schedule()).await {
+            match tokio::time::timeout_at(at + step::REPORT_GRACE, scheduler.schedule()).await {
                 Ok(outcome) => outcome,
                 Err(_) => {
                     scheduler.running.abort_all();
@@ -338,32 +338,29 @@ impl Scheduler {
         .field("status", summary)
         .emit();
         let command = step.command.clone();
-        let env = self.env.clone();
-        let name: Arc<str> = Arc::from(step.name.as_str());
         let timeout = step.timeout;
         let own_deadline = timeout.map(|limit| Instant::now() + limit);
-        // The step's work knows the nearer of its own deadline and the pipeline's, so its
-        // waits announce and keep that limit (see `deadline`).
-        let deadline = match (own_deadline, self.deadline) {
-            (Some(own), Some(pipeline)) => Some(own.min(pipeline)),
-            (own, pipeline) => own.or(pipeline),
+        let context = step::Context {
+            name: Arc::from(step.name.as_str()),
+            env: self.env.clone(),
+            // The step's work knows the nearer of its own deadline and the pipeline's, so
+            // its waits announce and keep that limit (see `step::bound`).
+            deadline: match (own_deadline, self.deadline) {
+                (Some(own), Some(pipeline)) => Some(own.min(pipeline)),
+                (own, pipeline) => own.or(pipeline),
+            },
         };
         self.running.spawn(async move {
-            let work = report::in_step(
-                name,
-                expand::in_pipeline_step(env, deadline::within(deadline, crate::execute(command))),
-            );
+            let work = step::run_in(context, crate::execute(command));
             let result = match (timeout, own_deadline) {
-                (Some(limit), Some(at)) => {
-                    tokio::time::timeout_at(at + deadline::REPORT_GRACE, work)
-                        .await
-                        .unwrap_or_else(|_| {
-                            Err(Error::TimedOut(format!(
-                                "the step's timeout of {} passed",
-                                Elapsed(limit)
-                            )))
-                        })
-                }
+                (Some(limit), Some(at)) => tokio::time::timeout_at(at + step::REPORT_GRACE, work)
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(Error::TimedOut(format!(
+                            "the step's timeout of {} passed",
+                            Elapsed(limit)
+                        )))
+                    }),
                 _ => work.await,
             };
             (index, result)
