@@ -18,7 +18,7 @@ use crate::checks::ping::PingArgs;
 use crate::checks::tcp::TcpArgs;
 use crate::docs::{CompletionsArgs, ManArgs};
 use crate::duration::Duration;
-use crate::exit::{Error, Result};
+use crate::exit::Result;
 use crate::pipeline::RunArgs;
 use crate::report::LogFormat;
 use crate::resolve::{self, Nameserver, ResolverSettings};
@@ -286,7 +286,8 @@ pub struct RetryArgs {
         long,
         env = "INITBOX_INTERVAL",
         default_value = "1s",
-        value_name = "DURATION"
+        value_name = "DURATION",
+        value_parser = Duration::positive
     )]
     pub interval: Duration,
     /// Abandon a single attempt after this long.
@@ -294,7 +295,8 @@ pub struct RetryArgs {
         long,
         env = "INITBOX_ATTEMPT_TIMEOUT",
         default_value = "2s",
-        value_name = "DURATION"
+        value_name = "DURATION",
+        value_parser = Duration::positive
     )]
     pub attempt_timeout: Duration,
 }
@@ -320,14 +322,6 @@ impl WaitArgs {
 
 impl RetryArgs {
     pub fn options(&self) -> Result<WaitOptions> {
-        if self.interval.get().is_zero() {
-            return Err(Error::Usage("--interval must be greater than 0".into()));
-        }
-        if self.attempt_timeout.get().is_zero() {
-            return Err(Error::Usage(
-                "--attempt-timeout must be greater than 0".into(),
-            ));
-        }
         Ok(WaitOptions {
             timeout: crate::step::bound(self.timeout.as_limit()),
             interval: self.interval.get(),

@@ -54,6 +54,18 @@ impl FromStr for Duration {
     }
 }
 
+impl Duration {
+    /// Parses a duration that must be greater than zero (`--interval`, `--attempt-timeout`):
+    /// a clap value parser, so the command line and `run --check` refuse `0` alike.
+    pub fn positive(text: &str) -> Result<Self, String> {
+        let duration: Duration = text.parse()?;
+        if duration.0.is_zero() {
+            return Err("must be greater than 0".into());
+        }
+        Ok(duration)
+    }
+}
+
 impl fmt::Display for Duration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", Elapsed(self.0))

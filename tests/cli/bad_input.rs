@@ -118,7 +118,7 @@ fn usage_errors_exit_2_naming_the_bad_value() {
             bad(
                 2,
                 &["wait-for-tcp", "a:1", "--interval", "0"],
-                "--interval must be greater than 0",
+                "'--interval <DURATION>': must be greater than 0",
             ),
             bad(
                 2,
