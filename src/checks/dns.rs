@@ -2,13 +2,12 @@
 //! wanted type and contains every `--expect` value.
 
 use std::net::IpAddr;
-use std::str::FromStr;
 
 use hickory_resolver::proto::rr::{Name, RData, RecordType};
 
 use crate::cli::{ResolverArgs, Then, WaitArgs};
 use crate::exit::Result;
-use crate::resolve::Resolver;
+use crate::resolve::{self, Resolver};
 use crate::wait::{self, Attempt, Probe};
 
 /// Wait until DNS names resolve.
@@ -67,10 +66,7 @@ fn parse_name(text: &str) -> Result<String, String> {
             "'{text}' is not a DNS name (give a name like mydb or mydb.default.svc.cluster.local)"
         ));
     }
-    if trimmed.starts_with('.') || trimmed.contains("..") {
-        return Err(format!("'{text}' is not a valid DNS name: empty label"));
-    }
-    Name::from_str(trimmed).map_err(|e| format!("'{text}' is not a valid DNS name: {e}"))?;
+    resolve::check_host_name(trimmed)?;
     Ok(trimmed.to_owned())
 }
 
@@ -131,25 +127,72 @@ fn answer(data: &RData) -> Option<Answer> {
     })
 }
 
+/// One `--expect` value and the forms an answer may take for it.
+struct Expected {
+    /// As the user wrote it, for messages.
+    text: String,
+    ip: Option<IpAddr>,
+    /// The value with its name completed by each search domain, as the answer names are
+    /// fully qualified: `mydb-0.mydb:5432` stands for `mydb-0.mydb.default.svc.cluster.local:5432`
+    /// in a pod. A name with a trailing dot stands only for itself.
+    forms: Vec<String>,
+}
+
+impl Expected {
+    fn new(text: &str, exact: bool, resolver: &Resolver) -> Self {
+        let ip = text.trim().parse::<IpAddr>().ok();
+        let forms = if exact {
+            vec![text.to_owned()]
+        } else {
+            name_forms(text.trim(), resolver)
+        };
+        Expected {
+            text: text.to_owned(),
+            ip,
+            forms,
+        }
+    }
+}
+
+/// The name in an expected value is its last word, before an optional `:PORT`
+/// (`host`, `host:port`, `10 host`, `0 5 5432 host`).
+fn name_forms(value: &str, resolver: &Resolver) -> Vec<String> {
+    let (head, last) = match value.rsplit_once(' ') {
+        Some((head, last)) => (format!("{} ", head.to_ascii_lowercase()), last),
+        None => (String::new(), value),
+    };
+    let (name, port) = match last.rsplit_once(':') {
+        Some((name, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => {
+            (name, format!(":{port}"))
+        }
+        _ => (last, String::new()),
+    };
+    let mut forms = vec![normalize(value)];
+    for completed in resolver.completions(name) {
+        let form = format!("{head}{completed}{port}");
+        if !forms.contains(&form) {
+            forms.push(form);
+        }
+    }
+    forms
+}
+
 /// Does the answer contain this expected value? IP addresses compare as addresses.
-fn contains(answers: &[Answer], expected: &str, exact: bool) -> bool {
-    if let Ok(ip) = expected.trim().parse::<IpAddr>() {
+fn contains(answers: &[Answer], expected: &Expected) -> bool {
+    if let Some(ip) = expected.ip {
         return answers
             .iter()
             .any(|a| a.shown.parse::<IpAddr>().is_ok_and(|seen| seen == ip));
     }
-    let wanted = if exact {
-        expected.to_owned()
-    } else {
-        normalize(expected)
-    };
-    answers.iter().any(|a| a.matches.contains(&wanted))
+    answers
+        .iter()
+        .any(|a| expected.forms.iter().any(|form| a.matches.contains(form)))
 }
 
 pub struct DnsProbe {
     name: String,
     kind: Option<RecordKind>,
-    expect: Vec<String>,
+    expect: Vec<Expected>,
     resolver: Resolver,
 }
 
@@ -159,47 +202,59 @@ impl Probe for DnsProbe {
     }
 
     async fn attempt(&self) -> Attempt {
-        let answers: Vec<Answer> = match self.kind {
-            None => match self.resolver.lookup_ip(&self.name).await {
-                Ok(ips) => ips.iter().map(|ip| answer_ip(*ip)).collect(),
+        let (answered_as, answers): (String, Vec<Answer>) = match self.kind {
+            None => match self.resolver.resolve_ip(&self.name).await {
+                Ok(resolved) => (
+                    resolved.name,
+                    resolved.value.iter().map(|ip| answer_ip(*ip)).collect(),
+                ),
                 Err(failure) => return failure.into(),
             },
             Some(kind) => {
                 let wanted = kind.record_type();
                 match self.resolver.lookup(&self.name, wanted).await {
-                    Ok(lookup) => lookup
-                        .answers()
-                        .iter()
-                        .filter(|record| record.record_type() == wanted)
-                        .filter_map(|record| answer(&record.data))
-                        .collect(),
+                    Ok(resolved) => (
+                        resolved.name,
+                        resolved
+                            .value
+                            .answers()
+                            .iter()
+                            .filter(|record| record.record_type() == wanted)
+                            .filter_map(|record| answer(&record.data))
+                            .collect(),
+                    ),
                     Err(failure) => return failure.into(),
                 }
             }
         };
         let kind_label = self
             .kind
-            .map(|k| format!("{:?}", k.record_type()))
+            .map(|k| resolve::record_type_name(k.record_type()))
             .unwrap_or_else(|| "address".into());
+        // A short name that answered in a search domain says which.
+        let as_name = if answered_as == normalize(&self.name) {
+            String::new()
+        } else {
+            format!(" (as {answered_as})")
+        };
         if answers.is_empty() {
-            return Attempt::NotYet(format!("no {kind_label} record"));
+            return Attempt::NotYet(format!("no {kind_label} record{as_name}"));
         }
         let shown: Vec<&str> = answers.iter().map(|a| a.shown.as_str()).collect();
-        let exact = self.kind == Some(RecordKind::Txt);
         let missing: Vec<&str> = self
             .expect
             .iter()
-            .filter(|value| !contains(&answers, value, exact))
-            .map(String::as_str)
+            .filter(|value| !contains(&answers, value))
+            .map(|value| value.text.as_str())
             .collect();
         if !missing.is_empty() {
             return Attempt::NotYet(format!(
-                "answer [{}] lacks {}",
+                "answer [{}]{as_name} lacks {}",
                 shown.join(", "),
                 missing.join(", ")
             ));
         }
-        Attempt::Ready(format!("resolved to {}", shown.join(", ")))
+        Attempt::Ready(format!("resolved to {}{as_name}", shown.join(", ")))
     }
 }
 
@@ -217,13 +272,18 @@ pub async fn run(args: DnsArgs) -> Result<()> {
             .resolver
             .settings(args.wait.retry.attempt_timeout.get()),
     );
+    let exact = args.record_type == Some(RecordKind::Txt);
     let probes = args
         .names
         .into_iter()
         .map(|name| DnsProbe {
             name,
             kind: args.record_type,
-            expect: args.expect.clone(),
+            expect: args
+                .expect
+                .iter()
+                .map(|value| Expected::new(value, exact, &resolver))
+                .collect(),
             resolver: resolver.clone(),
         })
         .collect();
@@ -250,6 +310,12 @@ mod tests {
 
     #[test]
     fn expected_values_compare_as_users_write_them() {
+        let resolver = Resolver::new(&crate::resolve::ResolverSettings {
+            nameservers: vec!["127.0.0.1:5353".parse().unwrap()],
+            resolv_conf: "/nonexistent/resolv.conf".into(),
+            hosts_file: "/nonexistent/hosts".into(),
+            query_timeout: std::time::Duration::from_secs(1),
+        });
         let answers = vec![
             Answer {
                 shown: "fd00::10".into(),
@@ -260,10 +326,11 @@ mod tests {
                 matches: vec!["mysvc.test:8080".into(), "mysvc.test".into()],
             },
         ];
-        assert!(contains(&answers, "fd00:0:0::10", false));
-        assert!(contains(&answers, "MySvc.Test.", false));
-        assert!(contains(&answers, "mysvc.test:8080", false));
-        assert!(!contains(&answers, "mysvc.test:8081", false));
-        assert!(!contains(&answers, "10.0.0.1", false));
+        let has = |value: &str| contains(&answers, &Expected::new(value, false, &resolver));
+        assert!(has("fd00:0:0::10"));
+        assert!(has("MySvc.Test."));
+        assert!(has("mysvc.test:8080"));
+        assert!(!has("mysvc.test:8081"));
+        assert!(!has("10.0.0.1"));
     }
 }

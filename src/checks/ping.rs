@@ -40,8 +40,9 @@ pub struct PingArgs {
     /// [default: wait until every host answers one echo].
     ///
     /// Echoes go --interval apart (no fast start); --attempt-timeout is each echo's reply
-    /// timeout and --timeout bounds the whole run. Exit 0 when every host answered at least
-    /// once, 1 when one never did, 124 when --timeout passed first.
+    /// timeout and --timeout ends the whole run at once. Exit 0 when every host answered at
+    /// least once (also when --timeout cut the echoes short), 1 when one never did, 124 when
+    /// --timeout passed before a host answered.
     #[arg(
         short = 'c',
         long,
@@ -82,6 +83,7 @@ fn parse_host(text: &str) -> Result<String, String> {
             "'{text}' is not a host: ping takes no port (an IPv6 address is written as ::1)"
         ));
     }
+    crate::resolve::check_host_name(host)?;
     Ok(host.to_owned())
 }
 
@@ -216,8 +218,23 @@ impl IcmpSockets {
                 "sending to {ip}: {}",
                 io_reason(&error)
             ))),
-            Err(other) => Err(EchoFailure::Lost(format!("pinging {ip}: {other}"))),
+            Err(other) => Err(EchoFailure::Lost(format!(
+                "pinging {ip}: {}",
+                surge_reason(&other)
+            ))),
         }
+    }
+}
+
+/// The rest of surge-ping's errors, in our words.
+fn surge_reason(error: &SurgeError) -> &'static str {
+    match error {
+        SurgeError::IncorrectBufferSize | SurgeError::MalformedPacket(_) => {
+            "a reply that cannot be read came back"
+        }
+        SurgeError::IdenticalRequests { .. } => "an echo with the same sequence is still waiting",
+        SurgeError::ClientDestroyed => "the ICMP socket was closed",
+        _ => "the echo could not be sent",
     }
 }
 
@@ -458,6 +475,8 @@ struct HostStats {
     transmitted: u32,
     rtts: Vec<Duration>,
     last_failure: Option<String>,
+    /// The deadline ended this host's echoes before all of them were done.
+    timed_out: bool,
 }
 
 impl HostStats {
@@ -549,14 +568,15 @@ async fn ping_counted(
     if silent.is_empty() {
         return Ok(());
     }
-    match (options.timeout, plan.deadline) {
-        (Some(limit), Some(deadline)) if Instant::now() >= deadline => {
-            Err(Error::TimedOut(format!(
-                "timed out after {} with no reply from {}",
-                Elapsed(limit),
-                silent.join("; ")
-            )))
-        }
+    // A host that answered before the deadline cut its echoes short counts as answered,
+    // as with busybox `ping -c N -w T`; one that had not answered by then timed out.
+    let cut_short = stats.iter().any(|s| s.rtts.is_empty() && s.timed_out);
+    match options.timeout {
+        Some(limit) if cut_short => Err(Error::TimedOut(format!(
+            "timed out after {} with no reply from {}",
+            Elapsed(limit),
+            silent.join("; ")
+        ))),
         _ => Err(Error::Failed(format!(
             "no reply from {}",
             silent.join("; ")
@@ -606,13 +626,27 @@ async fn ping_host(
         transmitted: 0,
         rtts: Vec::new(),
         last_failure: None,
+        timed_out: false,
     };
     let mut echoes = JoinSet::new();
     let mut next_send = Instant::now();
     let mut out_of_time = false;
+    // Far enough to never fire when there is no --timeout.
+    let deadline = plan
+        .deadline
+        .unwrap_or_else(|| Instant::now() + Duration::from_secs(86400 * 365 * 30));
     loop {
         let may_send = stats.transmitted < plan.count && !out_of_time;
+        if !may_send && echoes.is_empty() {
+            break;
+        }
         tokio::select! {
+            // The deadline ends the run at once, not at the next echo's turn: echoes still
+            // waiting for a reply are abandoned with the set.
+            _ = tokio::time::sleep_until(deadline) => {
+                stats.timed_out = true;
+                break;
+            }
             _ = tokio::time::sleep_until(next_send), if may_send => {
                 let now = Instant::now();
                 let reply_timeout = match plan.deadline {
@@ -642,7 +676,6 @@ async fn ping_host(
                     Err(EchoFailure::Fatal(error)) => return Err(error.for_target(&stats.host)),
                 }
             }
-            else => break,
         }
     }
     Ok(stats)
@@ -713,6 +746,7 @@ mod tests {
                 .map(|us| Duration::from_micros(*us))
                 .collect(),
             last_failure: Some("no reply from 10.0.0.5 within 2s".into()),
+            timed_out: false,
         }
     }
 

@@ -11,7 +11,7 @@ use tokio::task::JoinSet;
 
 use crate::cli::{ResolverArgs, Then, WaitArgs};
 use crate::exit::{Error, Result};
-use crate::resolve::{Resolver, io_reason};
+use crate::resolve::{self, Resolver, Trace, io_reason};
 use crate::wait::{self, Attempt, Probe};
 
 /// Wait until TCP ports accept connections.
@@ -68,6 +68,7 @@ impl FromStr for HostPort {
         if host.chars().any(|c| c.is_whitespace() || c == '/') {
             return Err(bad("the host contains a space or '/'"));
         }
+        resolve::check_host_name(host).map_err(|why| bad(&why))?;
         let port: u16 = match port.parse() {
             Ok(0) => return Err(bad("port 0 cannot be connected to")),
             Ok(port) => port,
@@ -95,6 +96,8 @@ pub struct TcpProbe {
     target: HostPort,
     label: String,
     resolver: Resolver,
+    /// `-v`: the addresses tried and what each did, when that changes.
+    trace: Trace,
 }
 
 impl TcpProbe {
@@ -103,6 +106,7 @@ impl TcpProbe {
             label: target.to_string(),
             target,
             resolver,
+            trace: Trace::default(),
         }
     }
 }
@@ -122,12 +126,40 @@ impl Probe for TcpProbe {
             .into_iter()
             .map(|ip| SocketAddr::new(ip, self.target.port))
             .collect();
-        connect_any(&addrs).await
+        let (attempt, tried) = connect_any(&addrs).await;
+        let listed: Vec<String> = addrs.iter().map(SocketAddr::to_string).collect();
+        let mut lines = vec![format!(
+            "{}: connecting to {}",
+            self.label,
+            listed.join(", ")
+        )];
+        lines.extend(
+            tried
+                .into_iter()
+                .map(|(addr, result)| format!("{}: {addr}: {result}", self.label)),
+        );
+        self.trace.emit("tcp.connect", &self.label, lines);
+        attempt
     }
 }
 
-/// Connects to all addresses at once; the first success wins and is closed at once.
-async fn connect_any(addrs: &[SocketAddr]) -> Attempt {
+/// Connects to all addresses at once; the first success wins and is closed at once. Also
+/// says what each address that finished did, for `-v`.
+async fn connect_any(addrs: &[SocketAddr]) -> (Attempt, Vec<(SocketAddr, String)>) {
+    let (attempt, failures, connected) = connect_all(addrs).await;
+    let mut tried: Vec<(SocketAddr, String)> = failures
+        .iter()
+        .map(|(addr, error)| (*addr, io_reason(error)))
+        .collect();
+    if let Some(addr) = connected {
+        tried.push((addr, "connected".into()));
+    }
+    (attempt, tried)
+}
+
+type Outcomes = (Attempt, Vec<(SocketAddr, io::Error)>, Option<SocketAddr>);
+
+async fn connect_all(addrs: &[SocketAddr]) -> Outcomes {
     let mut attempts = JoinSet::new();
     for &addr in addrs {
         attempts.spawn(async move { (addr, TcpStream::connect(addr).await) });
@@ -139,7 +171,11 @@ async fn connect_any(addrs: &[SocketAddr]) -> Attempt {
             // Dropping the stream closes it; the other connects are aborted with the set.
             Ok(stream) => {
                 drop(stream);
-                return Attempt::Ready(format!("connected to {addr}"));
+                return (
+                    Attempt::Ready(format!("connected to {addr}")),
+                    failures,
+                    Some(addr),
+                );
             }
             Err(error) => failures.push((addr, error)),
         }
@@ -148,11 +184,12 @@ async fn connect_any(addrs: &[SocketAddr]) -> Attempt {
         .iter()
         .find(|(_, e)| e.kind() == io::ErrorKind::PermissionDenied)
     {
-        return Attempt::Fatal(Error::Failed(format!(
+        let fatal = Attempt::Fatal(Error::Failed(format!(
             "connecting to {addr}: permission denied (a firewall or route forbids it; retrying cannot help)"
         )));
+        return (fatal, failures, None);
     }
-    Attempt::NotYet(summarize(&failures))
+    (Attempt::NotYet(summarize(&failures)), failures, None)
 }
 
 /// `connection refused`, or per address when they differ.
@@ -224,6 +261,8 @@ mod tests {
             ("[mydb]:80", "IPv6"),
             ("http://mydb:80", "URL"),
             ("my db:80", "space"),
+            ("my..db:80", "empty label"),
+            ("my!db:80", "'!'"),
         ];
         for (input, expected) in cases {
             let error = parse(input).unwrap_err();

@@ -130,7 +130,7 @@ fn usage_errors_exit_2_naming_the_bad_value() {
             bad(
                 2,
                 &["wait-for-dns", "bad..name"],
-                "'bad..name' is not a valid DNS name: empty label",
+                "'bad..name' cannot be a DNS name: it has an empty label",
             ),
             bad(
                 2,

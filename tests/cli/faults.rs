@@ -26,8 +26,8 @@ use crate::support::dns_server::DnsServer;
 use crate::support::git_server::{GitDaemon, git, tree_listing};
 use crate::support::http_server::{HttpServer, reply, reply_bytes, silent_server};
 use crate::support::{
-    Mount, Output, Running, Sandbox, entries, free_port, kill, need_root, path_str, pid_one_of,
-    skip, tree,
+    COMMANDS, Cmd, Mount, Output, Running, Sandbox, entries, free_port, is_root, kill, need_root,
+    path_str, pid_one_of, skip, tree,
 };
 
 /// The seed of the kill moments; set it to replay a failure.
@@ -717,6 +717,313 @@ fn sigterm_to_pid_1_ends_every_waiting_command_within_a_second() {
             output.stderr
         );
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Deadlines
+// ---------------------------------------------------------------------------------------
+
+/// How long after its deadline a command may still be running.
+const DEADLINE_SLACK: Duration = Duration::from_millis(50);
+/// Tries per case: a case passes when one of them ends within the slack.
+const DEADLINE_TRIES: usize = 3;
+
+/// The commands of COMMANDS that have no deadline to keep, and why.
+const NO_DEADLINE: &[(&str, &str)] = &[
+    ("template", "renders once and never waits"),
+    (
+        "sleep",
+        "its duration is what it is asked for, not a deadline",
+    ),
+];
+
+/// One way a command reaches its deadline.
+struct DeadlineCase {
+    /// The entry of COMMANDS it covers.
+    command: &'static str,
+    what: &'static str,
+    args: Vec<String>,
+    deadline: Duration,
+    code: i32,
+    /// In a new network namespace whose loopback ignores pings.
+    no_echo_replies: bool,
+}
+
+fn deadline_case(
+    command: &'static str,
+    what: &'static str,
+    args: &[&str],
+    deadline_ms: u64,
+) -> DeadlineCase {
+    DeadlineCase {
+        command,
+        what,
+        args: args.iter().map(|a| (*a).to_owned()).collect(),
+        deadline: Duration::from_millis(deadline_ms),
+        code: 124,
+        no_echo_replies: false,
+    }
+}
+
+/// `cmd` inside a network namespace of its own where echo requests go unanswered.
+fn without_echo_replies(cmd: Cmd) -> Cmd {
+    let script = "ip link set lo up && echo 1 > /proc/sys/net/ipv4/icmp_echo_ignore_all \
+                  && exec \"$0\" \"$@\"";
+    cmd.wrapped_in(&["unshare", "--net", "sh", "-c", script])
+}
+
+/// Every waiting command ends within 50 ms of its deadline: `--timeout`, a pipeline step's
+/// `timeout` and `activeDeadline`, also with an attempt in flight when the deadline comes.
+///
+/// How it is measured, so that a loaded 2-core machine does not break it: the test sees the
+/// time from spawn to exit, which also holds starting the process (exec, the runtime,
+/// parsing) and ending it, costs that have nothing to do with the deadline and vary with
+/// the load. So each try first times `initbox sleep 0` (the same start and end, no work),
+/// spawned the same way (namespace wrapper included), and takes that off: what is left past
+/// the deadline is the overshoot. A busy machine can still delay one run more than the
+/// other, so a case gets up to three tries and passes when one of them is within the slack:
+/// a real overshoot (an echo interval, a transfer that is not cancelled) is there every time,
+/// a scheduling hiccup is not. A command may never end before its deadline: that holds
+/// without any correction, as the deadline's clock starts after the spawn.
+#[test]
+fn every_waiting_command_ends_within_50ms_of_its_deadline() {
+    let sandbox = Sandbox::new();
+    let dns = DnsServer::start();
+    let silent_dns = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let unavailable = HttpServer::start(vec![reply(503, "not yet")]);
+    let (silent_port, _silent) = silent_server();
+    let refused = format!("127.0.0.1:{}", free_port("127.0.0.1"));
+    let silent_http = format!("http://127.0.0.1:{silent_port}/data");
+    let fetched = sandbox.path("fetched/data");
+    let cloned = sandbox.path("cloned");
+    let step_timeout = sandbox.write(
+        "step-timeout.yaml",
+        &format!(
+            "restartPolicy: Never\nsteps:\n  - name: db\n    \
+             wait-for-tcp: {{targets: [\"{refused}\"], timeout: 1s}}\n"
+        ),
+    );
+    let active_deadline = sandbox.write(
+        "active-deadline.yaml",
+        &format!(
+            "activeDeadline: 1s\nsteps:\n  - name: db\n    \
+             wait-for-tcp: {{targets: [\"{refused}\"]}}\n"
+        ),
+    );
+    let nameserver = dns.nameserver();
+    let silent_nameserver = silent_dns.local_addr().unwrap().to_string();
+    let mut cases = vec![
+        deadline_case(
+            "wait-for-dns",
+            "NXDOMAIN",
+            &[
+                "wait-for-dns",
+                "missing.test",
+                "--nameserver",
+                &nameserver,
+                "--timeout",
+                "1s",
+            ],
+            1000,
+        ),
+        deadline_case(
+            "wait-for-dns",
+            "a query in flight",
+            &[
+                "wait-for-dns",
+                "missing.test",
+                "--nameserver",
+                &silent_nameserver,
+                "--timeout",
+                "1s",
+            ],
+            1000,
+        ),
+        deadline_case(
+            "wait-for-tcp",
+            "refused",
+            &["wait-for-tcp", &refused, "--timeout", "1s"],
+            1000,
+        ),
+        deadline_case(
+            "wait-for-http",
+            "HTTP 503",
+            &[
+                "wait-for-http",
+                &unavailable.url("/healthz"),
+                "--timeout",
+                "1s",
+            ],
+            1000,
+        ),
+        deadline_case(
+            "wait-for-http",
+            "a request in flight",
+            &["wait-for-http", &silent_http, "--timeout", "1s"],
+            1000,
+        ),
+        deadline_case(
+            "register",
+            "HTTP 503",
+            &["register", &unavailable.url("/register"), "--timeout", "1s"],
+            1000,
+        ),
+        deadline_case(
+            "fetch",
+            "a request in flight",
+            &[
+                "fetch",
+                &silent_http,
+                "-o",
+                path_str(&fetched),
+                "--timeout",
+                "1s",
+            ],
+            1000,
+        ),
+        deadline_case(
+            "git-clone",
+            "a transfer in flight",
+            &[
+                "git-clone",
+                &format!("git://127.0.0.1:{silent_port}/app"),
+                path_str(&cloned),
+                "--timeout",
+                "1s",
+            ],
+            1000,
+        ),
+        deadline_case(
+            "run",
+            "a step timeout",
+            &["run", "-f", path_str(&step_timeout)],
+            1000,
+        ),
+        deadline_case(
+            "run",
+            "activeDeadline",
+            &["run", "-f", path_str(&active_deadline)],
+            1000,
+        ),
+    ];
+    if is_root() {
+        cases.extend([
+            DeadlineCase {
+                no_echo_replies: true,
+                ..deadline_case(
+                    "ping",
+                    "wait mode",
+                    &["ping", "127.0.0.1", "--timeout", "1s"],
+                    1000,
+                )
+            },
+            // The deadline falls between two echoes, which used to end the run at the next.
+            DeadlineCase {
+                no_echo_replies: true,
+                ..deadline_case(
+                    "ping",
+                    "count mode, no reply",
+                    &[
+                        "ping",
+                        "127.0.0.1",
+                        "-c",
+                        "5",
+                        "--interval",
+                        "1s",
+                        "--timeout",
+                        "1500ms",
+                    ],
+                    1500,
+                )
+            },
+            DeadlineCase {
+                code: 0,
+                ..deadline_case(
+                    "ping",
+                    "count mode, replies",
+                    &[
+                        "ping",
+                        "127.0.0.1",
+                        "-c",
+                        "5",
+                        "--interval",
+                        "1s",
+                        "--timeout",
+                        "1500ms",
+                    ],
+                    1500,
+                )
+            },
+        ]);
+    } else {
+        skip("ping deadlines", "needs root for a network namespace");
+    }
+
+    // Every command of the registry is covered, or says why it has no deadline.
+    for command in COMMANDS {
+        let covered =
+            cases.iter().any(|c| c.command == *command) || !is_root() && *command == "ping";
+        let exempt = NO_DEADLINE.iter().any(|(name, _)| name == command);
+        assert!(
+            covered || exempt,
+            "{command} has no deadline case: add one here, or to NO_DEADLINE with the reason"
+        );
+    }
+
+    let mut failures = Vec::new();
+    for case in &cases {
+        let spawn = |args: &[String]| {
+            let cmd = sandbox.initbox().args(args);
+            if case.no_echo_replies {
+                without_echo_replies(cmd).run()
+            } else {
+                cmd.run()
+            }
+        };
+        let mut best: Option<(Duration, Duration, Duration)> = None;
+        for _ in 0..DEADLINE_TRIES {
+            let startup = spawn(&["sleep".to_owned(), "0".to_owned()])
+                .assert_code(0)
+                .elapsed;
+            let output = spawn(&case.args);
+            output.assert_code(case.code);
+            assert!(
+                output.elapsed >= case.deadline,
+                "{} ({}): ended {:?} after the spawn, before its deadline of {:?}",
+                case.command,
+                case.what,
+                output.elapsed,
+                case.deadline
+            );
+            let overshoot = output
+                .elapsed
+                .saturating_sub(startup)
+                .saturating_sub(case.deadline);
+            if best.is_none_or(|(least, _, _)| overshoot < least) {
+                best = Some((overshoot, output.elapsed, startup));
+            }
+            if overshoot <= DEADLINE_SLACK {
+                break;
+            }
+        }
+        let (overshoot, elapsed, startup) = best.unwrap();
+        eprintln!(
+            "{} ({}): {overshoot:?} past a deadline of {:?} (ran {elapsed:?}, start and end {startup:?})",
+            case.command, case.what, case.deadline
+        );
+        if overshoot > DEADLINE_SLACK {
+            failures.push(format!(
+                "{} ({}): ended {overshoot:?} after its deadline of {:?} in the best of {DEADLINE_TRIES} tries \
+                 (ran {elapsed:?}; starting and ending initbox took {startup:?})",
+                case.command, case.what, case.deadline
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "past the deadline:\n{}",
+        failures.join("\n")
+    );
 }
 
 // ---------------------------------------------------------------------------------------

@@ -249,3 +249,50 @@ fn a_long_wait_prints_a_progress_line_every_ten_seconds_not_a_line_per_attempt()
     );
     assert_eq!(output.stderr.lines().count(), 4, "{}", output.stderr);
 }
+
+#[test]
+fn verbose_shows_the_addresses_resolved_and_each_address_tried_once() {
+    let sandbox = Sandbox::new();
+    let port = free_port("127.0.0.1");
+    let target = format!("localhost:{port}");
+    let wait = |verbose: bool| {
+        let mut command = sandbox
+            .initbox()
+            .args(["wait-for-tcp", &target, "--timeout", "500ms"]);
+        if verbose {
+            command = command.arg("-v");
+        }
+        command.run()
+    };
+    let hosts = sandbox.path("hosts");
+    let lines = [
+        format!(
+            "initbox: localhost: {} gives 127.0.0.1, ::1\n",
+            hosts.display()
+        ),
+        format!("initbox: {target}: connecting to 127.0.0.1:{port}, [::1]:{port}\n"),
+        format!("initbox: {target}: 127.0.0.1:{port}: connection refused\n"),
+        format!("initbox: {target}: [::1]:{port}: connection refused\n"),
+    ];
+    let verbose = wait(true);
+    verbose.assert_code(124);
+    for line in &lines {
+        // About ten attempts, all alike: each line once.
+        assert_eq!(
+            verbose.stderr.matches(line.as_str()).count(),
+            1,
+            "{line:?} in:\n{}",
+            verbose.stderr
+        );
+    }
+    let quiet = wait(false);
+    quiet.assert_code(124);
+    for line in &lines {
+        assert!(!quiet.stderr.contains(line.as_str()), "{}", quiet.stderr);
+    }
+
+    let _listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
+    wait(true)
+        .assert_code(0)
+        .assert_stderr_contains(&format!("{target}: 127.0.0.1:{port}: connected\n"));
+}

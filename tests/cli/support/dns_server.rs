@@ -14,6 +14,8 @@ use hickory_proto::rr::{Name, RData, Record, RecordType};
 #[derive(Default)]
 struct Zone {
     records: Vec<Record>,
+    /// Names answered with REFUSED, as a nameserver that is not authoritative for them.
+    refused: Vec<Name>,
     servfail: bool,
     /// Drop every query without a word, as a nameserver that died or is firewalled off.
     silent: bool,
@@ -125,6 +127,11 @@ impl DnsServer {
         self.zone.lock().unwrap().records.retain(|r| r.name != name);
     }
 
+    /// Answer queries for `name` with REFUSED.
+    pub fn refuse(&self, name: &str) {
+        self.zone.lock().unwrap().refused.push(fqdn(name));
+    }
+
     /// Answer every query with SERVFAIL until switched off.
     pub fn set_servfail(&self, on: bool) {
         self.zone.lock().unwrap().servfail = on;
@@ -164,6 +171,10 @@ fn respond(zone: &Mutex<Zone>, packet: &[u8]) -> Option<Vec<u8>> {
         return response.to_vec().ok();
     }
     let name = query.name();
+    if zone.refused.iter().any(|r| r == name) {
+        response.metadata.response_code = ResponseCode::Refused;
+        return response.to_vec().ok();
+    }
     let same_name: Vec<&Record> = zone
         .records
         .iter()
