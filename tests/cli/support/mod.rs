@@ -518,3 +518,11 @@ pub fn eventually(limit: Duration, mut condition: impl FnMut() -> bool) -> bool 
 pub fn path_str(path: &Path) -> &str {
     path.to_str().unwrap()
 }
+
+/// Held by every test of the `serial` target for its whole run: those tests load the
+/// machine (10 000 attempts, kill -9 at random moments, podman) or assert on prompt exits,
+/// so they run one at a time instead of beside each other.
+pub fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}

@@ -234,6 +234,7 @@ enum CloneStart {
 
 #[test]
 fn sigkill_during_git_clone_leaves_dest_as_before_or_complete() {
+    let _serial = crate::support::one_at_a_time();
     let test = "sigkill_during_git_clone_leaves_dest_as_before_or_complete";
     if !need_root(test) {
         return;
@@ -351,6 +352,7 @@ fn sigkill_during_git_clone_leaves_dest_as_before_or_complete() {
 
 #[test]
 fn sigkill_during_fetch_leaves_the_old_file_or_the_new_one() {
+    let _serial = crate::support::one_at_a_time();
     let test = "sigkill_during_fetch_leaves_the_old_file_or_the_new_one";
     let sandbox = Sandbox::new();
     let body = noise(&mut fastrand::Rng::with_seed(11), 64 * 1024).into_bytes();
@@ -429,6 +431,7 @@ fn template_tree(src: &Path) {
 
 #[test]
 fn sigkill_during_a_directory_render_leaves_each_file_old_or_new() {
+    let _serial = crate::support::one_at_a_time();
     let test = "sigkill_during_a_directory_render_leaves_each_file_old_or_new";
     let sandbox = Sandbox::new();
     let src = sandbox.path("templates");
@@ -517,6 +520,7 @@ fn sigkill_during_a_directory_render_leaves_each_file_old_or_new() {
 
 #[test]
 fn sigkill_during_a_pipeline_leaves_a_valid_status_file() {
+    let _serial = crate::support::one_at_a_time();
     let test = "sigkill_during_a_pipeline_leaves_a_valid_status_file";
     let sandbox = Sandbox::new();
     // Eight short steps: two status transitions each, the file rewritten every time.
@@ -610,6 +614,7 @@ fn waiting(name: &'static str, args: &[&str], waiting: &'static str) -> WaitingC
 
 #[test]
 fn sigterm_to_pid_1_ends_every_waiting_command_within_a_second() {
+    let _serial = crate::support::one_at_a_time();
     let test = "sigterm_to_pid_1_ends_every_waiting_command_within_a_second";
     if !need_root(test) {
         return;
@@ -787,6 +792,7 @@ fn without_echo_replies(cmd: Cmd) -> Cmd {
 /// without any correction, as the deadline's clock starts after the spawn.
 #[test]
 fn every_waiting_command_ends_within_50ms_of_its_deadline() {
+    let _serial = crate::support::one_at_a_time();
     let sandbox = Sandbox::new();
     let dns = DnsServer::start();
     let silent_dns = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -1046,6 +1052,7 @@ fn assert_gave_up(output: &Output, timeout: &str, limit: Duration) {
 
 #[test]
 fn a_nameserver_that_stops_answering_mid_wait() {
+    let _serial = crate::support::one_at_a_time();
     let sandbox = Sandbox::new();
     let dns = DnsServer::start();
     let running = sandbox
@@ -1064,6 +1071,7 @@ fn a_nameserver_that_stops_answering_mid_wait() {
 
 #[test]
 fn http_that_accepts_and_never_answers_hits_the_attempt_timeout() {
+    let _serial = crate::support::one_at_a_time();
     let sandbox = Sandbox::new();
     let (port, _server) = silent_server();
     let url = format!("http://127.0.0.1:{port}/");
@@ -1130,6 +1138,7 @@ impl Drop for NetNs {
 
 #[test]
 fn a_tcp_target_that_drops_syns_hits_the_connect_timeout() {
+    let _serial = crate::support::one_at_a_time();
     let test = "a_tcp_target_that_drops_syns_hits_the_connect_timeout";
     if !need_root(test) {
         return;
@@ -1265,6 +1274,7 @@ fn relay(client: TcpStream, server: TcpStream, limit: Option<usize>) {
 
 #[test]
 fn a_git_server_that_dies_mid_pack() {
+    let _serial = crate::support::one_at_a_time();
     let sandbox = Sandbox::new();
     let base = sandbox.path("srv");
     let repo = big_repo(&base, "big");

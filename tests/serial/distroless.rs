@@ -114,6 +114,7 @@ impl EmptyRoot {
 
 #[test]
 fn help_version_completions_and_man_need_nothing() {
+    let _serial = crate::support::one_at_a_time();
     let Some(empty) = EmptyRoot::new("help_version_completions_and_man_need_nothing") else {
         return;
     };
@@ -133,6 +134,7 @@ fn help_version_completions_and_man_need_nothing() {
 
 #[test]
 fn sleep_and_the_read_only_root_is_really_read_only() {
+    let _serial = crate::support::one_at_a_time();
     let Some(empty) = EmptyRoot::new("sleep_and_the_read_only_root_is_really_read_only") else {
         return;
     };
@@ -148,6 +150,7 @@ fn sleep_and_the_read_only_root_is_really_read_only() {
 
 #[test]
 fn wait_for_tcp_and_dns_without_etc() {
+    let _serial = crate::support::one_at_a_time();
     let Some(empty) = EmptyRoot::new("wait_for_tcp_and_dns_without_etc") else {
         return;
     };
@@ -175,6 +178,7 @@ fn wait_for_tcp_and_dns_without_etc() {
 
 #[test]
 fn wait_for_http_over_tls_with_the_bundled_and_a_mounted_ca() {
+    let _serial = crate::support::one_at_a_time();
     let Some(empty) = EmptyRoot::new("wait_for_http_over_tls_with_the_bundled_and_a_mounted_ca")
     else {
         return;
@@ -206,6 +210,7 @@ fn wait_for_http_over_tls_with_the_bundled_and_a_mounted_ca() {
 
 #[test]
 fn register_and_fetch_write_into_the_mounted_directory() {
+    let _serial = crate::support::one_at_a_time();
     let Some(empty) = EmptyRoot::new("register_and_fetch_write_into_the_mounted_directory") else {
         return;
     };
@@ -235,6 +240,7 @@ fn register_and_fetch_write_into_the_mounted_directory() {
 
 #[test]
 fn ping_as_nonroot_where_ping_group_range_allows_it() {
+    let _serial = crate::support::one_at_a_time();
     let Some(empty) = EmptyRoot::new("ping_as_nonroot_where_ping_group_range_allows_it") else {
         return;
     };
@@ -245,6 +251,7 @@ fn ping_as_nonroot_where_ping_group_range_allows_it() {
 
 #[test]
 fn template_and_git_clone_into_the_mounted_directory() {
+    let _serial = crate::support::one_at_a_time();
     let Some(empty) = EmptyRoot::new("template_and_git_clone_into_the_mounted_directory") else {
         return;
     };
@@ -267,6 +274,7 @@ fn template_and_git_clone_into_the_mounted_directory() {
 
 #[test]
 fn run_a_pipeline_with_a_status_file() {
+    let _serial = crate::support::one_at_a_time();
     let Some(empty) = EmptyRoot::new("run_a_pipeline_with_a_status_file") else {
         return;
     };

@@ -49,6 +49,7 @@ fn fds_stay_flat(running: Running, attempts: impl Fn() -> usize) {
 
 #[test]
 fn tcp_probes_do_not_leak_sockets() {
+    let _serial = crate::support::one_at_a_time();
     let sandbox = Sandbox::new();
     // --invert against an open port: every attempt connects (and the listener counts it).
     let open = counting_listener("127.0.0.1");
@@ -65,6 +66,7 @@ fn tcp_probes_do_not_leak_sockets() {
 
 #[test]
 fn dns_probes_do_not_leak_sockets() {
+    let _serial = crate::support::one_at_a_time();
     let sandbox = Sandbox::new();
     let dns = DnsServer::start();
     let running = sandbox
@@ -78,6 +80,7 @@ fn dns_probes_do_not_leak_sockets() {
 
 #[test]
 fn http_probes_do_not_leak_sockets() {
+    let _serial = crate::support::one_at_a_time();
     let sandbox = Sandbox::new();
     let server = HttpServer::start(vec![reply(503, "not yet")]);
     let running = sandbox
@@ -89,6 +92,7 @@ fn http_probes_do_not_leak_sockets() {
 
 #[test]
 fn ping_probes_do_not_leak_sockets() {
+    let _serial = crate::support::one_at_a_time();
     if !need_root("ping_probes_do_not_leak_sockets") {
         return;
     }
@@ -131,6 +135,7 @@ fn peak_rss_kib(pid: u32) -> u64 {
 
 #[test]
 fn waiting_stays_under_8_mib() {
+    let _serial = crate::support::one_at_a_time();
     let Some(binary) = static_binary("waiting_stays_under_8_mib") else {
         return;
     };
@@ -223,6 +228,7 @@ fn endless_server(status: u16) -> EndlessServer {
 
 #[test]
 fn http_bodies_are_read_only_up_to_a_cap() {
+    let _serial = crate::support::one_at_a_time();
     let sandbox = Sandbox::new();
     // A 200 whose body never ends and never matches: each attempt reads at most 1 MiB,
     // then gives up on that body, so the wait still ends at --timeout.

@@ -11,6 +11,7 @@ const PROMPTLY: Duration = Duration::from_secs(5);
 
 #[test]
 fn sigterm_ends_a_wait_with_143() {
+    let _serial = crate::support::one_at_a_time();
     let sandbox = Sandbox::new();
     let port = free_port("127.0.0.1");
     let running = sandbox
@@ -29,6 +30,7 @@ fn sigterm_ends_a_wait_with_143() {
 
 #[test]
 fn sigint_ends_a_sleep_with_130() {
+    let _serial = crate::support::one_at_a_time();
     let sandbox = Sandbox::new();
     let running = sandbox.initbox().args(["sleep", "5m"]).spawn();
     running.wait_for_stderr("sleeping for 5m", Duration::from_secs(10));
@@ -42,6 +44,7 @@ fn sigint_ends_a_sleep_with_130() {
 
 #[test]
 fn pid_1_reaps_orphaned_children() {
+    let _serial = crate::support::one_at_a_time();
     if !need_root("pid_1_reaps_orphaned_children") {
         return;
     }

@@ -95,6 +95,7 @@ fn run(args: &[&str]) {
 
 #[test]
 fn short_name_resolves_through_the_pods_resolv_conf_once_the_service_appears() {
+    let _serial = crate::support::one_at_a_time();
     if !need_root("short_name_resolves_through_the_pods_resolv_conf") {
         return;
     }

@@ -1254,6 +1254,7 @@ fn first_file_in_tar(tar: &[u8]) -> Option<(u32, Vec<u8>)> {
 
 #[test]
 fn sleep_holds_the_app_back_until_the_init_container_is_done() {
+    let _serial = crate::support::one_at_a_time();
     let Some(kube) = KubePlay::new(
         "sleep_holds_the_app_back_until_the_init_container_is_done",
         &[],
@@ -1277,6 +1278,7 @@ fn sleep_holds_the_app_back_until_the_init_container_is_done() {
 
 #[test]
 fn wait_for_services_runs_the_app_once_both_names_resolve() {
+    let _serial = crate::support::one_at_a_time();
     let Some(kube) = KubePlay::new(
         "wait_for_services_runs_the_app_once_both_names_resolve",
         &[],
@@ -1301,6 +1303,7 @@ fn wait_for_services_runs_the_app_once_both_names_resolve() {
 
 #[test]
 fn wait_for_services_a_missing_service_blocks_the_app_with_exit_124() {
+    let _serial = crate::support::one_at_a_time();
     let Some(kube) = KubePlay::new(
         "wait_for_services_a_missing_service_blocks_the_app_with_exit_124",
         &[],
@@ -1330,6 +1333,7 @@ fn wait_for_services_a_missing_service_blocks_the_app_with_exit_124() {
 
 #[test]
 fn render_config_renders_the_configmap_into_the_shared_volume() {
+    let _serial = crate::support::one_at_a_time();
     let Some(kube) = KubePlay::new(
         "render_config_renders_the_configmap_into_the_shared_volume",
         &[],
@@ -1380,6 +1384,7 @@ fn render_config_renders_the_configmap_into_the_shared_volume() {
 
 #[test]
 fn ping_database_needs_the_pods_ping_group_range_sysctl() {
+    let _serial = crate::support::one_at_a_time();
     let Some(kube) = KubePlay::new(
         "ping_database_needs_the_pods_ping_group_range_sysctl",
         &["sysctl"],
@@ -1419,6 +1424,7 @@ fn ping_database_needs_the_pods_ping_group_range_sysctl() {
 
 #[test]
 fn fetch_into_emptydir_puts_the_page_where_nginx_serves_it() {
+    let _serial = crate::support::one_at_a_time();
     let Some(kube) = KubePlay::new(
         "fetch_into_emptydir_puts_the_page_where_nginx_serves_it",
         &["python3"],
@@ -1464,6 +1470,7 @@ fn fetch_into_emptydir_puts_the_page_where_nginx_serves_it() {
 
 #[test]
 fn git_clone_into_emptydir_checks_out_the_tag_with_the_token() {
+    let _serial = crate::support::one_at_a_time();
     let Some(kube) = KubePlay::new(
         "git_clone_into_emptydir_checks_out_the_tag_with_the_token",
         &["python3", "git"],
@@ -1534,6 +1541,7 @@ fn git_clone_into_emptydir_checks_out_the_tag_with_the_token() {
 
 #[test]
 fn pipeline_configmap_runs_every_step_in_one_init_container() {
+    let _serial = crate::support::one_at_a_time();
     let Some(kube) = KubePlay::new(
         "pipeline_configmap_runs_every_step_in_one_init_container",
         &["python3", "git"],
@@ -1604,6 +1612,7 @@ fn pipeline_configmap_runs_every_step_in_one_init_container() {
 
 #[test]
 fn register_downward_api_registers_the_pod_before_the_app_starts() {
+    let _serial = crate::support::one_at_a_time();
     let Some(kube) = KubePlay::new(
         "register_downward_api_registers_the_pod_before_the_app_starts",
         &["python3"],
@@ -1657,6 +1666,7 @@ fn register_downward_api_registers_the_pod_before_the_app_starts() {
 
 #[test]
 fn wait_for_tcp_http_deployment_waits_for_the_datastores_and_the_api() {
+    let _serial = crate::support::one_at_a_time();
     let Some(kube) = KubePlay::new(
         "wait_for_tcp_http_deployment_waits_for_the_datastores_and_the_api",
         &["python3"],
@@ -1709,6 +1719,7 @@ fn wait_for_tcp_http_deployment_waits_for_the_datastores_and_the_api() {
 
 #[test]
 fn entrypoint_handoff_waits_then_becomes_the_server() {
+    let _serial = crate::support::one_at_a_time();
     let Some(kube) = KubePlay::new(
         "entrypoint_handoff_waits_then_becomes_the_server",
         &["python3"],
