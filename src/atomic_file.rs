@@ -40,7 +40,7 @@ impl AtomicFile {
             .to_string_lossy()
             .into_owned();
         let dir = parent_dir(dest);
-        fs::create_dir_all(dir)?;
+        fs::create_dir_all(dir).map_err(|error| name_the_blocker(dir, error))?;
         remove_leftovers(dir, &name);
         // Created no more permissive than the final mode, so a secret is never readable
         // by others while it is being written.
@@ -140,6 +140,24 @@ pub fn write(dest: &Path, contents: &[u8], mode: Option<u32>) -> io::Result<()> 
 /// at once). Missing parent directories are created, as the write would create them.
 pub fn check_destination(dest: &Path, mode: Option<u32>) -> io::Result<()> {
     AtomicFile::create(dest, mode).map(drop)
+}
+
+/// "File exists" from creating a directory means a file stands where a directory should:
+/// name that file.
+fn name_the_blocker(dir: &Path, error: io::Error) -> io::Error {
+    if error.kind() != io::ErrorKind::AlreadyExists {
+        return error;
+    }
+    let blocker = dir
+        .ancestors()
+        .find(|path| fs::metadata(path).is_ok_and(|m| !m.is_dir()));
+    match blocker {
+        Some(path) => io::Error::new(
+            io::ErrorKind::NotADirectory,
+            format!("{} is not a directory", path.display()),
+        ),
+        None => error,
+    }
 }
 
 /// The error for a destination that is (or, ending in `/`, names) a directory.
