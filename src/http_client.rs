@@ -182,8 +182,14 @@ pub fn tls_config(tls: &TlsArgs) -> Result<ClientConfig> {
             builder
                 .with_client_auth_cert(chain, private_key)
                 .map_err(|e| {
+                    let reason = match e {
+                        rustls::Error::InconsistentKeys(_) => {
+                            "the key does not belong to the certificate".to_owned()
+                        }
+                        other => in_words(&format!("{other:?}")),
+                    };
                     Error::Config(format!(
-                        "client certificate {} and key {} do not go together: {e}",
+                        "client certificate {} and key {} do not go together: {reason}",
                         cert.display(),
                         key.display()
                     ))
@@ -251,9 +257,17 @@ fn client_identity(
 }
 
 /// A PEM file error as the other file errors read: "no such file or directory".
+/// The PEM parser's own texts print byte arrays (`missing section end marker: [45, …]`).
 fn pem_reason(error: &rustls::pki_types::pem::Error) -> String {
+    use rustls::pki_types::pem::Error as E;
     match error {
-        rustls::pki_types::pem::Error::Io(io) => io_reason(io),
+        E::Io(io) => io_reason(io),
+        E::MissingSectionEnd { .. } => {
+            "a PEM section has no END line (is the file cut short?)".into()
+        }
+        E::IllegalSectionStart { .. } => "a PEM BEGIN line is malformed".into(),
+        E::Base64Decode(_) => "a PEM section is not valid base64".into(),
+        E::NoItemsFound => "no PEM item of the expected kind found".into(),
         other => other.to_string(),
     }
 }
@@ -364,9 +378,9 @@ impl ServerCertVerifier for NamingVerifier {
                         _ => certificate_names(end_entity),
                     };
                     let names = names.iter().map(|name| plain_name(name)).collect();
-                    rustls::Error::InvalidCertificate(CertificateError::Other(
-                        rustls::OtherError(Arc::new(CertificateProblem { error, names })),
-                    ))
+                    rustls::Error::InvalidCertificate(CertificateError::Other(rustls::OtherError(
+                        Arc::new(CertificateProblem { error, names }),
+                    )))
                 }
                 other => other,
             })
@@ -528,7 +542,10 @@ fn describe_transport(detail: &str) -> String {
         || lower.contains("invalid header")
         || lower.contains("invalid status")
     {
-        format!("the server's answer is not valid HTTP/1.1 ({})", in_words(detail))
+        format!(
+            "the server's answer is not valid HTTP/1.1 ({})",
+            in_words(detail)
+        )
     } else if detail.is_empty() {
         "the request failed".into()
     } else {
@@ -1138,6 +1155,29 @@ mod tests {
         for code in [400, 401, 403, 404, 409, 422, 200, 301] {
             assert!(!is_retryable(StatusCode::from_u16(code).unwrap()), "{code}");
         }
+    }
+
+    #[test]
+    fn library_identifiers_become_words() {
+        assert_eq!(
+            in_words("PeerMisbehaved(IllegalMiddleboxChangeCipherSpec)"),
+            "peer misbehaved (illegal middlebox change cipher spec)"
+        );
+        assert_eq!(plain_name("DnsName(\"a.example\")"), "a.example");
+        assert_eq!(plain_name("IpAddress(10.0.0.1)"), "10.0.0.1");
+        let alert = describe_tls(&rustls::Error::AlertReceived(
+            AlertDescription::CertificateRequired,
+        ));
+        assert!(alert.contains("--cert FILE --key FILE"), "{alert}");
+        let plain = describe_tls(&rustls::Error::InvalidMessage(
+            rustls::InvalidMessage::InvalidContentType,
+        ));
+        assert!(plain.contains("does not speak TLS"), "{plain}");
+        assert!(
+            parse_url("http://127.0.0.1:0/")
+                .unwrap_err()
+                .contains("port 0")
+        );
     }
 
     #[test]

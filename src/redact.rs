@@ -53,9 +53,7 @@ pub fn conceal(secret: &str) {
         }
     }
     // Longest first, so a secret that contains another is masked whole.
-    concealed
-        .forms
-        .sort_by_key(|s| std::cmp::Reverse(s.len()));
+    concealed.forms.sort_by_key(|s| std::cmp::Reverse(s.len()));
 }
 
 /// The ways a secret is spelled when a server or a library writes it into other text.
@@ -153,8 +151,8 @@ fn mask_encoded(text: &str, secrets: &[String]) -> Option<String> {
 
 fn decodes_to_a_secret(symbols: &str, secrets: &[String]) -> bool {
     use base64::Engine as _;
-    use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
     use base64::engine::DecodePaddingMode;
+    use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
     const LENIENT: GeneralPurposeConfig = GeneralPurposeConfig::new()
         .with_decode_padding_mode(DecodePaddingMode::Indifferent)
         .with_decode_allow_trailing_bits(true);
@@ -187,7 +185,10 @@ fn decodes_to_a_secret(symbols: &str, secrets: &[String]) -> bool {
 }
 
 fn contains_bytes(haystack: &[u8], needle: &[u8]) -> bool {
-    !needle.is_empty() && haystack.windows(needle.len()).any(|window| window == needle)
+    !needle.is_empty()
+        && haystack
+            .windows(needle.len())
+            .any(|window| window == needle)
 }
 
 /// A URL safe to print: userinfo is masked (and its password registered as a secret).
@@ -315,10 +316,16 @@ mod tests {
         conceal("pa ss/w?rd+\"1");
         // The Basic credential built from user:password, in every base64 spelling.
         let basic = STANDARD.encode("deploy:pa ss/w?rd+\"1");
-        assert!(basic.ends_with('='), "{basic}: the padded form is exercised");
+        assert!(
+            basic.ends_with('='),
+            "{basic}: the padded form is exercised"
+        );
         let url_safe = URL_SAFE_NO_PAD.encode("deploy:pa ss/w?rd+\"1");
         for (echo, expected) in [
-            (format!("auth: Basic {basic} denied"), "auth: Basic *** denied"),
+            (
+                format!("auth: Basic {basic} denied"),
+                "auth: Basic *** denied",
+            ),
             (format!("auth=Basic%20{basic}"), "auth=Basic%***"),
             (format!("t={url_safe};"), "t=***;"),
             (

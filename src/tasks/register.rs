@@ -311,7 +311,12 @@ fn write_output(output: &Path, body: &[u8]) -> Result<()> {
         return stdout
             .write_all(body)
             .and_then(|()| stdout.flush())
-            .map_err(|e| Error::Failed(format!("writing the response to stdout: {e}")));
+            .map_err(|e| {
+                Error::Failed(format!(
+                    "writing the response to stdout: {}",
+                    crate::resolve::io_reason(&e)
+                ))
+            });
     }
     atomic_file::write(output, body, None).map_err(|e| output_error(output, &e))
 }

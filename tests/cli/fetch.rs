@@ -39,10 +39,7 @@ fn downloads_into_a_new_directory_with_mode_and_checksum() {
         .run();
     output
         .assert_code(0)
-        .assert_stderr_contains(&format!(
-            "fetched {} after",
-            server.url("/index.html")
-        ))
+        .assert_stderr_contains(&format!("fetched {} after", server.url("/index.html")))
         .assert_stderr_contains(&format!("(1 attempt): saved 39 B to {}", dest.display()))
         .assert_stderr_contains("SHA-256 verified");
     assert!(!output.stderr.contains("is ready"), "{}", output.stderr);
@@ -243,7 +240,14 @@ fn stdout_with_sha256_gets_only_verified_bytes() {
     let tampered = HttpServer::start(vec![reply_bytes(200, vec![b't'; 300_000])]);
     let output = sandbox
         .initbox()
-        .args(["fetch", &tampered.url("/"), "-o", "-", "--sha256", PAGE_SHA256])
+        .args([
+            "fetch",
+            &tampered.url("/"),
+            "-o",
+            "-",
+            "--sha256",
+            PAGE_SHA256,
+        ])
         .run();
     output
         .assert_code(1)
@@ -254,7 +258,14 @@ fn stdout_with_sha256_gets_only_verified_bytes() {
     // The spool is bounded by --max-size.
     let output = sandbox
         .initbox()
-        .args(["fetch", &tampered.url("/"), "-o", "-", "--sha256", PAGE_SHA256])
+        .args([
+            "fetch",
+            &tampered.url("/"),
+            "-o",
+            "-",
+            "--sha256",
+            PAGE_SHA256,
+        ])
         .args(["--max-size", "64k"])
         .run();
     output
@@ -269,13 +280,23 @@ fn a_broken_spooled_download_is_retried_and_only_the_full_one_is_written() {
     let server = HttpServer::start(vec![reply(200, PAGE).stall_after(10), reply(200, PAGE)]);
     let output = sandbox
         .initbox()
-        .args(["fetch", &server.url("/"), "-o", "-", "--sha256", PAGE_SHA256])
+        .args([
+            "fetch",
+            &server.url("/"),
+            "-o",
+            "-",
+            "--sha256",
+            PAGE_SHA256,
+        ])
         .args(["--attempt-timeout", "1s"])
         .run();
     output
         .assert_code(0)
         .assert_stderr_contains("the download broke off after 10 B");
-    assert_eq!(output.stdout, PAGE, "the first 10 bytes were not written twice");
+    assert_eq!(
+        output.stdout, PAGE,
+        "the first 10 bytes were not written twice"
+    );
 }
 
 #[test]

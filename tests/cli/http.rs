@@ -254,7 +254,10 @@ fn tls_failures_are_sentences_not_library_identifiers() {
     let plain = HttpServer::start(vec![reply(200, "plain")]);
     let not_tls = sandbox
         .initbox()
-        .args(["wait-for-http", &format!("https://127.0.0.1:{}/", plain.port)])
+        .args([
+            "wait-for-http",
+            &format!("https://127.0.0.1:{}/", plain.port),
+        ])
         .args(["--timeout", "300ms"])
         .run();
     not_tls.assert_code(124).assert_stderr_contains(

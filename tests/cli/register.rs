@@ -241,7 +241,11 @@ fn mutual_tls_with_a_client_certificate() {
     without.assert_code(1).assert_stderr_contains(
         "TLS: the server requires a client certificate (give one with --cert FILE --key FILE)",
     );
-    assert!(!without.stderr.contains("CertificateRequired"), "{}", without.stderr);
+    assert!(
+        !without.stderr.contains("CertificateRequired"),
+        "{}",
+        without.stderr
+    );
     assert!(
         server.requests().is_empty(),
         "no request without a certificate"
@@ -368,14 +372,14 @@ fn json_is_sent_byte_for_byte_with_string_values_expanded_and_escaped() {
     let sent = server.requests().pop().unwrap().body_text();
     let expected = given
         .replacen(r#": "$(POD_NAME)""#, r#": "web-0""#, 1)
-        .replace(
-            r#""$(HOSTILE)""#,
-            &serde_json::to_string(hostile).unwrap(),
-        )
+        .replace(r#""$(HOSTILE)""#, &serde_json::to_string(hostile).unwrap())
         .replace(r#""$$(POD_NAME)""#, r#""$(POD_NAME)""#);
     assert_eq!(sent, expected, "keys, numbers, order and spacing as given");
     let parsed: serde_json::Value = serde_json::from_str(&sent).unwrap();
-    assert_eq!(parsed["note"], hostile, "the value stayed inside its string");
+    assert_eq!(
+        parsed["note"], hostile,
+        "the value stayed inside its string"
+    );
     assert!(parsed.get("admin").is_none(), "{sent}");
     assert_eq!(parsed["$(POD_NAME)"], "web-0", "keys are not expanded");
     sandbox
@@ -446,7 +450,10 @@ fn an_unusable_output_is_found_before_the_pod_is_registered() {
     }
     assert_eq!(server.requests().len(), 0, "no registration was sent");
     assert!(entries(&dir).is_empty(), "left behind: {:?}", entries(&dir));
-    assert_eq!(entries(sandbox.dir.path()), ["blocker", "existing-dir", "hosts"]);
+    assert_eq!(
+        entries(sandbox.dir.path()),
+        ["blocker", "existing-dir", "hosts"]
+    );
 }
 
 #[test]
@@ -531,7 +538,11 @@ fn https_to_a_plain_http_port_says_the_server_does_not_speak_tls() {
     output.assert_code(1).assert_stderr_contains(
         "TLS: the server does not speak TLS (is this https:// URL pointing at a plain-HTTP port? then use http://)",
     );
-    assert!(!output.stderr.contains("InvalidContentType"), "{}", output.stderr);
+    assert!(
+        !output.stderr.contains("InvalidContentType"),
+        "{}",
+        output.stderr
+    );
 }
 
 #[test]
@@ -542,7 +553,12 @@ fn port_0_is_a_usage_error_before_any_attempt() {
     for args in [
         vec!["register", "http://127.0.0.1:0/r"],
         vec!["register", "http://127.0.0.1:$(PORT)/r"],
-        vec!["fetch", "http://127.0.0.1:0/f", "-o", dest.to_str().unwrap()],
+        vec![
+            "fetch",
+            "http://127.0.0.1:0/f",
+            "-o",
+            dest.to_str().unwrap(),
+        ],
         vec!["wait-for-http", "https://localhost:0/"],
     ] {
         sandbox

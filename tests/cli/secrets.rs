@@ -294,26 +294,42 @@ fn a_pipeline_keeps_credentials_out_of_its_status_and_termination_log() {
 /// The ways a server echoes the `Authorization` header it received: as text, as JSON
 /// (slashes escaped, as PHP does), and re-encoded (the credential decoded and encoded
 /// again URL-safe without padding, percent-encoded), each short enough to be shown whole.
-fn echoes() -> Vec<(&'static str, fn(&Request) -> Vec<u8>)> {
+/// A body made from the request, named by the kind of echo.
+type Echo = (&'static str, fn(&Request) -> Vec<u8>);
+
+fn echoes() -> Vec<Echo> {
     fn auth(request: &Request) -> String {
         request.header("authorization").unwrap_or("").to_owned()
     }
     fn credential(request: &Request) -> Vec<u8> {
         let auth = auth(request);
         let encoded = auth.split_once(' ').map(|(_, c)| c).unwrap_or("");
-        STANDARD.decode(encoded).unwrap_or_else(|_| encoded.as_bytes().to_vec())
+        STANDARD
+            .decode(encoded)
+            .unwrap_or_else(|_| encoded.as_bytes().to_vec())
     }
     vec![
-        ("text", |r| format!("denied; you sent Authorization: {}", auth(r)).into_bytes()),
+        ("text", |r| {
+            format!("denied; you sent Authorization: {}", auth(r)).into_bytes()
+        }),
         ("json", |r| {
             let value = serde_json::to_string(&auth(r)).unwrap().replace('/', "\\/");
-            format!("{{\"error\":\"denied\",\"headers\":{{\"Authorization\":{value}}}}}").into_bytes()
+            format!("{{\"error\":\"denied\",\"headers\":{{\"Authorization\":{value}}}}}")
+                .into_bytes()
         }),
         ("url-safe base64", |r| {
-            format!("denied; credential={}", URL_SAFE_NO_PAD.encode(credential(r))).into_bytes()
+            format!(
+                "denied; credential={}",
+                URL_SAFE_NO_PAD.encode(credential(r))
+            )
+            .into_bytes()
         }),
         ("unpadded base64", |r| {
-            format!("denied; credential={}", STANDARD_NO_PAD.encode(credential(r))).into_bytes()
+            format!(
+                "denied; credential={}",
+                STANDARD_NO_PAD.encode(credential(r))
+            )
+            .into_bytes()
         }),
         ("percent-encoded", |r| {
             let auth = auth(r);

@@ -51,7 +51,10 @@ pub struct Reply {
 
 /// A body made from the request received.
 #[derive(Clone)]
-pub struct Responder(pub Arc<dyn Fn(&Request) -> Vec<u8> + Send + Sync>);
+pub struct Responder(pub Arc<RespondFn>);
+
+/// Builds a reply body from the request received.
+pub type RespondFn = dyn Fn(&Request) -> Vec<u8> + Send + Sync;
 
 impl std::fmt::Debug for Responder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
