@@ -280,3 +280,21 @@ fn tls_failures_are_sentences_not_library_identifiers() {
         }
     }
 }
+
+#[test]
+fn a_server_that_hangs_up_without_answering_is_named_in_words() {
+    let sandbox = Sandbox::new();
+    let listener = crate::support::counting_listener("127.0.0.1");
+    let output = sandbox
+        .initbox()
+        .args([
+            "wait-for-http",
+            &format!("http://127.0.0.1:{}/", listener.port),
+        ])
+        .args(["--timeout", "300ms"])
+        .run();
+    output.assert_code(124).assert_stderr_contains(
+        "(last error: the server closed the connection without a complete answer)",
+    );
+    assert!(*listener.accepted.lock().unwrap() > 0);
+}
