@@ -2,9 +2,15 @@
 //! new one, never half of one: a temp file in the destination directory, renamed into
 //! place once complete and flushed to disk.
 //!
-//! The temp file is `.NAME.initbox-RANDOM.tmp` beside `NAME`. Dropping an uncommitted
-//! [`AtomicFile`] (an error, a signal) removes it; a temp file left by a killed process is
-//! removed by the next write to the same destination.
+//! The temp file is `.NAME.initbox-RANDOM.tmp` beside `NAME`. No error path leaves it
+//! behind: dropping an uncommitted [`AtomicFile`] (an error, a signal) removes it, and so
+//! does a commit that fails (a rename onto a directory, a full disk); only a killed process
+//! can leave one, and the next write to the same destination removes it.
+//!
+//! A destination that is a directory (`out/`, `.`, an existing directory) is refused before
+//! anything is created, naming it as a directory; [`check_destination`] lets a command find
+//! an unusable destination before it does anything that cannot be undone (a registration,
+//! a download).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -27,13 +33,14 @@ impl AtomicFile {
     /// Starts writing `dest`, creating its parent directories. With `mode`, the file gets
     /// exactly that mode; without, 0666 minus the umask, like any new file.
     pub fn create(dest: &Path, mode: Option<u32>) -> io::Result<Self> {
+        refuse_directory(dest)?;
         let name = dest
             .file_name()
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not a file path"))?
+            .ok_or_else(is_a_directory)?
             .to_string_lossy()
             .into_owned();
         let dir = parent_dir(dest);
-        fs::create_dir_all(dir)?;
+        fs::create_dir_all(dir).map_err(|error| name_the_blocker(dir, error))?;
         remove_leftovers(dir, &name);
         // Created no more permissive than the final mode, so a secret is never readable
         // by others while it is being written.
@@ -81,15 +88,18 @@ impl AtomicFile {
     }
 
     fn finish(mut self, durable: bool) -> io::Result<()> {
-        let file = self.file.take().expect("an uncommitted file");
+        // On any error below `self` is dropped with its file, which removes the temp file.
+        let file = self.file.as_ref().expect("an uncommitted file");
         if let Some(mode) = self.mode {
             file.set_permissions(fs::Permissions::from_mode(mode))?;
         }
         if durable {
             file.sync_all()?;
         }
-        drop(file);
+        // Something may have taken the destination's place since `create` looked.
+        refuse_directory(&self.dest)?;
         fs::rename(&self.temp, &self.dest)?;
+        self.file = None;
         if durable {
             // The rename itself must survive a crash too.
             if let Ok(dir) = File::open(parent_dir(&self.dest)) {
@@ -123,6 +133,57 @@ pub fn write(dest: &Path, contents: &[u8], mode: Option<u32>) -> io::Result<()> 
     let mut file = AtomicFile::create(dest, mode)?;
     file.write_all(contents)?;
     file.commit()
+}
+
+/// Finds out, before the first side effect, whether `dest` can be written: not a
+/// directory, its directory creatable and writable (a temp file is made there and removed
+/// at once). Missing parent directories are created, as the write would create them.
+pub fn check_destination(dest: &Path, mode: Option<u32>) -> io::Result<()> {
+    AtomicFile::create(dest, mode).map(drop)
+}
+
+/// "File exists" from creating a directory means a file stands where a directory should:
+/// name that file.
+fn name_the_blocker(dir: &Path, error: io::Error) -> io::Error {
+    if error.kind() != io::ErrorKind::AlreadyExists {
+        return error;
+    }
+    let blocker = dir
+        .ancestors()
+        .find(|path| fs::metadata(path).is_ok_and(|m| !m.is_dir()));
+    match blocker {
+        Some(path) => io::Error::new(
+            io::ErrorKind::NotADirectory,
+            format!("{} is not a directory", path.display()),
+        ),
+        None => error,
+    }
+}
+
+/// The error for a destination that is (or, ending in `/`, names) a directory.
+fn is_a_directory() -> io::Error {
+    io::Error::new(io::ErrorKind::IsADirectory, "is a directory")
+}
+
+/// A destination must name a file: an existing directory (or a link to one), `.`, `..`
+/// and a path ending in `/` are refused before any temp file is made, so the message names
+/// the directory instead of a rename failing with "not a directory" afterwards.
+fn refuse_directory(dest: &Path) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = dest.as_os_str().as_bytes();
+    if fs::metadata(dest).is_ok_and(|m| m.is_dir()) {
+        return Err(is_a_directory());
+    }
+    if bytes.ends_with(b"/") || bytes.ends_with(b"/.") || bytes.ends_with(b"/..") {
+        return Err(io::Error::new(
+            io::ErrorKind::IsADirectory,
+            "names a directory (it ends in '/'); give a file name",
+        ));
+    }
+    if dest.file_name().is_none() {
+        return Err(is_a_directory());
+    }
+    Ok(())
 }
 
 fn parent_dir(path: &Path) -> &Path {
@@ -214,6 +275,51 @@ mod tests {
             names(dir.path()),
             [".other.initbox-0123abcd.tmp", "app.conf"]
         );
+    }
+
+    #[test]
+    fn a_failed_commit_leaves_no_temp_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("out");
+        let mut file = AtomicFile::create(&dest, None).unwrap();
+        file.write_all(b"body").unwrap();
+        // The destination becomes a directory before the rename.
+        fs::create_dir(&dest).unwrap();
+        let error = file.commit().unwrap_err();
+        assert_eq!(error.to_string(), "is a directory");
+        assert_eq!(names(dir.path()), ["out"]);
+        assert!(names(&dest).is_empty());
+    }
+
+    #[test]
+    fn a_directory_is_named_as_one_and_nothing_is_created() {
+        let dir = tempfile::tempdir().unwrap();
+        let sub = dir.path().join("sub");
+        fs::create_dir(&sub).unwrap();
+        for dest in [
+            sub.clone(),
+            dir.path().join("sub/"),
+            dir.path().join("new/"),
+            dir.path().join("."),
+            dir.path().join("sub/.."),
+        ] {
+            let error = write(&dest, b"x", None).unwrap_err();
+            assert_eq!(error.kind(), io::ErrorKind::IsADirectory, "{dest:?}");
+            assert!(error.to_string().contains("directory"), "{error}");
+        }
+        assert_eq!(names(dir.path()), ["sub"]);
+        assert!(names(&sub).is_empty());
+    }
+
+    #[test]
+    fn checking_a_destination_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        check_destination(&dir.path().join("a/b/file"), Some(0o600)).unwrap();
+        assert!(names(&dir.path().join("a/b")).is_empty());
+        let blocker = dir.path().join("file");
+        fs::write(&blocker, "x").unwrap();
+        assert!(check_destination(&blocker.join("below"), None).is_err());
+        assert_eq!(names(dir.path()), ["a", "file"]);
     }
 
     #[test]

@@ -14,11 +14,16 @@ use std::time::Duration;
 use reqwest::header::{HeaderName, HeaderValue};
 use reqwest::redirect::Policy;
 use reqwest::{Method, Url};
+use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::server::ParsedCertificate;
+use rustls::{
+    AlertDescription, CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore,
+    SignatureScheme,
+};
 
 use crate::exit::{Error, Result};
 use crate::resolve::{LookupFailure, Resolver, io_reason};
@@ -69,7 +74,7 @@ pub fn build_client(
     let config = tls_config(tls)?;
     let policy = match redirects {
         Redirects::Keep => Policy::none(),
-        Redirects::Follow(limit) => Policy::limited(limit),
+        Redirects::Follow(limit) => following(limit),
     };
     let mut builder = reqwest::Client::builder()
         .use_preconfigured_tls(config)
@@ -86,6 +91,46 @@ pub fn build_client(
         .build()
         .map_err(|e| Error::Config(format!("setting up the HTTP client: {e}")))
 }
+
+/// Follows up to `limit` redirects; a redirect back to a URL already visited is a loop,
+/// reported as one at the first repetition (a loop never heals: it fails the run at once,
+/// see [`classify`]).
+fn following(limit: usize) -> Policy {
+    Policy::custom(move |attempt| {
+        if attempt.previous().iter().any(|seen| seen == attempt.url()) {
+            let error = RedirectProblem(format!(
+                "redirect loop: {} redirects back to {}, visited before",
+                attempt
+                    .previous()
+                    .last()
+                    .map(redact::url)
+                    .unwrap_or_default(),
+                redact::url(attempt.url())
+            ));
+            attempt.error(error)
+        } else if attempt.previous().len() > limit {
+            let error = RedirectProblem(format!(
+                "more than {limit} redirects (the last to {})",
+                redact::url(attempt.url())
+            ));
+            attempt.error(error)
+        } else {
+            attempt.follow()
+        }
+    })
+}
+
+/// A redirect chain that cannot end well: a loop, or longer than the limit.
+#[derive(Debug)]
+struct RedirectProblem(String);
+
+impl fmt::Display for RedirectProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl StdError for RedirectProblem {}
 
 /// The blocking client gix builds for git over HTTP(S), set up like [`build_client`].
 pub fn configure_blocking(
@@ -123,18 +168,28 @@ pub fn tls_config(tls: &TlsArgs) -> Result<ClientConfig> {
         }
     }
     let provider = provider();
+    let verifier = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .build()
+        .map_err(|e| Error::Config(format!("setting up TLS certificate checks: {e}")))?;
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| Error::Config(format!("setting up TLS: {e}")))?
-        .with_root_certificates(roots);
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(NamingVerifier(verifier)));
     let mut config = match (&tls.cert, &tls.key) {
         (Some(cert), Some(key)) => {
             let (chain, private_key) = client_identity(cert, key)?;
             builder
                 .with_client_auth_cert(chain, private_key)
                 .map_err(|e| {
+                    let reason = match e {
+                        rustls::Error::InconsistentKeys(_) => {
+                            "the key does not belong to the certificate".to_owned()
+                        }
+                        other => in_words(&format!("{other:?}")),
+                    };
                     Error::Config(format!(
-                        "client certificate {} and key {} do not go together: {e}",
+                        "client certificate {} and key {} do not go together: {reason}",
                         cert.display(),
                         key.display()
                     ))
@@ -202,9 +257,17 @@ fn client_identity(
 }
 
 /// A PEM file error as the other file errors read: "no such file or directory".
+/// The PEM parser's own texts print byte arrays (`missing section end marker: [45, …]`).
 fn pem_reason(error: &rustls::pki_types::pem::Error) -> String {
+    use rustls::pki_types::pem::Error as E;
     match error {
-        rustls::pki_types::pem::Error::Io(io) => io_reason(io),
+        E::Io(io) => io_reason(io),
+        E::MissingSectionEnd { .. } => {
+            "a PEM section has no END line (is the file cut short?)".into()
+        }
+        E::IllegalSectionStart { .. } => "a PEM BEGIN line is malformed".into(),
+        E::Base64Decode(_) => "a PEM section is not valid base64".into(),
+        E::NoItemsFound => "no PEM item of the expected kind found".into(),
         other => other.to_string(),
     }
 }
@@ -245,6 +308,108 @@ impl ServerCertVerifier for AcceptAnyCertificate {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.supported_schemes()
+    }
+}
+
+/// The standard (webpki) verification, whose errors also say for which names the
+/// certificate the server presented is valid, so "unknown CA" or "expired" tells at once
+/// whether the right server answered at all.
+#[derive(Debug)]
+struct NamingVerifier(Arc<WebPkiServerVerifier>);
+
+/// A certificate the verification refused, with the names it is valid for.
+#[derive(Debug)]
+pub struct CertificateProblem {
+    pub error: CertificateError,
+    /// The DNS names and IP addresses in the certificate (empty when it could not be read).
+    pub names: Vec<String>,
+}
+
+impl fmt::Display for CertificateProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&describe_certificate(&self.error, &self.names))
+    }
+}
+
+impl StdError for CertificateProblem {}
+
+/// The names a certificate is valid for: asking it to match a name no certificate holds
+/// makes webpki list them.
+fn certificate_names(end_entity: &CertificateDer<'_>) -> Vec<String> {
+    let Ok(parsed) = ParsedCertificate::try_from(end_entity) else {
+        return Vec::new();
+    };
+    let probe = ServerName::try_from("name-nobody-has.invalid").expect("a valid DNS name");
+    match rustls::client::verify_server_name(&parsed, &probe) {
+        Err(rustls::Error::InvalidCertificate(CertificateError::NotValidForNameContext {
+            presented,
+            ..
+        })) => presented,
+        _ => Vec::new(),
+    }
+}
+
+/// A name as rustls lists it (`DnsName("a.example")`, `IpAddress(10.0.0.1)`), as written.
+fn plain_name(name: &str) -> String {
+    let inner = name
+        .split_once('(')
+        .and_then(|(_, rest)| rest.strip_suffix(')'))
+        .unwrap_or(name);
+    inner.trim_matches('"').to_owned()
+}
+
+impl ServerCertVerifier for NamingVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        self.0
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+            .map_err(|error| match error {
+                rustls::Error::InvalidCertificate(error) => {
+                    let names = match &error {
+                        CertificateError::NotValidForNameContext { presented, .. } => {
+                            presented.clone()
+                        }
+                        _ => certificate_names(end_entity),
+                    };
+                    let names = names.iter().map(|name| plain_name(name)).collect();
+                    rustls::Error::InvalidCertificate(CertificateError::Other(rustls::OtherError(
+                        Arc::new(CertificateProblem { error, names }),
+                    )))
+                }
+                other => other,
+            })
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+
+    fn root_hint_subjects(&self) -> Option<&[rustls::DistinguishedName]> {
+        self.0.root_hint_subjects()
     }
 }
 
@@ -297,7 +462,22 @@ impl From<RequestFailure> for crate::wait::Attempt {
     }
 }
 
+/// A failed request as register, fetch and git-clone see it: a certificate or TLS setup
+/// that is wrong, and a redirect loop, end the run at once (exit 1); a retry cannot heal
+/// them. Connection problems, timeouts and lookups that may succeed later are retried.
 pub fn classify(error: &reqwest::Error) -> RequestFailure {
+    classify_with(error, true)
+}
+
+/// [`classify`] for wait-for-http, whose job is to wait until an endpoint is ready: a TLS
+/// endpoint still presenting a temporary certificate (an ingress controller's default
+/// one, cert-manager not done yet) is not ready *yet*, so TLS problems are retried; the
+/// reason is logged at the first attempt and named again if the wait times out.
+pub fn classify_probe(error: &reqwest::Error) -> RequestFailure {
+    classify_with(error, false)
+}
+
+fn classify_with(error: &reqwest::Error, tls_fatal: bool) -> RequestFailure {
     let causes = causes(error);
     for cause in &causes {
         if let Some(resolve) = cause.downcast_ref::<ResolveError>() {
@@ -308,12 +488,20 @@ pub fn classify(error: &reqwest::Error) -> RequestFailure {
                 }
             };
         }
+        if let Some(redirect) = cause.downcast_ref::<RedirectProblem>() {
+            return RequestFailure::Fatal(Error::Failed(redirect.0.clone()));
+        }
     }
     if let Some(tls) = causes
         .iter()
         .find_map(|c| c.downcast_ref::<rustls::Error>())
     {
-        return RequestFailure::Retry(describe_tls(tls));
+        let reason = describe_tls(tls);
+        return if tls_fatal && is_tls_configuration(tls) {
+            RequestFailure::Fatal(Error::Failed(reason))
+        } else {
+            RequestFailure::Retry(reason)
+        };
     }
     if let Some(io) = causes
         .iter()
@@ -324,10 +512,65 @@ pub fn classify(error: &reqwest::Error) -> RequestFailure {
     if error.is_timeout() {
         return RequestFailure::Retry("timed out".into());
     }
-    RequestFailure::Retry(match causes.last() {
+    let detail = match causes.last() {
         Some(cause) => cause.to_string(),
-        None => error.to_string(),
-    })
+        None => String::new(),
+    };
+    if error.is_redirect() {
+        return RequestFailure::Fatal(Error::Failed(format!(
+            "following a redirect failed{}",
+            if detail.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", in_words(&detail))
+            }
+        )));
+    }
+    RequestFailure::Retry(describe_transport(&detail))
+}
+
+/// hyper's and reqwest's own wording for a broken exchange, as a sentence (their Display
+/// texts name internals, and a bare reqwest error repeats the URL).
+fn describe_transport(detail: &str) -> String {
+    let lower = detail.to_ascii_lowercase();
+    if lower.contains("connection closed before message completed")
+        || lower.contains("incomplete message")
+    {
+        "the server closed the connection without a complete answer".into()
+    } else if lower.contains("invalid http")
+        || lower.contains("parse")
+        || lower.contains("invalid header")
+        || lower.contains("invalid status")
+    {
+        format!(
+            "the server's answer is not valid HTTP/1.1 ({})",
+            in_words(detail)
+        )
+    } else if detail.is_empty() {
+        "the request failed".into()
+    } else {
+        format!("the request failed: {}", in_words(detail))
+    }
+}
+
+/// Whether a TLS failure is a matter of configuration (a certificate, a missing client
+/// certificate, a plain-HTTP port behind an https:// URL) rather than of the moment.
+fn is_tls_configuration(error: &rustls::Error) -> bool {
+    use rustls::Error as E;
+    match error {
+        E::InvalidCertificate(_)
+        | E::NoCertificatesPresented
+        | E::UnsupportedNameType
+        | E::PeerIncompatible(_)
+        | E::InvalidMessage(rustls::InvalidMessage::InvalidContentType) => true,
+        E::AlertReceived(alert) => !matches!(
+            alert,
+            AlertDescription::InternalError
+                | AlertDescription::CloseNotify
+                | AlertDescription::UserCanceled
+        ),
+        _ => false,
+    }
 }
 
 /// [`classify`] for a client built with a transfer timeout (register, fetch): a connection
@@ -365,27 +608,137 @@ fn causes<'a>(error: &'a reqwest::Error) -> Vec<&'a (dyn StdError + 'static)> {
     found
 }
 
-fn describe_tls(error: &rustls::Error) -> String {
-    use rustls::{CertificateError, Error as E};
+/// A TLS failure in words a user can act on, never a Debug form.
+pub fn describe_tls(error: &rustls::Error) -> String {
+    use rustls::Error as E;
     match error {
-        E::InvalidCertificate(CertificateError::UnknownIssuer) => {
-            "TLS: the server certificate is signed by an unknown CA (trust it with --cacert FILE)"
-                .into()
+        E::InvalidCertificate(CertificateError::Other(other)) => {
+            match other.0.downcast_ref::<CertificateProblem>() {
+                Some(problem) => problem.to_string(),
+                None => format!("TLS: the server certificate was refused: {}", other.0),
+            }
         }
-        E::InvalidCertificate(CertificateError::NotValidForName)
-        | E::InvalidCertificate(CertificateError::NotValidForNameContext { .. }) => {
+        E::InvalidCertificate(certificate) => describe_certificate(certificate, &[]),
+        E::InvalidMessage(rustls::InvalidMessage::InvalidContentType) => {
+            "TLS: the server does not speak TLS (is this https:// URL pointing at a plain-HTTP port? then use http://)".into()
+        }
+        E::AlertReceived(alert) => describe_alert(*alert),
+        E::NoCertificatesPresented => "TLS: the server presented no certificate".into(),
+        E::PeerIncompatible(_) => {
+            "TLS: the server has no TLS version or cipher suite in common with initbox (TLS 1.2 and 1.3 with current ciphers are supported)".into()
+        }
+        other => format!("TLS handshake failed: {}", in_words(&format!("{other:?}"))),
+    }
+}
+
+fn describe_alert(alert: AlertDescription) -> String {
+    use AlertDescription as A;
+    match alert {
+        A::CertificateRequired => {
+            "TLS: the server requires a client certificate (give one with --cert FILE --key FILE)".into()
+        }
+        A::BadCertificate
+        | A::UnsupportedCertificate
+        | A::CertificateRevoked
+        | A::CertificateExpired
+        | A::CertificateUnknown
+        | A::UnknownCA
+        | A::AccessDenied => format!(
+            "TLS: the server refused the client certificate, or requires one (--cert FILE --key FILE): it answered '{}'",
+            in_words(&format!("{alert:?}"))
+        ),
+        A::HandshakeFailure | A::ProtocolVersion | A::InsufficientSecurity => {
+            "TLS: the server has no TLS version or cipher suite in common with initbox (TLS 1.2 and 1.3 with current ciphers are supported)".into()
+        }
+        A::UnrecognisedName => {
+            "TLS: the server does not serve this host name (it refused the name sent in SNI)".into()
+        }
+        A::NoApplicationProtocol => "TLS: the server does not offer HTTP/1.1 (ALPN)".into(),
+        other => format!(
+            "TLS: the server ended the handshake with the alert '{}'",
+            in_words(&format!("{other:?}"))
+        ),
+    }
+}
+
+/// A refused server certificate, naming what it is valid for when that is known.
+fn describe_certificate(error: &CertificateError, names: &[String]) -> String {
+    use CertificateError as C;
+    let valid_for = if names.is_empty() {
+        String::new()
+    } else {
+        format!(" (valid for {})", names.join(", "))
+    };
+    let date = |time: &UnixTime| {
+        httpdate::fmt_http_date(std::time::UNIX_EPOCH + Duration::from_secs(time.as_secs()))
+    };
+    match error {
+        C::UnknownIssuer => format!(
+            "TLS: the server certificate{valid_for} is signed by an unknown CA (trust it with --cacert FILE)"
+        ),
+        C::NotValidForNameContext { expected, .. } if !names.is_empty() => format!(
+            "TLS: the server certificate is not valid for {}: it is valid for {} (use one of those names in the URL, or fix the certificate)",
+            expected.to_str(),
+            names.join(", ")
+        ),
+        C::NotValidForName | C::NotValidForNameContext { .. } => {
             "TLS: the server certificate is not valid for this host name".into()
         }
-        E::InvalidCertificate(CertificateError::Expired)
-        | E::InvalidCertificate(CertificateError::ExpiredContext { .. }) => {
-            "TLS: the server certificate has expired".into()
+        C::ExpiredContext { not_after, .. } => format!(
+            "TLS: the server certificate{valid_for} expired on {}",
+            date(not_after)
+        ),
+        C::Expired => format!("TLS: the server certificate{valid_for} has expired"),
+        C::NotValidYetContext { not_before, .. } => format!(
+            "TLS: the server certificate{valid_for} is not valid before {} (is the clock right?)",
+            date(not_before)
+        ),
+        C::NotValidYet => {
+            format!("TLS: the server certificate{valid_for} is not valid yet (is the clock right?)")
         }
-        other => format!("TLS: {other}"),
+        C::Revoked => format!("TLS: the server certificate{valid_for} has been revoked"),
+        C::BadEncoding => format!("TLS: the server certificate{valid_for} cannot be read"),
+        C::BadSignature => {
+            format!("TLS: the server certificate{valid_for} has a bad signature")
+        }
+        C::InvalidPurpose | C::InvalidPurposeContext { .. } => format!(
+            "TLS: the server certificate{valid_for} is not meant for a TLS server (extended key usage)"
+        ),
+        other => format!(
+            "TLS: the server certificate{valid_for} was refused: {}",
+            in_words(&format!("{other:?}"))
+        ),
     }
+}
+
+/// `PeerMisbehaved(IllegalMiddleboxChangeCipherSpec)` → `peer misbehaved (illegal
+/// middlebox change cipher spec)`: a library's identifiers as words, for the rare errors
+/// that have no sentence of their own here.
+fn in_words(identifier: &str) -> String {
+    let mut out = String::with_capacity(identifier.len() + 8);
+    let mut previous: Option<char> = None;
+    for c in identifier.chars() {
+        match c {
+            '(' => out.push_str(" ("),
+            '{' | '}' | '"' => {}
+            c if c.is_ascii_uppercase() => {
+                if previous.is_some_and(|p| p.is_ascii_lowercase() || p.is_ascii_digit()) {
+                    out.push(' ');
+                }
+                out.push(c.to_ascii_lowercase());
+            }
+            c => out.push(c),
+        }
+        previous = Some(c);
+    }
+    out.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 pub fn parse_url(text: &str) -> Result<Url, String> {
     let url = Url::parse(text.trim()).map_err(|e| format!("'{text}' is not a valid URL: {e}"))?;
+    if url.port() == Some(0) {
+        return Err(format!("'{text}': port 0 cannot be connected to"));
+    }
     match url.scheme() {
         "http" | "https" if url.host_str().is_some_and(|h| !h.is_empty()) => Ok(url),
         "http" | "https" => Err(format!("'{text}' has no host")),
@@ -555,20 +908,34 @@ impl RequestArgs {
     }
 }
 
-/// A request with its headers, as every HTTP command sends it. A header given by the user
-/// replaces one reqwest derives (an `Authorization` from the URL's userinfo), as in curl;
-/// the same header given twice is sent twice.
+/// A request with its headers and body, as every HTTP command sends it. A header given by
+/// the user replaces one reqwest derives (an `Authorization` from the URL's userinfo), as
+/// in curl; the same header given twice is sent twice. A POST, PUT or PATCH without a body
+/// says `Content-Length: 0`: without it some servers and proxies wait for a body, or
+/// refuse the request with 411 Length Required.
 pub fn request(
     client: &reqwest::Client,
     method: &Method,
     url: &Url,
     headers: &[Header],
+    body: Option<Vec<u8>>,
 ) -> reqwest::RequestBuilder {
     let mut given = reqwest::header::HeaderMap::new();
     for header in headers {
         given.append(header.name.clone(), header.value.clone());
     }
-    client.request(method.clone(), url.clone()).headers(given)
+    let needs_length = matches!(*method, Method::POST | Method::PUT | Method::PATCH);
+    if body.is_none() && needs_length && !given.contains_key(reqwest::header::CONTENT_LENGTH) {
+        given.insert(
+            reqwest::header::CONTENT_LENGTH,
+            HeaderValue::from_static("0"),
+        );
+    }
+    let builder = client.request(method.clone(), url.clone()).headers(given);
+    match body {
+        Some(body) => builder.body(body),
+        None => builder,
+    }
 }
 
 /// Registers the value of a credential header (and the credential after its scheme) as a
@@ -788,6 +1155,29 @@ mod tests {
         for code in [400, 401, 403, 404, 409, 422, 200, 301] {
             assert!(!is_retryable(StatusCode::from_u16(code).unwrap()), "{code}");
         }
+    }
+
+    #[test]
+    fn library_identifiers_become_words() {
+        assert_eq!(
+            in_words("PeerMisbehaved(IllegalMiddleboxChangeCipherSpec)"),
+            "peer misbehaved (illegal middlebox change cipher spec)"
+        );
+        assert_eq!(plain_name("DnsName(\"a.example\")"), "a.example");
+        assert_eq!(plain_name("IpAddress(10.0.0.1)"), "10.0.0.1");
+        let alert = describe_tls(&rustls::Error::AlertReceived(
+            AlertDescription::CertificateRequired,
+        ));
+        assert!(alert.contains("--cert FILE --key FILE"), "{alert}");
+        let plain = describe_tls(&rustls::Error::InvalidMessage(
+            rustls::InvalidMessage::InvalidContentType,
+        ));
+        assert!(plain.contains("does not speak TLS"), "{plain}");
+        assert!(
+            parse_url("http://127.0.0.1:0/")
+                .unwrap_err()
+                .contains("port 0")
+        );
     }
 
     #[test]

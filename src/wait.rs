@@ -43,6 +43,11 @@ pub trait Probe: Send + Sync + 'static {
     /// The target as the user wrote it (with secrets redacted), used in every message.
     fn target(&self) -> &str;
     fn attempt(&self) -> impl Future<Output = Attempt> + Send;
+    /// How the success line starts (`mydb:5432 is ready`, then ` after 1.2s (3 attempts)`);
+    /// a task that does something says what it did (`registered with …`).
+    fn ready_phrase(&self) -> String {
+        format!("{} is ready", self.target())
+    }
 }
 
 /// The knobs every waiting command shares (`--timeout`, `--interval`, …), already validated.
@@ -186,14 +191,15 @@ async fn watch<P: Probe>(
                 state.lock().unwrap_or_else(|p| p.into_inner()).ready = true;
                 let elapsed = start.elapsed();
                 let plural = if attempts == 1 { "" } else { "s" };
+                let phrase = probe.ready_phrase();
                 let message = if detail.is_empty() {
                     format!(
-                        "{target} is ready after {} ({attempts} attempt{plural})",
+                        "{phrase} after {} ({attempts} attempt{plural})",
                         Elapsed(elapsed)
                     )
                 } else {
                     format!(
-                        "{target} is ready after {} ({attempts} attempt{plural}): {detail}",
+                        "{phrase} after {} ({attempts} attempt{plural}): {detail}",
                         Elapsed(elapsed)
                     )
                 };

@@ -66,10 +66,11 @@ impl Probe for HttpProbe {
     }
 
     async fn attempt(&self) -> Attempt {
-        let request = http_client::request(&self.client, &self.method, &self.url, &self.headers);
+        let request =
+            http_client::request(&self.client, &self.method, &self.url, &self.headers, None);
         let mut response = match request.send().await {
             Ok(response) => response,
-            Err(error) => return http_client::classify(&error).into(),
+            Err(error) => return http_client::classify_probe(&error).into(),
         };
         let status = response.status().as_u16();
         if !self.status.contains(status) {

@@ -1,7 +1,9 @@
 //! fetch: the `wget -O /work-dir/index.html http://…` init container, safe for a volume
 //! that a main container reads: the download streams into a temp file beside the
 //! destination and is renamed into place only when complete, within `--max-size` and
-//! matching `--sha256`, so a reader (or a restarted pod) never sees half a file.
+//! matching `--sha256`, so a reader (or a restarted pod) never sees half a file. With
+//! `-o -` and `--sha256`, the download is held in memory (at most `--max-size`) and
+//! written to stdout only once its digest matched: only verified bytes leave initbox.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -32,11 +34,13 @@ pub struct FetchArgs {
     /// What to download; $(VAR) is expanded from the environment.
     #[arg(value_name = "URL")]
     pub url: String,
-    /// Where to save it ('-' for stdout); missing parent directories are created.
+    /// Where to save it ('-' for stdout); missing parent directories are created. Checked
+    /// before the first request.
     #[arg(short, long, env = "INITBOX_OUTPUT", value_name = "FILE")]
     pub output: PathBuf,
     /// Keep the file only if its SHA-256 is this (64 hex digits); otherwise exit 1 and leave
-    /// nothing at the destination.
+    /// nothing at the destination. With '-o -' the download is held in memory (up to
+    /// --max-size) and written to stdout only once it matched.
     #[arg(long, env = "INITBOX_SHA256", value_name = "HEX", value_parser = parse_sha256)]
     pub sha256: Option<String>,
     /// The file's mode, in octal (default: 0666 minus the umask).
@@ -80,6 +84,8 @@ enum Sink {
     /// Buffered: a network chunk is a few KiB, and a write per chunk costs time.
     File(std::io::BufWriter<AtomicFile>),
     Stdout(std::io::Stdout),
+    /// `-o -` with `--sha256`: held until the digest is known, bounded by `--max-size`.
+    Spool(Vec<u8>),
 }
 
 /// How much a file write gathers before it goes to the kernel.
@@ -90,6 +96,10 @@ impl Sink {
         match self {
             Sink::File(file) => file.write_all(bytes),
             Sink::Stdout(stdout) => stdout.write_all(bytes),
+            Sink::Spool(held) => {
+                held.extend_from_slice(bytes);
+                Ok(())
+            }
         }
     }
 }
@@ -116,7 +126,10 @@ impl FetchProbe {
 
     fn open_sink(&self) -> std::result::Result<Sink, Error> {
         if self.to_stdout() {
-            return Ok(Sink::Stdout(std::io::stdout()));
+            return Ok(match self.sha256 {
+                Some(_) => Sink::Spool(Vec::new()),
+                None => Sink::Stdout(std::io::stdout()),
+            });
         }
         AtomicFile::create(&self.output, self.mode)
             .map(|file| Sink::File(std::io::BufWriter::with_capacity(WRITE_BUFFER, file)))
@@ -145,12 +158,17 @@ impl Probe for FetchProbe {
         &self.label
     }
 
+    fn ready_phrase(&self) -> String {
+        format!("fetched {}", self.label)
+    }
+
     async fn attempt(&self) -> Attempt {
         let request = http_client::request(
             &self.client,
             &reqwest::Method::GET,
             &self.url,
             &self.headers,
+            None,
         );
         let mut response = match request.send().await {
             Ok(response) => response,
@@ -219,8 +237,13 @@ impl Probe for FetchProbe {
         if let (Some(expected), Some(actual)) = (&self.sha256, &actual)
             && expected != actual
         {
+            let kept = if self.to_stdout() {
+                "nothing was written to stdout"
+            } else {
+                "nothing was saved"
+            };
             return Attempt::Fatal(Error::Failed(format!(
-                "SHA-256 mismatch: expected {expected}, got {actual} ({}); nothing was saved",
+                "SHA-256 mismatch: expected {expected}, got {actual} ({}); {kept}",
                 ByteSize(received)
             )));
         }
@@ -242,6 +265,13 @@ impl Probe for FetchProbe {
             }
             Sink::Stdout(mut stdout) => {
                 if let Err(error) = stdout.flush() {
+                    return Attempt::Fatal(self.write_error(&error));
+                }
+                format!("wrote {} to stdout", ByteSize(received))
+            }
+            Sink::Spool(held) => {
+                let mut stdout = std::io::stdout().lock();
+                if let Err(error) = stdout.write_all(&held).and_then(|()| stdout.flush()) {
                     return Attempt::Fatal(self.write_error(&error));
                 }
                 format!("wrote {} to stdout", ByteSize(received))
@@ -301,6 +331,17 @@ pub async fn run(args: FetchArgs) -> Result<()> {
     let mut options = args.retry.options()?;
     let url = parse_url(&http_client::expand_flag(&args.url, "URL")?).map_err(Error::Usage)?;
     let headers = args.request.headers()?;
+    // The destination is checked before the first request, so a download that cannot be
+    // saved is not made (and a directory is named as one, not found after the transfer).
+    if args.output != Path::new("-") {
+        atomic_file::check_destination(&args.output, args.mode).map_err(|e| {
+            Error::Failed(format!(
+                "cannot write {}: {}",
+                args.output.display(),
+                io_reason(&e)
+            ))
+        })?;
+    }
     let resolver = Resolver::new(&args.resolver.settings(args.retry.attempt_timeout.get()));
     let client = http_client::build_client(
         &args.request.tls,

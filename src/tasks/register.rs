@@ -39,7 +39,8 @@ pub struct RegisterArgs {
     /// A form field KEY=VALUE (repeatable), sent urlencoded; $(VAR) is expanded.
     #[arg(long, env = "INITBOX_FORM", value_name = "KEY=VALUE", value_parser = parse_form_field, group = "body")]
     pub form: Vec<(String, String)>,
-    /// A JSON body; $(VAR) is expanded inside its strings.
+    /// A JSON body, sent as given (keys, numbers and spacing byte for byte); $(VAR) is
+    /// expanded inside string values, and an expanded value is escaped as JSON.
     #[arg(long, env = "INITBOX_JSON", value_name = "JSON", group = "body")]
     pub json: Option<String>,
     /// Send this file as the body, byte for byte.
@@ -106,11 +107,8 @@ impl RegisterArgs {
             }));
         }
         if let Some(json) = &self.json {
-            let mut value: serde_json::Value = serde_json::from_str(json)
-                .map_err(|e| Error::Usage(format!("--json is not valid JSON: {e}")))?;
-            expand_json_strings(&mut value)?;
             return Ok(Some(Body {
-                bytes: value.to_string().into_bytes(),
+                bytes: expand_json(json)?.into_bytes(),
                 content_type: "application/json",
             }));
         }
@@ -131,23 +129,49 @@ impl RegisterArgs {
     }
 }
 
-/// `$(VAR)` inside every string of a JSON document (keys included); numbers, booleans and
-/// the document's structure are never touched, so a value cannot break the JSON.
-fn expand_json_strings(value: &mut serde_json::Value) -> Result<()> {
-    use serde_json::Value;
-    match value {
-        Value::String(text) => *text = http_client::expand_flag(text, "--json")?,
-        Value::Array(items) => items.iter_mut().try_for_each(expand_json_strings)?,
-        Value::Object(map) => {
-            let entries = std::mem::take(map);
-            for (key, mut item) in entries {
-                expand_json_strings(&mut item)?;
-                map.insert(http_client::expand_flag(&key, "--json")?, item);
-            }
+/// The `--json` body as the user wrote it, except for string values that hold `$(VAR)`:
+/// those are expanded and written back as JSON strings, so a value with a quote, a
+/// backslash or a newline stays inside its string (it cannot end it and add keys). Keys,
+/// numbers (big integers and exact decimals included), key order and spacing are kept
+/// byte for byte: re-serializing would sort keys and turn big integers into floats.
+fn expand_json(text: &str) -> Result<String> {
+    serde_json::from_str::<serde::de::IgnoredAny>(text)
+        .map_err(|e| Error::Usage(format!("--json is not valid JSON: {e}")))?;
+    let bytes = text.as_bytes();
+    let mut out = String::with_capacity(text.len());
+    let mut copied = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] != b'"' {
+            i += 1;
+            continue;
         }
-        _ => {}
+        // The document is valid JSON, so every quote outside a string opens one.
+        let start = i;
+        i += 1;
+        while i < bytes.len() && bytes[i] != b'"' {
+            i += if bytes[i] == b'\\' { 2 } else { 1 };
+        }
+        i += 1;
+        let end = i.min(bytes.len());
+        let next = bytes[end..].iter().find(|b| !b.is_ascii_whitespace());
+        if next == Some(&b':') {
+            continue; // a key
+        }
+        let literal = &text[start..end];
+        let value: String = serde_json::from_str(literal).map_err(|e| {
+            Error::Usage(format!("--json: the string {literal} cannot be read: {e}"))
+        })?;
+        if !value.contains("$(") {
+            continue;
+        }
+        let expanded = http_client::expand_flag(&value, "--json")?;
+        out.push_str(&text[copied..start]);
+        out.push_str(&serde_json::Value::String(expanded).to_string());
+        copied = end;
     }
-    Ok(())
+    out.push_str(&text[copied..]);
+    Ok(out)
 }
 
 fn content_type_of(path: &Path) -> &'static str {
@@ -181,12 +205,18 @@ impl Probe for RegisterProbe {
         &self.label
     }
 
+    fn ready_phrase(&self) -> String {
+        format!("registered with {}", crate::redact::url(&self.url))
+    }
+
     async fn attempt(&self) -> Attempt {
-        let mut request =
-            http_client::request(&self.client, &self.method, &self.url, &self.headers);
-        if let Some(body) = &self.body {
-            request = request.body(body.clone());
-        }
+        let request = http_client::request(
+            &self.client,
+            &self.method,
+            &self.url,
+            &self.headers,
+            self.body.clone(),
+        );
         let mut response = match request.send().await {
             Ok(response) => response,
             Err(error) => {
@@ -233,6 +263,12 @@ pub async fn run(args: RegisterArgs) -> Result<()> {
             value: HeaderValue::from_static(body.content_type),
         });
     }
+    // Every destination is checked before the request: once the pod is registered, an
+    // unwritable --output would fail the run and a restart would register it again.
+    if args.output != Path::new("-") {
+        atomic_file::check_destination(&args.output, None)
+            .map_err(|e| output_error(&args.output, &e))?;
+    }
     let attempt_timeout = args.retry.attempt_timeout.get();
     let resolver = Resolver::new(&args.resolver.settings(attempt_timeout));
     let client = http_client::build_client(
@@ -275,15 +311,22 @@ fn write_output(output: &Path, body: &[u8]) -> Result<()> {
         return stdout
             .write_all(body)
             .and_then(|()| stdout.flush())
-            .map_err(|e| Error::Failed(format!("writing the response to stdout: {e}")));
+            .map_err(|e| {
+                Error::Failed(format!(
+                    "writing the response to stdout: {}",
+                    crate::resolve::io_reason(&e)
+                ))
+            });
     }
-    atomic_file::write(output, body, None).map_err(|e| {
-        Error::Failed(format!(
-            "writing the response to {}: {}",
-            output.display(),
-            crate::resolve::io_reason(&e)
-        ))
-    })
+    atomic_file::write(output, body, None).map_err(|e| output_error(output, &e))
+}
+
+fn output_error(output: &Path, error: &std::io::Error) -> Error {
+    Error::Failed(format!(
+        "cannot write the response to {}: {}",
+        output.display(),
+        crate::resolve::io_reason(error)
+    ))
 }
 
 #[cfg(test)]
@@ -291,13 +334,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn json_strings_are_expanded_and_structure_kept() {
-        let mut value: serde_json::Value =
-            serde_json::from_str(r#"{"path": "$(PATH)", "n": 3, "tags": ["$$(x)"]}"#).unwrap();
-        expand_json_strings(&mut value).unwrap();
-        assert_eq!(value["path"], std::env::var("PATH").unwrap());
-        assert_eq!(value["n"], 3);
-        assert_eq!(value["tags"][0], "$(x)");
+    fn json_is_sent_as_given_with_values_expanded_and_escaped() {
+        let path = serde_json::to_string(&std::env::var("PATH").unwrap()).unwrap();
+        let given = r#"{ "z": 12345678901234567890123, "a": 1.50, "$(PATH)" : "$(PATH)", "t": ["$$(x)", "plain \u0041"] }"#;
+        let expected = format!(
+            r#"{{ "z": 12345678901234567890123, "a": 1.50, "$(PATH)" : {path}, "t": ["$(x)", "plain \u0041"] }}"#
+        );
+        assert_eq!(expand_json(given).unwrap(), expected);
+        assert!(expand_json("{\"a\": }").is_err());
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
-use crate::support::http_server::{HttpServer, reply, reply_bytes};
+use crate::support::http_server::{CertSpec, HttpServer, reply, reply_bytes};
 use crate::support::{Sandbox, entries, eventually};
 
 const PAGE: &str = "<h1>hello from the init container</h1>\n";
@@ -39,8 +39,10 @@ fn downloads_into_a_new_directory_with_mode_and_checksum() {
         .run();
     output
         .assert_code(0)
-        .assert_stderr_contains("saved 39 B to")
+        .assert_stderr_contains(&format!("fetched {} after", server.url("/index.html")))
+        .assert_stderr_contains(&format!("(1 attempt): saved 39 B to {}", dest.display()))
         .assert_stderr_contains("SHA-256 verified");
+    assert!(!output.stderr.contains("is ready"), "{}", output.stderr);
     assert_eq!(std::fs::read_to_string(&dest).unwrap(), PAGE);
     let mode = std::fs::metadata(&dest).unwrap().permissions().mode() & 0o7777;
     assert_eq!(mode, 0o640);
@@ -191,17 +193,155 @@ fn tls_with_the_ca_from_cacert() {
 }
 
 #[test]
-fn an_unwritable_destination_fails_with_the_reason() {
+fn an_unusable_destination_is_found_before_the_request() {
     let sandbox = Sandbox::new();
     let server = HttpServer::start(vec![reply(200, PAGE)]);
     let blocker = sandbox.write("not-a-dir", "a file where a directory should be");
+    let dir = sandbox.path("html");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("old.html"), "old").unwrap();
+    let cases: [(std::path::PathBuf, String); 4] = [
+        (
+            blocker.join("index.html"),
+            format!("{} is not a directory", blocker.display()),
+        ),
+        (dir.clone(), "is a directory".into()),
+        (sandbox.path("html/"), "is a directory".into()),
+        (sandbox.path("html/."), "is a directory".into()),
+    ];
+    for (dest, reason) in cases {
+        sandbox
+            .initbox()
+            .args(["fetch", &server.url("/"), "--timeout", "1m", "-o"])
+            .arg(&dest)
+            .run()
+            .assert_code(1)
+            .assert_stderr_contains(&format!("cannot write {}: {reason}", dest.display()));
+    }
+    assert_eq!(server.requests().len(), 0, "nothing was downloaded");
+    assert_eq!(entries(&dir), ["old.html"], "no temp file is left");
+    assert_eq!(entries(sandbox.dir.path()), ["hosts", "html", "not-a-dir"]);
+}
+
+#[test]
+fn stdout_with_sha256_gets_only_verified_bytes() {
+    let sandbox = Sandbox::new();
+    let good = HttpServer::start(vec![reply(200, PAGE)]);
+    let output = sandbox
+        .initbox()
+        .args(["fetch", &good.url("/"), "-o", "-", "--sha256", PAGE_SHA256])
+        .run();
+    output
+        .assert_code(0)
+        .assert_stderr_contains("wrote 39 B to stdout, SHA-256 verified");
+    assert_eq!(output.stdout, PAGE);
+
+    // A large tampered download: not one byte reaches stdout.
+    let tampered = HttpServer::start(vec![reply_bytes(200, vec![b't'; 300_000])]);
+    let output = sandbox
+        .initbox()
+        .args([
+            "fetch",
+            &tampered.url("/"),
+            "-o",
+            "-",
+            "--sha256",
+            PAGE_SHA256,
+        ])
+        .run();
+    output
+        .assert_code(1)
+        .assert_stderr_contains("SHA-256 mismatch")
+        .assert_stderr_contains("nothing was written to stdout");
+    assert_eq!(output.stdout, "", "unverified bytes reached stdout");
+
+    // The spool is bounded by --max-size.
+    let output = sandbox
+        .initbox()
+        .args([
+            "fetch",
+            &tampered.url("/"),
+            "-o",
+            "-",
+            "--sha256",
+            PAGE_SHA256,
+        ])
+        .args(["--max-size", "64k"])
+        .run();
+    output
+        .assert_code(1)
+        .assert_stderr_contains("larger than --max-size 64 KiB");
+    assert_eq!(output.stdout, "");
+}
+
+#[test]
+fn a_broken_spooled_download_is_retried_and_only_the_full_one_is_written() {
+    let sandbox = Sandbox::new();
+    let server = HttpServer::start(vec![reply(200, PAGE).stall_after(10), reply(200, PAGE)]);
+    let output = sandbox
+        .initbox()
+        .args([
+            "fetch",
+            &server.url("/"),
+            "-o",
+            "-",
+            "--sha256",
+            PAGE_SHA256,
+        ])
+        .args(["--attempt-timeout", "1s"])
+        .run();
+    output
+        .assert_code(0)
+        .assert_stderr_contains("the download broke off after 10 B");
+    assert_eq!(
+        output.stdout, PAGE,
+        "the first 10 bytes were not written twice"
+    );
+}
+
+#[test]
+fn a_redirect_loop_ends_at_once_with_exit_1() {
+    let sandbox = Sandbox::new();
+    let server = HttpServer::start(vec![
+        reply(301, "").header("Location", "/b"),
+        reply(301, "").header("Location", "/a"),
+    ]);
+    let dest = sandbox.path("page.html");
     sandbox
         .initbox()
-        .args(["fetch", &server.url("/"), "-o"])
-        .arg(blocker.join("index.html"))
+        .args(["fetch", &server.url("/a"), "--timeout", "1m", "-o"])
+        .arg(&dest)
         .run()
         .assert_code(1)
-        .assert_stderr_contains("cannot write");
+        .assert_stderr_contains(&format!(
+            "redirect loop: {} redirects back to {}, visited before",
+            server.url("/b"),
+            server.url("/a")
+        ));
+    let paths: Vec<String> = server.requests().iter().map(|r| r.path.clone()).collect();
+    assert_eq!(paths, ["/a", "/b"]);
+    assert!(entries(sandbox.dir.path()) == ["hosts"]);
+}
+
+#[test]
+fn an_expired_certificate_ends_at_once_with_exit_1() {
+    let sandbox = Sandbox::new();
+    let server = HttpServer::start_tls_with(vec![reply(200, PAGE)], CertSpec::local().expired());
+    let ca = sandbox.write("ca.pem", server.ca_pem.as_ref().unwrap());
+    let dest = sandbox.path("index.html");
+    sandbox
+        .initbox()
+        .args(["fetch", &server.https_url("127.0.0.1", "/"), "--timeout", "1m"])
+        .arg("--cacert")
+        .arg(&ca)
+        .arg("-o")
+        .arg(&dest)
+        .run()
+        .assert_code(1)
+        .assert_stderr_contains(
+            "TLS: the server certificate (valid for localhost, 127.0.0.1) expired on Thu, 31 Dec 2020",
+        );
+    assert!(!dest.exists());
 }
 
 #[test]

@@ -1,6 +1,6 @@
 //! wait-for-http against real HTTP and HTTPS servers (with a CA made for the test).
 
-use crate::support::http_server::{HttpServer, reply, silent_server};
+use crate::support::http_server::{CertSpec, HttpServer, reply, silent_server};
 use crate::support::{Sandbox, free_port};
 
 #[test]
@@ -211,4 +211,90 @@ fn proxy_variables_are_honoured() {
         .assert_code(0);
     let seen = proxy.requests();
     assert_eq!(seen[0].path, "http://backend.invalid/health");
+}
+
+/// wait-for-http waits for an endpoint to become ready, and a TLS endpoint still showing a
+/// temporary certificate (an ingress controller's default one, cert-manager not done yet)
+/// is not ready yet: certificate problems are retried, named at the first attempt and in
+/// the timeout message (register and fetch end at once instead).
+#[test]
+fn certificate_problems_are_waited_out_and_named() {
+    let sandbox = Sandbox::new();
+    let wrong_name = HttpServer::start_tls_with(
+        vec![reply(200, "ok")],
+        CertSpec::for_names(&["ingress.example"]),
+    );
+    let expired = HttpServer::start_tls_with(vec![reply(200, "ok")], CertSpec::local().expired());
+    let cases = [
+        (
+            &wrong_name,
+            "(last error: TLS: the server certificate is not valid for localhost: it is valid for ingress.example (use one of those names in the URL, or fix the certificate))",
+        ),
+        (
+            &expired,
+            "(last error: TLS: the server certificate (valid for localhost, 127.0.0.1) expired on Thu, 31 Dec 2020",
+        ),
+    ];
+    for (server, message) in cases {
+        let ca = sandbox.write("ca.pem", server.ca_pem.as_ref().unwrap());
+        sandbox
+            .initbox()
+            .args(["wait-for-http", &server.https_url("localhost", "/")])
+            .args(["--timeout", "300ms", "--cacert"])
+            .arg(&ca)
+            .run()
+            .assert_code(124)
+            .assert_stderr_contains(message);
+    }
+}
+
+#[test]
+fn tls_failures_are_sentences_not_library_identifiers() {
+    let sandbox = Sandbox::new();
+    let plain = HttpServer::start(vec![reply(200, "plain")]);
+    let not_tls = sandbox
+        .initbox()
+        .args([
+            "wait-for-http",
+            &format!("https://127.0.0.1:{}/", plain.port),
+        ])
+        .args(["--timeout", "300ms"])
+        .run();
+    not_tls.assert_code(124).assert_stderr_contains(
+        "TLS: the server does not speak TLS (is this https:// URL pointing at a plain-HTTP port? then use http://)",
+    );
+    let (mutual, _client) = HttpServer::start_mutual_tls(vec![reply(200, "ok")]);
+    let ca = sandbox.write("ca.pem", mutual.ca_pem.as_ref().unwrap());
+    let no_client_cert = sandbox
+        .initbox()
+        .args(["wait-for-http", &mutual.https_url("127.0.0.1", "/")])
+        .args(["--timeout", "300ms", "--cacert"])
+        .arg(&ca)
+        .run();
+    no_client_cert.assert_code(124).assert_stderr_contains(
+        "TLS: the server requires a client certificate (give one with --cert FILE --key FILE)",
+    );
+    for output in [&not_tls, &no_client_cert] {
+        for identifier in ["InvalidContentType", "CertificateRequired", "AlertReceived"] {
+            assert!(!output.stderr.contains(identifier), "{}", output.stderr);
+        }
+    }
+}
+
+#[test]
+fn a_server_that_hangs_up_without_answering_is_named_in_words() {
+    let sandbox = Sandbox::new();
+    let listener = crate::support::counting_listener("127.0.0.1");
+    let output = sandbox
+        .initbox()
+        .args([
+            "wait-for-http",
+            &format!("http://127.0.0.1:{}/", listener.port),
+        ])
+        .args(["--timeout", "300ms"])
+        .run();
+    output.assert_code(124).assert_stderr_contains(
+        "(last error: the server closed the connection without a complete answer)",
+    );
+    assert!(*listener.accepted.lock().unwrap() > 0);
 }

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use crate::support::Sandbox;
-use crate::support::http_server::{HttpServer, reply};
+use crate::support::http_server::{CertSpec, HttpServer, reply};
+use crate::support::{Sandbox, entries, free_port};
 
 #[test]
 fn form_with_downward_api_variables_as_received_by_the_server() {
@@ -26,9 +26,17 @@ fn form_with_downward_api_variables_as_received_by_the_server() {
             "note=a&b $$(literal)",
         ])
         .run();
-    output
-        .assert_code(0)
-        .assert_stderr_contains("HTTP 201 Created");
+    // The success line says what was done, not that something "is ready".
+    output.assert_code(0).assert_stderr_contains(&format!(
+        "registered with http://127.0.0.1:{}/register after",
+        server.port
+    ));
+    assert!(
+        output.stderr.contains("(1 attempt): HTTP 201 Created"),
+        "{}",
+        output.stderr
+    );
+    assert!(!output.stderr.contains("is ready"), "{}", output.stderr);
     assert_eq!(output.stdout, "registered web-7d9f\n");
     let requests = server.requests();
     assert_eq!(requests.len(), 1);
@@ -61,7 +69,7 @@ fn json_body_and_method_and_output_file() {
     let request = server.requests().pop().unwrap();
     assert_eq!(request.method, "PUT");
     assert_eq!(request.header("content-type"), Some("application/json"));
-    assert_eq!(request.body_text(), r#"{"node":"node-1","ready":true}"#);
+    assert_eq!(request.body_text(), r#"{"node": "node-1", "ready": true}"#);
     assert_eq!(
         std::fs::read_to_string(&saved).unwrap(),
         "{\"id\": 42}",
@@ -201,10 +209,12 @@ fn tls_needs_the_ca_and_accepts_it_with_cacert() {
     let url = server.https_url("localhost", "/r");
     sandbox
         .initbox()
-        .args(["register", &url, "--timeout", "1s"])
+        .args(["register", &url, "--timeout", "1m"])
         .run()
-        .assert_code(124)
-        .assert_stderr_contains("signed by an unknown CA (trust it with --cacert FILE)");
+        .assert_code(1)
+        .assert_stderr_contains(
+            "TLS: the server certificate (valid for localhost, 127.0.0.1) is signed by an unknown CA (trust it with --cacert FILE)",
+        );
     let output = sandbox
         .initbox()
         .args(["register", &url, "--cacert"])
@@ -224,10 +234,18 @@ fn mutual_tls_with_a_client_certificate() {
     let url = server.https_url("127.0.0.1", "/r");
     let without = sandbox
         .initbox()
-        .args(["register", &url, "--timeout", "1s", "--cacert"])
+        .args(["register", &url, "--timeout", "1m", "--cacert"])
         .arg(&ca)
         .run();
-    without.assert_code(124);
+    // A missing client certificate is configuration: it ends the run at once.
+    without.assert_code(1).assert_stderr_contains(
+        "TLS: the server requires a client certificate (give one with --cert FILE --key FILE)",
+    );
+    assert!(
+        !without.stderr.contains("CertificateRequired"),
+        "{}",
+        without.stderr
+    );
     assert!(
         server.requests().is_empty(),
         "no request without a certificate"
@@ -334,4 +352,224 @@ fn planted_secrets_never_appear_in_any_output() {
         request.headers
     );
     assert_eq!(request.header("x-api-key"), Some("k3y-abcdef"));
+}
+
+#[test]
+fn json_is_sent_byte_for_byte_with_string_values_expanded_and_escaped() {
+    let sandbox = Sandbox::new();
+    let server = HttpServer::start(vec![reply(201, "ok")]);
+    // A value that would break out of its string if pasted in as it is.
+    let hostile = "x\", \"admin\": true, \"y\": \"\\ \n\u{7}";
+    let given = r#"{"z": 1, "id": 123456789012345678901234567890, "ratio": 1.50,
+  "$(POD_NAME)": "$(POD_NAME)", "note": "$(HOSTILE)", "lit": "$$(POD_NAME)", "u": "\u00e9"}"#;
+    sandbox
+        .initbox()
+        .env("POD_NAME", "web-0")
+        .env("HOSTILE", hostile)
+        .args(["register", &server.url("/r"), "--json", given])
+        .run()
+        .assert_code(0);
+    let sent = server.requests().pop().unwrap().body_text();
+    let expected = given
+        .replacen(r#": "$(POD_NAME)""#, r#": "web-0""#, 1)
+        .replace(r#""$(HOSTILE)""#, &serde_json::to_string(hostile).unwrap())
+        .replace(r#""$$(POD_NAME)""#, r#""$(POD_NAME)""#);
+    assert_eq!(sent, expected, "keys, numbers, order and spacing as given");
+    let parsed: serde_json::Value = serde_json::from_str(&sent).unwrap();
+    assert_eq!(
+        parsed["note"], hostile,
+        "the value stayed inside its string"
+    );
+    assert!(parsed.get("admin").is_none(), "{sent}");
+    assert_eq!(parsed["$(POD_NAME)"], "web-0", "keys are not expanded");
+    sandbox
+        .initbox()
+        .args(["register", &server.url("/r"), "--json", "{\"a\": 1,}"])
+        .run()
+        .assert_code(2)
+        .assert_stderr_contains("--json is not valid JSON");
+}
+
+#[test]
+fn post_and_put_without_a_body_send_content_length_0() {
+    let sandbox = Sandbox::new();
+    let server = HttpServer::start(vec![reply(204, "")]);
+    for method in ["POST", "PUT", "PATCH"] {
+        sandbox
+            .initbox()
+            .args(["register", &server.url("/r"), "--method", method])
+            .run()
+            .assert_code(0);
+        let request = server.requests().pop().unwrap();
+        assert_eq!(request.method, method);
+        let lengths: Vec<&str> = request
+            .head
+            .lines()
+            .filter(|line| line.to_ascii_lowercase().starts_with("content-length:"))
+            .collect();
+        assert_eq!(lengths.len(), 1, "{}", request.head);
+        assert_eq!(lengths[0].split(':').nth(1).unwrap().trim(), "0");
+    }
+    // A body brings its own length, once.
+    sandbox
+        .initbox()
+        .args(["register", &server.url("/r"), "--form", "a=b"])
+        .run()
+        .assert_code(0);
+    let head = server.requests().pop().unwrap().head.to_ascii_lowercase();
+    assert_eq!(head.matches("content-length: 3").count(), 1, "{head}");
+}
+
+#[test]
+fn an_unusable_output_is_found_before_the_pod_is_registered() {
+    let sandbox = Sandbox::new();
+    let server = HttpServer::start(vec![reply(201, "registered")]);
+    let blocker = sandbox.write("blocker", "a file where a directory should be");
+    let dir = sandbox.path("existing-dir");
+    std::fs::create_dir(&dir).unwrap();
+    let cases: [(std::path::PathBuf, &str); 4] = [
+        (
+            blocker.join("out.json"),
+            &format!("{} is not a directory", blocker.display()),
+        ),
+        (dir.clone(), "is a directory"),
+        (sandbox.path("existing-dir/"), "is a directory"),
+        (sandbox.path("new-dir/"), "names a directory"),
+    ];
+    for (output, reason) in cases {
+        sandbox
+            .initbox()
+            .args(["register", &server.url("/r"), "--form", "a=b", "-o"])
+            .arg(&output)
+            .run()
+            .assert_code(1)
+            .assert_stderr_contains(&format!(
+                "cannot write the response to {}: {reason}",
+                output.display()
+            ));
+    }
+    assert_eq!(server.requests().len(), 0, "no registration was sent");
+    assert!(entries(&dir).is_empty(), "left behind: {:?}", entries(&dir));
+    assert_eq!(
+        entries(sandbox.dir.path()),
+        ["blocker", "existing-dir", "hosts"]
+    );
+}
+
+#[test]
+fn a_redirect_loop_ends_at_once_with_exit_1() {
+    let sandbox = Sandbox::new();
+    let server = HttpServer::start(vec![reply(302, "").header("Location", "/loop")]);
+    let output = sandbox
+        .initbox()
+        .args(["register", &server.url("/loop"), "--timeout", "1m"])
+        .run();
+    output.assert_code(1).assert_stderr_contains(&format!(
+        "redirect loop: {url} redirects back to {url}, visited before",
+        url = server.url("/loop")
+    ));
+    assert_eq!(server.requests().len(), 1);
+}
+
+#[test]
+fn too_many_redirects_end_at_once_with_exit_1() {
+    let sandbox = Sandbox::new();
+    let chain = (1..=12)
+        .map(|n| reply(307, "").header("Location", &format!("/hop{n}")))
+        .collect();
+    let server = HttpServer::start(chain);
+    sandbox
+        .initbox()
+        .args(["register", &server.url("/start"), "--timeout", "1m"])
+        .run()
+        .assert_code(1)
+        .assert_stderr_contains(&format!(
+            "more than 10 redirects (the last to {})",
+            server.url("/hop11")
+        ));
+    assert_eq!(server.requests().len(), 11);
+}
+
+#[test]
+fn certificate_problems_end_at_once_naming_the_certificates_names() {
+    let sandbox = Sandbox::new();
+    let wrong_name = HttpServer::start_tls_with(
+        vec![reply(200, "ok")],
+        CertSpec::for_names(&["registry.example", "10.9.8.7"]),
+    );
+    let expired = HttpServer::start_tls_with(vec![reply(200, "ok")], CertSpec::local().expired());
+    let cases = [
+        (
+            &wrong_name,
+            "TLS: the server certificate is not valid for localhost: it is valid for registry.example, 10.9.8.7 (use one of those names in the URL, or fix the certificate)",
+        ),
+        (
+            &expired,
+            "TLS: the server certificate (valid for localhost, 127.0.0.1) expired on Thu, 31 Dec 2020",
+        ),
+    ];
+    for (server, message) in cases {
+        let ca = sandbox.write("ca.pem", server.ca_pem.as_ref().unwrap());
+        sandbox
+            .initbox()
+            .args(["register", &server.https_url("localhost", "/r")])
+            .args(["--timeout", "1m", "--cacert"])
+            .arg(&ca)
+            .run()
+            .assert_code(1)
+            .assert_stderr_contains(message);
+        assert!(server.requests().is_empty());
+    }
+}
+
+#[test]
+fn https_to_a_plain_http_port_says_the_server_does_not_speak_tls() {
+    let sandbox = Sandbox::new();
+    let server = HttpServer::start(vec![reply(200, "plain")]);
+    let output = sandbox
+        .initbox()
+        .args([
+            "register",
+            &format!("https://127.0.0.1:{}/r", server.port),
+            "--timeout",
+            "1m",
+        ])
+        .run();
+    output.assert_code(1).assert_stderr_contains(
+        "TLS: the server does not speak TLS (is this https:// URL pointing at a plain-HTTP port? then use http://)",
+    );
+    assert!(
+        !output.stderr.contains("InvalidContentType"),
+        "{}",
+        output.stderr
+    );
+}
+
+#[test]
+fn port_0_is_a_usage_error_before_any_attempt() {
+    let sandbox = Sandbox::new();
+    let unused = free_port("127.0.0.1");
+    let dest = sandbox.path("out");
+    for args in [
+        vec!["register", "http://127.0.0.1:0/r"],
+        vec!["register", "http://127.0.0.1:$(PORT)/r"],
+        vec![
+            "fetch",
+            "http://127.0.0.1:0/f",
+            "-o",
+            dest.to_str().unwrap(),
+        ],
+        vec!["wait-for-http", "https://localhost:0/"],
+    ] {
+        sandbox
+            .initbox()
+            .env("PORT", "0")
+            .args(&args)
+            .args(["--timeout", "1m"])
+            .run()
+            .assert_code(2)
+            .assert_stderr_contains("port 0 cannot be connected to");
+    }
+    assert!(!dest.exists());
+    let _ = unused;
 }

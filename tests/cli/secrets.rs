@@ -6,7 +6,10 @@
 //! secret really was sent (a test that never used the secret could not fail).
 
 use crate::support::git_server::{SmartHttp, TestRepo};
-use crate::support::http_server::{HttpServer, reply};
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE_NO_PAD};
+
+use crate::support::http_server::{HttpServer, Request, reply, reply_with};
 use crate::support::{Output, Sandbox, path_str};
 
 const URL_PASSWORD: &str = "urlpass-6d1f0c";
@@ -286,4 +289,118 @@ fn a_pipeline_keeps_credentials_out_of_its_status_and_termination_log() {
     assert_eq!(rendered, format!("token={TOKEN}\n"));
     let request = &server.requests()[0];
     assert_eq!(request.header("x-api-key"), Some(HEADER_SECRET));
+}
+
+/// The ways a server echoes the `Authorization` header it received: as text, as JSON
+/// (slashes escaped, as PHP does), and re-encoded (the credential decoded and encoded
+/// again URL-safe without padding, percent-encoded), each short enough to be shown whole.
+/// A body made from the request, named by the kind of echo.
+type Echo = (&'static str, fn(&Request) -> Vec<u8>);
+
+fn echoes() -> Vec<Echo> {
+    fn auth(request: &Request) -> String {
+        request.header("authorization").unwrap_or("").to_owned()
+    }
+    fn credential(request: &Request) -> Vec<u8> {
+        let auth = auth(request);
+        let encoded = auth.split_once(' ').map(|(_, c)| c).unwrap_or("");
+        STANDARD
+            .decode(encoded)
+            .unwrap_or_else(|_| encoded.as_bytes().to_vec())
+    }
+    vec![
+        ("text", |r| {
+            format!("denied; you sent Authorization: {}", auth(r)).into_bytes()
+        }),
+        ("json", |r| {
+            let value = serde_json::to_string(&auth(r)).unwrap().replace('/', "\\/");
+            format!("{{\"error\":\"denied\",\"headers\":{{\"Authorization\":{value}}}}}")
+                .into_bytes()
+        }),
+        ("url-safe base64", |r| {
+            format!(
+                "denied; credential={}",
+                URL_SAFE_NO_PAD.encode(credential(r))
+            )
+            .into_bytes()
+        }),
+        ("unpadded base64", |r| {
+            format!(
+                "denied; credential={}",
+                STANDARD_NO_PAD.encode(credential(r))
+            )
+            .into_bytes()
+        }),
+        ("percent-encoded", |r| {
+            let auth = auth(r);
+            let encoded: String = auth
+                .bytes()
+                .map(|b| match b {
+                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' => (b as char).to_string(),
+                    other => format!("%{other:02X}"),
+                })
+                .collect();
+            format!("denied; auth={encoded}").into_bytes()
+        }),
+    ]
+}
+
+#[test]
+fn a_header_built_from_a_secret_is_concealed_when_a_server_echoes_it() {
+    let planted = Planted::new();
+    let basic = STANDARD.encode(format!("deploy:{URL_PASSWORD}"));
+    let derived = [
+        basic.clone(),
+        basic.trim_end_matches('=').to_owned(),
+        URL_SAFE_NO_PAD.encode(format!("deploy:{URL_PASSWORD}")),
+        URL_SAFE_NO_PAD.encode(TOKEN),
+        STANDARD_NO_PAD.encode(TOKEN),
+    ];
+    for (echo, respond) in echoes() {
+        // register: the Basic header reqwest builds from the URL's userinfo; 401 is fatal.
+        let server = HttpServer::start(vec![reply_with(401, respond)]);
+        let register = ["register", &credential_url(&server, "/register")].map(String::from);
+        // fetch: a bearer token from a file; 403 is fatal.
+        let token_server = HttpServer::start(vec![reply_with(403, respond)]);
+        let dest = planted.sandbox.path("page.html");
+        let fetch = [
+            "fetch",
+            &token_server.url("/page"),
+            "-o",
+            path_str(&dest),
+            "--bearer-token-file",
+            &planted.token_file,
+        ]
+        .map(String::from);
+        for (what, args) in [("register", &register[..]), ("fetch", &fetch[..])] {
+            for format in ["text", "json"] {
+                let output = planted
+                    .sandbox
+                    .initbox()
+                    .args(["-v", "--log-format", format])
+                    .args(args)
+                    .run();
+                output.assert_code(1);
+                assert!(output.stderr.contains("denied"), "{}", output.stderr);
+                let what = format!("{what}, {echo} echo ({format})");
+                assert_output_clean(&what, &output);
+                for value in &derived {
+                    assert!(
+                        !output.stderr.contains(value.as_str()),
+                        "{what} shows {value}:\n{}",
+                        output.stderr
+                    );
+                }
+            }
+        }
+        // The credentials were sent: the echo had something to leak.
+        assert_eq!(
+            server.requests()[0].header("authorization"),
+            Some(format!("Basic {basic}").as_str())
+        );
+        assert_eq!(
+            token_server.requests()[0].header("authorization"),
+            Some(format!("Bearer {TOKEN}").as_str())
+        );
+    }
 }

@@ -1,5 +1,7 @@
-//! A real HTTP/1.1 server on 127.0.0.1:0, plain or TLS with a CA made for the test, that
-//! answers from a script of replies and records every request it receives.
+//! A real HTTP/1.1 server on 127.0.0.1:0, plain or TLS with a CA made for the test (a
+//! certificate for the right names, for other names, or expired), that answers from a
+//! script of replies (fixed, or built from the request, as an echoing debug endpoint does)
+//! and records every request it receives, raw head included.
 
 use std::collections::VecDeque;
 use std::io::{Read, Write};
@@ -11,6 +13,8 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
 #[derive(Debug, Clone)]
 pub struct Request {
+    /// The request line and headers exactly as received, up to the blank line.
+    pub head: String,
     pub method: String,
     pub path: String,
     pub headers: Vec<(String, String)>,
@@ -41,6 +45,60 @@ pub struct Reply {
     pub stall_after: Option<usize>,
     /// Send the body this many bytes at a time with this pause after each: a slow link.
     pub pace: Option<(usize, std::time::Duration)>,
+    /// Build the body from the request instead (an endpoint that echoes what it got).
+    pub respond: Option<Responder>,
+}
+
+/// A body made from the request received.
+#[derive(Clone)]
+pub struct Responder(pub Arc<RespondFn>);
+
+/// Builds a reply body from the request received.
+pub type RespondFn = dyn Fn(&Request) -> Vec<u8> + Send + Sync;
+
+impl std::fmt::Debug for Responder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Responder")
+    }
+}
+
+/// A reply whose body `respond` builds from each request.
+pub fn reply_with(
+    status: u16,
+    respond: impl Fn(&Request) -> Vec<u8> + Send + Sync + 'static,
+) -> Reply {
+    Reply {
+        respond: Some(Responder(Arc::new(respond))),
+        ..reply(status, "")
+    }
+}
+
+/// The certificate a TLS test server presents.
+#[derive(Debug, Clone)]
+pub struct CertSpec {
+    /// Subject alternative names: DNS names or IP addresses.
+    pub names: Vec<String>,
+    /// Valid only in 2020, so expired now.
+    pub expired: bool,
+}
+
+impl CertSpec {
+    pub fn for_names(names: &[&str]) -> CertSpec {
+        CertSpec {
+            names: names.iter().map(|n| n.to_string()).collect(),
+            expired: false,
+        }
+    }
+
+    /// For localhost and 127.0.0.1, as every other test server.
+    pub fn local() -> CertSpec {
+        CertSpec::for_names(&["localhost", "127.0.0.1"])
+    }
+
+    pub fn expired(mut self) -> CertSpec {
+        self.expired = true;
+        self
+    }
 }
 
 pub fn reply(status: u16, body: &str) -> Reply {
@@ -54,6 +112,7 @@ pub fn reply_bytes(status: u16, body: Vec<u8>) -> Reply {
         body: Arc::new(body),
         stall_after: None,
         pace: None,
+        respond: None,
     }
 }
 
@@ -90,7 +149,12 @@ impl HttpServer {
 
     /// HTTPS with a fresh CA; the certificate is valid for localhost and 127.0.0.1.
     pub fn start_tls(replies: Vec<Reply>) -> Self {
-        let (config, ca_pem, _) = tls_config(false);
+        Self::start_tls_with(replies, CertSpec::local())
+    }
+
+    /// HTTPS presenting the certificate `cert` describes, signed by a fresh CA.
+    pub fn start_tls_with(replies: Vec<Reply>, cert: CertSpec) -> Self {
+        let (config, ca_pem, _) = tls_config(false, &cert);
         let mut server = Self::serve(replies, Some(Arc::new(config)));
         server.ca_pem = Some(ca_pem);
         server
@@ -99,7 +163,7 @@ impl HttpServer {
     /// HTTPS that demands a client certificate signed by its CA; also returns such a
     /// client certificate and its key, as PEM.
     pub fn start_mutual_tls(replies: Vec<Reply>) -> (Self, ClientIdentity) {
-        let (config, ca_pem, client) = tls_config(true);
+        let (config, ca_pem, client) = tls_config(true, &CertSpec::local());
         let mut server = Self::serve(replies, Some(Arc::new(config)));
         server.ca_pem = Some(ca_pem);
         (server, client.expect("a client identity"))
@@ -160,12 +224,21 @@ fn handle(
         if stream.read(&mut byte)? == 0 || head.len() > 64 * 1024 {
             return Ok(());
         }
+        // Not a request line (a TLS ClientHello sent to this plain port): answer as web
+        // servers do, 400 and close.
+        if head.is_empty() && !byte[0].is_ascii_alphabetic() {
+            stream.write_all(
+                b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            )?;
+            return stream.flush();
+        }
         head.push(byte[0]);
     }
     let text = String::from_utf8_lossy(&head);
     let mut lines = text.split("\r\n");
     let mut first = lines.next().unwrap_or("").split_whitespace();
     let mut request = Request {
+        head: text.to_string(),
         method: first.next().unwrap_or("").to_owned(),
         path: first.next().unwrap_or("").to_owned(),
         headers: lines
@@ -180,7 +253,7 @@ fn handle(
         .unwrap_or(0);
     request.body = vec![0; length.min(16 * 1024 * 1024)];
     stream.read_exact(&mut request.body)?;
-    seen.lock().unwrap().push(request);
+    seen.lock().unwrap().push(request.clone());
     let reply = {
         let mut replies = replies.lock().unwrap();
         if replies.len() > 1 {
@@ -188,6 +261,13 @@ fn handle(
         } else {
             replies.front().cloned().unwrap_or(reply(200, "ok"))
         }
+    };
+    let reply = match &reply.respond {
+        Some(respond) => Reply {
+            body: Arc::new((respond.0)(&request)),
+            ..reply.clone()
+        },
+        None => reply,
     };
     let mut head = format!(
         "HTTP/1.1 {} Status\r\nContent-Length: {}\r\nContent-Type: text/plain\r\nConnection: close\r\n",
@@ -222,7 +302,7 @@ impl<T: Read + Write> ReadWrite for T {}
 
 /// A server TLS configuration for localhost and 127.0.0.1, and its CA as PEM.
 pub fn server_tls_config() -> (rustls::ServerConfig, String) {
-    let (config, ca_pem, _) = tls_config(false);
+    let (config, ca_pem, _) = tls_config(false, &CertSpec::local());
     (config, ca_pem)
 }
 
@@ -232,7 +312,10 @@ pub struct ClientIdentity {
     pub key_pem: String,
 }
 
-fn tls_config(client_auth: bool) -> (rustls::ServerConfig, String, Option<ClientIdentity>) {
+fn tls_config(
+    client_auth: bool,
+    spec: &CertSpec,
+) -> (rustls::ServerConfig, String, Option<ClientIdentity>) {
     use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -241,8 +324,11 @@ fn tls_config(client_auth: bool) -> (rustls::ServerConfig, String, Option<Client
         .push(rcgen::DnType::CommonName, "initbox test CA");
     let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
     let key = KeyPair::generate().unwrap();
-    let params =
-        CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
+    let mut params = CertificateParams::new(spec.names.clone()).unwrap();
+    if spec.expired {
+        params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        params.not_after = rcgen::date_time_ymd(2020, 12, 31);
+    }
     let cert = params.signed_by(&key, &ca).unwrap();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
