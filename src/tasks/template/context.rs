@@ -256,6 +256,12 @@ fn from_toml(value: toml::Value) -> Value {
 pub struct Environ(BTreeMap<String, Value>);
 
 impl Environ {
+    /// An empty environment, for tests.
+    #[cfg(test)]
+    pub fn empty() -> Environ {
+        Environ(BTreeMap::new())
+    }
+
     fn from_process() -> Value {
         // A variable whose name or value is not UTF-8 cannot be used in a template anyway.
         let vars = crate::expand::environment()
@@ -295,6 +301,9 @@ impl Object for Environ {
         _state: &mut State<'_, '_>,
         args: &[Value],
     ) -> Result<Value, JinjaError> {
+        for arg in args {
+            super::engine::reject_undefined(arg)?;
+        }
         let (name, default): (&str, Option<Value>) = from_args(args)?;
         match (self.0.get(name), default) {
             (Some(value), _) => Ok(value.clone()),
