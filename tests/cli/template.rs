@@ -1122,3 +1122,173 @@ fn what_asks_about_an_undefined_value_renders_as_in_jinja2() {
         assert_eq!(Ok(output.stdout.trim_end().to_owned()), theirs, "{source}");
     }
 }
+
+/// Names under `dir` (recursively) that look like a temp file of an atomic write.
+fn temp_files(dir: &Path) -> Vec<String> {
+    tree(dir)
+        .into_iter()
+        .filter(|name| name.contains(".initbox-") || name.ends_with(".tmp"))
+        .collect()
+}
+
+#[test]
+fn a_binary_file_in_a_template_directory_is_copied_byte_for_byte() {
+    let sandbox = Sandbox::new();
+    let src = sandbox.path("templates");
+    std::fs::create_dir_all(&src).unwrap();
+    // A keystore-like blob: not UTF-8, and with bytes that read `{{ x }}` and `{%`.
+    let mut blob: Vec<u8> = (0..=255u8).collect();
+    blob.extend_from_slice(b"\xfe\xed{{ x }}{% if %}{# \x00\xff");
+    std::fs::write(src.join("keystore.jks"), &blob).unwrap();
+    std::fs::write(src.join("logo.png.j2"), &blob).unwrap();
+    sandbox.write("templates/app.conf.j2", "name={{ name }}\n");
+    let dest = sandbox.path("out");
+    let output = template(
+        &sandbox,
+        &[path_str(&src), path_str(&dest), "--set", "name=web"],
+    );
+    output
+        .assert_code(0)
+        .assert_stderr_contains("keystore.jks is not UTF-8 text: it is copied as it is")
+        .assert_stderr_contains("3 written");
+    assert_eq!(tree(&dest), ["app.conf", "keystore.jks", "logo.png"]);
+    assert_eq!(std::fs::read(dest.join("keystore.jks")).unwrap(), blob);
+    assert_eq!(std::fs::read(dest.join("logo.png")).unwrap(), blob);
+    assert_eq!(
+        std::fs::read_to_string(dest.join("app.conf")).unwrap(),
+        "name=web\n"
+    );
+    // Unchanged on the next run, like any other output.
+    template(
+        &sandbox,
+        &[path_str(&src), path_str(&dest), "--set", "name=web", "--check"],
+    )
+    .assert_code(0);
+
+    // The same rule for a single file and for stdin.
+    let single = sandbox.path("single.bin");
+    template(
+        &sandbox,
+        &[path_str(&src.join("keystore.jks")), path_str(&single)],
+    )
+    .assert_code(0);
+    assert_eq!(std::fs::read(&single).unwrap(), blob);
+}
+
+#[test]
+fn a_destination_that_is_the_wrong_kind_writes_nothing_and_leaves_no_temp_file() {
+    let sandbox = Sandbox::new();
+    let src = sandbox.path("templates");
+    std::fs::create_dir_all(src.join("conf")).unwrap();
+    sandbox.write("templates/a.conf.j2", "a\n");
+    sandbox.write("templates/conf/b.conf.j2", "b\n");
+    sandbox.write("templates/z.conf.j2", "z\n");
+
+    // DEST is a file where a directory is needed.
+    let file = sandbox.write("dest-file", "keep\n");
+    template(&sandbox, &[path_str(&src), path_str(&file)])
+        .assert_code(78)
+        .assert_stderr_contains(&format!(
+            "DEST {} is not a directory",
+            file.display()
+        ));
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep\n");
+
+    // A file where a subdirectory of the output goes.
+    let dest = sandbox.path("out");
+    std::fs::create_dir_all(&dest).unwrap();
+    sandbox.write("out/conf", "a file\n");
+    template(&sandbox, &[path_str(&src), path_str(&dest)])
+        .assert_code(78)
+        .assert_stderr_contains(&format!(
+            "cannot write {0}/conf/b.conf: {0}/conf is a file, not a directory",
+            dest.display()
+        ));
+    assert_eq!(tree(&dest), ["conf"]);
+
+    // The reverse: a directory where a file goes.
+    std::fs::remove_file(dest.join("conf")).unwrap();
+    std::fs::create_dir_all(dest.join("z.conf")).unwrap();
+    template(&sandbox, &[path_str(&src), path_str(&dest)])
+        .assert_code(78)
+        .assert_stderr_contains(&format!(
+            "cannot write {}/z.conf: it is a directory",
+            dest.display()
+        ));
+    assert_eq!(tree(&dest), ["z.conf/"]);
+
+    // A single file whose DEST has a file for a parent.
+    template(
+        &sandbox,
+        &[
+            path_str(&src.join("a.conf.j2")),
+            path_str(&file.join("a.conf")),
+        ],
+    )
+    .assert_code(78)
+    .assert_stderr_contains(&format!("{} is a file, not a directory", file.display()));
+    assert!(temp_files(sandbox.dir.path()).is_empty(), "{:?}", tree(sandbox.dir.path()));
+}
+
+#[test]
+fn an_unwritable_directory_in_dest_writes_nothing_and_leaves_no_temp_file() {
+    use std::os::unix::fs::chown;
+    if !crate::support::need_root("an_unwritable_directory_in_dest_writes_nothing") {
+        return;
+    }
+    const USER: u32 = 65532;
+    let sandbox = Sandbox::new();
+    std::fs::set_permissions(sandbox.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let src = sandbox.path("templates");
+    std::fs::create_dir_all(src.join("locked/new")).unwrap();
+    sandbox.write("templates/a.conf.j2", "a\n");
+    sandbox.write("templates/locked/b.conf.j2", "b\n");
+    sandbox.write("templates/z.conf.j2", "z\n");
+    // DEST belongs to the user, but its `locked` subdirectory to root (0755).
+    let dest = sandbox.path("out");
+    std::fs::create_dir_all(dest.join("locked")).unwrap();
+    chown(&dest, Some(USER), Some(USER)).unwrap();
+    let (_dir, binary) = crate::support::nonroot_copy();
+    let as_user = |args: &[&str]| {
+        sandbox
+            .initbox_at(&binary)
+            .arg("template")
+            .args(args)
+            .wrapped_in(&[
+                "setpriv",
+                "--reuid=65532",
+                "--regid=65532",
+                "--clear-groups",
+            ])
+            .run()
+    };
+    as_user(&[path_str(&src), path_str(&dest)])
+        .assert_code(1)
+        .assert_stderr_contains(&format!(
+            "cannot write into the directory {}/locked: permission denied",
+            dest.display()
+        ));
+    assert_eq!(tree(&dest), ["locked/"]);
+
+    // A directory to create inside the locked one.
+    std::fs::remove_file(src.join("locked/b.conf.j2")).unwrap();
+    as_user(&[path_str(&src), path_str(&dest)])
+        .assert_code(1)
+        .assert_stderr_contains(&format!(
+            "cannot create the directory {0}/locked/new in {0}/locked: permission denied",
+            dest.display()
+        ));
+    assert_eq!(tree(&dest), ["locked/"]);
+
+    // A mode to set on a file of another user, beside a file to create.
+    std::fs::remove_dir_all(src.join("locked")).unwrap();
+    std::fs::write(dest.join("z.conf"), "z\n").unwrap();
+    as_user(&[path_str(&src), path_str(&dest), "--mode", "0600"])
+        .assert_code(1)
+        .assert_stderr_contains(&format!(
+            "cannot set the mode of {}/z.conf: it belongs to user 0",
+            dest.display()
+        ));
+    assert_eq!(tree(&dest), ["locked/", "z.conf"]);
+    assert!(temp_files(sandbox.dir.path()).is_empty(), "{:?}", tree(&dest));
+}
