@@ -290,9 +290,8 @@ fn writable(dir: &Path) -> io::Result<()> {
 /// Only a file's owner (or root) may change its mode.
 #[allow(unsafe_code)]
 fn check_owner(path: &Path) -> Result<()> {
-    let meta = fs::metadata(path).map_err(|e| {
-        Error::Failed(format!("cannot read {}: {}", path.display(), io_reason(&e)))
-    })?;
+    let meta = fs::metadata(path)
+        .map_err(|e| Error::Failed(format!("cannot read {}: {}", path.display(), io_reason(&e))))?;
     // SAFETY: geteuid has no preconditions and cannot fail.
     let euid = unsafe { libc::geteuid() };
     if euid != 0 && meta.uid() != euid {

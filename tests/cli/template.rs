@@ -974,11 +974,13 @@ fn call_args(args: &[&str], undefined_at: Option<usize>) -> String {
     let args: Vec<String> = args
         .iter()
         .enumerate()
-        .map(|(i, arg)| match (undefined_at == Some(i), arg.split_once('=')) {
-            (false, _) => arg.to_string(),
-            (true, Some((keyword, _))) if !keyword.contains('\'') => format!("{keyword}=x"),
-            (true, _) => "x".to_owned(),
-        })
+        .map(
+            |(i, arg)| match (undefined_at == Some(i), arg.split_once('=')) {
+                (false, _) => arg.to_string(),
+                (true, Some((keyword, _))) if !keyword.contains('\'') => format!("{keyword}=x"),
+                (true, _) => "x".to_owned(),
+            },
+        )
         .collect();
     format!("({})", args.join(", "))
 }
@@ -1000,7 +1002,10 @@ fn undefined_uses() -> Vec<String> {
         uses.push(format!("{{{{ x | {filter}{} }}}}", call_args(args, None)));
         uses.push(format!("{{{{ [x] | {filter}{} }}}}", call_args(args, None)));
         for at in 0..args.len() {
-            uses.push(format!("{{{{ {input} | {filter}{} }}}}", call_args(args, Some(at))));
+            uses.push(format!(
+                "{{{{ {input} | {filter}{} }}}}",
+                call_args(args, Some(at))
+            ));
         }
     }
     for test in &registry.tests {
@@ -1019,7 +1024,10 @@ fn undefined_uses() -> Vec<String> {
         if test.chars().all(|c| c.is_ascii_alphabetic()) {
             uses.push(format!("{{{{ x is {test}{} }}}}", call_args(args, None)));
             for at in 0..args.len() {
-                uses.push(format!("{{{{ {input} is {test}{} }}}}", call_args(args, Some(at))));
+                uses.push(format!(
+                    "{{{{ {input} is {test}{} }}}}",
+                    call_args(args, Some(at))
+                ));
             }
         }
     }
@@ -1161,7 +1169,13 @@ fn a_binary_file_in_a_template_directory_is_copied_byte_for_byte() {
     // Unchanged on the next run, like any other output.
     template(
         &sandbox,
-        &[path_str(&src), path_str(&dest), "--set", "name=web", "--check"],
+        &[
+            path_str(&src),
+            path_str(&dest),
+            "--set",
+            "name=web",
+            "--check",
+        ],
     )
     .assert_code(0);
 
@@ -1188,10 +1202,7 @@ fn a_destination_that_is_the_wrong_kind_writes_nothing_and_leaves_no_temp_file()
     let file = sandbox.write("dest-file", "keep\n");
     template(&sandbox, &[path_str(&src), path_str(&file)])
         .assert_code(78)
-        .assert_stderr_contains(&format!(
-            "DEST {} is not a directory",
-            file.display()
-        ));
+        .assert_stderr_contains(&format!("DEST {} is not a directory", file.display()));
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep\n");
 
     // A file where a subdirectory of the output goes.
@@ -1227,7 +1238,11 @@ fn a_destination_that_is_the_wrong_kind_writes_nothing_and_leaves_no_temp_file()
     )
     .assert_code(78)
     .assert_stderr_contains(&format!("{} is a file, not a directory", file.display()));
-    assert!(temp_files(sandbox.dir.path()).is_empty(), "{:?}", tree(sandbox.dir.path()));
+    assert!(
+        temp_files(sandbox.dir.path()).is_empty(),
+        "{:?}",
+        tree(sandbox.dir.path())
+    );
 }
 
 #[test]
@@ -1290,5 +1305,324 @@ fn an_unwritable_directory_in_dest_writes_nothing_and_leaves_no_temp_file() {
             dest.display()
         ));
     assert_eq!(tree(&dest), ["locked/", "z.conf"]);
-    assert!(temp_files(sandbox.dir.path()).is_empty(), "{:?}", tree(&dest));
+    assert!(
+        temp_files(sandbox.dir.path()).is_empty(),
+        "{:?}",
+        tree(&dest)
+    );
+}
+
+/// /usr/bin/python3 with ruamel.yaml (Debian's python3-ruamel.yaml), or any python3 on PATH
+/// that has it.
+fn python_with_ruamel() -> &'static str {
+    static PYTHON: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
+    PYTHON.get_or_init(|| {
+        ["/usr/bin/python3", "python3"]
+            .into_iter()
+            .find(|python| {
+                Command::new(python)
+                    .args(["-c", "import ruamel.yaml"])
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status()
+                    .is_ok_and(|status| status.success())
+            })
+            .expect("no python3 with ruamel.yaml: apt-get install python3-ruamel.yaml")
+    })
+}
+
+/// Each scalar as `TYPE:VALUE` when ruamel.yaml reads `k: SCALAR` as YAML 1.2, or `error`.
+fn ruamel_types(sandbox: &Sandbox, scalars: &[&str]) -> Vec<String> {
+    let input = sandbox.write(
+        "ruamel-scalars.json",
+        &serde_json::to_string(scalars).unwrap(),
+    );
+    const SCRIPT: &str = "
+import json, math, sys
+from ruamel.yaml import YAML
+yaml = YAML(typ='safe')
+yaml.version = (1, 2)
+out = []
+for scalar in json.load(open(sys.argv[1], encoding='utf-8')):
+    try:
+        v = yaml.load('k: ' + scalar + '\\n')['k']
+    except Exception:
+        out.append('error')
+        continue
+    if v is None: out.append('null')
+    elif isinstance(v, bool): out.append('bool:' + str(v))
+    elif isinstance(v, int): out.append('int:' + str(v))
+    elif isinstance(v, float): out.append('float:' + repr(v))
+    else: out.append('str:' + str(v))
+print(json.dumps(out))
+";
+    let output = Command::new(python_with_ruamel())
+        .args(["-c", SCRIPT])
+        .arg(&input)
+        .stdin(Stdio::null())
+        .output()
+        .expect("running python3");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+#[test]
+fn yaml_data_is_typed_by_the_yaml_1_2_core_schema_as_ruamel_reads_it() {
+    let sandbox = Sandbox::new();
+    let scalars = [
+        "0644",
+        "-0644",
+        "+12",
+        "1_000",
+        "0b101",
+        "0x1F",
+        "0X1F",
+        "0o17",
+        "0O17",
+        "-0x1F",
+        "+0o7",
+        "0",
+        "-0",
+        "00",
+        "089",
+        "123456789012345678901234567890",
+        "-9223372036854775809",
+        "true",
+        "True",
+        "TRUE",
+        "tRuE",
+        "false",
+        "FALSE",
+        "yes",
+        "no",
+        "on",
+        "off",
+        "y",
+        "n",
+        "Y",
+        "N",
+        "No",
+        "null",
+        "Null",
+        "NULL",
+        "nUll",
+        "~",
+        "",
+        ".5",
+        "+.5",
+        "5.",
+        "1e3",
+        "1E3",
+        "1.0e+3",
+        "1.e3",
+        "12e03",
+        "-1.5",
+        "0.",
+        ".inf",
+        "-.Inf",
+        "+.INF",
+        "inf",
+        "nan",
+        ".e3",
+        "1:20",
+        "190:20:30",
+        "0o8",
+        "0x",
+        "0x_1F",
+        "'0644'",
+        "\"true\"",
+        "!!str 12",
+        "!!int \"12\"",
+        "!!float 1",
+        "!!null x",
+        "|-\n  12",
+        "a b",
+        "1.2.3",
+        "- 1",
+        "[1, 2]",
+    ];
+    let scalars: Vec<&str> = scalars
+        .into_iter()
+        .filter(|s| !s.starts_with('[') && !s.starts_with("- "))
+        .collect();
+    let theirs = ruamel_types(&sandbox, &scalars);
+    let types = sandbox.write(
+        "types.j2",
+        "{% set v = d.k %}{% if v is none %}null{% elif v is boolean %}bool:{{ v }}\
+         {% elif v is integer %}int:{{ v }}{% elif v is float %}float:{{ v }}\
+         {% else %}str:{{ v }}{% endif %}",
+    );
+    for (index, (scalar, theirs)) in scalars.iter().zip(&theirs).enumerate() {
+        let data = sandbox.write(&format!("d{index}.yaml"), &format!("k: {scalar}\n"));
+        let output = template(
+            &sandbox,
+            &[
+                path_str(&types),
+                "-",
+                "--data",
+                &format!("d={}", data.display()),
+            ],
+        );
+        let ours = if output.code == 0 {
+            output.stdout.trim_end().to_owned()
+        } else {
+            "error".to_owned()
+        };
+        assert_eq!(&ours, theirs, "k: {scalar} ({})", output.stderr);
+    }
+
+    // Keys that YAML 1.1 takes for booleans are twelve keys, none lost.
+    let keys = [
+        "y", "n", "yes", "no", "on", "off", "Y", "N", "YES", "NO", "On", "Off",
+    ];
+    let data = sandbox.write(
+        "keys.yaml",
+        &keys
+            .iter()
+            .map(|k| format!("{k}: {k}-value\n"))
+            .collect::<String>(),
+    );
+    let src = sandbox.write(
+        "keys.j2",
+        "{% for k, v in d | items %}{{ k }}={{ v }} {% endfor %}\n",
+    );
+    let output = template(
+        &sandbox,
+        &[
+            path_str(&src),
+            "-",
+            "--data",
+            &format!("d={}", data.display()),
+        ],
+    );
+    output.assert_code(0);
+    let expected: String = keys.iter().map(|k| format!("{k}={k}-value ")).collect();
+    assert_eq!(output.stdout.trim_end(), expected.trim_end());
+
+    // A timestamp stays the text it is written as (ruamel makes a date of it).
+    let data = sandbox.write("when.yaml", "when: 2001-12-14t21:59:43.10-05:00\n");
+    let src = sandbox.write("when.j2", "{{ d.when }} {{ d.when is string }}\n");
+    template(
+        &sandbox,
+        &[
+            path_str(&src),
+            "-",
+            "--data",
+            &format!("d={}", data.display()),
+        ],
+    )
+    .assert_code(0);
+}
+
+#[test]
+fn colliding_yaml_keys_are_an_error_with_their_position() {
+    let sandbox = Sandbox::new();
+    let src = sandbox.write("t.j2", "{{ d | tojson }}\n");
+    for (yaml, message) in [
+        (
+            "a: 1\nb: 2\na: 3\n",
+            "line 3 column 1: duplicate key 'a', first at line 1 column 1",
+        ),
+        (
+            "1: a\n0x1: b\n",
+            "line 2 column 1: duplicate key '0x1' (the same key as '1')",
+        ),
+        (
+            "true: a\nTrue: b\n",
+            "line 2 column 1: duplicate key 'True' (the same key as 'true')",
+        ),
+        (
+            "x:\n  k: 1\n  'k': 2\n",
+            "line 3 column 3: duplicate key 'k'",
+        ),
+    ] {
+        let data = sandbox.write("dup.yaml", yaml);
+        let output = template(
+            &sandbox,
+            &[
+                path_str(&src),
+                "-",
+                "--data",
+                &format!("d={}", data.display()),
+            ],
+        );
+        output.assert_code(78).assert_stderr_contains(message);
+        assert!(!output.stderr.contains("Options"), "{}", output.stderr);
+    }
+    // Merged keys are not duplicates: the mapping's own key wins, as in ruamel.
+    let data = sandbox.write(
+        "merge.yaml",
+        "base: &b {host: a, port: 1}\nx:\n  <<: *b\n  port: 2\n",
+    );
+    let output = template(
+        &sandbox,
+        &[
+            path_str(&src),
+            "-",
+            "--data",
+            &format!("d={}", data.display()),
+        ],
+    );
+    output.assert_code(0);
+    assert_eq!(
+        output.stdout,
+        "{\"base\": {\"host\": \"a\", \"port\": 1}, \"x\": {\"host\": \"a\", \"port\": 2}}\n"
+    );
+}
+
+#[test]
+fn a_pipeline_file_is_typed_by_the_yaml_1_2_core_schema() {
+    let sandbox = Sandbox::new();
+    let src = sandbox.write("t.j2", "{{ y }} {{ n }} {{ on }} {{ off }} {{ m }}\n");
+    let dest = sandbox.path("out.conf");
+    let pipeline = sandbox.write(
+        "p.yaml",
+        &format!(
+            "steps:\n  - name: render\n    template:\n      src: {}\n      dest: {}\n      \
+             mode: 0644\n      set: {{y: a, n: b, on: c, off: d, m: 0o17}}\n",
+            src.display(),
+            dest.display()
+        ),
+    );
+    sandbox
+        .initbox()
+        .args(["run", "-f", path_str(&pipeline)])
+        .run()
+        .assert_code(0);
+    // Numbers reach the command line as written: `0o17` stays `0o17`, `0644` is octal there.
+    assert_eq!(std::fs::read_to_string(&dest).unwrap(), "a b c d 0o17\n");
+    assert_eq!(mode(&dest), 0o644);
+
+    let pipeline = sandbox.write(
+        "dup.yaml",
+        "steps:\n  - name: a\n    sleep: {duration: 1, duration: 2}\n",
+    );
+    let output = sandbox
+        .initbox()
+        .args(["run", "--check", "-f", path_str(&pipeline)])
+        .run();
+    output.assert_code(78).assert_stderr_contains(&format!(
+        "{}:3:26: duplicate key 'duration', first at line 3 column 13",
+        pipeline.display()
+    ));
+    assert!(!output.stderr.contains("Options"), "{}", output.stderr);
+    // A 1.1 boolean is no boolean: a switch says so, at its position.
+    let pipeline = sandbox.write(
+        "yes.yaml",
+        &format!(
+            "steps:\n  - name: a\n    template: {{src: {}, dest: \"-\", check: yes}}\n",
+            src.display()
+        ),
+    );
+    sandbox
+        .initbox()
+        .args(["run", "--check", "-f", path_str(&pipeline)])
+        .run()
+        .assert_code(78)
+        .assert_stderr_contains("template.check: expected true or false");
 }

@@ -409,16 +409,36 @@ mod tests {
     #[test]
     fn the_registry_lists_every_builtin() {
         let registry = Registry::of(&environment());
-        for filter in ["tojson", "join", "default", "b64encode", "toyaml", "required", "map"] {
-            assert!(registry.filters.iter().any(|f| f == filter), "{filter}: {registry:?}");
+        for filter in [
+            "tojson",
+            "join",
+            "default",
+            "b64encode",
+            "toyaml",
+            "required",
+            "map",
+        ] {
+            assert!(
+                registry.filters.iter().any(|f| f == filter),
+                "{filter}: {registry:?}"
+            );
         }
         for test in ["defined", "none", "==", "in", "sameas"] {
-            assert!(registry.tests.iter().any(|t| t == test), "{test}: {registry:?}");
+            assert!(
+                registry.tests.iter().any(|t| t == test),
+                "{test}: {registry:?}"
+            );
         }
         for function in ["range", "dict", "namespace", "debug", "file"] {
-            assert!(registry.functions.iter().any(|f| f == function), "{function}: {registry:?}");
+            assert!(
+                registry.functions.iter().any(|f| f == function),
+                "{function}: {registry:?}"
+            );
         }
-        assert!(registry.filters.len() > 40 && registry.tests.len() > 30, "{registry:?}");
+        assert!(
+            registry.filters.len() > 40 && registry.tests.len() > 30,
+            "{registry:?}"
+        );
         // The wrapped environment has the same names as the engine's own.
         assert_eq!(registry, Registry::of(&unchecked_environment()));
     }
@@ -435,7 +455,8 @@ mod tests {
             "{{ env('NOPE', x) }}",
             "{{ 1 | required(x) }}",
         ] {
-            let context = context! { env => Value::from_object(super::super::context::Environ::empty()) };
+            let context =
+                context! { env => Value::from_object(super::super::context::Environ::empty()) };
             let error = render_str(source, context).unwrap_err().to_string();
             assert_eq!(error, "t.j2:1: `x` is undefined", "{source}");
         }
@@ -443,7 +464,10 @@ mod tests {
         assert_eq!(ok("{{ x is defined }} {{ x | default('d') }}"), "False d");
         assert_eq!(ok("{{ [x, 1] | select('defined') | list }}"), "[1]");
         assert_eq!(ok("{{ [x, 1] | map('default', 2) | list }}"), "[2, 1]");
-        assert_eq!(ok("{{ 'abc' | replace('a', 'b', count=1) }} {{ [1] | tojson(indent=2) }}"), "bbc [\n  1\n]");
+        assert_eq!(
+            ok("{{ 'abc' | replace('a', 'b', count=1) }} {{ [1] | tojson(indent=2) }}"),
+            "bbc [\n  1\n]"
+        );
     }
 
     #[test]
