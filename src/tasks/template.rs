@@ -216,20 +216,22 @@ pub async fn run(args: TemplateArgs) -> Result<()> {
 /// Fails, naming the directory, if a file to write has a directory that cannot be written
 /// (or created), or a mode to set on a file initbox does not own.
 fn preflight(jobs: &[Job], changes: &[Change], missing_dirs: &[&Path]) -> Result<()> {
-    let mut dirs: Vec<&Path> = missing_dirs.to_vec();
+    // Each directory, with the first file to be written into it (messages name both).
+    let mut dirs: Vec<(&Path, Option<&Path>)> = missing_dirs.iter().map(|d| (*d, None)).collect();
     for (job, change) in jobs.iter().zip(changes) {
         let Target::File(path) = &job.target else {
             continue;
         };
         match change {
-            Change::Create | Change::Update { .. } => dirs.push(parent_dir(path)),
+            Change::Create | Change::Update { .. } => dirs.push((parent_dir(path), Some(path))),
             Change::Mode => check_owner(path)?,
             Change::Unchanged => {}
         }
     }
-    dirs.sort();
-    dirs.dedup();
-    for dir in dirs {
+    // A file's entry first, so that the message names the file.
+    dirs.sort_by(|a, b| a.0.cmp(b.0).then(b.1.is_some().cmp(&a.1.is_some())));
+    dirs.dedup_by(|a, b| a.0 == b.0);
+    for (dir, file) in dirs {
         // A directory to create is created in its nearest existing ancestor.
         let mut existing = dir;
         while !existing.exists() {
@@ -249,16 +251,26 @@ fn preflight(jobs: &[Job], changes: &[Change], missing_dirs: &[&Path]) -> Result
             )));
         }
         if let Err(error) = writable(existing) {
-            let what = if existing == dir {
-                format!("cannot write into the directory {}", dir.display())
-            } else {
-                format!(
-                    "cannot create the directory {} in {}",
+            let reason = io_reason(&error);
+            let message = match (file, existing == dir) {
+                (Some(file), true) => format!(
+                    "cannot write {}: {reason} (the directory {} cannot be written)",
+                    file.display(),
+                    dir.display()
+                ),
+                (None, true) => {
+                    format!(
+                        "cannot write into the directory {}: {reason}",
+                        dir.display()
+                    )
+                }
+                (_, false) => format!(
+                    "cannot create the directory {} in {}: {reason}",
                     dir.display(),
                     existing.display()
-                )
+                ),
             };
-            return Err(Error::Failed(format!("{what}: {}", io_reason(&error))));
+            return Err(Error::Failed(message));
         }
     }
     Ok(())

@@ -1280,7 +1280,8 @@ fn an_unwritable_directory_in_dest_writes_nothing_and_leaves_no_temp_file() {
     as_user(&[path_str(&src), path_str(&dest)])
         .assert_code(1)
         .assert_stderr_contains(&format!(
-            "cannot write into the directory {}/locked: permission denied",
+            "cannot write {0}/locked/b.conf: permission denied (the directory {0}/locked \
+             cannot be written)",
             dest.display()
         ));
     assert_eq!(tree(&dest), ["locked/"]);
