@@ -8,7 +8,7 @@
 mod runner;
 pub mod spec;
 mod status;
-mod yaml;
+pub(crate) mod yaml;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};

@@ -65,10 +65,52 @@ pub struct TemplateArgs {
 struct Job {
     /// The template as messages name it: the path under SRC, or `<stdin>`.
     name: String,
-    source: String,
+    source: Source,
     target: Target,
     /// Whether the template file has an execute bit (a new output file gets them too).
     executable: bool,
+}
+
+/// What a template file holds.
+enum Source {
+    /// UTF-8 text: rendered (text without `{{`, `{%` or `{#` renders to itself).
+    Text(String),
+    /// Anything else (a keystore, an image, a ConfigMap's `binaryData`): copied byte for
+    /// byte, never rendered, even where its bytes happen to read `{{`.
+    Bytes(Vec<u8>),
+}
+
+impl Source {
+    fn of(bytes: Vec<u8>, name: &str) -> Source {
+        match String::from_utf8(bytes) {
+            Ok(text) => Source::Text(text),
+            Err(error) => {
+                let bytes = error.into_bytes();
+                let marked = [b"{{", b"{%", b"{#"]
+                    .iter()
+                    .any(|marker| bytes.windows(2).any(|w| w == *marker));
+                if marked {
+                    report::warn(
+                        "template.binary",
+                        format!(
+                            "{name} is not UTF-8 text: it is copied as it is, its template \
+                             markers not rendered"
+                        ),
+                    );
+                }
+                Source::Bytes(bytes)
+            }
+        }
+    }
+}
+
+impl Job {
+    fn verb(&self) -> &'static str {
+        match self.source {
+            Source::Text(_) => "rendered",
+            Source::Bytes(_) => "copied (not UTF-8 text)",
+        }
+    }
 }
 
 enum Target {
@@ -103,9 +145,12 @@ pub async fn run(args: TemplateArgs) -> Result<()> {
     let (jobs, dirs) = plan(&args).await?;
 
     let env = engine::environment();
-    let mut outputs = Vec::with_capacity(jobs.len());
+    let mut outputs: Vec<Vec<u8>> = Vec::with_capacity(jobs.len());
     for job in &jobs {
-        outputs.push(engine::render(&env, &job.name, &job.source, &context)?);
+        outputs.push(match &job.source {
+            Source::Text(text) => engine::render(&env, &job.name, text, &context)?.into_bytes(),
+            Source::Bytes(bytes) => bytes.clone(),
+        });
     }
 
     // Everything rendered: now look at what is there, still without touching it.
@@ -113,7 +158,7 @@ pub async fn run(args: TemplateArgs) -> Result<()> {
     for (job, output) in jobs.iter().zip(&outputs) {
         changes.push(match &job.target {
             Target::Stdout => Change::Create,
-            Target::File(path) => compare(path, output.as_bytes(), args.mode)?,
+            Target::File(path) => compare(path, output, args.mode)?,
         });
     }
     let mut missing_dirs = Vec::new();
@@ -133,6 +178,9 @@ pub async fn run(args: TemplateArgs) -> Result<()> {
     if args.check {
         return check(&jobs, &changes, &missing_dirs, args.mode);
     }
+    // Every destination checked before the first write: a render of a directory either
+    // writes all its files or, when one place cannot be written, none.
+    preflight(&jobs, &changes, &missing_dirs)?;
 
     for dir in &missing_dirs {
         fs::create_dir_all(dir).map_err(|e| {
@@ -145,7 +193,7 @@ pub async fn run(args: TemplateArgs) -> Result<()> {
     }
     let mut written = 0;
     for ((job, output), change) in jobs.iter().zip(&outputs).zip(&changes) {
-        if write(job, output.as_bytes(), *change, args.mode)? {
+        if write(job, output, *change, args.mode)? {
             written += 1;
         }
     }
@@ -165,12 +213,122 @@ pub async fn run(args: TemplateArgs) -> Result<()> {
     Ok(())
 }
 
+/// Fails, naming the directory, if a file to write has a directory that cannot be written
+/// (or created), or a mode to set on a file initbox does not own.
+fn preflight(jobs: &[Job], changes: &[Change], missing_dirs: &[&Path]) -> Result<()> {
+    // Each directory, with the first file to be written into it (messages name both).
+    let mut dirs: Vec<(&Path, Option<&Path>)> = missing_dirs.iter().map(|d| (*d, None)).collect();
+    for (job, change) in jobs.iter().zip(changes) {
+        let Target::File(path) = &job.target else {
+            continue;
+        };
+        match change {
+            Change::Create | Change::Update { .. } => dirs.push((parent_dir(path), Some(path))),
+            Change::Mode => check_owner(path)?,
+            Change::Unchanged => {}
+        }
+    }
+    // A file's entry first, so that the message names the file.
+    dirs.sort_by(|a, b| a.0.cmp(b.0).then(b.1.is_some().cmp(&a.1.is_some())));
+    dirs.dedup_by(|a, b| a.0 == b.0);
+    for (dir, file) in dirs {
+        // A directory to create is created in its nearest existing ancestor.
+        let mut existing = dir;
+        while !existing.exists() {
+            match existing.parent() {
+                Some(parent) if !parent.as_os_str().is_empty() => existing = parent,
+                _ => {
+                    existing = Path::new(".");
+                    break;
+                }
+            }
+        }
+        if !existing.is_dir() {
+            return Err(Error::Config(format!(
+                "cannot create the directory {}: {} is a file, not a directory",
+                dir.display(),
+                existing.display()
+            )));
+        }
+        if let Err(error) = writable(existing) {
+            let reason = io_reason(&error);
+            let message = match (file, existing == dir) {
+                (Some(file), true) => format!(
+                    "cannot write {}: {reason} (the directory {} cannot be written)",
+                    file.display(),
+                    dir.display()
+                ),
+                (None, true) => {
+                    format!(
+                        "cannot write into the directory {}: {reason}",
+                        dir.display()
+                    )
+                }
+                (_, false) => format!(
+                    "cannot create the directory {} in {}: {reason}",
+                    dir.display(),
+                    existing.display()
+                ),
+            };
+            return Err(Error::Failed(message));
+        }
+    }
+    Ok(())
+}
+
+/// Whether this process may create and rename files in `dir` (as the kernel would decide:
+/// permissions, a read-only mount), without creating anything.
+#[allow(unsafe_code)]
+fn writable(dir: &Path) -> io::Result<()> {
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: `path` is a valid NUL-terminated string that outlives the call. The effective
+    // IDs decide, as for the writes that follow (AT_EACCESS).
+    let result = unsafe {
+        libc::faccessat(
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            libc::W_OK | libc::X_OK,
+            libc::AT_EACCESS,
+        )
+    };
+    if result == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Only a file's owner (or root) may change its mode.
+#[allow(unsafe_code)]
+fn check_owner(path: &Path) -> Result<()> {
+    let meta = fs::metadata(path)
+        .map_err(|e| Error::Failed(format!("cannot read {}: {}", path.display(), io_reason(&e))))?;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    if euid != 0 && meta.uid() != euid {
+        return Err(Error::Failed(format!(
+            "cannot set the mode of {}: it belongs to user {}, not to this user ({euid})",
+            path.display(),
+            meta.uid()
+        )));
+    }
+    Ok(())
+}
+
+fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    }
+}
+
 /// Writes one rendered template, or leaves an unchanged file alone (changing at most its
 /// mode); true when bytes were written.
 fn write(job: &Job, bytes: &[u8], change: Change, mode: Option<u32>) -> Result<bool> {
     let Target::File(path) = &job.target else {
         write_stdout(bytes)?;
-        let message = format!("rendered {} → stdout", job.name);
+        let message = format!("{} {} → stdout", job.verb(), job.name);
         log_file("template.rendered", message, job, None, Some(bytes.len()));
         return Ok(true);
     };
@@ -199,7 +357,7 @@ fn write(job: &Job, bytes: &[u8], change: Change, mode: Option<u32>) -> Result<b
             };
             atomic_file::write(path, bytes, mode)
                 .map_err(|e| Error::Failed(format!("cannot write {shown}: {}", io_reason(&e))))?;
-            let message = format!("rendered {} → {shown}", job.name);
+            let message = format!("{} {} → {shown}", job.verb(), job.name);
             log_file(
                 "template.rendered",
                 message,
@@ -306,8 +464,15 @@ fn compare(path: &Path, bytes: &[u8], mode: Option<u32>) -> Result<Change> {
         Ok(meta) => meta,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Change::Create),
         Err(e) if e.kind() == io::ErrorKind::NotADirectory => {
+            let file = path
+                .ancestors()
+                .skip(1)
+                .filter(|dir| dir.is_file())
+                .last()
+                .map(|file| format!("{} is a file", file.display()))
+                .unwrap_or_else(|| "a parent of it is a file".into());
             return Err(Error::Config(format!(
-                "cannot write {shown}: a parent of it is a file, not a directory"
+                "cannot write {shown}: {file}, not a directory"
             )));
         }
         Err(e) => {
@@ -377,7 +542,7 @@ async fn plan(args: &TemplateArgs) -> Result<(Vec<Job>, Vec<PathBuf>)> {
         };
         let job = Job {
             name: "<stdin>".into(),
-            source: read_stdin().await?,
+            source: Source::of(read_stdin().await?, "<stdin>"),
             target,
             executable: false,
         };
@@ -440,8 +605,7 @@ fn read_template(path: &Path, name: String, target: Target) -> Result<Job> {
             io_reason(&e)
         ))
     })?;
-    let source = String::from_utf8(bytes)
-        .map_err(|_| Error::Config(format!("template {} is not UTF-8 text", path.display())))?;
+    let source = Source::of(bytes, &name);
     let executable = fs::metadata(path)
         .map(|meta| meta.permissions().mode() & 0o111 != 0)
         .unwrap_or(false);
@@ -453,7 +617,7 @@ fn read_template(path: &Path, name: String, target: Target) -> Result<Job> {
     })
 }
 
-async fn read_stdin() -> Result<String> {
+async fn read_stdin() -> Result<Vec<u8>> {
     // On a blocking thread, so that a signal still ends a run whose stdin never closes.
     let bytes = tokio::task::spawn_blocking(|| {
         let mut bytes = Vec::new();
@@ -467,8 +631,7 @@ async fn read_stdin() -> Result<String> {
             io_reason(&e)
         ))
     })?;
-    String::from_utf8(bytes)
-        .map_err(|_| Error::Config("the template on stdin is not UTF-8 text".into()))
+    Ok(bytes)
 }
 
 /// Walks a directory of templates (following symlinks, as a ConfigMap volume needs).

@@ -871,3 +871,759 @@ fn the_kubernetes_example_renders() {
     );
     assert_eq!(mode(&out.join("app.conf")), 0o640);
 }
+
+/// How Jinja2 (with `StrictUndefined`, as [`jinja2`] sets it up) fares with each template:
+/// `Ok(output)`, or `Err(the exception's class)`. One python run for the whole list.
+fn jinja2_outcomes(sandbox: &Sandbox, templates: &[String]) -> Vec<Result<String, String>> {
+    let input = sandbox.write(
+        "jinja2-templates.json",
+        &serde_json::to_string(templates).unwrap(),
+    );
+    const SCRIPT: &str = "
+import collections.abc, json, sys
+import jinja2
+# A filter that returns a generator (`select`, `batch`) is run to the end, as printing it
+# in initbox does.
+def force(value):
+    return list(value) if isinstance(value, collections.abc.Iterator) else value
+environment = jinja2.Environment(
+    undefined=jinja2.StrictUndefined, keep_trailing_newline=True, finalize=force)
+outcomes = []
+for source in json.load(open(sys.argv[1], encoding='utf-8')):
+    try:
+        outcomes.append({'ok': environment.from_string(source).render({'env': {}})})
+    except Exception as error:
+        outcomes.append({'error': type(error).__name__})
+print(json.dumps(outcomes))
+";
+    let output = Command::new(python_with_jinja2())
+        .args(["-c", SCRIPT])
+        .arg(&input)
+        .stdin(Stdio::null())
+        .output()
+        .expect("running python3");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let outcomes: Vec<serde_json::Value> = serde_json::from_slice(&output.stdout).unwrap();
+    outcomes
+        .into_iter()
+        .map(|outcome| match outcome.get("ok") {
+            Some(text) => Ok(text.as_str().unwrap().to_owned()),
+            None => Err(outcome["error"].as_str().unwrap().to_owned()),
+        })
+        .collect()
+}
+
+/// A valid input and valid arguments for a filter or test, so that the undefined value is
+/// the only thing wrong with a case. A name missing here is still tried, with `'a'`.
+const CALL_SHAPES: &[(&str, &str, &[&str])] = &[
+    ("abs", "-1", &[]),
+    ("attr", "{'a': 1}", &["'a'"]),
+    ("batch", "[1, 2]", &["1"]),
+    ("chain", "[1]", &["[2]"]),
+    ("dictsort", "{'a': 1}", &[]),
+    ("divisibleby", "4", &["2"]),
+    ("endingwith", "'ab'", &["'b'"]),
+    ("format", "'%s'", &["1"]),
+    ("groupby", "[{'a': 1}]", &["'a'"]),
+    ("in", "1", &["[1]"]),
+    ("indent", "'a\\nb'", &["2"]),
+    ("items", "{'a': 1}", &[]),
+    ("join", "[1, 2]", &["','"]),
+    ("map", "[{'a': 1}]", &["attribute='a'"]),
+    ("reject", "[1, 2]", &["'odd'"]),
+    ("rejectattr", "[{'a': 1}]", &["'a'"]),
+    ("replace", "'ab'", &["'a'", "'c'"]),
+    ("round", "1.5", &["0"]),
+    ("sameas", "none", &["none"]),
+    ("select", "[1, 2]", &["'odd'"]),
+    ("selectattr", "[{'a': 1}]", &["'a'"]),
+    ("slice", "[1, 2]", &["2"]),
+    ("split", "'a b'", &["' '"]),
+    ("startingwith", "'ab'", &["'a'"]),
+    ("tojson", "[1]", &["indent=2"]),
+    ("zip", "[1]", &["[2]"]),
+    ("b64decode", "'YQ=='", &[]),
+    ("eq", "1", &["1"]),
+    ("ne", "1", &["2"]),
+    ("lt", "1", &["2"]),
+    ("le", "1", &["2"]),
+    ("gt", "2", &["1"]),
+    ("ge", "2", &["1"]),
+    ("equalto", "1", &["1"]),
+    ("lessthan", "1", &["2"]),
+    ("greaterthan", "2", &["1"]),
+];
+
+fn call_shape(name: &str) -> (&'static str, &'static [&'static str]) {
+    CALL_SHAPES
+        .iter()
+        .find(|(n, _, _)| *n == name)
+        .map(|(_, input, args)| (*input, *args))
+        .unwrap_or(("'a'", &[]))
+}
+
+/// `(args)` with `x` in place of argument `at` (a keyword argument keeps its keyword).
+fn call_args(args: &[&str], undefined_at: Option<usize>) -> String {
+    if args.is_empty() {
+        return String::new();
+    }
+    let args: Vec<String> = args
+        .iter()
+        .enumerate()
+        .map(
+            |(i, arg)| match (undefined_at == Some(i), arg.split_once('=')) {
+                (false, _) => arg.to_string(),
+                (true, Some((keyword, _))) if !keyword.contains('\'') => format!("{keyword}=x"),
+                (true, _) => "x".to_owned(),
+            },
+        )
+        .collect();
+    format!("({})", args.join(", "))
+}
+
+/// Each use of the undefined `x` through every filter, test and function the engine has
+/// (as its own registry lists them, so that a new one cannot be forgotten): as the value,
+/// as each argument, and inside a list.
+fn undefined_uses() -> Vec<String> {
+    use initbox::tasks::template::engine::{
+        Registry, TAKE_UNDEFINED_FILTERS, TAKE_UNDEFINED_TESTS, environment,
+    };
+    let registry = Registry::of(&environment());
+    let mut uses = Vec::new();
+    for filter in &registry.filters {
+        if TAKE_UNDEFINED_FILTERS.contains(&filter.as_str()) {
+            continue;
+        }
+        let (input, args) = call_shape(filter);
+        uses.push(format!("{{{{ x | {filter}{} }}}}", call_args(args, None)));
+        uses.push(format!("{{{{ [x] | {filter}{} }}}}", call_args(args, None)));
+        for at in 0..args.len() {
+            uses.push(format!(
+                "{{{{ {input} | {filter}{} }}}}",
+                call_args(args, Some(at))
+            ));
+        }
+    }
+    for test in &registry.tests {
+        if TAKE_UNDEFINED_TESTS.contains(&test.as_str()) {
+            continue;
+        }
+        let (input, args) = call_shape(test);
+        let quoted: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let extra = if quoted.is_empty() {
+            String::new()
+        } else {
+            format!(", {}", quoted.join(", "))
+        };
+        // Through select, which also reaches the tests named like operators (`==`).
+        uses.push(format!("{{{{ [x] | select('{test}'{extra}) | list }}}}"));
+        if test.chars().all(|c| c.is_ascii_alphabetic()) {
+            uses.push(format!("{{{{ x is {test}{} }}}}", call_args(args, None)));
+            for at in 0..args.len() {
+                uses.push(format!(
+                    "{{{{ {input} is {test}{} }}}}",
+                    call_args(args, Some(at))
+                ));
+            }
+        }
+    }
+    for function in &registry.functions {
+        uses.push(format!("{{{{ {function}(x) }}}}"));
+        uses.push(format!("{{{{ {function}(a=x) }}}}"));
+    }
+    // Methods (Python's, as in Jinja2), the `env()` call, printing and operators.
+    for method_use in [
+        "{{ x.upper() }}",
+        "{{ 'ab'.startswith(x) }}",
+        "{{ 'a,b'.split(x) }}",
+        "{{ 'ab'.replace('a', x) }}",
+        "{{ {'a': 1}.get('b', x) }}",
+        "{{ {'a': 1}.get(x) }}",
+        "{{ [1].count(x) }}",
+        "{{ env('NOPE', x) }}",
+        "{{ x }}",
+        "{{ [x] }}",
+        "{{ {'a': x} }}",
+        "{{ x == 1 }}",
+        "{{ x in [1] }}",
+        "{{ x ~ 'a' }}",
+        "{% if x %}{% endif %}",
+        "{% for i in x %}{% endfor %}",
+    ] {
+        uses.push(method_use.to_owned());
+    }
+    uses
+}
+
+#[test]
+fn an_undefined_value_fails_through_every_filter_test_and_function() {
+    let sandbox = Sandbox::new();
+    let uses = undefined_uses();
+    assert!(uses.len() > 150, "{} uses", uses.len());
+    let theirs = jinja2_outcomes(&sandbox, &uses);
+    let mut lenient_in_jinja2 = Vec::new();
+    for (index, (source, theirs)) in uses.iter().zip(&theirs).enumerate() {
+        let src = sandbox.write(&format!("use-{index}.j2"), source);
+        let output = template(&sandbox, &[path_str(&src), "-"]);
+        assert_eq!(
+            (output.code, output.stdout.as_str()),
+            (78, ""),
+            "{source}: {}",
+            output.stderr
+        );
+        assert!(
+            output.stderr.contains("`x` is undefined"),
+            "{source}: the message does not name x: {}",
+            output.stderr
+        );
+        if let Ok(text) = theirs {
+            lenient_in_jinja2.push(format!("{source} → {text}"));
+        }
+    }
+    // Where Jinja2 itself lets the undefined value through, initbox refuses it too. Those
+    // places are of five kinds, as the README says; anything else would be a case to look at.
+    for case in &lenient_in_jinja2 {
+        let (source, rendered) = case.split_once(" → ").unwrap();
+        let kind = if rendered.to_ascii_lowercase().contains("undefined") {
+            "printed inside a list, map or namespace"
+        } else if source.contains(" is ") || source.contains("select(") {
+            "a question about the type, answered false"
+        } else if source.contains("| length") || source.contains("| count") {
+            "counted as an item of a list"
+        } else if source.contains("| int") || source.contains("| float") {
+            "a failed conversion, answered 0"
+        } else if source.contains("x | items") {
+            "a missing map, taken for an empty one"
+        } else {
+            panic!("Jinja2 renders this without complaint: {case}")
+        };
+        assert!(!kind.is_empty());
+    }
+}
+
+#[test]
+fn what_asks_about_an_undefined_value_renders_as_in_jinja2() {
+    let sandbox = Sandbox::new();
+    let cases: Vec<String> = [
+        "{{ x is defined }} {{ x is undefined }} {{ x is not defined }}",
+        "{{ x | default('fallback') }} {{ x | d('d') }} {{ x | default(none) is none }}",
+        "{% if x is defined and x %}yes{% else %}no{% endif %}",
+        "{{ [x, 1] | select('defined') | list }} {{ [x, 1] | reject('undefined') | list }}",
+        "{{ [{'a': 1}, {}] | selectattr('a', 'defined') | list }}",
+        "{{ [{'a': 1}, {}] | rejectattr('a', 'defined') | list }}",
+        "{{ [x, 1] | map('default', 2) | list }}",
+        "{% set y = x %}{{ y is defined }}",
+        "{% macro m(v) %}{{ v is defined }}{% endmacro %}{{ m(x) }}",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    let theirs = jinja2_outcomes(&sandbox, &cases);
+    for (index, (source, theirs)) in cases.iter().zip(theirs).enumerate() {
+        // With a final newline: the test helper ends what it reads from stdout with one.
+        let src = sandbox.write(&format!("ask-{index}.j2"), &format!("{source}\n"));
+        let output = template(&sandbox, &[path_str(&src), "-"]);
+        assert_eq!(output.code, 0, "{source}: {}", output.stderr);
+        assert_eq!(Ok(output.stdout.trim_end().to_owned()), theirs, "{source}");
+    }
+}
+
+/// Names under `dir` (recursively) that look like a temp file of an atomic write.
+fn temp_files(dir: &Path) -> Vec<String> {
+    tree(dir)
+        .into_iter()
+        .filter(|name| name.contains(".initbox-") || name.ends_with(".tmp"))
+        .collect()
+}
+
+#[test]
+fn a_binary_file_in_a_template_directory_is_copied_byte_for_byte() {
+    let sandbox = Sandbox::new();
+    let src = sandbox.path("templates");
+    std::fs::create_dir_all(&src).unwrap();
+    // A keystore-like blob: not UTF-8, and with bytes that read `{{ x }}` and `{%`.
+    let mut blob: Vec<u8> = (0..=255u8).collect();
+    blob.extend_from_slice(b"\xfe\xed{{ x }}{% if %}{# \x00\xff");
+    std::fs::write(src.join("keystore.jks"), &blob).unwrap();
+    std::fs::write(src.join("logo.png.j2"), &blob).unwrap();
+    sandbox.write("templates/app.conf.j2", "name={{ name }}\n");
+    let dest = sandbox.path("out");
+    let output = template(
+        &sandbox,
+        &[path_str(&src), path_str(&dest), "--set", "name=web"],
+    );
+    output
+        .assert_code(0)
+        .assert_stderr_contains("keystore.jks is not UTF-8 text: it is copied as it is")
+        .assert_stderr_contains("3 written");
+    assert_eq!(tree(&dest), ["app.conf", "keystore.jks", "logo.png"]);
+    assert_eq!(std::fs::read(dest.join("keystore.jks")).unwrap(), blob);
+    assert_eq!(std::fs::read(dest.join("logo.png")).unwrap(), blob);
+    assert_eq!(
+        std::fs::read_to_string(dest.join("app.conf")).unwrap(),
+        "name=web\n"
+    );
+    // Unchanged on the next run, like any other output.
+    template(
+        &sandbox,
+        &[
+            path_str(&src),
+            path_str(&dest),
+            "--set",
+            "name=web",
+            "--check",
+        ],
+    )
+    .assert_code(0);
+
+    // The same rule for a single file and for stdin.
+    let single = sandbox.path("single.bin");
+    template(
+        &sandbox,
+        &[path_str(&src.join("keystore.jks")), path_str(&single)],
+    )
+    .assert_code(0);
+    assert_eq!(std::fs::read(&single).unwrap(), blob);
+}
+
+#[test]
+fn a_destination_that_is_the_wrong_kind_writes_nothing_and_leaves_no_temp_file() {
+    let sandbox = Sandbox::new();
+    let src = sandbox.path("templates");
+    std::fs::create_dir_all(src.join("conf")).unwrap();
+    sandbox.write("templates/a.conf.j2", "a\n");
+    sandbox.write("templates/conf/b.conf.j2", "b\n");
+    sandbox.write("templates/z.conf.j2", "z\n");
+
+    // DEST is a file where a directory is needed.
+    let file = sandbox.write("dest-file", "keep\n");
+    template(&sandbox, &[path_str(&src), path_str(&file)])
+        .assert_code(78)
+        .assert_stderr_contains(&format!("DEST {} is not a directory", file.display()));
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep\n");
+
+    // A file where a subdirectory of the output goes.
+    let dest = sandbox.path("out");
+    std::fs::create_dir_all(&dest).unwrap();
+    sandbox.write("out/conf", "a file\n");
+    template(&sandbox, &[path_str(&src), path_str(&dest)])
+        .assert_code(78)
+        .assert_stderr_contains(&format!(
+            "cannot write {0}/conf/b.conf: {0}/conf is a file, not a directory",
+            dest.display()
+        ));
+    assert_eq!(tree(&dest), ["conf"]);
+
+    // The reverse: a directory where a file goes.
+    std::fs::remove_file(dest.join("conf")).unwrap();
+    std::fs::create_dir_all(dest.join("z.conf")).unwrap();
+    template(&sandbox, &[path_str(&src), path_str(&dest)])
+        .assert_code(78)
+        .assert_stderr_contains(&format!(
+            "cannot write {}/z.conf: it is a directory",
+            dest.display()
+        ));
+    assert_eq!(tree(&dest), ["z.conf/"]);
+
+    // A single file whose DEST has a file for a parent.
+    template(
+        &sandbox,
+        &[
+            path_str(&src.join("a.conf.j2")),
+            path_str(&file.join("a.conf")),
+        ],
+    )
+    .assert_code(78)
+    .assert_stderr_contains(&format!("{} is a file, not a directory", file.display()));
+    assert!(
+        temp_files(sandbox.dir.path()).is_empty(),
+        "{:?}",
+        tree(sandbox.dir.path())
+    );
+}
+
+#[test]
+fn an_unwritable_directory_in_dest_writes_nothing_and_leaves_no_temp_file() {
+    use std::os::unix::fs::chown;
+    if !crate::support::need_root("an_unwritable_directory_in_dest_writes_nothing") {
+        return;
+    }
+    const USER: u32 = 65532;
+    let sandbox = Sandbox::new();
+    std::fs::set_permissions(sandbox.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let src = sandbox.path("templates");
+    std::fs::create_dir_all(src.join("locked/new")).unwrap();
+    sandbox.write("templates/a.conf.j2", "a\n");
+    sandbox.write("templates/locked/b.conf.j2", "b\n");
+    sandbox.write("templates/z.conf.j2", "z\n");
+    // DEST belongs to the user, but its `locked` subdirectory to root (0755).
+    let dest = sandbox.path("out");
+    std::fs::create_dir_all(dest.join("locked")).unwrap();
+    chown(&dest, Some(USER), Some(USER)).unwrap();
+    let (_dir, binary) = crate::support::nonroot_copy();
+    let as_user = |args: &[&str]| {
+        sandbox
+            .initbox_at(&binary)
+            .arg("template")
+            .args(args)
+            .wrapped_in(&[
+                "setpriv",
+                "--reuid=65532",
+                "--regid=65532",
+                "--clear-groups",
+            ])
+            .run()
+    };
+    as_user(&[path_str(&src), path_str(&dest)])
+        .assert_code(1)
+        .assert_stderr_contains(&format!(
+            "cannot write {0}/locked/b.conf: permission denied (the directory {0}/locked \
+             cannot be written)",
+            dest.display()
+        ));
+    assert_eq!(tree(&dest), ["locked/"]);
+
+    // A directory to create inside the locked one.
+    std::fs::remove_file(src.join("locked/b.conf.j2")).unwrap();
+    as_user(&[path_str(&src), path_str(&dest)])
+        .assert_code(1)
+        .assert_stderr_contains(&format!(
+            "cannot create the directory {0}/locked/new in {0}/locked: permission denied",
+            dest.display()
+        ));
+    assert_eq!(tree(&dest), ["locked/"]);
+
+    // A mode to set on a file of another user, beside a file to create.
+    std::fs::remove_dir_all(src.join("locked")).unwrap();
+    std::fs::write(dest.join("z.conf"), "z\n").unwrap();
+    as_user(&[path_str(&src), path_str(&dest), "--mode", "0600"])
+        .assert_code(1)
+        .assert_stderr_contains(&format!(
+            "cannot set the mode of {}/z.conf: it belongs to user 0",
+            dest.display()
+        ));
+    assert_eq!(tree(&dest), ["locked/", "z.conf"]);
+    assert!(
+        temp_files(sandbox.dir.path()).is_empty(),
+        "{:?}",
+        tree(&dest)
+    );
+}
+
+/// /usr/bin/python3 with ruamel.yaml (Debian's python3-ruamel.yaml), or any python3 on PATH
+/// that has it.
+fn python_with_ruamel() -> &'static str {
+    static PYTHON: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
+    PYTHON.get_or_init(|| {
+        ["/usr/bin/python3", "python3"]
+            .into_iter()
+            .find(|python| {
+                Command::new(python)
+                    .args(["-c", "import ruamel.yaml"])
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status()
+                    .is_ok_and(|status| status.success())
+            })
+            .expect("no python3 with ruamel.yaml: apt-get install python3-ruamel.yaml")
+    })
+}
+
+/// Each scalar as `TYPE:VALUE` when ruamel.yaml reads `k: SCALAR` as YAML 1.2, or `error`.
+fn ruamel_types(sandbox: &Sandbox, scalars: &[&str]) -> Vec<String> {
+    let input = sandbox.write(
+        "ruamel-scalars.json",
+        &serde_json::to_string(scalars).unwrap(),
+    );
+    const SCRIPT: &str = "
+import json, math, sys
+from ruamel.yaml import YAML
+yaml = YAML(typ='safe')
+yaml.version = (1, 2)
+out = []
+for scalar in json.load(open(sys.argv[1], encoding='utf-8')):
+    try:
+        v = yaml.load('k: ' + scalar + '\\n')['k']
+    except Exception:
+        out.append('error')
+        continue
+    if v is None: out.append('null')
+    elif isinstance(v, bool): out.append('bool:' + str(v))
+    elif isinstance(v, int): out.append('int:' + str(v))
+    elif isinstance(v, float): out.append('float:' + repr(v))
+    else: out.append('str:' + str(v))
+print(json.dumps(out))
+";
+    let output = Command::new(python_with_ruamel())
+        .args(["-c", SCRIPT])
+        .arg(&input)
+        .stdin(Stdio::null())
+        .output()
+        .expect("running python3");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+#[test]
+fn yaml_data_is_typed_by_the_yaml_1_2_core_schema_as_ruamel_reads_it() {
+    let sandbox = Sandbox::new();
+    let scalars = [
+        "0644",
+        "-0644",
+        "+12",
+        "1_000",
+        "0b101",
+        "0x1F",
+        "0X1F",
+        "0o17",
+        "0O17",
+        "-0x1F",
+        "+0o7",
+        "0",
+        "-0",
+        "00",
+        "089",
+        "123456789012345678901234567890",
+        "-9223372036854775809",
+        "true",
+        "True",
+        "TRUE",
+        "tRuE",
+        "false",
+        "FALSE",
+        "yes",
+        "no",
+        "on",
+        "off",
+        "y",
+        "n",
+        "Y",
+        "N",
+        "No",
+        "null",
+        "Null",
+        "NULL",
+        "nUll",
+        "~",
+        "",
+        ".5",
+        "+.5",
+        "5.",
+        "1e3",
+        "1E3",
+        "1.0e+3",
+        "1.e3",
+        "12e03",
+        "-1.5",
+        "0.",
+        ".inf",
+        "-.Inf",
+        "+.INF",
+        "inf",
+        "nan",
+        ".e3",
+        "1:20",
+        "190:20:30",
+        "0o8",
+        "0x",
+        "0x_1F",
+        "'0644'",
+        "\"true\"",
+        "!!str 12",
+        "!!int \"12\"",
+        "!!float 1",
+        "!!null x",
+        "|-\n  12",
+        "a b",
+        "1.2.3",
+        "- 1",
+        "[1, 2]",
+    ];
+    let scalars: Vec<&str> = scalars
+        .into_iter()
+        .filter(|s| !s.starts_with('[') && !s.starts_with("- "))
+        .collect();
+    let theirs = ruamel_types(&sandbox, &scalars);
+    let types = sandbox.write(
+        "types.j2",
+        "{% set v = d.k %}{% if v is none %}null{% elif v is boolean %}bool:{{ v }}\
+         {% elif v is integer %}int:{{ v }}{% elif v is float %}float:{{ v }}\
+         {% else %}str:{{ v }}{% endif %}",
+    );
+    for (index, (scalar, theirs)) in scalars.iter().zip(&theirs).enumerate() {
+        let data = sandbox.write(&format!("d{index}.yaml"), &format!("k: {scalar}\n"));
+        let output = template(
+            &sandbox,
+            &[
+                path_str(&types),
+                "-",
+                "--data",
+                &format!("d={}", data.display()),
+            ],
+        );
+        let ours = if output.code == 0 {
+            output.stdout.trim_end().to_owned()
+        } else {
+            "error".to_owned()
+        };
+        assert_eq!(&ours, theirs, "k: {scalar} ({})", output.stderr);
+    }
+
+    // Keys that YAML 1.1 takes for booleans are twelve keys, none lost.
+    let keys = [
+        "y", "n", "yes", "no", "on", "off", "Y", "N", "YES", "NO", "On", "Off",
+    ];
+    let data = sandbox.write(
+        "keys.yaml",
+        &keys
+            .iter()
+            .map(|k| format!("{k}: {k}-value\n"))
+            .collect::<String>(),
+    );
+    let src = sandbox.write(
+        "keys.j2",
+        "{% for k, v in d | items %}{{ k }}={{ v }} {% endfor %}\n",
+    );
+    let output = template(
+        &sandbox,
+        &[
+            path_str(&src),
+            "-",
+            "--data",
+            &format!("d={}", data.display()),
+        ],
+    );
+    output.assert_code(0);
+    let expected: String = keys.iter().map(|k| format!("{k}={k}-value ")).collect();
+    assert_eq!(output.stdout.trim_end(), expected.trim_end());
+
+    // A timestamp stays the text it is written as (ruamel makes a date of it).
+    let data = sandbox.write("when.yaml", "when: 2001-12-14t21:59:43.10-05:00\n");
+    let src = sandbox.write("when.j2", "{{ d.when }} {{ d.when is string }}\n");
+    template(
+        &sandbox,
+        &[
+            path_str(&src),
+            "-",
+            "--data",
+            &format!("d={}", data.display()),
+        ],
+    )
+    .assert_code(0);
+}
+
+#[test]
+fn colliding_yaml_keys_are_an_error_with_their_position() {
+    let sandbox = Sandbox::new();
+    let src = sandbox.write("t.j2", "{{ d | tojson }}\n");
+    for (yaml, message) in [
+        (
+            "a: 1\nb: 2\na: 3\n",
+            "line 3 column 1: duplicate key 'a', first at line 1 column 1",
+        ),
+        (
+            "1: a\n0x1: b\n",
+            "line 2 column 1: duplicate key '0x1' (the same key as '1')",
+        ),
+        (
+            "true: a\nTrue: b\n",
+            "line 2 column 1: duplicate key 'True' (the same key as 'true')",
+        ),
+        (
+            "x:\n  k: 1\n  'k': 2\n",
+            "line 3 column 3: duplicate key 'k'",
+        ),
+    ] {
+        let data = sandbox.write("dup.yaml", yaml);
+        let output = template(
+            &sandbox,
+            &[
+                path_str(&src),
+                "-",
+                "--data",
+                &format!("d={}", data.display()),
+            ],
+        );
+        output.assert_code(78).assert_stderr_contains(message);
+        assert!(!output.stderr.contains("Options"), "{}", output.stderr);
+    }
+    // Merged keys are not duplicates: the mapping's own key wins, as in ruamel.
+    let data = sandbox.write(
+        "merge.yaml",
+        "base: &b {host: a, port: 1}\nx:\n  <<: *b\n  port: 2\n",
+    );
+    let output = template(
+        &sandbox,
+        &[
+            path_str(&src),
+            "-",
+            "--data",
+            &format!("d={}", data.display()),
+        ],
+    );
+    output.assert_code(0);
+    assert_eq!(
+        output.stdout,
+        "{\"base\": {\"host\": \"a\", \"port\": 1}, \"x\": {\"host\": \"a\", \"port\": 2}}\n"
+    );
+}
+
+#[test]
+fn a_pipeline_file_is_typed_by_the_yaml_1_2_core_schema() {
+    let sandbox = Sandbox::new();
+    let src = sandbox.write("t.j2", "{{ y }} {{ n }} {{ on }} {{ off }} {{ m }}\n");
+    let dest = sandbox.path("out.conf");
+    let pipeline = sandbox.write(
+        "p.yaml",
+        &format!(
+            "steps:\n  - name: render\n    template:\n      src: {}\n      dest: {}\n      \
+             mode: 0644\n      set: {{y: a, n: b, on: c, off: d, m: 0o17}}\n",
+            src.display(),
+            dest.display()
+        ),
+    );
+    sandbox
+        .initbox()
+        .args(["run", "-f", path_str(&pipeline)])
+        .run()
+        .assert_code(0);
+    // Numbers reach the command line as written: `0o17` stays `0o17`, `0644` is octal there.
+    assert_eq!(std::fs::read_to_string(&dest).unwrap(), "a b c d 0o17\n");
+    assert_eq!(mode(&dest), 0o644);
+
+    let pipeline = sandbox.write(
+        "dup.yaml",
+        "steps:\n  - name: a\n    sleep: {duration: 1, duration: 2}\n",
+    );
+    let output = sandbox
+        .initbox()
+        .args(["run", "--check", "-f", path_str(&pipeline)])
+        .run();
+    output.assert_code(78).assert_stderr_contains(&format!(
+        "{}:3:26: duplicate key 'duration', first at line 3 column 13",
+        pipeline.display()
+    ));
+    assert!(!output.stderr.contains("Options"), "{}", output.stderr);
+    // A 1.1 boolean is no boolean: a switch says so, at its position.
+    let pipeline = sandbox.write(
+        "yes.yaml",
+        &format!(
+            "steps:\n  - name: a\n    template: {{src: {}, dest: \"-\", check: yes}}\n",
+            src.display()
+        ),
+    );
+    sandbox
+        .initbox()
+        .args(["run", "--check", "-f", path_str(&pipeline)])
+        .run()
+        .assert_code(78)
+        .assert_stderr_contains("template.check: expected true or false");
+}

@@ -205,10 +205,10 @@ fn load(file: &DataFile) -> Result<Value> {
     // One line each, without the parsers' source excerpts: a data file may hold secrets.
     let parsed = match file.format {
         Format::Json => serde_json::from_str::<Value>(&text).map_err(|e| e.to_string()),
-        Format::Yaml => serde_saphyr::from_str::<Value>(&text).map_err(|e| {
-            let reason = e.without_snippet().to_string();
-            reason.strip_prefix("error: ").unwrap_or(&reason).to_owned()
-        }),
+        // The pipeline's reader: YAML 1.2 core schema typing, duplicate keys refused.
+        Format::Yaml => crate::pipeline::yaml::parse(&text)
+            .map(from_yaml)
+            .map_err(|e| e.to_string()),
         Format::Toml => toml::from_str::<toml::Table>(&text)
             .map(|table| from_toml(toml::Value::Table(table)))
             .map_err(|e| match e.span() {
@@ -228,6 +228,30 @@ fn load(file: &DataFile) -> Result<Value> {
             reason.trim_end().replace('\n', " ")
         ))
     })
+}
+
+/// YAML as template values: numbers as the integers or floats they are, keys as text.
+fn from_yaml(node: crate::pipeline::yaml::Node) -> Value {
+    use crate::pipeline::yaml::{NumberValue, Value as Yaml};
+    match node.value {
+        Yaml::Null => Value::from(()),
+        Yaml::Bool(b) => Value::from(b),
+        Yaml::Number(number) => match number.value {
+            NumberValue::Int(i) => match i64::try_from(i) {
+                Ok(i) => Value::from(i),
+                Err(_) => Value::from(i),
+            },
+            NumberValue::Float(f) => Value::from(f),
+        },
+        Yaml::Text(text) => Value::from(text),
+        Yaml::List(items) => items.into_iter().map(from_yaml).collect(),
+        Yaml::Map(entries) => Value::from_object(
+            entries
+                .into_iter()
+                .map(|(k, v)| (Value::from(k), from_yaml(v)))
+                .collect::<IndexMap<Value, Value>>(),
+        ),
+    }
 }
 
 /// TOML as template values; dates and times become their TOML text (`1979-05-27T07:32:00Z`).
@@ -256,6 +280,12 @@ fn from_toml(value: toml::Value) -> Value {
 pub struct Environ(BTreeMap<String, Value>);
 
 impl Environ {
+    /// An empty environment, for tests.
+    #[cfg(test)]
+    pub fn empty() -> Environ {
+        Environ(BTreeMap::new())
+    }
+
     fn from_process() -> Value {
         // A variable whose name or value is not UTF-8 cannot be used in a template anyway.
         let vars = crate::expand::environment()
@@ -295,6 +325,9 @@ impl Object for Environ {
         _state: &mut State<'_, '_>,
         args: &[Value],
     ) -> Result<Value, JinjaError> {
+        for arg in args {
+            super::engine::reject_undefined(arg)?;
+        }
         let (name, default): (&str, Option<Value>) = from_args(args)?;
         match (self.0.get(name), default) {
             (Some(value), _) => Ok(value.clone()),

@@ -3,19 +3,222 @@
 //! both where the syntax is shared), plus the helpers people rely on in gomplate and
 //! dockerize (`required`, `env()`, `file()`, base64, `toyaml`), and error messages that
 //! name the template, the line and the variable but never a secret.
+//!
+//! Strict undefined, as Jinja2's `StrictUndefined` means it: minijinja's own strict mode
+//! stops printing, iterating and testing an undefined value, but lets one reach filters,
+//! tests and functions, which then make something of it (`tojson` says `null`, `join`
+//! prints nothing, `is none` says false). So every filter, test and function the engine
+//! has is wrapped: an undefined argument, or one inside a list or map argument, ends the
+//! render naming the variable. Only what exists to ask about an undefined value takes one
+//! ([`TAKE_UNDEFINED_FILTERS`], [`TAKE_UNDEFINED_TESTS`]).
+
+use std::sync::Arc;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use minijinja::syntax::SyntaxConfig;
-use minijinja::value::Value;
-use minijinja::{AutoEscape, Environment, Error as JinjaError, ErrorKind, UndefinedBehavior};
+use minijinja::value::{Rest, Value, ValueKind, ValueOrKwargs};
+use minijinja::{
+    AutoEscape, Environment, Error as JinjaError, ErrorKind, State, UndefinedBehavior,
+};
 
 use crate::exit::{Error, Result};
 use crate::redact;
 use crate::resolve::io_reason;
 
+/// The filters that may be given an undefined value: they exist to replace one (`default`,
+/// `d`) or to fail with the user's own message (`required`).
+pub const TAKE_UNDEFINED_FILTERS: &[&str] = &["default", "d", "required"];
+
+/// The tests that may be given an undefined value: they exist to ask whether it is one.
+pub const TAKE_UNDEFINED_TESTS: &[&str] = &["defined", "undefined"];
+
+/// How many values the search for an undefined one looks at in the arguments of one
+/// call: enough for any configuration, and a bound for a self-referencing namespace.
+const SCAN_BUDGET: usize = 100_000;
+
 /// An environment configured for rendering configuration files.
-pub fn environment<'source>() -> Environment<'source> {
+pub fn environment() -> Environment<'static> {
+    let mut env = unchecked_environment();
+    strict_calls(&mut env);
+    env
+}
+
+/// The names of the filters, tests and functions an environment has, as the engine lists
+/// them: what [`environment`] wraps, and what the tests try against undefined values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registry {
+    pub filters: Vec<String>,
+    pub tests: Vec<String>,
+    pub functions: Vec<String>,
+}
+
+impl Registry {
+    pub fn of(env: &Environment<'_>) -> Registry {
+        // minijinja lists its filters and tests only in its Debug output; the unit test
+        // `the_registry_lists_every_builtin` fails if that ever changes.
+        let debug = format!("{env:?}");
+        Registry {
+            filters: debug_list(&debug, "filters: ["),
+            tests: debug_list(&debug, "tests: ["),
+            functions: env
+                .globals()
+                .filter(|(_, value)| value.kind() == ValueKind::Plain)
+                .map(|(name, _)| name.to_owned())
+                .collect(),
+        }
+    }
+}
+
+/// The quoted names of `…label["a", "b"]` in a Debug dump.
+fn debug_list(debug: &str, label: &str) -> Vec<String> {
+    let Some(start) = debug.rfind(label) else {
+        return Vec::new();
+    };
+    let mut rest = &debug[start + label.len()..];
+    let mut names = Vec::new();
+    loop {
+        rest = rest.trim_start_matches([',', ' ']);
+        let Some(quoted) = rest.strip_prefix('"') else {
+            break;
+        };
+        let Some(end) = quoted.find('"') else {
+            break;
+        };
+        names.push(quoted[..end].to_owned());
+        rest = &quoted[end + 1..];
+    }
+    names
+}
+
+/// Wraps every filter, test and function of `env` (but those of [`TAKE_UNDEFINED_FILTERS`]
+/// and [`TAKE_UNDEFINED_TESTS`]) so that an undefined argument is an error; the
+/// formatter and the Python-style methods get the same check.
+fn strict_calls(env: &mut Environment<'static>) {
+    let registry = Registry::of(env);
+    // The originals, reached by name: minijinja hands out a filter or test only by
+    // applying it.
+    let originals = Arc::new(env.clone());
+    for name in registry.filters {
+        if TAKE_UNDEFINED_FILTERS.contains(&name.as_str()) {
+            continue;
+        }
+        let originals = Arc::clone(&originals);
+        let filter = name.clone();
+        env.add_filter(name, move |args: Rest<ValueOrKwargs>| {
+            let args = args.into_values();
+            reject_undefined_args(&filter, &args)?;
+            originals.empty_state().apply_filter(&filter, &args)
+        });
+    }
+    for name in registry.tests {
+        if TAKE_UNDEFINED_TESTS.contains(&name.as_str()) {
+            continue;
+        }
+        let originals = Arc::clone(&originals);
+        let test = name.clone();
+        env.add_test(name, move |args: Rest<ValueOrKwargs>| {
+            let args = args.into_values();
+            reject_undefined_args(&test, &args)?;
+            originals.empty_state().perform_test(&test, &args)
+        });
+    }
+    let functions: Vec<(String, Value)> = env
+        .globals()
+        .filter(|(name, _)| registry.functions.iter().any(|f| f == name))
+        .map(|(name, value)| (name.to_owned(), value))
+        .collect();
+    for (name, original) in functions {
+        let function = name.clone();
+        env.add_function(name, move |state: &mut State, args: Rest<ValueOrKwargs>| {
+            let args = args.into_values();
+            reject_undefined_args(&function, &args)?;
+            original.call(state, &args)
+        });
+    }
+    env.set_formatter(|out, state, value| {
+        reject_undefined(value)?;
+        minijinja::escape_formatter(out, state, value)
+    });
+    env.set_unknown_method_callback(|state, value, method, args| {
+        reject_undefined(value)?;
+        for arg in args {
+            reject_undefined(arg)?;
+        }
+        minijinja_contrib::pycompat::unknown_method_callback(state, value, method, args)
+    });
+}
+
+/// The check of one call: no argument is undefined or holds one. The list given to
+/// `select`/`reject('defined')` (and `selectattr`/`rejectattr`), or to `map('default')`,
+/// may hold undefined items: sorting those out is what the call is for.
+fn reject_undefined_args(name: &str, args: &[Value]) -> Result<(), JinjaError> {
+    let asks_about_items = |test_at: usize| {
+        args.get(test_at)
+            .and_then(Value::as_str)
+            .is_some_and(|test| match name {
+                "map" => TAKE_UNDEFINED_FILTERS.contains(&test),
+                _ => TAKE_UNDEFINED_TESTS.contains(&test),
+            })
+    };
+    let items_may_be_undefined = match name {
+        "select" | "reject" | "map" => asks_about_items(1),
+        "selectattr" | "rejectattr" => asks_about_items(2),
+        _ => false,
+    };
+    for (index, arg) in args.iter().enumerate() {
+        if index == 0 && items_may_be_undefined {
+            if arg.is_undefined() {
+                return Err(undefined(arg));
+            }
+            continue;
+        }
+        reject_undefined(arg)?;
+    }
+    Ok(())
+}
+
+/// An error naming the variable if `value` is undefined or holds an undefined value
+/// (a list or map built in the template: `[db.host, db.port]`).
+pub fn reject_undefined(value: &Value) -> Result<(), JinjaError> {
+    let mut budget = SCAN_BUDGET;
+    match find_undefined(value, &mut budget) {
+        Some(found) => Err(undefined(&found)),
+        None => Ok(()),
+    }
+}
+
+fn find_undefined(value: &Value, budget: &mut usize) -> Option<Value> {
+    if value.is_undefined() {
+        return Some(value.clone());
+    }
+    if *budget == 0 {
+        return None;
+    }
+    *budget -= 1;
+    // Only lists and maps: their items can be read again; an iterator would be used up.
+    let is_map = match value.kind() {
+        ValueKind::Map => true,
+        ValueKind::Seq => false,
+        _ => return None,
+    };
+    for item in value.try_iter().ok()? {
+        if let Some(found) = find_undefined(&item, budget) {
+            return Some(found);
+        }
+        if is_map
+            && let Ok(entry) = value.get_item(&item)
+            && let Some(found) = find_undefined(&entry, budget)
+        {
+            return Some(found);
+        }
+    }
+    None
+}
+
+/// The environment before [`strict_calls`]: the engine's own filters, tests and functions
+/// and initbox's.
+fn unchecked_environment() -> Environment<'static> {
     let mut env = Environment::new();
     env.set_undefined_behavior(UndefinedBehavior::Strict);
     env.set_syntax(
@@ -88,7 +291,11 @@ pub fn describe(error: &JinjaError, name: &str) -> String {
             (ErrorKind::UndefinedError, Some(detail)) if detail.contains("undefined") => {
                 detail.to_owned()
             }
-            (ErrorKind::UndefinedError, _) => "undefined variable".to_owned(),
+            // An undefined value the engine cannot trace to a name: an attribute or item
+            // that is missing, as `map(attribute=…)` leaves one.
+            (ErrorKind::UndefinedError, _) => {
+                "a value is undefined (a missing attribute or item)".to_owned()
+            }
             (kind, Some(detail)) => format!("{kind}: {detail}"),
             (kind, None) => kind.to_string(),
         }
@@ -107,7 +314,7 @@ pub fn describe(error: &JinjaError, name: &str) -> String {
 
 /// The engine's own error for an undefined value, which names the expression it came
 /// from (`db.password`) once the engine has seen it.
-fn undefined(value: &Value) -> JinjaError {
+pub fn undefined(value: &Value) -> JinjaError {
     value
         .get_attr("")
         .err()
@@ -128,7 +335,16 @@ fn text_of<'a>(value: &'a Value, filter: &str) -> Result<&'a str, JinjaError> {
 
 /// `{{ db.password | required("set DB_PASSWORD") }}`: the value, unless it is undefined,
 /// none or empty, in which case rendering fails with the message.
-fn required(value: Value, message: Option<String>) -> Result<Value, JinjaError> {
+fn required(value: Value, message: Rest<Value>) -> Result<Value, JinjaError> {
+    // `Rest`, not `Option`: an undefined message must not pass for no message.
+    let message = match message.as_slice() {
+        [] => None,
+        [message] => {
+            reject_undefined(message)?;
+            Some(message.to_string())
+        }
+        _ => return Err(JinjaError::from(ErrorKind::TooManyArguments)),
+    };
     let empty = value.is_none() || value.len() == Some(0);
     match message {
         _ if !value.is_undefined() && !empty => Ok(value),
@@ -188,6 +404,70 @@ mod tests {
 
     fn render_str(source: &str, context: Value) -> Result<String> {
         render(&environment(), "t.j2", source, &context)
+    }
+
+    #[test]
+    fn the_registry_lists_every_builtin() {
+        let registry = Registry::of(&environment());
+        for filter in [
+            "tojson",
+            "join",
+            "default",
+            "b64encode",
+            "toyaml",
+            "required",
+            "map",
+        ] {
+            assert!(
+                registry.filters.iter().any(|f| f == filter),
+                "{filter}: {registry:?}"
+            );
+        }
+        for test in ["defined", "none", "==", "in", "sameas"] {
+            assert!(
+                registry.tests.iter().any(|t| t == test),
+                "{test}: {registry:?}"
+            );
+        }
+        for function in ["range", "dict", "namespace", "debug", "file"] {
+            assert!(
+                registry.functions.iter().any(|f| f == function),
+                "{function}: {registry:?}"
+            );
+        }
+        assert!(
+            registry.filters.len() > 40 && registry.tests.len() > 30,
+            "{registry:?}"
+        );
+        // The wrapped environment has the same names as the engine's own.
+        assert_eq!(registry, Registry::of(&unchecked_environment()));
+    }
+
+    #[test]
+    fn an_undefined_value_reaches_no_filter_test_or_function() {
+        for source in [
+            "{{ x | tojson }}",
+            "{{ [x] | join }}",
+            "{{ x is none }}",
+            "{{ dict(a=x) }}",
+            "{{ {'a': x} }}",
+            "{{ 'a,b'.split(x) }}",
+            "{{ env('NOPE', x) }}",
+            "{{ 1 | required(x) }}",
+        ] {
+            let context =
+                context! { env => Value::from_object(super::super::context::Environ::empty()) };
+            let error = render_str(source, context).unwrap_err().to_string();
+            assert_eq!(error, "t.j2:1: `x` is undefined", "{source}");
+        }
+        let ok = |source: &str| render_str(source, context! {}).unwrap();
+        assert_eq!(ok("{{ x is defined }} {{ x | default('d') }}"), "False d");
+        assert_eq!(ok("{{ [x, 1] | select('defined') | list }}"), "[1]");
+        assert_eq!(ok("{{ [x, 1] | map('default', 2) | list }}"), "[2, 1]");
+        assert_eq!(
+            ok("{{ 'abc' | replace('a', 'b', count=1) }} {{ [1] | tojson(indent=2) }}"),
+            "bbc [\n  1\n]"
+        );
     }
 
     #[test]
