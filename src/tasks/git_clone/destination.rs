@@ -408,4 +408,22 @@ mod tests {
         let found = Destination::new(&dest).inspect().unwrap();
         assert!(matches!(found, Found::ForeignCheckout { .. }), "{found:?}");
     }
+
+    #[test]
+    fn a_planted_link_in_place_of_staging_is_removed_not_followed() {
+        let root = tempfile::tempdir().unwrap();
+        let dest = root.path().join("volume");
+        let outside = root.path().join("outside");
+        fs::create_dir_all(outside.join(".git")).unwrap();
+        fs::write(outside.join("keep"), "outside").unwrap();
+        let json = serde_json::to_vec(&checkout("ddd")).unwrap();
+        fs::write(outside.join(".git").join(MARKER), json).unwrap();
+        fs::create_dir(&dest).unwrap();
+        fs::write(dest.join("data"), "x").unwrap();
+        std::os::unix::fs::symlink(&outside, dest.join(INNER_STAGING)).unwrap();
+        let destination = Destination::new(&dest);
+        assert!(!destination.recover().unwrap(), "a link is never installed");
+        assert_eq!(listing(&dest), ["data"]);
+        assert_eq!(listing(&outside), [".git", "keep"]);
+    }
 }

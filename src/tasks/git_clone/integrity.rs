@@ -20,6 +20,16 @@ use gix::index::entry::Mode;
 
 use super::destination::{Checkout, Destination, IGNORED_ENTRIES, INNER_STAGING};
 
+/// Every stat field but the device number (not stable on network filesystems), to the
+/// nanosecond: an edit that keeps a file's size and mtime still changes its ctime. Where a
+/// filesystem does not keep nanoseconds, this only costs a read of the file.
+const STAT_OPTIONS: gix::index::entry::stat::Options = gix::index::entry::stat::Options {
+    trust_ctime: true,
+    check_stat: true,
+    use_nsec: true,
+    use_stdev: false,
+};
+
 /// How many differences a message lists before it says "and N more".
 const SHOWN: usize = 3;
 
@@ -64,7 +74,7 @@ pub fn verify(destination: &Destination, checkout: &Checkout) -> Differences {
 fn compare(dest: &Path, checkout: &Checkout, out: &mut Differences) -> Result<(), String> {
     let repo = gix::open_opts(dest, gix::open::Options::isolated()).map_err(|e| e.to_string())?;
     let head = repo.head_id().map_err(|e| e.to_string())?;
-    if head.to_string() != checkout.commit {
+    if head != checkout.commit.as_str() {
         let head = head.to_string();
         out.push(format!("HEAD is at {} instead", &head[..12]));
         return Ok(());
@@ -129,7 +139,7 @@ fn compare(dest: &Path, checkout: &Checkout, out: &mut Differences) -> Result<()
             let racy = index_written.is_none_or(|written| modified >= written);
             !racy
                 && gix::index::entry::Stat::from_fs(&metadata)
-                    .is_ok_and(|now| indexed.stat.matches(&now, Default::default()))
+                    .is_ok_and(|now| indexed.stat.matches(&now, STAT_OPTIONS))
         });
         if stat_unchanged {
             continue;
@@ -203,18 +213,14 @@ pub fn repair(destination: &Destination, checkout: &Checkout) -> Result<(), Stri
     let staging = destination.staging().map_err(|e| e.to_string())?;
     let result = (|| {
         let mut index = {
-            let repo = gix::open_opts(dest, gix::open::Options::isolated())
-                .map_err(|e| e.to_string())?;
+            let repo =
+                gix::open_opts(dest, gix::open::Options::isolated()).map_err(|e| e.to_string())?;
             let mut index = expected_index(&repo, &checkout.commit)?;
             let mut options = repo
                 .checkout_options(gix::worktree::stack::state::attributes::Source::IdMapping)
                 .map_err(|e| e.to_string())?;
             options.destination_is_initially_empty = true;
-            let objects = repo
-                .objects
-                .clone()
-                .into_arc()
-                .map_err(|e| e.to_string())?;
+            let objects = repo.objects.clone().into_arc().map_err(|e| e.to_string())?;
             gix::worktree::state::checkout(
                 &mut index,
                 &staging,
@@ -247,5 +253,23 @@ pub fn repair(destination: &Destination, checkout: &Checkout) -> Result<(), Stri
             }
             Err(reason)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn differences_name_the_first_few_and_count_the_rest() {
+        let mut differences = Differences::default();
+        assert!(differences.is_empty());
+        for name in ["a", "b", "c", "d", "e"] {
+            differences.push(format!("{name} is missing"));
+        }
+        assert_eq!(
+            differences.to_string(),
+            "a is missing, b is missing, c is missing and 2 more"
+        );
     }
 }

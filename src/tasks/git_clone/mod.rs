@@ -78,17 +78,24 @@ pub struct GitCloneArgs {
 /// The repository URL as given, split into a URL safe to store and print, and the
 /// credentials it carried (if any).
 fn parse_repo(text: &str) -> Result<(gix::Url, Option<Credentials>)> {
-    let mut url = gix::url::parse(text.trim()).map_err(|e| {
+    let port_zero = || {
         Error::Usage(format!(
-            "'{}' is not a git repository URL: {e}",
+            "'{}': port 0 cannot be connected to",
+            redact_repo(text)
+        ))
+    };
+    let mut url = gix::url::parse(text.trim()).map_err(|_| {
+        if reqwest::Url::parse(text.trim()).is_ok_and(|url| url.port() == Some(0)) {
+            return port_zero();
+        }
+        Error::Usage(format!(
+            "'{}' is not a git repository URL (expected https://, http://, git://, file://, \
+             ssh:// or user@host:path)",
             redact_repo(text)
         ))
     })?;
     if url.port == Some(0) {
-        return Err(Error::Usage(format!(
-            "'{}': port 0 cannot be connected to",
-            redact_repo(text)
-        )));
+        return Err(port_zero());
     }
     let mut credentials = None;
     if matches!(url.scheme, gix::url::Scheme::Http | gix::url::Scheme::Https) {
@@ -188,7 +195,9 @@ struct AttemptState {
 }
 
 fn lock(state: &Mutex<AttemptState>) -> std::sync::MutexGuard<'_, AttemptState> {
-    state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    state
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Stops the blocking clone when its attempt is abandoned (deadline or signal) WITHOUT
@@ -217,8 +226,7 @@ impl Drop for AbandonOnDrop {
 /// blocked in a read when a pipeline retries the step; the retry waits for it to end
 /// instead of sharing its staging directory with it.
 async fn claim(dest: &Path) -> Arc<tokio::sync::OwnedMutexGuard<()>> {
-    static CLAIMS: OnceLock<Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>> =
-        OnceLock::new();
+    static CLAIMS: OnceLock<Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>> = OnceLock::new();
     let key = std::path::absolute(dest).unwrap_or_else(|_| dest.to_owned());
     let mutex = CLAIMS
         .get_or_init(Default::default)
@@ -511,9 +519,9 @@ pub async fn run(args: GitCloneArgs) -> Result<()> {
     }
     // Before the first request: a DEST that cannot be written ends the run now, not after
     // a download (or a retry loop) that could never be installed.
-    destination.check_writable().map_err(|e| {
-        Error::Failed(format!("cannot write {dest_shown}: {}", io_reason(&e)))
-    })?;
+    destination
+        .check_writable()
+        .map_err(|e| Error::Failed(format!("cannot write {dest_shown}: {}", io_reason(&e))))?;
     let resolver = Resolver::new(&args.resolver.settings(connect_timeout));
     let request = CloneRequest {
         url,

@@ -137,18 +137,14 @@ fn clone_with_progress(
     }
     prepare = match &request.reference {
         Reference::RemoteHead => prepare,
-        Reference::Name(name) => prepare
-            .with_ref_name(Some(name.as_str()))
-            .map_err(|_| {
-                CloneFailure::Fatal(Error::Usage(format!(
-                    "--ref '{name}' is not a valid branch or tag name"
-                )))
-            })?,
-        Reference::Commit(id) => prepare
-            .with_revision(Some(id.as_str()))
-            .map_err(|_| {
-                CloneFailure::Fatal(Error::Usage(format!("--ref '{id}' is not a commit id")))
-            })?,
+        Reference::Name(name) => prepare.with_ref_name(Some(name.as_str())).map_err(|_| {
+            CloneFailure::Fatal(Error::Usage(format!(
+                "--ref '{name}' is not a valid branch or tag name"
+            )))
+        })?,
+        Reference::Commit(id) => prepare.with_revision(Some(id.as_str())).map_err(|_| {
+            CloneFailure::Fatal(Error::Usage(format!("--ref '{id}' is not a commit id")))
+        })?,
     };
     let http = matches!(
         request.url.scheme,
@@ -194,14 +190,12 @@ fn clone_with_progress(
     let (repo, _) = checkout
         .main_worktree(progress.add_child("checkout"), interrupt)
         .map_err(|e| classify(&e, request, dir, Phase::CheckingOut, interrupt))?;
-    let head = repo
-        .head_id()
-        .map_err(|e| {
-            CloneFailure::Fatal(Error::Failed(format!(
-                "the clone has no commit checked out: {}",
-                innermost(&e)
-            )))
-        })?;
+    let head = repo.head_id().map_err(|e| {
+        CloneFailure::Fatal(Error::Failed(format!(
+            "the clone has no commit checked out: {}",
+            innermost(&e)
+        )))
+    })?;
     Ok(head.to_string())
 }
 
@@ -258,9 +252,10 @@ fn classify(
     }
     // `ERR …` from the server (git daemon says "access denied or repository not exported"
     // for a missing repository): its answer, which waiting will not change.
-    if let Some(refusal) = causes.iter().find_map(|cause| {
-        cause.downcast_ref::<gix::protocol::transport::packetline::read::Error>()
-    }) {
+    if let Some(refusal) = causes
+        .iter()
+        .find_map(|cause| cause.downcast_ref::<gix::protocol::transport::packetline::read::Error>())
+    {
         return CloneFailure::Fatal(Error::Failed(format!(
             "the server refused to serve {}: {}",
             request.url.to_bstring(),
@@ -359,7 +354,11 @@ fn tls_failure(error: &rustls::Error, request: &CloneRequest) -> CloneFailure {
             if presented.is_empty() {
                 "no name at all".to_owned()
             } else {
-                presented.join(", ")
+                presented
+                    .iter()
+                    .map(|name| presented_name(name))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             }
         )),
         E::InvalidCertificate(C::NotValidForName) => fatal(format!(
@@ -388,6 +387,17 @@ fn tls_failure(error: &rustls::Error, request: &CloneRequest) -> CloneFailure {
         ),
         other => CloneFailure::Retry(format!("TLS handshake with {host} failed: {other}")),
     }
+}
+
+/// A name from a certificate as rustls hands it over (`DnsName("a.example")`,
+/// `IpAddress(10.0.0.1)`), as the name alone.
+fn presented_name(name: &str) -> &str {
+    let name = name
+        .strip_prefix("DnsName(")
+        .or_else(|| name.strip_prefix("IpAddress("))
+        .and_then(|inner| inner.strip_suffix(')'))
+        .unwrap_or(name);
+    name.trim_matches('"')
 }
 
 /// Every cause of an error, outermost first. An io::Error's `source()` skips the error it
@@ -581,4 +591,16 @@ pub fn find_ssh() -> Option<PathBuf> {
     std::env::split_paths(&std::env::var_os("PATH")?)
         .map(|dir| dir.join(&program))
         .find(|candidate| candidate.is_file())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn certificate_names_are_printed_bare() {
+        assert_eq!(presented_name("DnsName(\"git.example\")"), "git.example");
+        assert_eq!(presented_name("IpAddress(127.0.0.1)"), "127.0.0.1");
+        assert_eq!(presented_name("other"), "other");
+    }
 }
