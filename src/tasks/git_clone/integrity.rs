@@ -88,6 +88,9 @@ fn compare(dest: &Path, checkout: &Checkout, out: &mut Differences) -> Result<()
         .ok()
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
 
+    if index.entries().len() != expected.entries().len() {
+        out.push("the index lists other files than the commit".into());
+    }
     let mut files: HashSet<&[u8]> = HashSet::new();
     let mut dirs: HashSet<&[u8]> = HashSet::new();
     for entry in expected.entries() {
@@ -131,6 +134,11 @@ fn compare(dest: &Path, checkout: &Checkout, out: &mut Differences) -> Result<()
         let indexed = index
             .entry_by_path(path.into())
             .filter(|indexed| indexed.id == entry.id && indexed.mode == entry.mode);
+        if indexed.is_none() {
+            // Something was staged (`git add`, `git rm`): `git status` would not be clean.
+            out.push(format!("the index differs from the commit at {shown}"));
+            continue;
+        }
         let stat_unchanged = indexed.is_some_and(|indexed| {
             let modified = std::time::Duration::new(
                 u64::from(indexed.stat.mtime.secs),
@@ -215,6 +223,10 @@ pub fn repair(destination: &Destination, checkout: &Checkout) -> Result<(), Stri
         let mut index = {
             let repo =
                 gix::open_opts(dest, gix::open::Options::isolated()).map_err(|e| e.to_string())?;
+            // Only the tree is restored here: a HEAD moved elsewhere needs a new clone.
+            if repo.head_id().map_err(|e| e.to_string())? != checkout.commit.as_str() {
+                return Err("HEAD points to another commit".to_owned());
+            }
             let mut index = expected_index(&repo, &checkout.commit)?;
             let mut options = repo
                 .checkout_options(gix::worktree::stack::state::attributes::Source::IdMapping)
