@@ -62,6 +62,21 @@ fn relative(path: &[u8]) -> &Path {
     Path::new(OsStr::from_bytes(path))
 }
 
+/// A failure as initbox words it: what failed, and the operating system's reason when an
+/// I/O error is among the causes (gix's own wording is for gix's developers).
+fn because<E: std::error::Error + 'static>(what: &'static str) -> impl Fn(E) -> String {
+    move |error| {
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&error);
+        while let Some(current) = cause {
+            if let Some(io) = current.downcast_ref::<std::io::Error>() {
+                return format!("{what}: {}", crate::resolve::io_reason(io));
+            }
+            cause = current.source();
+        }
+        what.to_owned()
+    }
+}
+
 /// Compares DEST with the commit its marker records.
 pub fn verify(destination: &Destination, checkout: &Checkout) -> Differences {
     let mut differences = Differences::default();
@@ -72,15 +87,18 @@ pub fn verify(destination: &Destination, checkout: &Checkout) -> Differences {
 }
 
 fn compare(dest: &Path, checkout: &Checkout, out: &mut Differences) -> Result<(), String> {
-    let repo = gix::open_opts(dest, gix::open::Options::isolated()).map_err(|e| e.to_string())?;
-    let head = repo.head_id().map_err(|e| e.to_string())?;
+    let repo = gix::open_opts(dest, gix::open::Options::isolated())
+        .map_err(because("the repository cannot be opened"))?;
+    let head = repo.head_id().map_err(because("HEAD cannot be read"))?;
     if head != checkout.commit.as_str() {
         let head = head.to_string();
         out.push(format!("HEAD is at {} instead", &head[..12]));
         return Ok(());
     }
     let expected = expected_index(&repo, &checkout.commit)?;
-    let index = repo.open_index().map_err(|e| e.to_string())?;
+    let index = repo
+        .open_index()
+        .map_err(because("the index cannot be read"))?;
     // The index file's own time: a file changed in the same clock tick as the index was
     // written may keep its stat data, so such "racy" entries are read, as git does.
     let index_written = fs::metadata(index.path())
@@ -165,18 +183,21 @@ fn compare(dest: &Path, checkout: &Checkout, out: &mut Differences) -> Result<()
             out.push(format!("{shown} was changed"));
         }
     }
-    find_extras(dest, Path::new(""), &files, &dirs, out).map_err(|e| e.to_string())?;
+    find_extras(dest, Path::new(""), &files, &dirs, out)
+        .map_err(because("DEST cannot be listed"))?;
     Ok(())
 }
 
 /// The index the commit's tree makes (what a fresh checkout writes).
 fn expected_index(repo: &gix::Repository, commit: &str) -> Result<gix::index::File, String> {
-    let id = gix::ObjectId::from_hex(commit.as_bytes()).map_err(|e| e.to_string())?;
+    let id = gix::ObjectId::from_hex(commit.as_bytes())
+        .map_err(because("the recorded commit id is not valid"))?;
     let tree = repo
         .find_commit(id)
         .and_then(|commit| commit.tree_id())
-        .map_err(|e| e.to_string())?;
-    repo.index_from_tree(&tree).map_err(|e| e.to_string())
+        .map_err(because("the recorded commit is not in .git"))?;
+    repo.index_from_tree(&tree)
+        .map_err(because("the commit's tree cannot be read"))
 }
 
 /// Everything under DEST that the tree does not have, without following symbolic links.
@@ -218,21 +239,27 @@ fn find_extras(
 /// an entry of the damaged tree.
 pub fn repair(destination: &Destination, checkout: &Checkout) -> Result<(), String> {
     let dest = destination.path();
-    let staging = destination.staging().map_err(|e| e.to_string())?;
+    let staging = destination
+        .staging()
+        .map_err(because("no staging directory can be made"))?;
     let result = (|| {
         let mut index = {
-            let repo =
-                gix::open_opts(dest, gix::open::Options::isolated()).map_err(|e| e.to_string())?;
+            let repo = gix::open_opts(dest, gix::open::Options::isolated())
+                .map_err(because("the repository cannot be opened"))?;
             // Only the tree is restored here: a HEAD moved elsewhere needs a new clone.
-            if repo.head_id().map_err(|e| e.to_string())? != checkout.commit.as_str() {
+            if repo.head_id().map_err(because("HEAD cannot be read"))? != checkout.commit.as_str() {
                 return Err("HEAD points to another commit".to_owned());
             }
             let mut index = expected_index(&repo, &checkout.commit)?;
             let mut options = repo
                 .checkout_options(gix::worktree::stack::state::attributes::Source::IdMapping)
-                .map_err(|e| e.to_string())?;
+                .map_err(because("the checkout settings cannot be read"))?;
             options.destination_is_initially_empty = true;
-            let objects = repo.objects.clone().into_arc().map_err(|e| e.to_string())?;
+            let objects = repo
+                .objects
+                .clone()
+                .into_arc()
+                .map_err(because("the object database cannot be shared"))?;
             gix::worktree::state::checkout(
                 &mut index,
                 &staging,
@@ -242,13 +269,13 @@ pub fn repair(destination: &Destination, checkout: &Checkout) -> Result<(), Stri
                 &AtomicBool::new(false),
                 options,
             )
-            .map_err(|e| e.to_string())?;
+            .map_err(because("writing the files failed"))?;
             index
         };
         // One rename makes the staged tree a complete clone (the marker lives in `.git`):
         // from here on, a killed run's successor finishes the install.
         let staged_git: PathBuf = staging.join(".git");
-        fs::rename(dest.join(".git"), &staged_git).map_err(|e| e.to_string())?;
+        fs::rename(dest.join(".git"), &staged_git).map_err(because("moving .git failed"))?;
         index.set_path(staged_git.join("index"));
         // Past the rename the install must go on whatever happens: an index that could not
         // be written only costs the next run a content check (and maybe another repair).
@@ -258,7 +285,7 @@ pub fn repair(destination: &Destination, checkout: &Checkout) -> Result<(), Stri
     match result {
         Ok(()) => destination
             .install_inside(&staging)
-            .map_err(|e| e.to_string()),
+            .map_err(because("installing the restored files failed")),
         Err(reason) => {
             if !staging.join(".git").exists() {
                 super::destination::remove_staging(&staging);
