@@ -417,7 +417,18 @@ pub async fn run(args: GitCloneArgs) -> Result<()> {
     }
     let reference = Reference::parse(args.reference.as_deref());
     let repo = repo_id(&url);
-    let claim = claim(&args.dest).await;
+    let claim = match options.timeout {
+        None => claim(&args.dest).await,
+        Some(limit) => tokio::time::timeout(limit, claim(&args.dest))
+            .await
+            .map_err(|_| {
+                Error::TimedOut(format!(
+                    "timed out after {} waiting for an earlier clone into {} to stop",
+                    crate::duration::Elapsed(limit),
+                    args.dest.display()
+                ))
+            })?,
+    };
     let destination = Arc::new(Destination::new(&args.dest));
     let dest_shown = args.dest.display().to_string();
     let fs_error =
