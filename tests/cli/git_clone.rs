@@ -1,13 +1,16 @@
 //! git-clone against real git servers (file://, git daemon, smart HTTP with basic auth):
 //! the checkout git itself would make, idempotent re-runs, refusals, credentials that never
-//! show, and the root of a mounted tmpfs filled in place. (kill -9 at random moments and a
-//! server that dies mid-pack are in `faults`.)
+//! show, the root of a mounted tmpfs filled in place, damaged checkouts restored without
+//! the network, failures that end at once, and a deadline kept while the server stalls.
+//! (kill -9 at random moments and a server that dies mid-pack are in `faults`.)
 
 use std::path::Path;
 use std::time::Duration;
 
-use crate::support::git_server::{GitDaemon, SmartHttp, TestRepo, git, tree_listing};
-use crate::support::{Mount, Sandbox, free_port, need_root};
+use crate::support::git_server::{
+    GitDaemon, SmartHttp, StallingProxy, TestRepo, git, incompressible_repo, tree_listing,
+};
+use crate::support::{Mount, Sandbox, entries, free_port, need_root};
 
 fn git_clone_reference(repo: &str, dest: &Path, reference: Option<&str>) {
     let mut args = vec!["clone", "-q", "--depth", "1"];
@@ -259,12 +262,15 @@ fn a_directory_that_is_not_a_checkout_is_never_touched() {
         .assert_code(1)
         .assert_stderr_contains("is a checkout of");
 
-    sandbox
+    let forced = sandbox
         .initbox()
         .args(["git-clone", &repo.file_url(), "--force"])
         .arg(&dest)
-        .run()
-        .assert_code(0);
+        .run();
+    forced
+        .assert_code(0)
+        .assert_stderr_contains("which holds files that are not a git checkout");
+    assert!(!forced.stderr.contains("(Other)"), "{}", forced.stderr);
     assert!(!dest.join("precious.db").exists());
     assert_clean_checkout(&dest, &repo.main);
 }
@@ -278,14 +284,6 @@ fn smart_http_over_tls_with_basic_auth_and_secrets_kept_secret() {
     let ca = sandbox.write("ca.pem", server.ca_pem.as_ref().unwrap());
     let url = server.url("app");
 
-    sandbox
-        .initbox()
-        .args(["git-clone", &url, "--timeout", "2s"])
-        .arg(sandbox.path("untrusted"))
-        .run()
-        .assert_code(124)
-        .assert_stderr_contains("unknown CA");
-
     let denied = sandbox
         .initbox()
         .args(["git-clone", &url, "--cacert"])
@@ -294,8 +292,27 @@ fn smart_http_over_tls_with_basic_auth_and_secrets_kept_secret() {
         .run();
     denied
         .assert_code(1)
-        .assert_stderr_contains("authentication failed");
+        .assert_stderr_contains("authentication failed")
+        .assert_stderr_contains("asks for credentials and none were given")
+        .assert_stderr_contains("--token-file");
+    assert!(
+        !denied.stderr.contains("credential helper"),
+        "{}",
+        denied.stderr
+    );
     assert!(!sandbox.path("denied").exists());
+
+    let wrong = sandbox.write("wrong-password", "not-the-password");
+    sandbox
+        .initbox()
+        .args(["git-clone", &url, "--username", "deploy", "--password-file"])
+        .arg(&wrong)
+        .arg("--cacert")
+        .arg(&ca)
+        .arg(sandbox.path("rejected"))
+        .run()
+        .assert_code(1)
+        .assert_stderr_contains("rejected the credentials of user 'deploy'");
 
     let password = sandbox.write("password", "pa55-w0rd-xyz\n");
     let dest = sandbox.path("with-password");
@@ -379,27 +396,52 @@ fn plain_http_clones_but_never_sends_a_password() {
         .run()
         .assert_code(0);
     assert_clean_checkout(&dest, &repo.main);
+}
 
+#[test]
+fn credentials_for_plain_http_are_a_usage_error_before_any_request() {
+    let sandbox = Sandbox::new();
+    let base = sandbox.path("srv");
+    TestRepo::create(&base, "app");
+    // Both a server that asks for credentials and one that would clone without them: the
+    // credentials are refused either way, not dropped silently.
     let guarded = SmartHttp::start(&base, Some(("deploy", "pa55-w0rd-xyz")));
+    let open = SmartHttp::start(&base, None);
     let password = sandbox.write("password", "pa55-w0rd-xyz");
-    sandbox
-        .initbox()
-        .args(["git-clone", &guarded.url("app"), "--username", "deploy"])
-        .arg("--password-file")
-        .arg(&password)
-        .arg(sandbox.path("refused"))
-        .run()
-        .assert_code(1)
-        .assert_stderr_contains("clear text");
-    assert!(
-        guarded
-            .requests
-            .lock()
-            .unwrap()
-            .iter()
-            .all(|(_, auth)| auth.is_none()),
-        "no credentials went over plain HTTP"
-    );
+    let token = sandbox.write("token", "tok-12345678");
+    for server in [&guarded, &open] {
+        let url = server.url("app");
+        let in_url = url.replace("http://", "http://deploy:pa55-w0rd-xyz@");
+        let runs = [
+            sandbox
+                .initbox()
+                .args(["git-clone", &url, "--username", "deploy", "--password-file"])
+                .arg(&password),
+            sandbox
+                .initbox()
+                .args(["git-clone", &url, "--token-file"])
+                .arg(&token),
+            sandbox.initbox().args(["git-clone", &in_url]),
+        ];
+        for run in runs {
+            let output = run.arg(sandbox.path("refused")).run();
+            output
+                .assert_code(2)
+                .assert_stderr_contains("credentials are never sent over plain http://")
+                .assert_stderr_contains("clear text");
+            assert!(
+                !output.stderr.contains("pa55-w0rd-xyz"),
+                "{}",
+                output.stderr
+            );
+        }
+        assert!(
+            server.requests.lock().unwrap().is_empty(),
+            "no request was made: {:?}",
+            server.requests.lock().unwrap()
+        );
+    }
+    assert!(!sandbox.path("refused").exists());
 }
 
 #[test]
@@ -425,4 +467,415 @@ fn the_root_of_a_mounted_volume_is_filled_and_switched_in_place() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     assert!(!names.iter().any(|n| n.contains("initbox")), "{names:?}");
+}
+
+/// What `git status` would call clean, counting untracked and ignored files too.
+fn assert_exactly_the_tree(dir: &Path, commit: &str, reference: &Path, what: &str) {
+    assert_eq!(head(dir), commit, "{what}");
+    assert_eq!(
+        git(
+            dir,
+            &[
+                "status",
+                "--porcelain",
+                "--ignored",
+                "--untracked-files=all"
+            ]
+        ),
+        "",
+        "{what}: git status must be clean"
+    );
+    assert_eq!(tree_listing(dir), tree_listing(reference), "{what}");
+}
+
+/// A way to damage a checkout, and its name.
+type Damage = (&'static str, Box<dyn Fn(&Path)>);
+
+#[test]
+fn a_damaged_checkout_is_restored_from_its_own_objects_without_the_network() {
+    let sandbox = Sandbox::new();
+    let base = sandbox.path("srv");
+    let repo = TestRepo::create(&base, "app");
+    let daemon = GitDaemon::start(&base);
+    let url = daemon.url("app");
+    let dest = sandbox.path("checkout");
+    let reference = sandbox.path("reference");
+    git_clone_reference(&repo.file_url(), &reference, Some("v1"));
+    // --timeout 5s: a run that went to the network would end in 124, not 0.
+    let clone = || {
+        sandbox
+            .initbox()
+            .args(["git-clone", &url, "--ref", "v1", "--timeout", "5s"])
+            .arg(&dest)
+            .run()
+    };
+    clone().assert_code(0);
+    // From here on the server is gone: its port refuses connections.
+    drop(daemon);
+
+    let same_size_same_mtime = |dest: &Path| {
+        // An edit the size and mtime checks alone would miss (ctime and content catch it).
+        let path = dest.join("conf/app.conf");
+        let mtime = std::fs::metadata(&path).unwrap().modified().unwrap();
+        std::fs::write(&path, "port = 8081\n").unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+    };
+    let damages: Vec<Damage> = vec![
+        (
+            "a deleted file",
+            Box::new(|d| std::fs::remove_file(d.join("README.md")).unwrap()),
+        ),
+        (
+            "an edited file",
+            Box::new(|d| std::fs::write(d.join("conf/app.conf"), "port = 1\n").unwrap()),
+        ),
+        (
+            "an edit of the same size and mtime",
+            Box::new(same_size_same_mtime),
+        ),
+        (
+            "a gained executable bit",
+            Box::new(|d| {
+                use std::os::unix::fs::PermissionsExt;
+                let mode = std::fs::Permissions::from_mode(0o755);
+                std::fs::set_permissions(d.join("README.md"), mode).unwrap()
+            }),
+        ),
+        (
+            "a lost executable bit",
+            Box::new(|d| {
+                use std::os::unix::fs::PermissionsExt;
+                let mode = std::fs::Permissions::from_mode(0o644);
+                std::fs::set_permissions(d.join("run.sh"), mode).unwrap()
+            }),
+        ),
+        (
+            "an untracked file",
+            Box::new(|d| std::fs::write(d.join("conf/new.txt"), "new\n").unwrap()),
+        ),
+        (
+            "an empty directory",
+            Box::new(|d| std::fs::create_dir(d.join("empty")).unwrap()),
+        ),
+        (
+            "a symbolic link replaced by a file",
+            Box::new(|d| {
+                std::fs::remove_file(d.join("current.conf")).unwrap();
+                std::fs::write(d.join("current.conf"), "port = 8080\n").unwrap()
+            }),
+        ),
+        (
+            "a file taken out of the index",
+            Box::new(|d| {
+                git(d, &["rm", "-q", "--cached", "README.md"]);
+            }),
+        ),
+        (
+            "a deleted directory",
+            Box::new(|d| std::fs::remove_dir_all(d.join("conf")).unwrap()),
+        ),
+    ];
+    for (what, damage) in damages {
+        damage(&dest);
+        let output = clone();
+        output.assert_code(0);
+        assert!(
+            output.stderr.contains("restoring it from its own objects")
+                && output.stderr.contains("nothing to download"),
+            "{what}: {}",
+            output.stderr
+        );
+        assert_exactly_the_tree(&dest, &repo.first, &reference, what);
+    }
+
+    // An intact checkout is only looked at: not one file is rewritten.
+    let mtime = |name: &str| {
+        std::fs::metadata(dest.join(name))
+            .unwrap()
+            .modified()
+            .unwrap()
+    };
+    let before = (mtime("README.md"), mtime("conf/app.conf"));
+    let output = clone();
+    output
+        .assert_code(0)
+        .assert_stderr_contains("is already a checkout of");
+    assert!(!output.stderr.contains("restoring"), "{}", output.stderr);
+    assert_eq!((mtime("README.md"), mtime("conf/app.conf")), before);
+}
+
+#[test]
+fn a_symlink_planted_in_a_checkout_is_removed_never_written_through() {
+    let sandbox = Sandbox::new();
+    let repo = TestRepo::create(&sandbox.path("src"), "app");
+    let dest = sandbox.path("checkout");
+    let reference = sandbox.path("reference");
+    git_clone_reference(&repo.file_url(), &reference, None);
+    sandbox
+        .initbox()
+        .args(["git-clone", &repo.file_url()])
+        .arg(&dest)
+        .run()
+        .assert_code(0);
+
+    let outside = sandbox.path("outside");
+    std::fs::create_dir_all(outside.join("dir")).unwrap();
+    std::fs::write(outside.join("app.conf"), "precious\n").unwrap();
+    std::fs::write(outside.join("dir/deep.txt"), "precious\n").unwrap();
+    let outside_before = tree_listing(&outside);
+    use std::os::unix::fs::symlink;
+    // A tracked file, a tracked directory and the staging directory's name, each taken by
+    // a link out of DEST: restoring through any of them would overwrite files outside.
+    std::fs::remove_file(dest.join("conf/app.conf")).unwrap();
+    symlink(outside.join("app.conf"), dest.join("conf/app.conf")).unwrap();
+    std::fs::remove_dir_all(dest.join("conf/nested")).unwrap();
+    symlink(outside.join("dir"), dest.join("conf/nested")).unwrap();
+    symlink(&outside, dest.join(".initbox-clone")).unwrap();
+
+    sandbox
+        .initbox()
+        .args(["git-clone", &repo.file_url()])
+        .arg(&dest)
+        .run()
+        .assert_code(0)
+        .assert_stderr_contains("restoring it from its own objects");
+    assert_eq!(
+        tree_listing(&outside),
+        outside_before,
+        "nothing outside DEST changed"
+    );
+    assert_exactly_the_tree(&dest, &repo.main, &reference, "after the planted links");
+    assert!(!dest.join(".initbox-clone").exists());
+}
+
+#[test]
+fn a_checkout_moved_to_another_commit_is_cloned_again() {
+    let sandbox = Sandbox::new();
+    let repo = TestRepo::create(&sandbox.path("src"), "app");
+    let dest = sandbox.path("checkout");
+    let clone = || {
+        sandbox
+            .initbox()
+            .args(["git-clone", &repo.file_url(), "--depth", "0"])
+            .arg(&dest)
+            .run()
+    };
+    clone().assert_code(0);
+    git(&dest, &["checkout", "-q", "--detach", &repo.first]);
+    clone()
+        .assert_code(0)
+        .assert_stderr_contains("HEAD is at")
+        .assert_stderr_contains("cloning")
+        .assert_stderr_contains("again");
+    assert_clean_checkout(&dest, &repo.main);
+    clone()
+        .assert_code(0)
+        .assert_stderr_contains("nothing to download");
+}
+
+#[test]
+fn a_missing_repository_over_git_daemon_fails_at_once() {
+    let sandbox = Sandbox::new();
+    let base = sandbox.path("srv");
+    TestRepo::create(&base, "app");
+    let daemon = GitDaemon::start(&base);
+    let dest = sandbox.path("checkout");
+    let output = sandbox
+        .initbox()
+        .args(["git-clone", &daemon.url("no-such-repo"), "--timeout", "5m"])
+        .arg(&dest)
+        .run();
+    output
+        .assert_code(1)
+        .assert_stderr_contains("the server refused to serve")
+        .assert_stderr_contains("no-such-repo");
+    assert!(
+        !output.stderr.contains("is not ready"),
+        "not retried: {}",
+        output.stderr
+    );
+    assert!(!dest.exists());
+}
+
+#[test]
+fn certificate_problems_end_the_run_at_once_saying_what_to_fix() {
+    let sandbox = Sandbox::new();
+    let base = sandbox.path("srv");
+    TestRepo::create(&base, "app");
+    let server = SmartHttp::start_tls(&base, None);
+    let ca = sandbox.write("ca.pem", server.ca_pem.as_ref().unwrap());
+    let expired = SmartHttp::start_tls_expired(&base);
+    let expired_ca = sandbox.write("expired-ca.pem", expired.ca_pem.as_ref().unwrap());
+    // A name the certificate (for localhost and 127.0.0.1) does not cover, resolved through
+    // the sandbox's hosts file.
+    let hosts = std::fs::read_to_string(sandbox.path("hosts")).unwrap();
+    sandbox.write("hosts", &format!("{hosts}127.0.0.1 git.test\n"));
+    let wrong_name = format!("https://git.test:{}/app", server.port);
+    let cases: [(&str, &[&str], &Path, &str); 3] = [
+        ("unknown CA", &[], &ca, "signed by an unknown CA"),
+        ("wrong name", &["--cacert"], &ca, "valid for localhost"),
+        ("expired", &["--cacert"], &expired_ca, "expired at"),
+    ];
+    for (what, cacert, ca_file, message) in cases {
+        let url = match what {
+            "wrong name" => wrong_name.clone(),
+            "expired" => expired.url("app"),
+            _ => server.url("app"),
+        };
+        let mut command = sandbox
+            .initbox()
+            .args(["git-clone", &url, "--timeout", "5m"])
+            .args(cacert);
+        if !cacert.is_empty() {
+            command = command.arg(ca_file);
+        }
+        let output = command.arg(sandbox.path("checkout")).run();
+        output.assert_code(1).assert_stderr_contains(message);
+        assert!(
+            !output.stderr.contains("is not ready"),
+            "{what}: not retried: {}",
+            output.stderr
+        );
+    }
+    assert!(!sandbox.path("checkout").exists());
+}
+
+#[test]
+fn port_zero_is_a_usage_error() {
+    let sandbox = Sandbox::new();
+    for url in [
+        "git://127.0.0.1:0/app",
+        "https://127.0.0.1:0/app.git",
+        "http://git.test:0/app",
+    ] {
+        sandbox
+            .initbox()
+            .args(["git-clone", url])
+            .arg(sandbox.path("checkout"))
+            .run()
+            .assert_code(2)
+            .assert_stderr_contains("port 0");
+    }
+}
+
+#[test]
+fn an_unwritable_dest_ends_at_once_before_any_request() {
+    let sandbox = Sandbox::new();
+    let base = sandbox.path("srv");
+    TestRepo::create(&base, "app");
+    let server = SmartHttp::start(&base, None);
+    let url = server.url("app");
+    let file = sandbox.write("a-file", "not a directory");
+    for (dest, message) in [
+        (file.join("checkout"), "not a directory"),
+        (file.clone(), "not a directory"),
+    ] {
+        sandbox
+            .initbox()
+            .args(["git-clone", &url, "--timeout", "5m"])
+            .arg(&dest)
+            .run()
+            .assert_code(1)
+            .assert_stderr_contains(message);
+    }
+    assert!(server.requests.lock().unwrap().is_empty());
+
+    if !need_root("an_unwritable_dest_ends_at_once_before_any_request") {
+        return;
+    }
+    let volume = sandbox.path("ro");
+    let _mount = Mount::tmpfs(&volume);
+    std::fs::create_dir(volume.join("empty-volume")).unwrap();
+    let status = std::process::Command::new("mount")
+        .args(["-o", "remount,ro"])
+        .arg(&volume)
+        .status()
+        .unwrap();
+    assert!(status.success(), "remounting read-only");
+    for dest in [volume.join("checkout"), volume.join("empty-volume")] {
+        sandbox
+            .initbox()
+            .args(["git-clone", &url, "--timeout", "5m"])
+            .arg(&dest)
+            .run()
+            .assert_code(1)
+            .assert_stderr_contains("read-only file system");
+    }
+    assert!(
+        server.requests.lock().unwrap().is_empty(),
+        "requests were made: {:?}",
+        server.requests.lock().unwrap()
+    );
+}
+
+#[test]
+fn a_stalled_clone_ends_within_50ms_of_its_deadline_and_leaves_no_staging() {
+    let sandbox = Sandbox::new();
+    let base = sandbox.path("srv");
+    incompressible_repo(&base, "big", 2 << 20);
+    let daemon = GitDaemon::start(&base);
+    // The refs and the start of the pack get through, then nothing: gix is blocked in a
+    // read that never returns, which is what the deadline must not wait for.
+    let proxy = StallingProxy::start(daemon.port, 64 * 1024);
+    let url = format!("git://127.0.0.1:{}/big", proxy.port);
+    // The allowance: 50 ms more than the same binary takes to give up at the same
+    // --timeout where nothing blocks (wait-for-tcp on a refused port, whose attempts the
+    // engine drops at the deadline), run just before and just after each clone. Both runs
+    // pay the same start, exit and machine load, so only what the clone adds at its
+    // deadline (stopping the transfer, removing the staging directory) is compared.
+    let refused = format!("127.0.0.1:{}", free_port("127.0.0.1"));
+    let reference = || {
+        let output = sandbox
+            .initbox()
+            .args(["wait-for-tcp", &refused, "--timeout", "2s"])
+            .run();
+        output.assert_code(124);
+        output.elapsed
+    };
+    let timeout = Duration::from_secs(2);
+    let volume = sandbox.path("volume");
+    std::fs::create_dir(&volume).unwrap();
+    // DEST missing (staging beside it) and DEST an existing empty volume (staging inside).
+    for dest in [sandbox.path("checkout"), volume.clone()] {
+        let passed_before = *proxy.passed.lock().unwrap();
+        let before = reference();
+        let output = sandbox
+            .initbox()
+            .args(["git-clone", &url, "--timeout", "2s"])
+            .arg(&dest)
+            .run();
+        output
+            .assert_code(124)
+            .assert_stderr_contains("timed out after 2s");
+        assert!(
+            *proxy.passed.lock().unwrap() > passed_before,
+            "the transfer had begun"
+        );
+        let limit = before.max(reference()) + Duration::from_millis(50);
+        eprintln!("ended after {:?}; allowed {limit:?}", output.elapsed);
+        assert!(
+            output.elapsed >= timeout && output.elapsed < limit,
+            "ended {:?} after start, not within 50 ms of a plain wait's {:?}:\n{}",
+            output.elapsed,
+            limit - Duration::from_millis(50),
+            output.stderr
+        );
+        assert!(
+            entries(sandbox.dir.path())
+                .iter()
+                .all(|name| !name.contains("initbox-clone")),
+            "a staging directory is left beside DEST: {:?}",
+            entries(sandbox.dir.path())
+        );
+        assert!(
+            entries(&volume).is_empty(),
+            "left in the volume: {:?}",
+            entries(&volume)
+        );
+    }
 }

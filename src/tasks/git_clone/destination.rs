@@ -13,6 +13,12 @@
 //! a complete checkout, or in the middle of an install of a *complete* clone, which the next
 //! run finishes before doing anything else ([`Destination::recover`]). A DEST without
 //! `.git` is never a checkout; a `.git` without the marker is never one of ours.
+//!
+//! A complete checkout is also checked against its commit on every re-run
+//! ([`Destination::verify`]: the index's stat data first, content only where it differs),
+//! and a damaged one is re-checked-out from its own objects, without the network, through
+//! the same staging and install ([`Destination::repair`]): nothing is ever written through
+//! what DEST holds now, so a symbolic link planted in DEST cannot redirect a write outside.
 
 use std::fs;
 use std::io;
@@ -23,13 +29,13 @@ use serde::{Deserialize, Serialize};
 use crate::atomic_file;
 
 /// The staging directory inside an existing DEST.
-const INNER_STAGING: &str = ".initbox-clone";
+pub(super) const INNER_STAGING: &str = ".initbox-clone";
 /// The marker inside `.git` saying "this checkout is complete", and of what.
 const MARKER: &str = "initbox-checkout.json";
 /// The note inside a staged `.git` saying DEST's old entries are gone.
 const CLEARED: &str = "initbox-install-cleared";
 /// Entries a fresh filesystem brings along that do not make a volume "not empty".
-const IGNORED_ENTRIES: &[&str] = &["lost+found"];
+pub(super) const IGNORED_ENTRIES: &[&str] = &["lost+found"];
 
 /// What a complete checkout records about itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -82,30 +88,40 @@ impl Destination {
         parent_dir(&self.dest).join(format!(".{name}.initbox-clone"))
     }
 
-    fn inner_staging(&self) -> PathBuf {
+    pub(super) fn inner_staging(&self) -> PathBuf {
         self.dest.join(INNER_STAGING)
     }
 
     /// Finishes or discards what a killed run left. Returns true when it completed an
     /// install (DEST is now a complete checkout).
+    ///
+    /// Only a real directory counts as a staging directory: anything else under that name
+    /// (a symbolic link planted there, say) is removed, never followed.
     pub fn recover(&self) -> io::Result<bool> {
         let sibling = self.sibling_staging();
-        if sibling.exists() {
-            if !self.dest.exists() && read_marker(&sibling).is_some() {
+        if let Some(is_dir) = kind_of(&sibling) {
+            if is_dir && self.dest.symlink_metadata().is_err() && read_marker(&sibling).is_some() {
                 fs::rename(&sibling, &self.dest)?;
                 return Ok(true);
             }
-            fs::remove_dir_all(&sibling)?;
+            remove_any(&sibling)?;
         }
         let inner = self.inner_staging();
-        if inner.exists() {
-            if read_marker(&inner).is_some() {
+        if let Some(is_dir) = kind_of(&inner) {
+            if is_dir && read_marker(&inner).is_some() {
                 self.install_inside(&inner)?;
                 return Ok(true);
             }
-            fs::remove_dir_all(&inner)?;
+            remove_any(&inner)?;
         }
         Ok(false)
+    }
+
+    /// Makes sure a clone could be written here, before anything goes over the network:
+    /// creates (and removes again) the staging directory the clone would use.
+    pub fn check_writable(&self) -> io::Result<()> {
+        let staging = self.staging()?;
+        fs::remove_dir(staging)
     }
 
     /// Looks at DEST as it is now.
@@ -125,7 +141,9 @@ impl Destination {
         if meaningful == 0 {
             return Ok(Found::Empty);
         }
-        if !self.dest.join(".git").is_dir() {
+        // A `.git` that is a symbolic link is not a checkout of ours: repairing it would
+        // write wherever the link points.
+        if kind_of(&self.dest.join(".git")) != Some(true) {
             return Ok(Found::Other);
         }
         if let Some(checkout) = read_marker(&self.dest) {
@@ -144,8 +162,8 @@ impl Destination {
             fs::create_dir_all(parent_dir(&self.dest))?;
             self.sibling_staging()
         };
-        if staging.exists() {
-            fs::remove_dir_all(&staging)?;
+        if staging.symlink_metadata().is_ok() {
+            remove_any(&staging)?;
         }
         fs::create_dir(&staging)?;
         Ok(staging)
@@ -189,7 +207,7 @@ impl Destination {
     /// phases: clearing DEST's old entries, then moving the staged ones in; a note in the
     /// staged `.git` says the first phase is over, so a resumed install never deletes what
     /// it has already moved.
-    fn install_inside(&self, staging: &Path) -> io::Result<()> {
+    pub(super) fn install_inside(&self, staging: &Path) -> io::Result<()> {
         let cleared = staging.join(".git").join(CLEARED);
         if !cleared.exists() {
             // The old checkout stops being one first…
@@ -220,6 +238,23 @@ impl Destination {
         fs::remove_dir(staging)?;
         let _ = fs::remove_file(self.dest.join(".git").join(CLEARED));
         Ok(())
+    }
+}
+
+/// `Some(true)` for a directory, `Some(false)` for anything else (a symbolic link is never
+/// followed), `None` when nothing is there.
+fn kind_of(path: &Path) -> Option<bool> {
+    path.symlink_metadata().ok().map(|m| m.is_dir())
+}
+
+/// Removes a staging directory that a clone thread may still be writing into: a removal
+/// that races with a file being created is tried again.
+pub fn remove_staging(staging: &Path) {
+    for _ in 0..5 {
+        match remove_any(staging) {
+            Err(error) if error.kind() != io::ErrorKind::NotFound => continue,
+            _ => return,
+        }
     }
 }
 
@@ -372,5 +407,23 @@ mod tests {
         fs::write(dest.join("file"), "x").unwrap();
         let found = Destination::new(&dest).inspect().unwrap();
         assert!(matches!(found, Found::ForeignCheckout { .. }), "{found:?}");
+    }
+
+    #[test]
+    fn a_planted_link_in_place_of_staging_is_removed_not_followed() {
+        let root = tempfile::tempdir().unwrap();
+        let dest = root.path().join("volume");
+        let outside = root.path().join("outside");
+        fs::create_dir_all(outside.join(".git")).unwrap();
+        fs::write(outside.join("keep"), "outside").unwrap();
+        let json = serde_json::to_vec(&checkout("ddd")).unwrap();
+        fs::write(outside.join(".git").join(MARKER), json).unwrap();
+        fs::create_dir(&dest).unwrap();
+        fs::write(dest.join("data"), "x").unwrap();
+        std::os::unix::fs::symlink(&outside, dest.join(INNER_STAGING)).unwrap();
+        let destination = Destination::new(&dest);
+        assert!(!destination.recover().unwrap(), "a link is never installed");
+        assert_eq!(listing(&dest), ["data"]);
+        assert_eq!(listing(&outside), [".git", "keep"]);
     }
 }

@@ -2,16 +2,18 @@
 //! safe for pod restarts. A complete checkout of the same repository and ref is left alone
 //! (no download); another ref is switched to; anything else in DEST is refused unless
 //! `--force`; and a clone killed at any moment never leaves a DEST that looks complete
-//! (see `destination`). Network failures are retried through the wait engine; a rejected
-//! login or a missing ref ends the run at once.
+//! (see `destination`); a damaged checkout is restored from its own objects (see
+//! `integrity`). Network failures are retried through the wait engine; a rejected login, a
+//! missing repository or ref, or an untrusted certificate ends the run at once.
 
 mod destination;
+mod integrity;
 mod transfer;
 
-use std::path::PathBuf;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::cli::{ResolverArgs, RetryArgs, Then};
 use crate::exit::{Error, Result};
@@ -76,12 +78,25 @@ pub struct GitCloneArgs {
 /// The repository URL as given, split into a URL safe to store and print, and the
 /// credentials it carried (if any).
 fn parse_repo(text: &str) -> Result<(gix::Url, Option<Credentials>)> {
-    let mut url = gix::url::parse(text.trim()).map_err(|e| {
+    let port_zero = || {
         Error::Usage(format!(
-            "'{}' is not a git repository URL: {e}",
+            "'{}': port 0 cannot be connected to",
+            redact_repo(text)
+        ))
+    };
+    let mut url = gix::url::parse(text.trim()).map_err(|_| {
+        if reqwest::Url::parse(text.trim()).is_ok_and(|url| url.port() == Some(0)) {
+            return port_zero();
+        }
+        Error::Usage(format!(
+            "'{}' is not a git repository URL (expected https://, http://, git://, file://, \
+             ssh:// or user@host:path)",
             redact_repo(text)
         ))
     })?;
+    if url.port == Some(0) {
+        return Err(port_zero());
+    }
     let mut credentials = None;
     if matches!(url.scheme, gix::url::Scheme::Http | gix::url::Scheme::Https) {
         if let Some(password) = url.password().map(str::to_owned) {
@@ -163,27 +178,77 @@ struct CloneProbe {
     request: CloneRequest,
     destination: Arc<Destination>,
     repo_id: String,
+    /// Held by this run and by every clone thread it started (see [`claim`]).
+    claim: Arc<tokio::sync::OwnedMutexGuard<()>>,
 }
 
-/// How long an abandoned clone may take to stop and remove its staging directory before
-/// initbox goes on (and, after `--timeout` or a signal, exits): well inside "SIGTERM ends
-/// initbox at once", long enough for gix to notice the interrupt between two reads.
-const ABANDON_GRACE: Duration = Duration::from_millis(500);
+/// Where the blocking clone is, shared with the async side that may abandon it.
+#[derive(Default)]
+struct AttemptState {
+    /// The staging directory in use, until it is installed or removed.
+    staging: Option<PathBuf>,
+    /// The clone is complete and being installed: it must not be removed any more (an
+    /// install cut short is finished by the next run, see `destination`).
+    installing: bool,
+    /// The deadline passed or a signal came: the thread must not go on to install.
+    abandoned: bool,
+}
 
-/// Interrupts the blocking clone when the attempt is abandoned (deadline or signal), and
-/// waits a moment for it to clean up. Without the wait, initbox would exit while the clone
-/// thread still runs, leaving a half-made staging directory in DEST for the next run.
-struct InterruptOnDrop {
+fn lock(state: &Mutex<AttemptState>) -> std::sync::MutexGuard<'_, AttemptState> {
+    state
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Stops the blocking clone when its attempt is abandoned (deadline or signal) WITHOUT
+/// waiting for it: gix notices the interrupt only between two reads, and a stalled server
+/// sends none, so waiting would hold the exit past the deadline. The staging directory is
+/// removed here instead, unless the clone is already being installed.
+struct AbandonOnDrop {
     interrupt: Arc<AtomicBool>,
-    /// Disconnected when the clone thread is done (its sender dropped).
-    finished: std::sync::mpsc::Receiver<()>,
+    state: Arc<Mutex<AttemptState>>,
 }
 
-impl Drop for InterruptOnDrop {
+impl Drop for AbandonOnDrop {
     fn drop(&mut self) {
         self.interrupt.store(true, Ordering::Relaxed);
-        let _ = self.finished.recv_timeout(ABANDON_GRACE);
+        let mut state = lock(&self.state);
+        state.abandoned = true;
+        if !state.installing
+            && let Some(staging) = state.staging.take()
+        {
+            destination::remove_staging(&staging);
+        }
     }
+}
+
+/// One clone at a time into a DEST, per process. An abandoned clone thread may still be
+/// blocked in a read when a pipeline retries the step; the retry waits for it to end
+/// instead of sharing its staging directory with it.
+async fn claim(dest: &Path) -> Arc<tokio::sync::OwnedMutexGuard<()>> {
+    static CLAIMS: OnceLock<Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>> = OnceLock::new();
+    let key = std::path::absolute(dest).unwrap_or_else(|_| dest.to_owned());
+    let mutex = CLAIMS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .entry(key)
+        .or_default()
+        .clone();
+    let guard = match mutex.clone().try_lock_owned() {
+        Ok(guard) => guard,
+        Err(_) => {
+            report::info(
+                "git.busy",
+                format!(
+                    "waiting for an earlier clone into {} to stop",
+                    dest.display()
+                ),
+            );
+            mutex.lock_owned().await
+        }
+    };
+    Arc::new(guard)
 }
 
 impl Probe for CloneProbe {
@@ -205,18 +270,19 @@ impl Probe for CloneProbe {
             }
         }
         let interrupt = Arc::new(AtomicBool::new(false));
-        let (done, finished) = std::sync::mpsc::channel::<()>();
-        let _interrupt_when_dropped = InterruptOnDrop {
+        let state = Arc::new(Mutex::new(AttemptState::default()));
+        let _abandon_when_dropped = AbandonOnDrop {
             interrupt: interrupt.clone(),
-            finished,
+            state: state.clone(),
         };
         let destination = self.destination.clone();
         let repo = self.repo_id.clone();
         let step = report::current_step();
+        let claim = self.claim.clone();
         let outcome = tokio::task::spawn_blocking(move || {
-            let _done = done;
+            let _claim = claim;
             report::on_thread_as(step, || {
-                clone_and_install(&destination, &request, repo, &interrupt)
+                clone_and_install(&destination, &request, repo, &interrupt, &state)
             })
         })
         .await;
@@ -239,6 +305,7 @@ fn clone_and_install(
     request: &CloneRequest,
     repo: String,
     interrupt: &AtomicBool,
+    state: &Mutex<AttemptState>,
 ) -> std::result::Result<String, CloneFailure> {
     let write_error = |e: std::io::Error| {
         CloneFailure::Fatal(Error::Failed(format!(
@@ -247,21 +314,47 @@ fn clone_and_install(
             io_reason(&e)
         )))
     };
-    let staging = destination.staging().map_err(write_error)?;
+    let interrupted = || CloneFailure::Retry("interrupted".into());
+    let staging = {
+        let mut state = lock(state);
+        if state.abandoned {
+            return Err(interrupted());
+        }
+        let staging = destination.staging().map_err(write_error)?;
+        state.staging = Some(staging.clone());
+        staging
+    };
+    let discard = |state: &mut AttemptState| {
+        if let Some(staging) = state.staging.take() {
+            destination::remove_staging(&staging);
+        }
+    };
     let commit = match transfer::clone_into(&staging, request, interrupt) {
         Ok(commit) => commit,
         Err(failure) => {
-            let _ = std::fs::remove_dir_all(&staging);
+            discard(&mut lock(state));
             return Err(failure);
         }
     };
+    {
+        let mut state = lock(state);
+        if state.abandoned {
+            discard(&mut state);
+            return Err(interrupted());
+        }
+        state.installing = true;
+    }
     let checkout = Checkout {
         repo,
         reference: request.reference.recorded(),
         commit: commit.clone(),
     };
-    Destination::mark_complete(&staging, &checkout).map_err(write_error)?;
+    if let Err(error) = Destination::mark_complete(&staging, &checkout) {
+        discard(&mut lock(state));
+        return Err(write_error(error));
+    }
     destination.install(&staging).map_err(write_error)?;
+    lock(state).staging = None;
     Ok(commit)
 }
 
@@ -276,6 +369,30 @@ fn describe_ref(reference: &Option<String>) -> String {
     }
 }
 
+/// DEST's contents in words, for the `--force` warning.
+fn describe_found(found: &Found) -> String {
+    match found {
+        Found::Missing | Found::Empty => "nothing".into(),
+        Found::Checkout(existing) => format!("a checkout of {}", existing.repo),
+        Found::ForeignCheckout {
+            origin: Some(origin),
+        } => format!("a git checkout of {origin} that initbox did not make"),
+        Found::ForeignCheckout { origin: None } => {
+            "a git checkout without an origin that initbox did not make".into()
+        }
+        Found::Other => "files that are not a git checkout".into(),
+    }
+}
+
+/// Runs local file work off the runtime thread, so that a signal still ends initbox at once
+/// (the work itself is safe to cut short: see `destination`).
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T> {
+    let step = report::current_step();
+    tokio::task::spawn_blocking(move || report::on_thread_as(step, work))
+        .await
+        .map_err(|e| Error::Failed(format!("the checkout work stopped: {e}")))
+}
+
 pub async fn run(args: GitCloneArgs) -> Result<()> {
     let mut options = args.retry.options()?;
     let connect_timeout = options
@@ -284,6 +401,13 @@ pub async fn run(args: GitCloneArgs) -> Result<()> {
         .expect("the retry flags always set an attempt timeout");
     let (url, url_credentials) = parse_repo(&args.repo)?;
     let credentials = args.credentials(url_credentials)?;
+    if url.scheme == gix::url::Scheme::Http && credentials.is_some() {
+        return Err(Error::Usage(format!(
+            "{}: credentials are never sent over plain http:// (they would travel in clear \
+             text); use an https:// URL, or give no --username/--token-file",
+            repo_id(&url)
+        )));
+    }
     if url.scheme == gix::url::Scheme::Ssh && transfer::find_ssh().is_none() {
         return Err(Error::Config(format!(
             "{} needs an ssh program, and there is none on PATH (scratch images have none: \
@@ -293,6 +417,18 @@ pub async fn run(args: GitCloneArgs) -> Result<()> {
     }
     let reference = Reference::parse(args.reference.as_deref());
     let repo = repo_id(&url);
+    let claim = match options.timeout {
+        None => claim(&args.dest).await,
+        Some(limit) => tokio::time::timeout(limit, claim(&args.dest))
+            .await
+            .map_err(|_| {
+                Error::TimedOut(format!(
+                    "timed out after {} waiting for an earlier clone into {} to stop",
+                    crate::duration::Elapsed(limit),
+                    args.dest.display()
+                ))
+            })?,
+    };
     let destination = Arc::new(Destination::new(&args.dest));
     let dest_shown = args.dest.display().to_string();
     let fs_error =
@@ -305,18 +441,51 @@ pub async fn run(args: GitCloneArgs) -> Result<()> {
     }
     match destination.inspect().map_err(fs_error)? {
         Found::Missing | Found::Empty => {}
-        Found::Checkout(existing) if same_repo(&existing.repo, &repo) => {
-            if existing.reference == reference.recorded() {
+        Found::Checkout(existing)
+            if same_repo(&existing.repo, &repo) && existing.reference == reference.recorded() =>
+        {
+            let at = format!(
+                "{} (commit {})",
+                describe_ref(&existing.reference),
+                short(&existing.commit)
+            );
+            let (checked, marker) = (destination.clone(), existing.clone());
+            let differences = blocking(move || integrity::verify(&checked, &marker)).await?;
+            if differences.is_empty() {
                 report::info(
                     "git.up_to_date",
                     format!(
-                        "{dest_shown} is already a checkout of {repo} at {} (commit {}): nothing to download",
-                        describe_ref(&existing.reference),
-                        short(&existing.commit)
+                        "{dest_shown} is already a checkout of {repo} at {at}: nothing to download"
                     ),
                 );
                 return Ok(());
             }
+            report::warn(
+                "git.damaged",
+                format!(
+                    "{dest_shown} is a checkout of {repo} at {at}, but {differences}; \
+                     restoring it from its own objects"
+                ),
+            );
+            let (repaired, marker) = (destination.clone(), existing.clone());
+            match blocking(move || integrity::repair(&repaired, &marker)).await? {
+                Ok(()) => {
+                    report::info(
+                        "git.restored",
+                        format!("{dest_shown} is again the tree of {at}: nothing to download"),
+                    );
+                    return Ok(());
+                }
+                Err(reason) => report::warn(
+                    "git.restore_failed",
+                    format!(
+                        "cannot restore {dest_shown} from its own objects ({reason}); \
+                         cloning {repo} again"
+                    ),
+                ),
+            }
+        }
+        Found::Checkout(existing) if same_repo(&existing.repo, &repo) => {
             report::info(
                 "git.switch",
                 format!(
@@ -341,7 +510,10 @@ pub async fn run(args: GitCloneArgs) -> Result<()> {
         found if args.force => {
             report::warn(
                 "git.force",
-                format!("--force: replacing the contents of {dest_shown} ({found:?})"),
+                format!(
+                    "--force: replacing the contents of {dest_shown}, which holds {}",
+                    describe_found(&found)
+                ),
             );
         }
         Found::Checkout(existing) => {
@@ -356,6 +528,11 @@ pub async fn run(args: GitCloneArgs) -> Result<()> {
             )));
         }
     }
+    // Before the first request: a DEST that cannot be written ends the run now, not after
+    // a download (or a retry loop) that could never be installed.
+    destination
+        .check_writable()
+        .map_err(|e| Error::Failed(format!("cannot write {dest_shown}: {}", io_reason(&e))))?;
     let resolver = Resolver::new(&args.resolver.settings(connect_timeout));
     let request = CloneRequest {
         url,
@@ -375,6 +552,7 @@ pub async fn run(args: GitCloneArgs) -> Result<()> {
         request,
         destination,
         repo_id: repo,
+        claim,
     };
     wait::wait_for_all("git-clone", vec![probe], options)
         .await

@@ -123,20 +123,32 @@ fn clone_with_progress(
             std::iter::successors(Some(&e as &dyn std::error::Error), |e| e.source()),
             dir,
         )
-        .unwrap_or_else(|| CloneFailure::Fatal(Error::Failed(format!("preparing the clone: {e}"))))
+        .unwrap_or_else(|| {
+            CloneFailure::Fatal(Error::Failed(format!(
+                "cannot start a repository in {}: {}",
+                dir.display(),
+                innermost(&e)
+            )))
+        })
     })?;
+    // The sample hooks gix writes (as `git init` does) are never run and never needed; as
+    // `git clone --template=` would, leave them out: a staging directory abandoned at the
+    // deadline is then a dozen entries quicker to remove.
+    let _ = std::fs::remove_dir_all(dir.join(".git").join("hooks"));
     if request.depth > 0 {
         let depth = std::num::NonZeroU32::new(request.depth).expect("depth > 0");
         prepare = prepare.with_shallow(gix::remote::fetch::Shallow::DepthAtRemote(depth));
     }
     prepare = match &request.reference {
         Reference::RemoteHead => prepare,
-        Reference::Name(name) => prepare
-            .with_ref_name(Some(name.as_str()))
-            .map_err(|e| CloneFailure::Fatal(Error::Usage(format!("--ref {name}: {e}"))))?,
-        Reference::Commit(id) => prepare
-            .with_revision(Some(id.as_str()))
-            .map_err(|e| CloneFailure::Fatal(Error::Usage(format!("--ref {id}: {e}"))))?,
+        Reference::Name(name) => prepare.with_ref_name(Some(name.as_str())).map_err(|_| {
+            CloneFailure::Fatal(Error::Usage(format!(
+                "--ref '{name}' is not a valid branch or tag name"
+            )))
+        })?,
+        Reference::Commit(id) => prepare.with_revision(Some(id.as_str())).map_err(|_| {
+            CloneFailure::Fatal(Error::Usage(format!("--ref '{id}' is not a commit id")))
+        })?,
     };
     let http = matches!(
         request.url.scheme,
@@ -178,13 +190,16 @@ fn clone_with_progress(
     });
     let (mut checkout, _fetched) = prepare
         .fetch_then_checkout(progress.add_child("fetch"), interrupt)
-        .map_err(|e| classify(&e, dir, interrupt))?;
+        .map_err(|e| classify(&e, request, dir, Phase::Fetching, interrupt))?;
     let (repo, _) = checkout
         .main_worktree(progress.add_child("checkout"), interrupt)
-        .map_err(|e| classify(&e, dir, interrupt))?;
-    let head = repo
-        .head_id()
-        .map_err(|e| CloneFailure::Fatal(Error::Failed(format!("reading HEAD: {e}"))))?;
+        .map_err(|e| classify(&e, request, dir, Phase::CheckingOut, interrupt))?;
+    let head = repo.head_id().map_err(|e| {
+        CloneFailure::Fatal(Error::Failed(format!(
+            "the clone has no commit checked out: {}",
+            innermost(&e)
+        )))
+    })?;
     Ok(head.to_string())
 }
 
@@ -214,19 +229,61 @@ fn http_options(
     })
 }
 
-/// Network trouble is retried; a rejected login, a missing repository or ref, a full or
-/// read-only disk, and anything else initbox cannot fix by waiting, are not. `dir` is
-/// where the clone was being written.
-fn classify(error: &gix::Error, dir: &Path, interrupt: &AtomicBool) -> CloneFailure {
+/// Network trouble is retried; a rejected login, a missing repository or ref, a certificate
+/// that is not trusted for the host, a full or read-only disk, and anything else initbox
+/// cannot fix by waiting, are not. `dir` is where the clone was being written. Every message
+/// is a sentence of initbox's: gix's errors are nested many levels deep, and their wording
+/// is written for gix's developers.
+fn classify(
+    error: &gix::Error,
+    request: &CloneRequest,
+    dir: &Path,
+    phase: Phase,
+    interrupt: &AtomicBool,
+) -> CloneFailure {
     if interrupt.load(Ordering::Relaxed) {
         return CloneFailure::Retry("interrupted".into());
     }
-    if let Some(failure) = write_failure(error.iter_errors(), dir) {
+    let causes = causes(error);
+    if let Some(failure) = write_failure(causes.iter().copied(), dir) {
         return failure;
     }
+    if let Some(tls) = causes
+        .iter()
+        .find_map(|cause| cause.downcast_ref::<rustls::Error>())
+    {
+        return tls_failure(tls, request);
+    }
+    // `ERR …` from the server (git daemon says "access denied or repository not exported"
+    // for a missing repository): its answer, which waiting will not change.
+    if let Some(refusal) = causes
+        .iter()
+        .find_map(|cause| cause.downcast_ref::<gix::protocol::transport::packetline::read::Error>())
+    {
+        return CloneFailure::Fatal(Error::Failed(format!(
+            "the server refused to serve {}: {}",
+            request.url.to_bstring(),
+            refusal.message
+        )));
+    }
+    if error.is_unauthenticated() || error.is_permission_denied() {
+        return CloneFailure::Fatal(Error::Failed(match &request.credentials {
+            None => format!(
+                "authentication failed: {} asks for credentials and none were given \
+                 (--username with --password-file FILE or INITBOX_GIT_PASSWORD, or \
+                 --token-file FILE)",
+                request.url.to_bstring()
+            ),
+            Some(credentials) => format!(
+                "authentication failed: {} rejected the credentials of user '{}'",
+                request.url.to_bstring(),
+                credentials.username
+            ),
+        }));
+    }
     // Over HTTP(S) the cause is a reqwest error: described as every HTTP command does.
-    if let Some(http_error) = error
-        .iter_errors()
+    if let Some(http_error) = causes
+        .iter()
         .find_map(|cause| cause.downcast_ref::<reqwest::Error>())
         && !http_error.is_status()
     {
@@ -235,24 +292,149 @@ fn classify(error: &gix::Error, dir: &Path, interrupt: &AtomicBool) -> CloneFail
             http_client::RequestFailure::Fatal(error) => CloneFailure::Fatal(error),
         };
     }
-    let message = describe(error);
-    let lower = message.to_ascii_lowercase();
-    if error.is_unauthenticated()
-        || error.is_permission_denied()
-        || lower.contains("authentication")
-        || lower.contains("credentials")
-        || lower.contains("401")
-        || lower.contains("403")
-    {
-        return CloneFailure::Fatal(Error::Failed(format!("authentication failed: {message}")));
+    let library_text = describe(error).to_ascii_lowercase();
+    if error.is_not_found() || library_text.contains("not found") {
+        return CloneFailure::Fatal(Error::Failed(match &request.reference {
+            Reference::Name(name) if library_text.contains("any ref that matched") => format!(
+                "{} has no branch or tag named '{name}'",
+                request.url.to_bstring()
+            ),
+            Reference::Commit(id) if !library_text.contains("repository") => format!(
+                "{} does not have commit {id} (or does not let a client ask for it by id)",
+                request.url.to_bstring()
+            ),
+            _ => format!("no repository at {}", request.url.to_bstring()),
+        }));
     }
-    if lower.contains("didn't have any ref that matched") || lower.contains("not found") {
-        return CloneFailure::Fatal(Error::Failed(message));
+    let sentence = phase.sentence(&causes, &library_text);
+    if error.can_retry_lenient() || causes.iter().any(|c| c.is::<std::io::Error>()) {
+        return CloneFailure::Retry(sentence);
     }
-    if error.can_retry_lenient() || has_io_error(error) {
-        return CloneFailure::Retry(message);
+    CloneFailure::Fatal(Error::Failed(sentence))
+}
+
+/// Where a clone was when it failed, for the message.
+#[derive(Clone, Copy)]
+enum Phase {
+    Fetching,
+    CheckingOut,
+}
+
+impl Phase {
+    /// "what broke: the innermost reason", the reason in initbox's words where it is an I/O
+    /// error.
+    fn sentence(self, causes: &[&(dyn std::error::Error + 'static)], library_text: &str) -> String {
+        let reason = causes
+            .iter()
+            .rev()
+            .find_map(|cause| cause.downcast_ref::<std::io::Error>())
+            .map(crate::resolve::io_reason)
+            .or_else(|| causes.last().map(|cause| cause.to_string()))
+            .unwrap_or_else(|| "unknown error".into());
+        let what = match self {
+            Phase::CheckingOut => "writing the checked-out files failed",
+            Phase::Fetching if library_text.contains("pack") => {
+                "the transfer of the pack from the server broke off"
+            }
+            Phase::Fetching => "talking to the server failed",
+        };
+        format!("{what}: {reason}")
     }
-    CloneFailure::Fatal(Error::Failed(message))
+}
+
+/// A certificate problem is configuration (a CA to trust, a name to use, a certificate to
+/// renew), so it ends the run at once; a failed handshake of another kind is retried.
+fn tls_failure(error: &rustls::Error, request: &CloneRequest) -> CloneFailure {
+    use rustls::{CertificateError as C, Error as E};
+    let host = request.url.host().unwrap_or_default().to_owned();
+    let fatal = |text: String| CloneFailure::Fatal(Error::Failed(format!("TLS: {text}")));
+    match error {
+        E::InvalidCertificate(C::UnknownIssuer) => fatal(format!(
+            "the certificate of {host} is signed by an unknown CA (trust that CA with \
+             --cacert FILE)"
+        )),
+        E::InvalidCertificate(C::NotValidForNameContext { presented, .. }) => fatal(format!(
+            "the certificate of {host} is not valid for that name; it is valid for {}",
+            if presented.is_empty() {
+                "no name at all".to_owned()
+            } else {
+                presented
+                    .iter()
+                    .map(|name| presented_name(name))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }
+        )),
+        E::InvalidCertificate(C::NotValidForName) => fatal(format!(
+            "the certificate of {host} is not valid for that name"
+        )),
+        E::InvalidCertificate(C::ExpiredContext { not_after, .. }) => fatal(format!(
+            "the certificate of {host} expired at {}",
+            httpdate::fmt_http_date(
+                std::time::UNIX_EPOCH + Duration::from_secs(not_after.as_secs())
+            )
+        )),
+        E::InvalidCertificate(C::Expired) => {
+            fatal(format!("the certificate of {host} has expired"))
+        }
+        E::InvalidCertificate(C::Revoked) => {
+            fatal(format!("the certificate of {host} has been revoked"))
+        }
+        E::InvalidCertificate(C::InvalidPurpose | C::InvalidPurposeContext { .. }) => fatal(
+            format!("the certificate of {host} is not meant for a TLS server"),
+        ),
+        E::AlertReceived(rustls::AlertDescription::CertificateRequired) => fatal(format!(
+            "{host} requires a client certificate (give one with --cert FILE --key FILE)"
+        )),
+        E::InvalidMessage(rustls::InvalidMessage::InvalidContentType) => CloneFailure::Retry(
+            format!("TLS: {host} does not speak TLS on that port (is the URL http://?)"),
+        ),
+        other => CloneFailure::Retry(format!("TLS handshake with {host} failed: {other}")),
+    }
+}
+
+/// A name from a certificate as rustls hands it over (`DnsName("a.example")`,
+/// `IpAddress(10.0.0.1)`), as the name alone.
+fn presented_name(name: &str) -> &str {
+    let name = name
+        .strip_prefix("DnsName(")
+        .or_else(|| name.strip_prefix("IpAddress("))
+        .and_then(|inner| inner.strip_suffix(')'))
+        .unwrap_or(name);
+    name.trim_matches('"')
+}
+
+/// Every cause of an error, outermost first. An io::Error's `source()` skips the error it
+/// wraps, and that is where rustls errors and the server's `ERR` lines hide, so it is
+/// looked into explicitly.
+fn causes(error: &gix::Error) -> Vec<&(dyn std::error::Error + 'static)> {
+    let mut found: Vec<&(dyn std::error::Error + 'static)> = Vec::new();
+    for cause in error.iter_errors() {
+        let mut next = Some(cause);
+        while let Some(cause) = next {
+            if found.len() > 64 || found.iter().any(|seen| std::ptr::addr_eq(*seen, cause)) {
+                break;
+            }
+            found.push(cause);
+            next = match cause.downcast_ref::<std::io::Error>() {
+                Some(io) => io.get_ref().map(|inner| inner as _),
+                None => cause.source(),
+            };
+        }
+    }
+    found
+}
+
+/// The most specific cause of an error, an I/O error in initbox's words.
+fn innermost(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut last = error;
+    while let Some(next) = last.source() {
+        last = next;
+    }
+    match last.downcast_ref::<std::io::Error>() {
+        Some(io) => crate::resolve::io_reason(io),
+        None => last.to_string(),
+    }
 }
 
 /// Disk trouble that no retry heals (the volume is full or mounted read-only), found among
@@ -278,13 +460,7 @@ fn write_failure<'a>(
     ))))
 }
 
-fn has_io_error(error: &gix::Error) -> bool {
-    error
-        .iter_errors()
-        .any(|cause| cause.downcast_ref::<std::io::Error>().is_some())
-}
-
-/// The chain of causes on one line, most specific last, without repeats.
+/// The library's chain of causes on one line, to look things up in (never printed).
 fn describe(error: &gix::Error) -> String {
     let mut parts: Vec<String> = Vec::new();
     for cause in error.iter_errors() {
@@ -419,4 +595,16 @@ pub fn find_ssh() -> Option<PathBuf> {
     std::env::split_paths(&std::env::var_os("PATH")?)
         .map(|dir| dir.join(&program))
         .find(|candidate| candidate.is_file())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn certificate_names_are_printed_bare() {
+        assert_eq!(presented_name("DnsName(\"git.example\")"), "git.example");
+        assert_eq!(presented_name("IpAddress(127.0.0.1)"), "127.0.0.1");
+        assert_eq!(presented_name("other"), "other");
+    }
 }

@@ -1,6 +1,7 @@
 //! Real git servers for the git-clone tests: repositories made with the git CLI, `git
 //! daemon` on a loopback port, and smart HTTP (`git http-backend` run as a CGI program by a
-//! small server here, with optional basic auth). Everything stays on 127.0.0.1.
+//! small server here, with optional basic auth), a proxy that stalls a transfer midway, and
+//! certificates that are expired. Everything stays on 127.0.0.1.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -57,6 +58,10 @@ impl TestRepo {
         std::fs::write(path.join("conf/app.conf"), "port = 8080\n").unwrap();
         std::fs::write(path.join("conf/nested/deep.txt"), "deep\n").unwrap();
         std::fs::write(path.join("run.sh"), "#!/bin/sh\necho run\n").unwrap();
+        // Executable on disk too: `git add -A` below takes the mode from the file.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path.join("run.sh"), std::fs::Permissions::from_mode(0o755))
+            .unwrap();
         git(&path, &["update-index", "--add", "--chmod=+x", "run.sh"]);
         std::os::unix::fs::symlink("conf/app.conf", path.join("current.conf")).unwrap();
         git(&path, &["add", "-A"]);
@@ -154,6 +159,14 @@ impl SmartHttp {
     pub fn start_tls(root: &Path, auth: Option<(&str, &str)>) -> SmartHttp {
         let (config, ca_pem) = super::http_server::server_tls_config();
         let mut server = Self::serve(root, auth, Some(Arc::new(config)));
+        server.ca_pem = Some(ca_pem);
+        server
+    }
+
+    /// Over HTTPS with a certificate for 127.0.0.1 and localhost that expired in 2020.
+    pub fn start_tls_expired(root: &Path) -> SmartHttp {
+        let (config, ca_pem) = expired_tls_config();
+        let mut server = Self::serve(root, None, Some(Arc::new(config)));
         server.ca_pem = Some(ca_pem);
         server
     }
@@ -413,4 +426,100 @@ pub fn tree_listing(dir: &Path) -> Vec<String> {
     }
     out.sort();
     out
+}
+
+fn expired_tls_config() -> (rustls::ServerConfig, String) {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let mut params =
+        CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
+    params.not_before = rcgen::date_time_ymd(2019, 1, 1);
+    params.not_after = rcgen::date_time_ymd(2020, 1, 1);
+    let cert = params.signed_by(&key, &ca).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap(),
+        )
+        .unwrap();
+    (config, ca.pem())
+}
+
+/// A TCP proxy to a git server that passes the first `limit` bytes the server sends on
+/// each connection and then stops passing anything, keeping both connections open: a server
+/// that stalls mid-transfer (the client sees no error, only silence).
+pub struct StallingProxy {
+    pub port: u16,
+    /// Bytes passed to the client so far, over all connections.
+    pub passed: Arc<Mutex<usize>>,
+    /// The stalled connections, held open for as long as the proxy lives.
+    _stalled: Arc<Mutex<Vec<TcpStream>>>,
+}
+
+impl StallingProxy {
+    pub fn start(upstream: u16, limit: usize) -> StallingProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let passed = Arc::new(Mutex::new(0));
+        let count = passed.clone();
+        let stalled = Arc::new(Mutex::new(Vec::new()));
+        let held = stalled.clone();
+        thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { break };
+                let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
+                    continue;
+                };
+                let (mut client_in, mut server_out) =
+                    (client.try_clone().unwrap(), server.try_clone().unwrap());
+                thread::spawn(move || {
+                    let _ = std::io::copy(&mut client_in, &mut server_out);
+                });
+                let (count, held) = (count.clone(), held.clone());
+                thread::spawn(move || {
+                    let (mut client, mut server) = (client, server);
+                    let mut buffer = [0u8; 4096];
+                    let mut sent = 0;
+                    while sent < limit {
+                        let Ok(n) = server.read(&mut buffer[..(limit - sent).min(4096)]) else {
+                            return;
+                        };
+                        if n == 0 || client.write_all(&buffer[..n]).is_err() {
+                            return;
+                        }
+                        sent += n;
+                        *count.lock().unwrap() += n;
+                    }
+                    // Stalled: both ends stay open, and nothing more is passed.
+                    held.lock().unwrap().extend([client, server]);
+                });
+            }
+        });
+        StallingProxy {
+            port,
+            passed,
+            _stalled: stalled,
+        }
+    }
+}
+
+/// A repository whose pack cannot be compressed below `size` bytes (one file of
+/// pseudo-random content), for transfers that must take many reads.
+pub fn incompressible_repo(root: &Path, name: &str, size: usize) -> PathBuf {
+    let path = root.join(name);
+    std::fs::create_dir_all(&path).unwrap();
+    git(&path, &["init", "-q", "-b", "main"]);
+    let mut rng = fastrand::Rng::with_seed(12);
+    let data: Vec<u8> = (0..size).map(|_| rng.u8(..)).collect();
+    std::fs::write(path.join("blob.bin"), data).unwrap();
+    git(&path, &["add", "-A"]);
+    git(&path, &["commit", "-q", "-m", "big"]);
+    path
 }
