@@ -40,6 +40,11 @@ impl FromStr for Duration {
         if text.is_empty() {
             return Err("empty duration (expected e.g. 30s, 2m30s or 1.5)".into());
         }
+        if text.starts_with("--") {
+            return Err(format!(
+                "'{text}' is not a duration (a flag in the wrong place?)"
+            ));
+        }
         if text.starts_with('-') {
             return Err(format!("negative duration '{text}'"));
         }

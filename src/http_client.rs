@@ -555,7 +555,7 @@ fn describe_transport(detail: &str) -> String {
 
 /// Whether a TLS failure is a matter of configuration (a certificate, a missing client
 /// certificate, a plain-HTTP port behind an https:// URL) rather than of the moment.
-fn is_tls_configuration(error: &rustls::Error) -> bool {
+pub fn is_tls_configuration(error: &rustls::Error) -> bool {
     use rustls::Error as E;
     match error {
         E::InvalidCertificate(_)
@@ -681,6 +681,18 @@ fn describe_certificate(error: &CertificateError, names: &[String]) -> String {
             expected.to_str(),
             names.join(", ")
         ),
+        C::NotValidForNameContext {
+            expected,
+            presented,
+        } if !presented.is_empty() => format!(
+            "TLS: the server certificate is not valid for {}: it is valid for {} (use one of those names in the URL, or fix the certificate)",
+            expected.to_str(),
+            presented
+                .iter()
+                .map(|name| presented_name(name))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
         C::NotValidForName | C::NotValidForNameContext { .. } => {
             "TLS: the server certificate is not valid for this host name".into()
         }
@@ -709,6 +721,17 @@ fn describe_certificate(error: &CertificateError, names: &[String]) -> String {
             in_words(&format!("{other:?}"))
         ),
     }
+}
+
+/// A name from a certificate as rustls hands it over (`DnsName("a.example")`,
+/// `IpAddress(10.0.0.1)`), as the name alone.
+fn presented_name(name: &str) -> &str {
+    let name = name
+        .strip_prefix("DnsName(")
+        .or_else(|| name.strip_prefix("IpAddress("))
+        .and_then(|inner| inner.strip_suffix(')'))
+        .unwrap_or(name);
+    name.trim_matches('"')
 }
 
 /// `PeerMisbehaved(IllegalMiddleboxChangeCipherSpec)` → `peer misbehaved (illegal

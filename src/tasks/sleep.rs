@@ -11,7 +11,7 @@ pub struct SleepArgs {
     /// How long: 60, 1.5, 90s, 2m30s.
     // Hyphen values reach the duration parser, which names `-5s` a negative duration
     // (clap alone would read it as the flags -5 and -s).
-    #[arg(value_name = "DURATION")]
+    #[arg(value_name = "DURATION", allow_hyphen_values = true)]
     pub duration: Duration,
     #[command(flatten)]
     pub then: Then,

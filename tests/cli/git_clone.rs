@@ -719,7 +719,7 @@ fn certificate_problems_end_the_run_at_once_saying_what_to_fix() {
     let cases: [(&str, &[&str], &Path, &str); 3] = [
         ("unknown CA", &[], &ca, "signed by an unknown CA"),
         ("wrong name", &["--cacert"], &ca, "valid for localhost"),
-        ("expired", &["--cacert"], &expired_ca, "expired at"),
+        ("expired", &["--cacert"], &expired_ca, "expired on"),
     ];
     for (what, cacert, ca_file, message) in cases {
         let url = match what {

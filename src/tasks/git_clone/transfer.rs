@@ -252,7 +252,7 @@ fn classify(
         .iter()
         .find_map(|cause| cause.downcast_ref::<rustls::Error>())
     {
-        return tls_failure(tls, request);
+        return tls_failure(tls);
     }
     // `ERR …` from the server (git daemon says "access denied or repository not exported"
     // for a missing repository): its answer, which waiting will not change.
@@ -342,66 +342,16 @@ impl Phase {
     }
 }
 
-/// A certificate problem is configuration (a CA to trust, a name to use, a certificate to
-/// renew), so it ends the run at once; a failed handshake of another kind is retried.
-fn tls_failure(error: &rustls::Error, request: &CloneRequest) -> CloneFailure {
-    use rustls::{CertificateError as C, Error as E};
-    let host = request.url.host().unwrap_or_default().to_owned();
-    let fatal = |text: String| CloneFailure::Fatal(Error::Failed(format!("TLS: {text}")));
-    match error {
-        E::InvalidCertificate(C::UnknownIssuer) => fatal(format!(
-            "the certificate of {host} is signed by an unknown CA (trust that CA with \
-             --cacert FILE)"
-        )),
-        E::InvalidCertificate(C::NotValidForNameContext { presented, .. }) => fatal(format!(
-            "the certificate of {host} is not valid for that name; it is valid for {}",
-            if presented.is_empty() {
-                "no name at all".to_owned()
-            } else {
-                presented
-                    .iter()
-                    .map(|name| presented_name(name))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            }
-        )),
-        E::InvalidCertificate(C::NotValidForName) => fatal(format!(
-            "the certificate of {host} is not valid for that name"
-        )),
-        E::InvalidCertificate(C::ExpiredContext { not_after, .. }) => fatal(format!(
-            "the certificate of {host} expired at {}",
-            httpdate::fmt_http_date(
-                std::time::UNIX_EPOCH + Duration::from_secs(not_after.as_secs())
-            )
-        )),
-        E::InvalidCertificate(C::Expired) => {
-            fatal(format!("the certificate of {host} has expired"))
-        }
-        E::InvalidCertificate(C::Revoked) => {
-            fatal(format!("the certificate of {host} has been revoked"))
-        }
-        E::InvalidCertificate(C::InvalidPurpose | C::InvalidPurposeContext { .. }) => fatal(
-            format!("the certificate of {host} is not meant for a TLS server"),
-        ),
-        E::AlertReceived(rustls::AlertDescription::CertificateRequired) => fatal(format!(
-            "{host} requires a client certificate (give one with --cert FILE --key FILE)"
-        )),
-        E::InvalidMessage(rustls::InvalidMessage::InvalidContentType) => CloneFailure::Retry(
-            format!("TLS: {host} does not speak TLS on that port (is the URL http://?)"),
-        ),
-        other => CloneFailure::Retry(format!("TLS handshake with {host} failed: {other}")),
+/// A TLS problem that is configuration (a CA to trust, a name to use, a certificate to
+/// renew, a plain-HTTP port behind https://) ends the run at once, in the words register
+/// and fetch use; a failed handshake of another kind is retried.
+fn tls_failure(error: &rustls::Error) -> CloneFailure {
+    let reason = http_client::describe_tls(error);
+    if http_client::is_tls_configuration(error) {
+        CloneFailure::Fatal(Error::Failed(reason))
+    } else {
+        CloneFailure::Retry(reason)
     }
-}
-
-/// A name from a certificate as rustls hands it over (`DnsName("a.example")`,
-/// `IpAddress(10.0.0.1)`), as the name alone.
-fn presented_name(name: &str) -> &str {
-    let name = name
-        .strip_prefix("DnsName(")
-        .or_else(|| name.strip_prefix("IpAddress("))
-        .and_then(|inner| inner.strip_suffix(')'))
-        .unwrap_or(name);
-    name.trim_matches('"')
 }
 
 /// Every cause of an error, outermost first. An io::Error's `source()` skips the error it
@@ -595,16 +545,4 @@ pub fn find_ssh() -> Option<PathBuf> {
     std::env::split_paths(&std::env::var_os("PATH")?)
         .map(|dir| dir.join(&program))
         .find(|candidate| candidate.is_file())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn certificate_names_are_printed_bare() {
-        assert_eq!(presented_name("DnsName(\"git.example\")"), "git.example");
-        assert_eq!(presented_name("IpAddress(127.0.0.1)"), "127.0.0.1");
-        assert_eq!(presented_name("other"), "other");
-    }
 }
