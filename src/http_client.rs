@@ -762,6 +762,10 @@ pub fn parse_url(text: &str) -> Result<Url, String> {
     if url.port() == Some(0) {
         return Err(format!("'{text}': port 0 cannot be connected to"));
     }
+    // A host that cannot be a DNS name is a usage error now, not a lookup retried later.
+    if let Some(url::Host::Domain(name)) = url.host() {
+        crate::resolve::check_host_name(name).map_err(|reason| format!("'{text}': {reason}"))?;
+    }
     match url.scheme() {
         "http" | "https" if url.host_str().is_some_and(|h| !h.is_empty()) => Ok(url),
         "http" | "https" => Err(format!("'{text}' has no host")),

@@ -624,3 +624,42 @@ fn unreadable_files_are_named() {
         check(case, &output);
     }
 }
+
+#[test]
+fn a_host_that_cannot_be_a_dns_name_is_a_usage_error_for_every_command_with_a_host() {
+    let sandbox = Sandbox::new();
+    let long = format!("{}.example", "a".repeat(64));
+    let dest = sandbox.path("dest");
+    let dest = dest.to_str().unwrap();
+    let cases = [
+        vec!["wait-for-dns".to_owned(), long.clone()],
+        vec!["wait-for-tcp".to_owned(), format!("{long}:80")],
+        vec!["wait-for-http".to_owned(), format!("http://{long}/")],
+        vec!["register".to_owned(), format!("http://{long}/register")],
+        vec![
+            "fetch".to_owned(),
+            format!("http://{long}/f"),
+            "-o".into(),
+            dest.into(),
+        ],
+        vec![
+            "git-clone".to_owned(),
+            format!("https://{long}/repo.git"),
+            dest.into(),
+        ],
+        vec![
+            "git-clone".to_owned(),
+            format!("git@{long}:org/repo.git"),
+            dest.into(),
+        ],
+    ];
+    let cases: Vec<Bad> = cases
+        .iter()
+        .map(|args| {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            bad(2, &args, "a label holds at most 63")
+        })
+        .collect();
+    check_all(&sandbox, &cases);
+    assert!(!sandbox.path("dest").exists());
+}

@@ -97,6 +97,13 @@ fn parse_repo(text: &str) -> Result<(gix::Url, Option<Credentials>)> {
     if url.port == Some(0) {
         return Err(port_zero());
     }
+    if url.scheme != gix::url::Scheme::File
+        && let Some(host) = url.host()
+    {
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        crate::resolve::check_host_name(host)
+            .map_err(|reason| Error::Usage(format!("'{}': {reason}", redact_repo(text))))?;
+    }
     let mut credentials = None;
     if matches!(url.scheme, gix::url::Scheme::Http | gix::url::Scheme::Https) {
         if let Some(password) = url.password().map(str::to_owned) {
