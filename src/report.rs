@@ -147,21 +147,6 @@ fn step_name() -> Option<std::sync::Arc<str>> {
     crate::step::current().map(|step| step.name)
 }
 
-/// The step the current work belongs to (see `step::current`).
-pub fn current_step() -> Option<crate::step::Context> {
-    crate::step::current()
-}
-
-/// `work` (to be spawned) stays in the current step (see `step::keep`).
-pub fn keep_step<F: std::future::Future>(work: F) -> impl std::future::Future<Output = F::Output> {
-    crate::step::keep(work)
-}
-
-/// Runs blocking `work` on this thread in the step `step` (see `step::on_thread`).
-pub fn on_thread_as<T>(step: Option<crate::step::Context>, work: impl FnOnce() -> T) -> T {
-    crate::step::on_thread(step, work)
-}
-
 pub fn error(event: &str, message: impl Into<String>) {
     Event::new(Level::Error, event, message).emit();
 }

@@ -96,7 +96,7 @@ pub async fn wait_for_all<P: Probe>(
     for (index, probe) in probes.into_iter().enumerate() {
         let state = Arc::new(Mutex::new(Progress::default()));
         progress.push(state.clone());
-        tasks.spawn(report::keep_step(async move {
+        tasks.spawn(crate::step::keep(async move {
             (index, watch(probe, options, start, state).await)
         }));
     }

@@ -545,7 +545,7 @@ async fn ping_counted(
     let mut tasks = JoinSet::new();
     for (index, host) in hosts.iter().cloned().enumerate() {
         let (resolver, sockets) = (resolver.clone(), sockets.clone());
-        tasks.spawn(report::keep_step(async move {
+        tasks.spawn(crate::step::keep(async move {
             (index, ping_host(host, plan, resolver, sockets).await)
         }));
     }

@@ -284,11 +284,11 @@ impl Probe for CloneProbe {
         };
         let destination = self.destination.clone();
         let repo = self.repo_id.clone();
-        let step = report::current_step();
+        let step = crate::step::current();
         let claim = self.claim.clone();
         let outcome = tokio::task::spawn_blocking(move || {
             let _claim = claim;
-            report::on_thread_as(step, || {
+            crate::step::on_thread(step, || {
                 clone_and_install(&destination, &request, repo, &interrupt, &state)
             })
         })
@@ -394,8 +394,8 @@ fn describe_found(found: &Found) -> String {
 /// Runs local file work off the runtime thread, so that a signal still ends initbox at once
 /// (the work itself is safe to cut short: see `destination`).
 async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T> {
-    let step = report::current_step();
-    tokio::task::spawn_blocking(move || report::on_thread_as(step, work))
+    let step = crate::step::current();
+    tokio::task::spawn_blocking(move || crate::step::on_thread(step, work))
         .await
         .map_err(|e| Error::Failed(format!("the checkout work stopped: {e}")))
 }

@@ -436,9 +436,9 @@ struct ProgressReporter {
 impl ProgressReporter {
     fn start(root: Arc<Root>) -> Self {
         let (stop, stopped) = std::sync::mpsc::channel::<()>();
-        let step = report::current_step();
+        let step = crate::step::current();
         let thread = std::thread::spawn(move || {
-            report::on_thread_as(step, || Self::report_until(&root, &stopped))
+            crate::step::on_thread(step, || Self::report_until(&root, &stopped))
         });
         ProgressReporter {
             stop: Some(stop),
