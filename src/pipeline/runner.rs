@@ -154,6 +154,8 @@ pub async fn run(pipeline: Pipeline, outputs: Outputs) -> Result<()> {
     // A status file that cannot be written is a mistake in the pod spec (a read-only or
     // missing volume): said before any step runs, not discovered after the work is done.
     let (summary, written) = shared.apply(|status| status.phase = "Running");
+    let written =
+        written.and_then(|()| status::check_termination_log(outputs.termination_log.as_deref()));
     if let Err(message) = written {
         guard.finished = true;
         status::write_termination_message(outputs.termination_log.as_deref(), &message);

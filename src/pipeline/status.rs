@@ -188,6 +188,32 @@ pub fn write_termination_message(explicit: Option<&Path>, message: &str) {
     }
 }
 
+/// Finds out, before the first step, whether an explicit `--termination-log PATH` can be
+/// written, so a wrong path is said at the start instead of being found when the run has
+/// failed and the message is lost. Nothing is left behind: an existing file is opened
+/// without truncating it, a new one is created and removed again.
+pub fn check_termination_log(explicit: Option<&Path>) -> Result<(), String> {
+    let Some(path) = explicit else {
+        return Ok(());
+    };
+    let opened = if path.exists() {
+        std::fs::OpenOptions::new().write(true).open(path).map(drop)
+    } else {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(path)
+            .and_then(|_| std::fs::remove_file(path))
+    };
+    opened.map_err(|error| {
+        format!(
+            "cannot write the termination message to {}: {}",
+            path.display(),
+            crate::resolve::io_reason(&error)
+        )
+    })
+}
+
 /// At most `limit` bytes, cut at a character boundary, on one line.
 fn truncate(text: &str, limit: usize) -> String {
     let line = text.replace('\n', " ");

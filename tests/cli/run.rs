@@ -700,3 +700,35 @@ fn check_warns_about_variables_only_the_pod_has_and_can_be_made_strict() {
         .assert_code(78)
         .assert_stderr_contains("undefined variable $(DB_HOST)");
 }
+
+#[test]
+fn an_unwritable_termination_log_stops_the_run_before_its_first_step() {
+    let sandbox = Sandbox::new();
+    let pipeline = sandbox.write(
+        "pipeline.yaml",
+        "steps:\n  - name: nap\n    sleep: {duration: 0}\n",
+    );
+    let output = sandbox
+        .initbox()
+        .args(["run", "--termination-log"])
+        .arg(sandbox.path("missing-dir/termination-log"))
+        .arg("-f")
+        .arg(&pipeline)
+        .run();
+    output
+        .assert_code(1)
+        .assert_stderr_contains("cannot write the termination message to")
+        .assert_stderr_contains("missing-dir/termination-log: no such file or directory");
+    assert!(!output.stderr.contains("started"), "{}", output.stderr);
+    // A writable one is checked without leaving a file behind when the run succeeds.
+    let log = sandbox.path("termination-log");
+    sandbox
+        .initbox()
+        .args(["run", "--termination-log"])
+        .arg(&log)
+        .arg("-f")
+        .arg(&pipeline)
+        .run()
+        .assert_code(0);
+    assert!(!log.exists());
+}
