@@ -583,17 +583,23 @@ fn secrets_stay_out_of_the_status_file_and_the_termination_message() {
     );
 }
 
-#[test]
-fn a_step_timeout_is_the_limit_its_task_announces_and_keeps_with_its_last_error() {
+/// A pipeline (`top` keys, then one step `db` with `step` keys) that waits for a port where
+/// nothing listens.
+fn wait_on_a_refused_port(top: &str, step: &str) -> crate::support::Output {
     let sandbox = Sandbox::new();
     let port = crate::support::free_port("127.0.0.1");
     let pipeline = sandbox.write(
         "pipeline.yaml",
         &format!(
-            "restartPolicy: Never\nsteps:\n  - name: db\n    wait-for-tcp: {{targets: [\"127.0.0.1:{port}\"]}}\n    timeout: 700ms\n"
+            "{top}steps:\n  - name: db\n    wait-for-tcp: {{targets: [\"127.0.0.1:{port}\"]}}\n{step}"
         ),
     );
-    let output = sandbox.initbox().arg("run").arg("-f").arg(&pipeline).run();
+    sandbox.initbox().arg("run").arg("-f").arg(&pipeline).run()
+}
+
+#[test]
+fn a_step_timeout_is_the_limit_its_task_announces_and_keeps_with_its_last_error() {
+    let output = wait_on_a_refused_port("restartPolicy: Never\n", "    timeout: 700ms\n");
     output
         .assert_code(124)
         .assert_stderr_contains("(tcp, timeout 700ms)")
@@ -603,15 +609,7 @@ fn a_step_timeout_is_the_limit_its_task_announces_and_keeps_with_its_last_error(
 
 #[test]
 fn the_active_deadline_names_the_running_step_and_its_last_error_without_a_restart() {
-    let sandbox = Sandbox::new();
-    let port = crate::support::free_port("127.0.0.1");
-    let pipeline = sandbox.write(
-        "pipeline.yaml",
-        &format!(
-            "activeDeadline: 800ms\nsteps:\n  - name: db\n    wait-for-tcp: {{targets: [\"127.0.0.1:{port}\"]}}\n"
-        ),
-    );
-    let output = sandbox.initbox().arg("run").arg("-f").arg(&pipeline).run();
+    let output = wait_on_a_refused_port("activeDeadline: 800ms\n", "");
     output
         .assert_code(124)
         .assert_stderr_contains(

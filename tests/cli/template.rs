@@ -9,24 +9,26 @@ use std::time::{Duration, SystemTime};
 
 use crate::support::{Cmd, Output, Sandbox, path_str, tree};
 
-/// A python3 that can import jinja2: Debian's (where `apt-get install python3-jinja2` puts
-/// it) first, then whichever `python3` is first on PATH (a pyenv one, say).
+/// A python3 that can import `module`: Debian's (where `apt-get install PACKAGE` puts it)
+/// first, then whichever `python3` is first on PATH (a pyenv one, say).
+fn python_with(module: &str, package: &str) -> &'static str {
+    ["/usr/bin/python3", "python3"]
+        .into_iter()
+        .find(|python| {
+            Command::new(python)
+                .args(["-c", &format!("import {module}")])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|status| status.success())
+        })
+        .unwrap_or_else(|| panic!("no python3 with {module}: apt-get install {package}"))
+}
+
 fn python_with_jinja2() -> &'static str {
     static PYTHON: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
-    PYTHON.get_or_init(|| {
-        ["/usr/bin/python3", "python3"]
-            .into_iter()
-            .find(|python| {
-                Command::new(python)
-                    .args(["-c", "import jinja2"])
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .status()
-                    .is_ok_and(|status| status.success())
-            })
-            .expect("no python3 with jinja2: apt-get install python3-jinja2")
-    })
+    PYTHON.get_or_init(|| python_with("jinja2", "python3-jinja2"))
 }
 
 /// Renders `template` with python3's Jinja2 set up as initbox sets up minijinja; the
@@ -1313,24 +1315,10 @@ fn an_unwritable_directory_in_dest_writes_nothing_and_leaves_no_temp_file() {
     );
 }
 
-/// /usr/bin/python3 with ruamel.yaml (Debian's python3-ruamel.yaml), or any python3 on PATH
-/// that has it.
+/// The YAML 1.2 reference: Debian's python3-ruamel.yaml.
 fn python_with_ruamel() -> &'static str {
     static PYTHON: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
-    PYTHON.get_or_init(|| {
-        ["/usr/bin/python3", "python3"]
-            .into_iter()
-            .find(|python| {
-                Command::new(python)
-                    .args(["-c", "import ruamel.yaml"])
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .status()
-                    .is_ok_and(|status| status.success())
-            })
-            .expect("no python3 with ruamel.yaml: apt-get install python3-ruamel.yaml")
-    })
+    PYTHON.get_or_init(|| python_with("ruamel.yaml", "python3-ruamel.yaml"))
 }
 
 /// Each scalar as `TYPE:VALUE` when ruamel.yaml reads `k: SCALAR` as YAML 1.2, or `error`.
