@@ -19,7 +19,7 @@ fn code_0_when_every_target_is_ready() {
 
 #[test]
 fn code_1_when_the_task_fails_for_good_permission_denied() {
-    if !need_root("code_1_when_the_task_fails_for_good_permission_denied") {
+    if !need_root() {
         return;
     }
     // A 'prohibit' route in a private network namespace: connect() gets EACCES, which no

@@ -446,7 +446,7 @@ fn credentials_for_plain_http_are_a_usage_error_before_any_request() {
 
 #[test]
 fn the_root_of_a_mounted_volume_is_filled_and_switched_in_place() {
-    if !need_root("the_root_of_a_mounted_volume_is_filled_and_switched_in_place") {
+    if !need_root() {
         return;
     }
     let sandbox = Sandbox::new();
@@ -785,7 +785,7 @@ fn an_unwritable_dest_ends_at_once_before_any_request() {
     }
     assert!(server.requests.lock().unwrap().is_empty());
 
-    if !need_root("an_unwritable_dest_ends_at_once_before_any_request") {
+    if !need_root() {
         return;
     }
     let volume = sandbox.path("ro");

@@ -55,7 +55,8 @@ struct KillMoments {
 }
 
 impl KillMoments {
-    fn new(test: &str, span: Duration, trials: u32) -> Self {
+    fn new(span: Duration, trials: u32) -> Self {
+        let test = crate::support::test_name();
         let seed = std::env::var(SEED_VAR)
             .ok()
             .and_then(|s| s.trim().parse().ok())
@@ -235,8 +236,7 @@ enum CloneStart {
 #[test]
 fn sigkill_during_git_clone_leaves_dest_as_before_or_complete() {
     let _serial = crate::support::one_at_a_time();
-    let test = "sigkill_during_git_clone_leaves_dest_as_before_or_complete";
-    if !need_root(test) {
+    if !need_root() {
         return;
     }
     let sandbox = Sandbox::new();
@@ -275,7 +275,7 @@ fn sigkill_during_git_clone_leaves_dest_as_before_or_complete() {
         CloneStart::Missing,
     ];
     let trials = TRIALS / 2 * starts.len() as u32;
-    let mut moments = KillMoments::new(test, took, trials);
+    let mut moments = KillMoments::new(took, trials);
     let mut installs_cut_short = 0;
     for trial in 0..trials {
         let start = starts[trial as usize % starts.len()];
@@ -353,7 +353,6 @@ fn sigkill_during_git_clone_leaves_dest_as_before_or_complete() {
 #[test]
 fn sigkill_during_fetch_leaves_the_old_file_or_the_new_one() {
     let _serial = crate::support::one_at_a_time();
-    let test = "sigkill_during_fetch_leaves_the_old_file_or_the_new_one";
     let sandbox = Sandbox::new();
     let body = noise(&mut fastrand::Rng::with_seed(11), 64 * 1024).into_bytes();
     // 2 MiB in 64 KiB pieces 10 ms apart: a third of a second, most of it mid-download.
@@ -370,7 +369,7 @@ fn sigkill_during_fetch_leaves_the_old_file_or_the_new_one() {
             .arg(&dest)
     };
     let took = unkilled_run(|| fetch().run().assert_code(0).elapsed);
-    let mut moments = KillMoments::new(test, took, TRIALS);
+    let mut moments = KillMoments::new(took, TRIALS);
     for trial in 0..TRIALS {
         let had_old = trial % 2 == 0;
         if had_old {
@@ -432,7 +431,6 @@ fn template_tree(src: &Path) {
 #[test]
 fn sigkill_during_a_directory_render_leaves_each_file_old_or_new() {
     let _serial = crate::support::one_at_a_time();
-    let test = "sigkill_during_a_directory_render_leaves_each_file_old_or_new";
     let sandbox = Sandbox::new();
     let src = sandbox.path("templates");
     template_tree(&src);
@@ -456,7 +454,7 @@ fn sigkill_during_a_directory_render_leaves_each_file_old_or_new() {
         render(&dest, "2").run().assert_code(0).elapsed
     });
 
-    let mut moments = KillMoments::new(test, took, TRIALS);
+    let mut moments = KillMoments::new(took, TRIALS);
     for trial in 0..TRIALS {
         // Even trials render over the previous release, odd ones into an empty DEST.
         let had_old = trial % 2 == 0;
@@ -521,7 +519,6 @@ fn sigkill_during_a_directory_render_leaves_each_file_old_or_new() {
 #[test]
 fn sigkill_during_a_pipeline_leaves_a_valid_status_file() {
     let _serial = crate::support::one_at_a_time();
-    let test = "sigkill_during_a_pipeline_leaves_a_valid_status_file";
     let sandbox = Sandbox::new();
     // Eight short steps: two status transitions each, the file rewritten every time.
     let steps: String = (0..8)
@@ -556,7 +553,7 @@ fn sigkill_during_a_pipeline_leaves_a_valid_status_file() {
         Some(status)
     };
     let took = unkilled_run(|| run().run().assert_code(0).elapsed);
-    let mut moments = KillMoments::new(test, took, TRIALS);
+    let mut moments = KillMoments::new(took, TRIALS);
     for trial in 0..TRIALS {
         // Odd trials start without a status file, even ones with the last run's.
         if trial % 2 == 1 {
@@ -615,8 +612,7 @@ fn waiting(name: &'static str, args: &[&str], waiting: &'static str) -> WaitingC
 #[test]
 fn sigterm_to_pid_1_ends_every_waiting_command_within_a_second() {
     let _serial = crate::support::one_at_a_time();
-    let test = "sigterm_to_pid_1_ends_every_waiting_command_within_a_second";
-    if !need_root(test) {
+    if !need_root() {
         return;
     }
     let sandbox = Sandbox::new();
@@ -962,7 +958,7 @@ fn every_waiting_command_ends_within_50ms_of_its_deadline() {
             },
         ]);
     } else {
-        skip("ping deadlines", "needs root for a network namespace");
+        skip("needs root for a network namespace");
     }
 
     // Every command of the registry is covered, or says why it has no deadline.
@@ -1139,12 +1135,11 @@ impl Drop for NetNs {
 #[test]
 fn a_tcp_target_that_drops_syns_hits_the_connect_timeout() {
     let _serial = crate::support::one_at_a_time();
-    let test = "a_tcp_target_that_drops_syns_hits_the_connect_timeout";
-    if !need_root(test) {
+    if !need_root() {
         return;
     }
     if Command::new("nft").arg("--version").output().is_err() {
-        skip(test, "nft is not installed");
+        skip("nft is not installed");
         return;
     }
     let sandbox = Sandbox::new();

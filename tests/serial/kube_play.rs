@@ -553,10 +553,10 @@ struct KubePlay {
 impl KubePlay {
     /// None (after saying why) where the test cannot run.
     fn new(test: &'static str, extra_tools: &[&str]) -> Option<KubePlay> {
-        if !need_root(test) {
+        if !need_root() {
             return None;
         }
-        let binary = static_binary(test)?;
+        let binary = static_binary()?;
         let missing: Vec<&str> = ["podman", "buildah", "runc", "nsenter", "ip"]
             .iter()
             .chain(extra_tools)
@@ -564,7 +564,7 @@ impl KubePlay {
             .filter(|tool| !on_path(tool))
             .collect();
         if !missing.is_empty() {
-            skip(test, &format!("needs {} on PATH", missing.join(", ")));
+            skip(&format!("needs {} on PATH", missing.join(", ")));
             return None;
         }
         let dir = tempfile::tempdir().unwrap();

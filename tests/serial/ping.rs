@@ -38,7 +38,7 @@ fn assert_summary(output: &Output, host: &str, sent: u32) {
 #[test]
 fn count_mode_prints_a_line_per_reply_and_a_summary() {
     let _serial = crate::support::one_at_a_time();
-    if !need_root("count_mode_prints_a_line_per_reply_and_a_summary") {
+    if !need_root() {
         return;
     }
     let sandbox = Sandbox::new();
@@ -67,7 +67,7 @@ fn count_mode_prints_a_line_per_reply_and_a_summary() {
 #[test]
 fn count_mode_over_ipv6() {
     let _serial = crate::support::one_at_a_time();
-    if !need_root("count_mode_over_ipv6") {
+    if !need_root() {
         return;
     }
     let sandbox = Sandbox::new();
@@ -88,7 +88,7 @@ fn count_mode_over_ipv6() {
 #[test]
 fn wait_mode_is_ready_on_the_first_reply() {
     let _serial = crate::support::one_at_a_time();
-    if !need_root("wait_mode_is_ready_on_the_first_reply") {
+    if !need_root() {
         return;
     }
     let sandbox = Sandbox::new();
@@ -108,7 +108,7 @@ fn wait_mode_is_ready_on_the_first_reply() {
 #[test]
 fn a_name_is_resolved_and_its_first_address_pinged() {
     let _serial = crate::support::one_at_a_time();
-    if !need_root("a_name_is_resolved_and_its_first_address_pinged") {
+    if !need_root() {
         return;
     }
     // The sandbox's hosts file lists localhost as 127.0.0.1, then ::1.
@@ -141,7 +141,7 @@ fn a_name_is_resolved_and_its_first_address_pinged() {
 #[test]
 fn the_same_address_twice_is_pinged_twice() {
     let _serial = crate::support::one_at_a_time();
-    if !need_root("the_same_address_twice_is_pinged_twice") {
+    if !need_root() {
         return;
     }
     // Replies are matched by address and sequence: the hosts must not steal each other's.
@@ -177,7 +177,7 @@ fn unprivileged(sandbox: &Sandbox, range: &str, args: &[&str]) -> Output {
 #[test]
 fn an_unprivileged_user_pings_where_ping_group_range_allows_it() {
     let _serial = crate::support::one_at_a_time();
-    if !need_root("an_unprivileged_user_pings_where_ping_group_range_allows_it") {
+    if !need_root() {
         return;
     }
     let sandbox = Sandbox::new();
@@ -196,7 +196,7 @@ fn an_unprivileged_user_pings_where_ping_group_range_allows_it() {
 #[test]
 fn neither_socket_allowed_fails_at_once_naming_both_remedies() {
     let _serial = crate::support::one_at_a_time();
-    if !need_root("neither_socket_allowed_fails_at_once_naming_both_remedies") {
+    if !need_root() {
         return;
     }
     let sandbox = Sandbox::new();
@@ -335,7 +335,7 @@ fn a_host_that_appears_later(pair: &VethPair, address: &str) {
 #[test]
 fn a_host_that_appears_later_is_seen() {
     let _serial = crate::support::one_at_a_time();
-    if !need_root("a_host_that_appears_later_is_seen") {
+    if !need_root() {
         return;
     }
     let pair = VethPair::create(0);
@@ -345,7 +345,7 @@ fn a_host_that_appears_later_is_seen() {
 #[test]
 fn an_ipv6_host_that_appears_later_is_seen() {
     let _serial = crate::support::one_at_a_time();
-    if !need_root("an_ipv6_host_that_appears_later_is_seen") {
+    if !need_root() {
         return;
     }
     let pair = VethPair::create(1);
@@ -355,7 +355,7 @@ fn an_ipv6_host_that_appears_later_is_seen() {
 #[test]
 fn a_host_that_never_answers_times_out_naming_it() {
     let _serial = crate::support::one_at_a_time();
-    if !need_root("a_host_that_never_answers_times_out_naming_it") {
+    if !need_root() {
         return;
     }
     let pair = VethPair::create(2);
@@ -419,7 +419,7 @@ fn a_host_that_never_answers_times_out_naming_it() {
 #[test]
 fn count_mode_ends_at_the_timeout_not_at_the_next_echo() {
     let _serial = crate::support::one_at_a_time();
-    if !need_root("count_mode_ends_at_the_timeout_not_at_the_next_echo") {
+    if !need_root() {
         return;
     }
     let sandbox = Sandbox::new();

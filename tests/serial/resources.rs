@@ -93,7 +93,7 @@ fn http_probes_do_not_leak_sockets() {
 #[test]
 fn ping_probes_do_not_leak_sockets() {
     let _serial = crate::support::one_at_a_time();
-    if !need_root("ping_probes_do_not_leak_sockets") {
+    if !need_root() {
         return;
     }
     // A namespace with only loopback: every echo fails at once (network unreachable), so
@@ -136,7 +136,7 @@ fn peak_rss_kib(pid: u32) -> u64 {
 #[test]
 fn waiting_stays_under_8_mib() {
     let _serial = crate::support::one_at_a_time();
-    let Some(binary) = static_binary("waiting_stays_under_8_mib") else {
+    let Some(binary) = static_binary() else {
         return;
     };
     let sandbox = Sandbox::new();

@@ -45,7 +45,7 @@ fn sigint_ends_a_sleep_with_130() {
 #[test]
 fn pid_1_reaps_orphaned_children() {
     let _serial = crate::support::one_at_a_time();
-    if !need_root("pid_1_reaps_orphaned_children") {
+    if !need_root() {
         return;
     }
     let sandbox = Sandbox::new();

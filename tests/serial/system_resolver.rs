@@ -18,7 +18,7 @@ struct PodNetwork {
 impl PodNetwork {
     fn create() -> Option<Self> {
         if Command::new("dnsmasq").arg("--version").output().is_err() {
-            crate::support::skip("system_resolver", "dnsmasq is not installed");
+            crate::support::skip("dnsmasq is not installed");
             return None;
         }
         let name = format!("initbox-t{}", std::process::id());
@@ -96,7 +96,7 @@ fn run(args: &[&str]) {
 #[test]
 fn short_name_resolves_through_the_pods_resolv_conf_once_the_service_appears() {
     let _serial = crate::support::one_at_a_time();
-    if !need_root("short_name_resolves_through_the_pods_resolv_conf") {
+    if !need_root() {
         return;
     }
     let Some(pod) = PodNetwork::create() else {

@@ -400,18 +400,25 @@ pub fn is_root() -> bool {
 
 /// Namespaces need root (as on CI); elsewhere the test says so and does nothing.
 #[must_use]
-pub fn need_root(test: &str) -> bool {
+pub fn need_root() -> bool {
     if is_root() {
         true
     } else {
-        skip(test, "needs root for namespaces");
+        skip("needs root for namespaces");
         false
     }
 }
 
+/// The running test's name: libtest runs each test on a thread named after it, so a test
+/// never repeats its own name by hand (where copies drift).
+pub fn test_name() -> String {
+    std::thread::current().name().unwrap_or("a test").to_owned()
+}
+
 /// A test that cannot run on this machine says why and returns. With INITBOX_TEST_STRICT
 /// set (CI sets it, where everything is provided) a skip fails the test instead.
-pub fn skip(test: &str, reason: &str) {
+pub fn skip(reason: &str) {
+    let test = test_name();
     if std::env::var_os("INITBOX_TEST_STRICT").is_some_and(|value| !value.is_empty()) {
         panic!("{test}: cannot run ({reason}), and INITBOX_TEST_STRICT forbids skipping");
     }
@@ -420,11 +427,10 @@ pub fn skip(test: &str, reason: &str) {
 
 /// The static release binary (`images/build.sh`), as shipped in the image, named by
 /// INITBOX_STATIC_BINARY; None (after saying why, see [`skip`]) when it is not given.
-pub fn static_binary(test: &str) -> Option<PathBuf> {
+pub fn static_binary() -> Option<PathBuf> {
     let binary = std::env::var_os("INITBOX_STATIC_BINARY").map(PathBuf::from);
     if binary.is_none() {
         skip(
-            test,
             "needs the static binary: run images/build.sh, then set \
              INITBOX_STATIC_BINARY=target/static/initbox",
         );
