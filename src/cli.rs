@@ -1,12 +1,12 @@
 //! The clap tree: every command, every flag, every `INITBOX_*` environment fallback.
 //!
 //! Each task's own arguments live beside its code (`checks::tcp::TcpArgs`, …) so that the
-//! type a flag parses into is the type the task runs with; this file only assembles them
-//! and holds the flag groups several commands share.
+//! type a flag parses into is the type the task runs with, and each flag group several
+//! commands share lives beside the code that gives it meaning (`wait::RetryArgs`,
+//! `wait::WaitArgs`, `resolve::ResolverArgs`, `http_client::TlsArgs`, `exec::Then`): this
+//! file only assembles them, and applies the conventions every flag follows.
 
 use std::ffi::OsString;
-use std::path::PathBuf;
-use std::time::Duration as StdDuration;
 
 use clap::builder::BoolishValueParser;
 use clap::error::{ContextKind, ContextValue};
@@ -17,17 +17,13 @@ use crate::checks::http::HttpArgs;
 use crate::checks::ping::PingArgs;
 use crate::checks::tcp::TcpArgs;
 use crate::docs::{CompletionsArgs, ManArgs};
-use crate::duration::Duration;
-use crate::exit::Result;
 use crate::pipeline::RunArgs;
 use crate::report::LogFormat;
-use crate::resolve::{self, Nameserver, ResolverSettings};
 use crate::tasks::fetch::FetchArgs;
 use crate::tasks::git_clone::GitCloneArgs;
 use crate::tasks::register::RegisterArgs;
 use crate::tasks::sleep::SleepArgs;
 use crate::tasks::template::TemplateArgs;
-use crate::wait::WaitOptions;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -258,118 +254,6 @@ pub fn requested_log_format(argv: &[OsString]) -> LogFormat {
     match asked {
         Some(format) if format.eq_ignore_ascii_case("json") => LogFormat::Json,
         _ => LogFormat::Text,
-    }
-}
-
-/// `-- CMD ARGS...`: what to execute in place of initbox once the command succeeded.
-#[derive(Debug, Clone, Default, clap::Args)]
-pub struct Then {
-    /// After success, replace initbox with this command (no shell needed).
-    #[arg(last = true, value_name = "CMD", help_heading = "Hand-off")]
-    pub command: Vec<OsString>,
-}
-
-/// The flags of every command that retries through the wait engine; see `wait`.
-#[derive(Debug, Clone, clap::Args)]
-#[command(next_help_heading = "Waiting")]
-pub struct RetryArgs {
-    /// Give up after this long (0 = never); exit code 124 (timed out).
-    #[arg(
-        long,
-        env = "INITBOX_TIMEOUT",
-        default_value = "5m",
-        value_name = "DURATION"
-    )]
-    pub timeout: Duration,
-    /// Pause between attempts once the first 10 s of fast (50 ms) attempts are over; ±10 % jitter.
-    #[arg(
-        long,
-        env = "INITBOX_INTERVAL",
-        default_value = "1s",
-        value_name = "DURATION",
-        value_parser = Duration::positive
-    )]
-    pub interval: Duration,
-    /// Abandon a single attempt after this long.
-    #[arg(
-        long,
-        env = "INITBOX_ATTEMPT_TIMEOUT",
-        default_value = "2s",
-        value_name = "DURATION",
-        value_parser = Duration::positive
-    )]
-    pub attempt_timeout: Duration,
-}
-
-/// The flags of the checks (wait-for-*, ping): retrying, and `--invert`.
-#[derive(Debug, Clone, clap::Args)]
-pub struct WaitArgs {
-    #[command(flatten)]
-    pub retry: RetryArgs,
-    /// Wait until the targets are NOT ready (a port closed, a name gone).
-    #[arg(long, env = "INITBOX_INVERT", help_heading = "Waiting")]
-    pub invert: bool,
-}
-
-impl WaitArgs {
-    pub fn options(&self) -> Result<WaitOptions> {
-        Ok(WaitOptions {
-            invert: self.invert,
-            ..self.retry.options()?
-        })
-    }
-}
-
-impl RetryArgs {
-    pub fn options(&self) -> Result<WaitOptions> {
-        Ok(WaitOptions {
-            timeout: crate::step::bound(self.timeout.as_limit()),
-            interval: self.interval.get(),
-            attempt_timeout: Some(self.attempt_timeout.get()),
-            invert: false,
-        })
-    }
-}
-
-/// Where names are resolved: the pod's resolv.conf and hosts file, or explicit nameservers.
-#[derive(Debug, Clone, clap::Args)]
-#[command(next_help_heading = "Name resolution")]
-pub struct ResolverArgs {
-    /// Ask this nameserver instead of those in resolv.conf (search domains are kept).
-    /// Repeatable, or comma-separated.
-    #[arg(
-        long,
-        env = "INITBOX_NAMESERVER",
-        value_name = "IP[:PORT]",
-        value_delimiter = ','
-    )]
-    pub nameserver: Vec<Nameserver>,
-    /// The resolver configuration to read.
-    #[arg(
-        long,
-        env = "INITBOX_RESOLV_CONF",
-        value_name = "FILE",
-        default_value = resolve::DEFAULT_RESOLV_CONF
-    )]
-    pub resolv_conf: PathBuf,
-    /// The hosts file to read.
-    #[arg(
-        long,
-        env = "INITBOX_HOSTS_FILE",
-        value_name = "FILE",
-        default_value = resolve::DEFAULT_HOSTS_FILE
-    )]
-    pub hosts_file: PathBuf,
-}
-
-impl ResolverArgs {
-    pub fn settings(&self, query_timeout: StdDuration) -> ResolverSettings {
-        ResolverSettings {
-            nameservers: self.nameserver.clone(),
-            resolv_conf: self.resolv_conf.clone(),
-            hosts_file: self.hosts_file.clone(),
-            query_timeout,
-        }
     }
 }
 

@@ -9,6 +9,14 @@ use std::process::Command;
 use crate::exit::Error;
 use crate::report;
 
+/// `-- CMD ARGS...`: what to execute in place of initbox once the command succeeded.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct Then {
+    /// After success, replace initbox with this command (no shell needed).
+    #[arg(last = true, value_name = "CMD", help_heading = "Hand-off")]
+    pub command: Vec<OsString>,
+}
+
 /// Executes `command` in place of this process. Returns only when that fails.
 pub fn replace_process(command: &[OsString]) -> Error {
     let Some((program, args)) = command.split_first() else {

@@ -725,6 +725,53 @@ pub fn io_reason(error: &io::Error) -> String {
     }
 }
 
+/// Where names are resolved: the pod's resolv.conf and hosts file, or explicit nameservers.
+#[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Name resolution")]
+pub struct ResolverArgs {
+    /// Ask this nameserver instead of those in resolv.conf (search domains are kept).
+    /// Repeatable, or comma-separated.
+    #[arg(
+        long,
+        env = "INITBOX_NAMESERVER",
+        value_name = "IP[:PORT]",
+        value_delimiter = ','
+    )]
+    pub nameserver: Vec<Nameserver>,
+    /// The resolver configuration to read.
+    #[arg(
+        long,
+        env = "INITBOX_RESOLV_CONF",
+        value_name = "FILE",
+        default_value = DEFAULT_RESOLV_CONF
+    )]
+    pub resolv_conf: PathBuf,
+    /// The hosts file to read.
+    #[arg(
+        long,
+        env = "INITBOX_HOSTS_FILE",
+        value_name = "FILE",
+        default_value = DEFAULT_HOSTS_FILE
+    )]
+    pub hosts_file: PathBuf,
+}
+
+impl ResolverArgs {
+    /// The resolver these flags describe, for queries bounded by `query_timeout`.
+    pub fn resolver(&self, query_timeout: Duration) -> Resolver {
+        Resolver::new(&self.settings(query_timeout))
+    }
+
+    pub fn settings(&self, query_timeout: Duration) -> ResolverSettings {
+        ResolverSettings {
+            nameservers: self.nameserver.clone(),
+            resolv_conf: self.resolv_conf.clone(),
+            hosts_file: self.hosts_file.clone(),
+            query_timeout,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

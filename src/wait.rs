@@ -14,7 +14,7 @@ use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::duration::Elapsed;
+use crate::duration::{Duration as FlagDuration, Elapsed};
 use crate::exit::{Error, Result};
 use crate::report;
 
@@ -313,6 +313,68 @@ fn timed_out(
         Elapsed(limit),
         pending.join(", ")
     ))
+}
+
+/// The flags of every command that retries through the wait engine; see `wait`.
+#[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Waiting")]
+pub struct RetryArgs {
+    /// Give up after this long (0 = never); exit code 124 (timed out).
+    #[arg(
+        long,
+        env = "INITBOX_TIMEOUT",
+        default_value = "5m",
+        value_name = "DURATION"
+    )]
+    pub timeout: FlagDuration,
+    /// Pause between attempts once the first 10 s of fast (50 ms) attempts are over; ±10 % jitter.
+    #[arg(
+        long,
+        env = "INITBOX_INTERVAL",
+        default_value = "1s",
+        value_name = "DURATION",
+        value_parser = FlagDuration::positive
+    )]
+    pub interval: FlagDuration,
+    /// Abandon a single attempt after this long.
+    #[arg(
+        long,
+        env = "INITBOX_ATTEMPT_TIMEOUT",
+        default_value = "2s",
+        value_name = "DURATION",
+        value_parser = FlagDuration::positive
+    )]
+    pub attempt_timeout: FlagDuration,
+}
+
+/// The flags of the checks (wait-for-*, ping): retrying, and `--invert`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct WaitArgs {
+    #[command(flatten)]
+    pub retry: RetryArgs,
+    /// Wait until the targets are NOT ready (a port closed, a name gone).
+    #[arg(long, env = "INITBOX_INVERT", help_heading = "Waiting")]
+    pub invert: bool,
+}
+
+impl WaitArgs {
+    pub fn options(&self) -> Result<WaitOptions> {
+        Ok(WaitOptions {
+            invert: self.invert,
+            ..self.retry.options()?
+        })
+    }
+}
+
+impl RetryArgs {
+    pub fn options(&self) -> Result<WaitOptions> {
+        Ok(WaitOptions {
+            timeout: crate::step::bound(self.timeout.as_limit()),
+            interval: self.interval.get(),
+            attempt_timeout: Some(self.attempt_timeout.get()),
+            invert: false,
+        })
+    }
 }
 
 #[cfg(test)]

@@ -5,9 +5,11 @@ use std::net::IpAddr;
 
 use hickory_resolver::proto::rr::{Name, RData, RecordType};
 
-use crate::cli::{ResolverArgs, Then, WaitArgs};
+use crate::exec::Then;
 use crate::exit::Result;
+use crate::resolve::ResolverArgs;
 use crate::resolve::{self, Resolver};
+use crate::wait::WaitArgs;
 use crate::wait::{self, Attempt, Probe};
 
 /// Wait until DNS names resolve.
@@ -267,11 +269,9 @@ fn answer_ip(ip: IpAddr) -> Answer {
 
 pub async fn run(args: DnsArgs) -> Result<()> {
     let options = args.wait.options()?;
-    let resolver = Resolver::new(
-        &args
-            .resolver
-            .settings(args.wait.retry.attempt_timeout.get()),
-    );
+    let resolver = args
+        .resolver
+        .resolver(args.wait.retry.attempt_timeout.get());
     let exact = args.record_type == Some(RecordKind::Txt);
     let probes = args
         .names

@@ -5,13 +5,14 @@
 use regex_lite::Regex;
 use reqwest::{Method, Url};
 
-use crate::cli::{ResolverArgs, Then, WaitArgs};
+use crate::exec::Then;
 use crate::exit::Result;
 use crate::http_client::{
     self, Header, Redirects, StatusRanges, TlsArgs, parse_header, parse_method, parse_url,
 };
 use crate::redact;
-use crate::resolve::Resolver;
+use crate::resolve::ResolverArgs;
+use crate::wait::WaitArgs;
 use crate::wait::{self, Attempt, Probe};
 
 /// How much of a body `--body-regex` looks at.
@@ -96,11 +97,9 @@ impl Probe for HttpProbe {
 
 pub async fn run(args: HttpArgs) -> Result<()> {
     let options = args.wait.options()?;
-    let resolver = Resolver::new(
-        &args
-            .resolver
-            .settings(args.wait.retry.attempt_timeout.get()),
-    );
+    let resolver = args
+        .resolver
+        .resolver(args.wait.retry.attempt_timeout.get());
     args.header
         .iter()
         .for_each(http_client::conceal_credentials);

@@ -22,11 +22,13 @@ use tokio::sync::OnceCell;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::cli::{ResolverArgs, Then, WaitArgs};
 use crate::duration::Elapsed;
+use crate::exec::Then;
 use crate::exit::{Error, Result};
 use crate::report;
+use crate::resolve::ResolverArgs;
 use crate::resolve::{LookupFailure, Resolver, io_reason};
+use crate::wait::WaitArgs;
 use crate::wait::{self, Attempt, Probe, WaitOptions};
 
 /// Send ICMP echo requests, or wait until hosts answer them.
@@ -104,7 +106,7 @@ pub async fn run(args: PingArgs) -> Result<()> {
         ));
     }
     let reply_timeout = args.wait.retry.attempt_timeout.get();
-    let resolver = Resolver::new(&args.resolver.settings(reply_timeout));
+    let resolver = args.resolver.resolver(reply_timeout);
     let sockets = Arc::new(IcmpSockets::new());
     match args.count {
         Some(count) => {

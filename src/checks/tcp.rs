@@ -9,9 +9,11 @@ use std::str::FromStr;
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 
-use crate::cli::{ResolverArgs, Then, WaitArgs};
+use crate::exec::Then;
 use crate::exit::{Error, Result};
+use crate::resolve::ResolverArgs;
 use crate::resolve::{self, Resolver, Trace, io_reason};
+use crate::wait::WaitArgs;
 use crate::wait::{self, Attempt, Probe};
 
 /// Wait until TCP ports accept connections.
@@ -211,11 +213,9 @@ fn summarize(failures: &[(SocketAddr, io::Error)]) -> String {
 
 pub async fn run(args: TcpArgs) -> Result<()> {
     let options = args.wait.options()?;
-    let resolver = Resolver::new(
-        &args
-            .resolver
-            .settings(args.wait.retry.attempt_timeout.get()),
-    );
+    let resolver = args
+        .resolver
+        .resolver(args.wait.retry.attempt_timeout.get());
     let probes = args
         .targets
         .into_iter()

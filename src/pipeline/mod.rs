@@ -13,7 +13,7 @@ pub(crate) mod yaml;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use crate::cli::Then;
+use crate::exec::Then;
 use crate::exit::{Error, Result};
 use crate::report;
 

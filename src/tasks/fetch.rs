@@ -14,15 +14,17 @@ use ring::digest;
 use tokio::time::Instant;
 
 use crate::atomic_file::{self, AtomicFile};
-use crate::cli::{ResolverArgs, RetryArgs, Then};
 use crate::duration::Elapsed;
+use crate::exec::Then;
 use crate::exit::{Error, Result};
 use crate::http_client::{
     self, Header, MAX_REDIRECTS, Redirects, RequestArgs, StatusRanges, parse_url,
 };
 use crate::report;
-use crate::resolve::{Resolver, io_reason};
+use crate::resolve::ResolverArgs;
+use crate::resolve::io_reason;
 use crate::size::ByteSize;
+use crate::wait::RetryArgs;
 use crate::wait::{self, Attempt, PROGRESS_EVERY, Probe};
 
 /// Download a URL into a file, atomically.
@@ -342,7 +344,7 @@ pub async fn run(args: FetchArgs) -> Result<()> {
             ))
         })?;
     }
-    let resolver = Resolver::new(&args.resolver.settings(args.retry.attempt_timeout.get()));
+    let resolver = args.resolver.resolver(args.retry.attempt_timeout.get());
     let client = http_client::build_client(
         &args.request.tls,
         resolver,

@@ -12,13 +12,14 @@ use reqwest::header::{CONTENT_TYPE, HeaderValue};
 use reqwest::{Method, Url};
 
 use crate::atomic_file;
-use crate::cli::{ResolverArgs, RetryArgs, Then};
+use crate::exec::Then;
 use crate::exit::{Error, Result};
 use crate::http_client::{
     self, Header, MAX_REDIRECTS, Redirects, RequestArgs, StatusRanges, parse_method, parse_url,
 };
 use crate::report;
-use crate::resolve::Resolver;
+use crate::resolve::ResolverArgs;
+use crate::wait::RetryArgs;
 use crate::wait::{self, Attempt, Probe};
 
 /// The most of a response register keeps; anything bigger is not a registration answer.
@@ -270,7 +271,7 @@ pub async fn run(args: RegisterArgs) -> Result<()> {
             .map_err(|e| output_error(&args.output, &e))?;
     }
     let attempt_timeout = args.retry.attempt_timeout.get();
-    let resolver = Resolver::new(&args.resolver.settings(attempt_timeout));
+    let resolver = args.resolver.resolver(attempt_timeout);
     let client = http_client::build_client(
         &args.request.tls,
         resolver,

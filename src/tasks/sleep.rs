@@ -1,7 +1,7 @@
 //! sleep: the `sleep 60` init container, ending at once on SIGTERM like everything else.
 
-use crate::cli::Then;
 use crate::duration::Duration;
+use crate::exec::Then;
 use crate::exit::Result;
 use crate::report;
 

@@ -17,7 +17,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::atomic_file;
-use crate::cli::Then;
+use crate::exec::Then;
 use crate::exit::{Error, Result};
 use crate::report;
 use crate::resolve::io_reason;

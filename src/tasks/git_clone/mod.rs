@@ -15,10 +15,12 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use crate::cli::{ResolverArgs, RetryArgs, Then};
+use crate::exec::Then;
 use crate::exit::{Error, Result};
 use crate::http_client::{self, TlsArgs};
-use crate::resolve::{Resolver, io_reason};
+use crate::resolve::ResolverArgs;
+use crate::resolve::io_reason;
+use crate::wait::RetryArgs;
 use crate::wait::{self, Attempt, Probe};
 use crate::{redact, report};
 
@@ -540,7 +542,7 @@ pub async fn run(args: GitCloneArgs) -> Result<()> {
     destination
         .check_writable()
         .map_err(|e| Error::Failed(format!("cannot write {dest_shown}: {}", io_reason(&e))))?;
-    let resolver = Resolver::new(&args.resolver.settings(connect_timeout));
+    let resolver = args.resolver.resolver(connect_timeout);
     let request = CloneRequest {
         url,
         reference: reference.clone(),
