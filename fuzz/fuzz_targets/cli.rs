@@ -1,6 +1,6 @@
 #![no_main]
 //! Proves that no command line makes the CLI parser panic: bytes split on NUL become the
-//! arguments after `initbox` (not necessarily UTF-8) and go to `Cli::try_parse_from`, as
+//! arguments after `initbox` (not necessarily UTF-8) and go to `cli::parse_from`, as
 //! `main` does. Nothing is executed; a parsed command's wait options are checked (exit 2
 //! when they are unusable). A rejection must be exit 2 with a message, except the
 //! help and version requests, which print to stdout and exit 0, as in `main`.
@@ -8,9 +8,8 @@
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStringExt;
 
-use clap::Parser;
 use clap::error::ErrorKind;
-use initbox::cli::{Cli, Command};
+use initbox::cli::{self, Command};
 use initbox::exit::ExitCode;
 use libfuzzer_sys::fuzz_target;
 
@@ -21,7 +20,7 @@ fuzz_target!(
         if !data.is_empty() {
             argv.extend(data.split(|&b| b == 0).map(|arg| OsString::from_vec(arg.to_vec())));
         }
-        match Cli::try_parse_from(argv) {
+        match cli::parse_from(&argv) {
             Ok(cli) => {
                 // What the commands check first, before any I/O: the wait options.
                 let _ = cli.command.then().len();
@@ -57,6 +56,11 @@ fuzz_target!(
                     code.code()
                 );
                 assert!(!error.to_string().trim().is_empty(), "{:?}", error.kind());
+                if !informational {
+                    // The one line main prints for it.
+                    let line = cli::usage_message(&error, &argv);
+                    assert!(!line.trim().is_empty() && !line.contains('\n'), "{line:?}");
+                }
             }
         }
     }

@@ -10,8 +10,7 @@
 use std::fmt::Write;
 use std::sync::OnceLock;
 
-use clap::CommandFactory;
-use initbox::cli::Cli;
+use initbox::cli;
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
 
@@ -144,7 +143,7 @@ struct Doc {
 fn tasks() -> &'static [(String, Vec<String>)] {
     static TASKS: OnceLock<Vec<(String, Vec<String>)>> = OnceLock::new();
     TASKS.get_or_init(|| {
-        let cli = Cli::command();
+        let cli = cli::command();
         let mut tasks: Vec<(String, Vec<String>)> = initbox_fuzz::task_names()
             .iter()
             .map(|name| {
