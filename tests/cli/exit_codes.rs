@@ -28,14 +28,7 @@ fn code_1_when_the_task_fails_for_good_permission_denied() {
     let output = sandbox
         .initbox()
         .args(["wait-for-tcp", "192.0.2.1:80", "--timeout", "1m"])
-        .wrapped_in(&[
-            "unshare",
-            "--net",
-            "sh",
-            "-c",
-            "ip link set lo up && ip route add prohibit 192.0.2.1/32 && exec \"$@\"",
-            "sh",
-        ])
+        .in_network_namespace("ip route add prohibit 192.0.2.1/32")
         .run();
     output
         .assert_code(1)

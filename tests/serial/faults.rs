@@ -768,9 +768,7 @@ fn deadline_case(
 
 /// `cmd` inside a network namespace of its own where echo requests go unanswered.
 fn without_echo_replies(cmd: Cmd) -> Cmd {
-    let script = "ip link set lo up && echo 1 > /proc/sys/net/ipv4/icmp_echo_ignore_all \
-                  && exec \"$0\" \"$@\"";
-    cmd.wrapped_in(&["unshare", "--net", "sh", "-c", script])
+    cmd.in_network_namespace("echo 1 > /proc/sys/net/ipv4/icmp_echo_ignore_all")
 }
 
 /// Every waiting command ends within 50 ms of its deadline: `--timeout`, a pipeline step's

@@ -111,14 +111,7 @@ fn ping_probes_do_not_leak_sockets() {
             "--interval",
             "1ms",
         ])
-        .wrapped_in(&[
-            "unshare",
-            "--net",
-            "sh",
-            "-c",
-            "ip link set lo up && exec \"$@\"",
-            "sh",
-        ])
+        .in_network_namespace("")
         .spawn();
     fds_stay_flat(running, move || started.elapsed().as_millis() as usize);
 }

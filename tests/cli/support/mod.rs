@@ -139,6 +139,17 @@ impl Cmd {
         Cmd { command }
     }
 
+    /// Runs inside a network namespace of its own (needs root): loopback up, then the shell
+    /// commands `setup` (routes, sysctls; "" for none), then this command.
+    pub fn in_network_namespace(self, setup: &str) -> Self {
+        let script = if setup.is_empty() {
+            "ip link set lo up && exec \"$@\"".to_owned()
+        } else {
+            format!("ip link set lo up && {setup} && exec \"$@\"")
+        };
+        self.wrapped_in(&["unshare", "--net", "sh", "-c", &script, "sh"])
+    }
+
     pub fn spawn(mut self) -> Running {
         let started = Instant::now();
         let mut child = self
