@@ -643,6 +643,9 @@ async fn ping_host(
             break;
         }
         tokio::select! {
+            // The deadline first: when it and the next echo's turn fall in the same tick,
+            // the run has timed out (not "ended after its last echo").
+            biased;
             // The deadline ends the run at once, not at the next echo's turn: echoes still
             // waiting for a reply are abandoned with the set.
             _ = tokio::time::sleep_until(deadline) => {
@@ -654,6 +657,7 @@ async fn ping_host(
                 let reply_timeout = match plan.deadline {
                     Some(deadline) if now >= deadline => {
                         out_of_time = true;
+                        stats.timed_out = true;
                         continue;
                     }
                     Some(deadline) => plan.reply_timeout.min(deadline - now),
