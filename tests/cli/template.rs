@@ -1315,6 +1315,23 @@ fn an_unwritable_directory_in_dest_writes_nothing_and_leaves_no_temp_file() {
     );
 }
 
+/// `initbox template SRC - --data d=DATA`.
+fn render_to_stdout_with_d(
+    sandbox: &Sandbox,
+    src: &std::path::Path,
+    data: &std::path::Path,
+) -> Output {
+    template(
+        sandbox,
+        &[
+            "--data",
+            &format!("d={}", data.display()),
+            path_str(src),
+            "-",
+        ],
+    )
+}
+
 /// The YAML 1.2 reference: Debian's python3-ruamel.yaml.
 fn python_with_ruamel() -> &'static str {
     static PYTHON: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
@@ -1448,15 +1465,7 @@ fn yaml_data_is_typed_by_the_yaml_1_2_core_schema_as_ruamel_reads_it() {
     );
     for (index, (scalar, theirs)) in scalars.iter().zip(&theirs).enumerate() {
         let data = sandbox.write(&format!("d{index}.yaml"), &format!("k: {scalar}\n"));
-        let output = template(
-            &sandbox,
-            &[
-                path_str(&types),
-                "-",
-                "--data",
-                &format!("d={}", data.display()),
-            ],
-        );
+        let output = render_to_stdout_with_d(&sandbox, &types, &data);
         let ours = if output.code == 0 {
             output.stdout.trim_end().to_owned()
         } else {
@@ -1480,15 +1489,7 @@ fn yaml_data_is_typed_by_the_yaml_1_2_core_schema_as_ruamel_reads_it() {
         "keys.j2",
         "{% for k, v in d | items %}{{ k }}={{ v }} {% endfor %}\n",
     );
-    let output = template(
-        &sandbox,
-        &[
-            path_str(&src),
-            "-",
-            "--data",
-            &format!("d={}", data.display()),
-        ],
-    );
+    let output = render_to_stdout_with_d(&sandbox, &src, &data);
     output.assert_code(0);
     let expected: String = keys.iter().map(|k| format!("{k}={k}-value ")).collect();
     assert_eq!(output.stdout.trim_end(), expected.trim_end());
@@ -1496,16 +1497,7 @@ fn yaml_data_is_typed_by_the_yaml_1_2_core_schema_as_ruamel_reads_it() {
     // A timestamp stays the text it is written as (ruamel makes a date of it).
     let data = sandbox.write("when.yaml", "when: 2001-12-14t21:59:43.10-05:00\n");
     let src = sandbox.write("when.j2", "{{ d.when }} {{ d.when is string }}\n");
-    template(
-        &sandbox,
-        &[
-            path_str(&src),
-            "-",
-            "--data",
-            &format!("d={}", data.display()),
-        ],
-    )
-    .assert_code(0);
+    render_to_stdout_with_d(&sandbox, &src, &data).assert_code(0);
 }
 
 #[test]
@@ -1531,15 +1523,7 @@ fn colliding_yaml_keys_are_an_error_with_their_position() {
         ),
     ] {
         let data = sandbox.write("dup.yaml", yaml);
-        let output = template(
-            &sandbox,
-            &[
-                path_str(&src),
-                "-",
-                "--data",
-                &format!("d={}", data.display()),
-            ],
-        );
+        let output = render_to_stdout_with_d(&sandbox, &src, &data);
         output.assert_code(78).assert_stderr_contains(message);
         assert!(!output.stderr.contains("Options"), "{}", output.stderr);
     }
@@ -1548,15 +1532,7 @@ fn colliding_yaml_keys_are_an_error_with_their_position() {
         "merge.yaml",
         "base: &b {host: a, port: 1}\nx:\n  <<: *b\n  port: 2\n",
     );
-    let output = template(
-        &sandbox,
-        &[
-            path_str(&src),
-            "-",
-            "--data",
-            &format!("d={}", data.display()),
-        ],
-    );
+    let output = render_to_stdout_with_d(&sandbox, &src, &data);
     output.assert_code(0);
     assert_eq!(
         output.stdout,
