@@ -7,6 +7,7 @@
 //! file only assembles them, and applies the conventions every flag follows.
 
 use std::ffi::OsString;
+use std::future::Future;
 
 use clap::builder::BoolishValueParser;
 use clap::error::{ContextKind, ContextValue};
@@ -17,6 +18,7 @@ use crate::checks::http::HttpArgs;
 use crate::checks::ping::PingArgs;
 use crate::checks::tcp::TcpArgs;
 use crate::docs::{CompletionsArgs, ManArgs};
+use crate::exit::Result;
 use crate::pipeline::RunArgs;
 use crate::report::LogFormat;
 use crate::tasks::fetch::FetchArgs;
@@ -68,52 +70,71 @@ pub struct GlobalArgs {
     pub verbose: bool,
 }
 
-#[derive(Debug, Clone, Subcommand)]
-pub enum Command {
-    /// Wait until DNS names resolve (replaces `until nslookup mydb; do sleep 2; done`).
-    WaitForDns(DnsArgs),
-    /// Wait until TCP ports accept connections (replaces `until nc -z db 5432`, wait-for-it).
-    WaitForTcp(TcpArgs),
-    /// Wait until HTTP(S) endpoints answer with an accepted status (like an httpGet probe).
-    WaitForHttp(HttpArgs),
-    /// Send ICMP echo requests, or wait until a host answers them.
-    Ping(PingArgs),
-    /// Register this pod with a remote service over HTTP.
-    Register(RegisterArgs),
-    /// Download a URL into a file, atomically.
-    Fetch(FetchArgs),
-    /// Clone a git repository into a directory, atomically and idempotently.
-    GitClone(GitCloneArgs),
-    /// Render Jinja2 templates into configuration files, atomically.
-    Template(TemplateArgs),
-    /// Sleep for a duration: 60, 1.5, 90s, 2m30s.
-    Sleep(SleepArgs),
-    /// Run a pipeline of these tasks with init-container semantics.
-    Run(RunArgs),
-    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
-    Completions(CompletionsArgs),
-    /// Print the man page (roff).
-    Man(ManArgs),
-}
-
-impl Command {
-    /// The `-- CMD ARGS...` to execute after success (empty when none was given).
-    pub fn then(&self) -> &[OsString] {
-        match self {
-            Command::WaitForDns(args) => &args.then.command,
-            Command::WaitForTcp(args) => &args.then.command,
-            Command::WaitForHttp(args) => &args.then.command,
-            Command::Ping(args) => &args.then.command,
-            Command::Sleep(args) => &args.then.command,
-            Command::Register(args) => &args.then.command,
-            Command::Fetch(args) => &args.then.command,
-            Command::GitClone(args) => &args.then.command,
-            Command::Template(args) => &args.then.command,
-            Command::Run(args) => &args.then.command,
-            Command::Completions(_) | Command::Man(_) => &[],
-        }
+/// What every command is to the rest of initbox: a task run once, and the `-- CMD` that
+/// may follow it. Each command's Args type implements it in the command's own file.
+pub trait Task {
+    /// Runs the task to its end, without the hand-off.
+    fn execute(self) -> impl Future<Output = Result<()>> + Send;
+    /// The `-- CMD ARGS...` to execute after success (none by default).
+    fn then(&self) -> &[OsString] {
+        &[]
     }
 }
+
+/// Every command, once: its help line, its name (the variant, in kebab case) and its Args
+/// type. A new command is one file (its Args type and `impl Task`) and one line here;
+/// dispatch, the hand-off, `--help`, completions, man pages, pipeline steps and the tests'
+/// list of commands all follow from this list.
+macro_rules! commands {
+    ($($(#[$doc:meta])* $variant:ident($args:ty),)*) => {
+        #[derive(Debug, Clone, Subcommand)]
+        pub enum Command {
+            $($(#[$doc])* $variant($args),)*
+        }
+
+        impl Command {
+            /// The `-- CMD ARGS...` to execute after success (empty when none was given).
+            pub fn then(&self) -> &[OsString] {
+                match self {
+                    $(Command::$variant(args) => Task::then(args),)*
+                }
+            }
+
+            /// Runs the command's task, without the hand-off: what a pipeline step does.
+            pub async fn execute(self) -> Result<()> {
+                match self {
+                    $(Command::$variant(args) => args.execute().await,)*
+                }
+            }
+        }
+    };
+}
+
+commands! {
+/// Wait until DNS names resolve (replaces `until nslookup mydb; do sleep 2; done`).
+WaitForDns(DnsArgs),
+/// Wait until TCP ports accept connections (replaces `until nc -z db 5432`, wait-for-it).
+WaitForTcp(TcpArgs),
+/// Wait until HTTP(S) endpoints answer with an accepted status (like an httpGet probe).
+WaitForHttp(HttpArgs),
+/// Send ICMP echo requests, or wait until a host answers them.
+Ping(PingArgs),
+/// Register this pod with a remote service over HTTP.
+Register(RegisterArgs),
+/// Download a URL into a file, atomically.
+Fetch(FetchArgs),
+/// Clone a git repository into a directory, atomically and idempotently.
+GitClone(GitCloneArgs),
+/// Render Jinja2 templates into configuration files, atomically.
+Template(TemplateArgs),
+/// Sleep for a duration: 60, 1.5, 90s, 2m30s.
+Sleep(SleepArgs),
+/// Run a pipeline of these tasks with init-container semantics.
+Run(RunArgs),
+/// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+Completions(CompletionsArgs),
+/// Print the man page (roff).
+Man(ManArgs),}
 
 /// The clap tree as initbox parses it: the derived definition with the conventions every
 /// flag follows applied once, here, instead of on each of them (see [`with_conventions`]).

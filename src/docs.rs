@@ -25,6 +25,18 @@ pub struct ManArgs {
 /// Commands that describe initbox rather than do a task (never pipeline steps).
 pub const DOC_COMMANDS: &[&str] = &["completions", "man"];
 
+impl crate::cli::Task for CompletionsArgs {
+    async fn execute(self) -> Result<()> {
+        completions(&self)
+    }
+}
+
+impl crate::cli::Task for ManArgs {
+    async fn execute(self) -> Result<()> {
+        man(&self)
+    }
+}
+
 pub fn completions(args: &CompletionsArgs) -> Result<()> {
     let mut command = cli::command();
     let mut out = Vec::new();

@@ -39,21 +39,7 @@ pub async fn run(command: Command) -> Result<()> {
 
 /// Runs one command's task, without the hand-off: what a pipeline step does.
 pub async fn execute(command: Command) -> Result<()> {
-    match command {
-        Command::WaitForDns(args) => checks::dns::run(args).await?,
-        Command::WaitForTcp(args) => checks::tcp::run(args).await?,
-        Command::WaitForHttp(args) => checks::http::run(args).await?,
-        Command::Ping(args) => checks::ping::run(args).await?,
-        Command::Register(args) => tasks::register::run(args).await?,
-        Command::Fetch(args) => tasks::fetch::run(args).await?,
-        Command::GitClone(args) => tasks::git_clone::run(args).await?,
-        Command::Sleep(args) => tasks::sleep::run(args).await?,
-        Command::Template(args) => tasks::template::run(args).await?,
-        Command::Run(args) => Box::pin(pipeline::run(args)).await?,
-        Command::Completions(args) => docs::completions(&args)?,
-        Command::Man(args) => docs::man(&args)?,
-    }
-    Ok(())
+    command.execute().await
 }
 
 /// Runs the command until it ends or a signal arrives; a signal drops the running work

@@ -267,6 +267,16 @@ fn answer_ip(ip: IpAddr) -> Answer {
     }
 }
 
+impl crate::cli::Task for DnsArgs {
+    fn execute(self) -> impl std::future::Future<Output = Result<()>> + Send {
+        run(self)
+    }
+
+    fn then(&self) -> &[std::ffi::OsString] {
+        &self.then.command
+    }
+}
+
 pub async fn run(args: DnsArgs) -> Result<()> {
     let options = args.wait.options()?;
     let resolver = args

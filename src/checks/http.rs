@@ -95,6 +95,16 @@ impl Probe for HttpProbe {
     }
 }
 
+impl crate::cli::Task for HttpArgs {
+    fn execute(self) -> impl std::future::Future<Output = Result<()>> + Send {
+        run(self)
+    }
+
+    fn then(&self) -> &[std::ffi::OsString] {
+        &self.then.command
+    }
+}
+
 pub async fn run(args: HttpArgs) -> Result<()> {
     let options = args.wait.options()?;
     let resolver = args

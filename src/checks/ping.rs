@@ -97,6 +97,16 @@ fn parse_count(text: &str) -> Result<u32, String> {
     }
 }
 
+impl crate::cli::Task for PingArgs {
+    fn execute(self) -> impl std::future::Future<Output = Result<()>> + Send {
+        run(self)
+    }
+
+    fn then(&self) -> &[std::ffi::OsString] {
+        &self.then.command
+    }
+}
+
 pub async fn run(args: PingArgs) -> Result<()> {
     let options = args.wait.options()?;
     if args.count.is_some() && options.invert {

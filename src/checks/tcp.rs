@@ -211,6 +211,16 @@ fn summarize(failures: &[(SocketAddr, io::Error)]) -> String {
         .join("; ")
 }
 
+impl crate::cli::Task for TcpArgs {
+    fn execute(self) -> impl std::future::Future<Output = Result<()>> + Send {
+        run(self)
+    }
+
+    fn then(&self) -> &[std::ffi::OsString] {
+        &self.then.command
+    }
+}
+
 pub async fn run(args: TcpArgs) -> Result<()> {
     let options = args.wait.options()?;
     let resolver = args

@@ -91,6 +91,19 @@ fn read_file(path: &Path) -> Result<(String, String)> {
     Ok((path.display().to_string(), text))
 }
 
+impl crate::cli::Task for RunArgs {
+    fn execute(self) -> impl std::future::Future<Output = Result<()>> + Send {
+        // Boxed: a pipeline's steps are commands, so this future contains itself.
+        let run: std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send>> =
+            Box::pin(run(self));
+        run
+    }
+
+    fn then(&self) -> &[std::ffi::OsString] {
+        &self.then.command
+    }
+}
+
 pub async fn run(args: RunArgs) -> Result<()> {
     let (name, text) = read_file(&args.file)?;
     let environment = |var: &str| std::env::var(var).ok();

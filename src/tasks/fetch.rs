@@ -329,6 +329,16 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+impl crate::cli::Task for FetchArgs {
+    fn execute(self) -> impl std::future::Future<Output = Result<()>> + Send {
+        run(self)
+    }
+
+    fn then(&self) -> &[std::ffi::OsString] {
+        &self.then.command
+    }
+}
+
 pub async fn run(args: FetchArgs) -> Result<()> {
     let mut options = args.retry.options()?;
     let url = parse_url(&http_client::expand_flag(&args.url, "URL")?).map_err(Error::Usage)?;

@@ -251,6 +251,16 @@ impl Probe for RegisterProbe {
     }
 }
 
+impl crate::cli::Task for RegisterArgs {
+    fn execute(self) -> impl std::future::Future<Output = Result<()>> + Send {
+        run(self)
+    }
+
+    fn then(&self) -> &[std::ffi::OsString] {
+        &self.then.command
+    }
+}
+
 pub async fn run(args: RegisterArgs) -> Result<()> {
     let mut options = args.retry.options()?;
     let url = parse_url(&http_client::expand_flag(&args.url, "URL")?).map_err(Error::Usage)?;

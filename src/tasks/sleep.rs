@@ -17,6 +17,16 @@ pub struct SleepArgs {
     pub then: Then,
 }
 
+impl crate::cli::Task for SleepArgs {
+    fn execute(self) -> impl std::future::Future<Output = Result<()>> + Send {
+        run(self)
+    }
+
+    fn then(&self) -> &[std::ffi::OsString] {
+        &self.then.command
+    }
+}
+
 pub async fn run(args: SleepArgs) -> Result<()> {
     report::info("sleep.start", format!("sleeping for {}", args.duration));
     tokio::time::sleep(args.duration.get()).await;

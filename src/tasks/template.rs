@@ -135,6 +135,16 @@ fn is_dash(path: &Path) -> bool {
     path.as_os_str() == "-"
 }
 
+impl crate::cli::Task for TemplateArgs {
+    fn execute(self) -> impl std::future::Future<Output = Result<()>> + Send {
+        run(self)
+    }
+
+    fn then(&self) -> &[std::ffi::OsString] {
+        &self.then.command
+    }
+}
+
 pub async fn run(args: TemplateArgs) -> Result<()> {
     if args.check && is_dash(&args.dest) {
         return Err(Error::Usage(

@@ -166,7 +166,7 @@ fn choices_ignore_case_on_the_command_line_and_in_the_environment() {
 #[test]
 fn every_command_reports_usage_errors_the_same_way() {
     let sandbox = Sandbox::new();
-    for command in COMMANDS {
+    for command in COMMANDS.iter() {
         let output = sandbox.initbox().args([command, "--no-such-flag"]).run();
         output.assert_code(2);
         assert_eq!(

@@ -9,7 +9,7 @@ fn completion_scripts_name_every_command_and_bash_accepts_its_own() {
     for shell in ["bash", "zsh", "fish"] {
         let output = sandbox.initbox().args(["completions", shell]).run();
         output.assert_code(0);
-        for command in COMMANDS {
+        for command in COMMANDS.iter() {
             assert!(output.stdout.contains(command), "{shell} lacks {command}");
         }
         assert!(output.stdout.contains("attempt-timeout"), "{shell}");
@@ -41,7 +41,7 @@ fn man_pages_for_initbox_and_each_command() {
         "{}",
         &main.stdout[..200]
     );
-    for command in COMMANDS {
+    for command in COMMANDS.iter() {
         // roff escapes the hyphens of the names it refers to.
         let reference = format!("initbox\\-{}(1)", command.replace('-', "\\-"));
         assert!(
@@ -110,7 +110,7 @@ fn flags_and_variables(
 #[test]
 fn every_man_page_names_the_flags_and_variables_of_its_help() {
     let sandbox = Sandbox::new();
-    for command in COMMANDS {
+    for command in COMMANDS.iter() {
         let help = sandbox.initbox().args([command, "--help"]).run();
         help.assert_code(0);
         let page = sandbox.initbox().args(["man", command]).run();

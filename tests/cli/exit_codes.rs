@@ -89,7 +89,7 @@ fn help_and_version_succeed() {
     let sandbox = Sandbox::new();
     let help = sandbox.initbox().arg("--help").run();
     help.assert_code(0);
-    for command in crate::support::COMMANDS {
+    for command in crate::support::COMMANDS.iter() {
         assert!(help.stdout.contains(command), "--help lacks {command}");
     }
     let version = sandbox.initbox().arg("--version").run();

@@ -402,6 +402,16 @@ async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) 
         .map_err(|e| Error::Failed(format!("the checkout work stopped: {e}")))
 }
 
+impl crate::cli::Task for GitCloneArgs {
+    fn execute(self) -> impl std::future::Future<Output = Result<()>> + Send {
+        run(self)
+    }
+
+    fn then(&self) -> &[std::ffi::OsString] {
+        &self.then.command
+    }
+}
+
 pub async fn run(args: GitCloneArgs) -> Result<()> {
     let mut options = args.retry.options()?;
     let connect_timeout = options

@@ -18,19 +18,17 @@ use std::time::{Duration, Instant};
 /// Generous upper bound for any single run: a hang is a failure, not a stuck CI job.
 pub const RUN_LIMIT: Duration = Duration::from_secs(60);
 
-/// Every command that does a task, as `--help`, completions and man pages must list them.
-pub const COMMANDS: &[&str] = &[
-    "wait-for-dns",
-    "wait-for-tcp",
-    "wait-for-http",
-    "ping",
-    "register",
-    "fetch",
-    "git-clone",
-    "template",
-    "sleep",
-    "run",
-];
+/// Every command that does a task, as `--help`, completions and man pages must list them:
+/// read from the one registry of commands (`cli::commands!`), so a new command is in every
+/// table of tests that goes through this list, and a test that has no case for it fails.
+pub static COMMANDS: std::sync::LazyLock<Vec<&'static str>> = std::sync::LazyLock::new(|| {
+    initbox::cli::command()
+        .get_subcommands()
+        .map(|command| command.get_name())
+        .filter(|name| !initbox::docs::DOC_COMMANDS.contains(name))
+        .map(|name| &*Box::leak(name.to_owned().into_boxed_str()))
+        .collect()
+});
 
 pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_initbox")
