@@ -195,7 +195,7 @@ fn tls_with_the_ca_from_cacert() {
 #[test]
 fn an_unusable_destination_is_found_before_the_request() {
     let sandbox = Sandbox::new();
-    let server = HttpServer::start(vec![reply(200, PAGE)]);
+    let server = HttpServer::start(vec![reply(200, PAGE)]).never_called();
     let blocker = sandbox.write("not-a-dir", "a file where a directory should be");
     let dir = sandbox.path("html");
     std::fs::create_dir(&dir).unwrap();

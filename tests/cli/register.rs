@@ -99,7 +99,7 @@ fn data_file_is_sent_as_is() {
 #[test]
 fn an_undefined_variable_is_a_configuration_error_before_any_request() {
     let sandbox = Sandbox::new();
-    let server = HttpServer::start(vec![reply(200, "ok")]);
+    let server = HttpServer::start(vec![reply(200, "ok")]).never_called();
     sandbox
         .initbox()
         .args(["register", &server.url("/r"), "--form", "ip=$(POD_IP)"])
@@ -423,7 +423,7 @@ fn post_and_put_without_a_body_send_content_length_0() {
 #[test]
 fn an_unusable_output_is_found_before_the_pod_is_registered() {
     let sandbox = Sandbox::new();
-    let server = HttpServer::start(vec![reply(201, "registered")]);
+    let server = HttpServer::start(vec![reply(201, "registered")]).never_called();
     let blocker = sandbox.write("blocker", "a file where a directory should be");
     let dir = sandbox.path("existing-dir");
     std::fs::create_dir(&dir).unwrap();

@@ -260,7 +260,7 @@ fn a_step_timeout_bounds_one_step() {
 #[test]
 fn validation_errors_are_78_with_file_line_and_column_and_nothing_runs() {
     let sandbox = Sandbox::new();
-    let server = HttpServer::start(vec![reply(200, "ok")]);
+    let server = HttpServer::start(vec![reply(200, "ok")]).never_called();
     let pipeline = sandbox.write(
         "pipeline.yaml",
         &format!(

@@ -139,6 +139,26 @@ pub struct HttpServer {
     requests: Arc<Mutex<Vec<Request>>>,
     /// PEM of the CA that signed the server certificate, for TLS servers.
     pub ca_pem: Option<String>,
+    /// Connections accepted: a TLS handshake that fails records no request, yet the
+    /// server was reached.
+    connections: Arc<std::sync::atomic::AtomicUsize>,
+    /// Whether the test expects initbox to reach this server (see `Drop`).
+    expect_called: bool,
+}
+
+/// A server the test expected initbox to call, and that no request reached, is a test that
+/// proves nothing (a wrong port, a request that never left): it fails the test. A server
+/// that must not be called says so with [`HttpServer::never_called`] and asserts it.
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        if self.expect_called && !thread::panicking() {
+            assert!(
+                self.connections.load(std::sync::atomic::Ordering::SeqCst) > 0,
+                "the HTTP server on port {} was never called",
+                self.port
+            );
+        }
+    }
 }
 
 impl HttpServer {
@@ -175,9 +195,12 @@ impl HttpServer {
         let requests = Arc::new(Mutex::new(Vec::new()));
         let replies = Arc::new(Mutex::new(VecDeque::from(replies)));
         let seen = requests.clone();
+        let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let accepted = connections.clone();
         thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(stream) = stream else { break };
+                accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let (seen, replies, tls) = (seen.clone(), replies.clone(), tls.clone());
                 thread::spawn(move || {
                     let _ = match tls {
@@ -197,6 +220,8 @@ impl HttpServer {
             port,
             requests,
             ca_pem: None,
+            connections,
+            expect_called: true,
         }
     }
 
@@ -210,6 +235,13 @@ impl HttpServer {
 
     pub fn requests(&self) -> Vec<Request> {
         self.requests.lock().unwrap().clone()
+    }
+
+    /// This server is there to prove initbox does not call it (a check before a side
+    /// effect): the test asserts `requests()` is empty, and dropping it uncalled is right.
+    pub fn never_called(mut self) -> Self {
+        self.expect_called = false;
+        self
     }
 }
 
