@@ -246,11 +246,12 @@ impl Running {
             reader.join().unwrap();
         }
         use std::os::unix::process::ExitStatusExt;
-        let code = status
-            .code()
-            .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
+        // A death by a signal is not an exit code: 143 must mean "initbox handled SIGTERM
+        // and exited 143", never "SIGTERM killed it" (see `killed_by`).
+        let code = status.code().unwrap_or(-1);
         Output {
             code,
+            killed_by: status.signal(),
             stdout: self.stdout.0.lock().unwrap().clone(),
             stderr: self.stderr.0.lock().unwrap().clone(),
             elapsed,
@@ -267,7 +268,10 @@ impl Drop for Running {
 
 #[derive(Debug)]
 pub struct Output {
+    /// The exit code; -1 when a signal ended the process (`killed_by` names it).
     pub code: i32,
+    /// The signal that ended the process without it exiting, if one did.
+    pub killed_by: Option<i32>,
     pub stdout: String,
     pub stderr: String,
     pub elapsed: Duration,
@@ -277,9 +281,15 @@ impl Output {
     #[track_caller]
     pub fn assert_code(&self, code: i32) -> &Self {
         assert_eq!(
-            self.code, code,
-            "unexpected exit code; stderr:\n{}\nstdout:\n{}",
-            self.stderr, self.stdout
+            self.code,
+            code,
+            "unexpected exit code{}; stderr:\n{}\nstdout:\n{}",
+            match self.killed_by {
+                Some(signal) => format!(" (killed by signal {signal}, no exit code)"),
+                None => String::new(),
+            },
+            self.stderr,
+            self.stdout
         );
         self
     }
