@@ -187,6 +187,19 @@ fn with_conventions(command: clap::Command) -> clap::Command {
 /// `--` starts the hand-off command). A bad value that came from an `INITBOX_*` variable
 /// names the variable, since the user never typed the flag.
 pub fn usage_message(error: &clap::Error, argv: &[OsString]) -> String {
+    let mut message = one_line(error);
+    if let Some(variable) = variable_behind(error, argv) {
+        message = format!("{variable}: {message}");
+    }
+    if let Some(subcommand) = subcommand_in(argv) {
+        message.push_str(&format!(" (see 'initbox {subcommand} --help')"));
+    }
+    message
+}
+
+/// A clap error's text as one line: the usage block, the "for more information" footer and
+/// the tip about `--` dropped, clap's indented lists (missing arguments) joined in.
+pub fn one_line(error: &clap::Error) -> String {
     let rendered = error.render().to_string();
     let mut parts: Vec<String> = Vec::new();
     for line in rendered.lines() {
@@ -202,14 +215,7 @@ pub fn usage_message(error: &clap::Error, argv: &[OsString]) -> String {
             None => parts.push(line.trim_start_matches("error: ").to_owned()),
         }
     }
-    let mut message = parts.join(" ");
-    if let Some(variable) = variable_behind(error, argv) {
-        message = format!("{variable}: {message}");
-    }
-    if let Some(subcommand) = subcommand_in(argv) {
-        message.push_str(&format!(" (see 'initbox {subcommand} --help')"));
-    }
-    message
+    parts.join(" ")
 }
 
 /// The `INITBOX_*` variable whose value clap refused, when the flag was not on the command line.

@@ -50,7 +50,8 @@ pub struct PingArgs {
         long,
         env = "INITBOX_COUNT",
         value_name = "N",
-        value_parser = parse_count
+        value_parser = parse_count,
+        conflicts_with = "invert"
     )]
     pub count: Option<u32>,
     #[command(flatten)]
@@ -109,12 +110,6 @@ impl crate::cli::Task for PingArgs {
 
 pub async fn run(args: PingArgs) -> Result<()> {
     let options = args.wait.options()?;
-    if args.count.is_some() && options.invert {
-        return Err(Error::Usage(
-            "--invert waits until a host stops answering; it cannot be combined with --count"
-                .into(),
-        ));
-    }
     let reply_timeout = args.wait.retry.attempt_timeout.get();
     let resolver = args.resolver.resolver(reply_timeout);
     let sockets = Arc::new(IcmpSockets::new());

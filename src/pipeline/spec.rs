@@ -701,13 +701,7 @@ fn task_command(
         Ok(cli) => Some(cli.command),
         Err(error) => {
             let (at, key) = locate(&error, &args, &entries).unwrap_or((body.at, task.to_owned()));
-            let message = error.to_string();
-            let first = message
-                .lines()
-                .next()
-                .unwrap_or("")
-                .trim_start_matches("error: ")
-                .to_owned();
+            let first = cli::one_line(&error);
             if unverifiable.contains(&key) {
                 problems.warn(
                     at,

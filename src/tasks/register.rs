@@ -42,7 +42,7 @@ pub struct RegisterArgs {
     pub form: Vec<(String, String)>,
     /// A JSON body, sent as given (keys, numbers and spacing byte for byte); $(VAR) is
     /// expanded inside string values, and an expanded value is escaped as JSON.
-    #[arg(long, env = "INITBOX_JSON", value_name = "JSON", group = "body")]
+    #[arg(long, env = "INITBOX_JSON", value_name = "JSON", group = "body", value_parser = parse_json_body)]
     pub json: Option<String>,
     /// Send this file as the body, byte for byte.
     #[arg(long, env = "INITBOX_DATA_FILE", value_name = "FILE", group = "body")]
@@ -128,6 +128,14 @@ impl RegisterArgs {
         }
         Ok(None)
     }
+}
+
+/// `--json` must be JSON before anything runs (so `run --check` refuses it too); it is kept
+/// as written, for [`expand_json`].
+fn parse_json_body(text: &str) -> Result<String, String> {
+    serde_json::from_str::<serde::de::IgnoredAny>(text)
+        .map(|_| text.to_owned())
+        .map_err(|e| format!("not valid JSON: {e}"))
 }
 
 /// The `--json` body as the user wrote it, except for string values that hold `$(VAR)`:

@@ -192,7 +192,7 @@ fn usage_errors_exit_2_naming_the_bad_value() {
             bad(
                 2,
                 &["ping", "-c", "2", "--invert", "x"],
-                "cannot be combined with --count",
+                "'--count <N>' cannot be used with '--invert'",
             ),
             // register
             bad(2, &["register", "http//x"], "'http//x' is not a valid URL"),
@@ -204,7 +204,7 @@ fn usage_errors_exit_2_naming_the_bad_value() {
             bad(
                 2,
                 &["register", "http://x/", "--json", "{oops"],
-                "--json is not valid JSON",
+                "for '--json <JSON>': not valid JSON",
             ),
             bad(
                 2,

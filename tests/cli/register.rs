@@ -387,7 +387,7 @@ fn json_is_sent_byte_for_byte_with_string_values_expanded_and_escaped() {
         .args(["register", &server.url("/r"), "--json", "{\"a\": 1,}"])
         .run()
         .assert_code(2)
-        .assert_stderr_contains("--json is not valid JSON");
+        .assert_stderr_contains("for '--json <JSON>': not valid JSON");
 }
 
 #[test]

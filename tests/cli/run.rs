@@ -730,3 +730,23 @@ fn an_unwritable_termination_log_stops_the_run_before_its_first_step() {
         .assert_code(0);
     assert!(!log.exists());
 }
+
+#[test]
+fn check_refuses_what_the_run_would_refuse_flag_combinations_and_json_included() {
+    let sandbox = Sandbox::new();
+    let pipeline = sandbox.write(
+        "pipeline.yaml",
+        "steps:\n  - name: gone\n    ping: {hosts: [db], count: 1, invert: true}\n  - name: bad-json\n    register: {url: \"http://api/r\", json: \"{a\"}\n  - name: half-credentials\n    git-clone: {repo: \"https://git.example/r.git\", dest: /tmp/r, password-file: /p}\n  - name: never\n    wait-for-tcp: {targets: [\"db:1\"], interval: 0}\n",
+    );
+    sandbox
+        .initbox()
+        .args(["run", "--check", "-f"])
+        .arg(&pipeline)
+        .run()
+        .assert_code(78)
+        .assert_stderr_contains("4 problems in the pipeline")
+        .assert_stderr_contains("cannot be used with '--invert'")
+        .assert_stderr_contains("not valid JSON")
+        .assert_stderr_contains("--username")
+        .assert_stderr_contains("must be greater than 0");
+}

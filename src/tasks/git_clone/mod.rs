@@ -57,7 +57,8 @@ pub struct GitCloneArgs {
         long,
         env = "INITBOX_PASSWORD_FILE",
         value_name = "FILE",
-        conflicts_with = "token_file"
+        conflicts_with = "token_file",
+        requires = "username"
     )]
     pub password_file: Option<PathBuf>,
     /// Read an access token from this file, sent as the password (never logged, never
@@ -175,9 +176,7 @@ impl GitCloneArgs {
                 password,
             }));
         }
-        if self.password_file.is_some() {
-            return Err(Error::Usage("--password-file needs --username".into()));
-        }
+        // clap refuses --password-file without --username (`requires`), at parse time.
         Ok(from_url)
     }
 }
