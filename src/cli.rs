@@ -188,10 +188,11 @@ fn with_conventions(command: clap::Command) -> clap::Command {
 /// names the variable, since the user never typed the flag.
 pub fn usage_message(error: &clap::Error, argv: &[OsString]) -> String {
     let mut message = one_line(error);
-    if let Some(variable) = variable_behind(error, argv) {
+    let root = Cli::command();
+    if let Some(variable) = variable_behind(&root, error, argv) {
         message = format!("{variable}: {message}");
     }
-    if let Some(subcommand) = subcommand_in(argv) {
+    if let Some(subcommand) = subcommand_in(&root, argv) {
         message.push_str(&format!(" (see 'initbox {subcommand} --help')"));
     }
     message
@@ -219,7 +220,7 @@ pub fn one_line(error: &clap::Error) -> String {
 }
 
 /// The `INITBOX_*` variable whose value clap refused, when the flag was not on the command line.
-fn variable_behind(error: &clap::Error, argv: &[OsString]) -> Option<String> {
+fn variable_behind(root: &clap::Command, error: &clap::Error, argv: &[OsString]) -> Option<String> {
     let Some(ContextValue::String(arg)) = error.get(ContextKind::InvalidArg) else {
         return None;
     };
@@ -248,12 +249,11 @@ fn variable_behind(error: &clap::Error, argv: &[OsString]) -> Option<String> {
                     .find_map(|sub| find(sub, long, value))
             })
     }
-    find(&Cli::command(), long, value).map(|name| format!("{name}={value}"))
+    find(root, long, value).map(|name| format!("{name}={value}"))
 }
 
 /// The subcommand a command line names, if any.
-fn subcommand_in(argv: &[OsString]) -> Option<String> {
-    let root = Cli::command();
+fn subcommand_in(root: &clap::Command, argv: &[OsString]) -> Option<String> {
     argv.iter()
         .skip(1)
         .take_while(|a| *a != "--")

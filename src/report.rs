@@ -147,6 +147,11 @@ fn step_name() -> Option<std::sync::Arc<str>> {
     crate::step::current().map(|step| step.name)
 }
 
+/// The plural ending of a count in a log line: `1 step`, `3 steps`.
+pub fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
 pub fn error(event: &str, message: impl Into<String>) {
     Event::new(Level::Error, event, message).emit();
 }

@@ -76,9 +76,14 @@ pub fn bound(limit: Option<Duration>) -> Option<Duration> {
         let left = at.saturating_duration_since(Instant::now());
         Duration::from_millis(left.as_nanos().div_ceil(1_000_000) as u64)
     });
-    match (limit, left) {
-        (Some(limit), Some(left)) => Some(limit.min(left)),
-        (limit, left) => limit.or(left),
+    nearer(limit, left)
+}
+
+/// The nearer of two optional limits (`None` = no limit).
+pub fn nearer<T: Ord>(a: Option<T>, b: Option<T>) -> Option<T> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }
 

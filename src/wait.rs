@@ -190,7 +190,7 @@ async fn watch<P: Probe>(
             Attempt::Ready(detail) => {
                 state.lock().unwrap_or_else(|p| p.into_inner()).ready = true;
                 let elapsed = start.elapsed();
-                let plural = if attempts == 1 { "" } else { "s" };
+                let plural = report::plural(attempts as usize);
                 let phrase = probe.ready_phrase();
                 let message = if detail.is_empty() {
                     format!(

@@ -51,7 +51,7 @@ fn check(name: &str, checked: spec::Checked) -> Result<()> {
         report::warn("pipeline.unchecked", warning.clone());
     }
     let steps = checked.pipeline.steps.len();
-    let mut message = format!("{name} is valid: {steps} step{}", plural(steps));
+    let mut message = format!("{name} is valid: {steps} step{}", report::plural(steps));
     if !checked.unset.is_empty() {
         let unset: Vec<String> = checked.unset.iter().map(|v| format!("$({v})")).collect();
         message.push_str(&format!(
@@ -64,10 +64,6 @@ fn check(name: &str, checked: spec::Checked) -> Result<()> {
         .field("unset", checked.unset.into_iter().collect::<Vec<_>>())
         .emit();
     Ok(())
-}
-
-fn plural(n: usize) -> &'static str {
-    if n == 1 { "" } else { "s" }
 }
 
 fn read_file(path: &Path) -> Result<(String, String)> {

@@ -167,7 +167,7 @@ pub async fn run(pipeline: Pipeline, outputs: Outputs) -> Result<()> {
         format!(
             "running {} step{} [{summary}]",
             names.len(),
-            if names.len() == 1 { "" } else { "s" }
+            report::plural(names.len())
         ),
     )
     .field(
@@ -347,10 +347,7 @@ impl Scheduler {
             env: self.env.clone(),
             // The step's work knows the nearer of its own deadline and the pipeline's, so
             // its waits announce and keep that limit (see `step::bound`).
-            deadline: match (own_deadline, self.deadline) {
-                (Some(own), Some(pipeline)) => Some(own.min(pipeline)),
-                (own, pipeline) => own.or(pipeline),
-            },
+            deadline: step::nearer(own_deadline, self.deadline),
         };
         self.running.spawn(async move {
             let work = step::run_in(context, crate::execute(command));
@@ -399,14 +396,14 @@ impl Scheduler {
         // A step that timed out because the pipeline's deadline passed ends the run: no
         // restart can beat a deadline that is gone, and the message says which step was
         // running and what it was waiting for.
+        let past_deadline = matches!(error, Error::TimedOut(_))
+            && self.deadline.is_some_and(|at| Instant::now() >= at);
         let error = match error {
-            Error::TimedOut(reason) if self.deadline.is_some_and(|at| Instant::now() >= at) => {
-                Error::TimedOut(self.deadline_passed(Some((index, reason))))
+            Error::TimedOut(reason) if past_deadline => {
+                Error::TimedOut(self.deadline_passed(Some(&reason)))
             }
             error => error,
         };
-        let past_deadline = self.deadline.is_some_and(|at| Instant::now() >= at)
-            && matches!(error, Error::TimedOut(_));
         let code = error.exit_code().code();
         let message = error.to_string();
         let reason = match error {
@@ -493,17 +490,13 @@ impl Scheduler {
 
 impl Scheduler {
     /// What to say when `activeDeadline` passed: the steps that were running, and the
-    /// reason the one that noticed gave (`noticed`: its index and its own message).
-    fn deadline_passed(&self, noticed: Option<(usize, String)>) -> String {
-        let limit = self
-            .pipeline
-            .active_deadline
-            .map(Elapsed)
-            .map(|l| l.to_string());
-        let mut message = format!(
-            "the pipeline's activeDeadline of {} passed",
-            limit.unwrap_or_default()
-        );
+    /// reason the one that noticed gave, if one did.
+    fn deadline_passed(&self, noticed: Option<&str>) -> String {
+        let limit = self.pipeline.active_deadline.map(Elapsed);
+        let mut message = match limit {
+            Some(limit) => format!("the pipeline's activeDeadline of {limit} passed"),
+            None => "the pipeline's activeDeadline passed".to_owned(),
+        };
         let running: Vec<String> = self
             .phases
             .iter()
@@ -517,12 +510,12 @@ impl Scheduler {
         if !running.is_empty() {
             message.push_str(&format!(
                 " while step{} {} {} running",
-                if running.len() == 1 { "" } else { "s" },
+                report::plural(running.len()),
                 running.join(", "),
                 if running.len() == 1 { "was" } else { "were" }
             ));
         }
-        if let Some((_, reason)) = noticed {
+        if let Some(reason) = noticed {
             message.push_str(&format!(": {reason}"));
         }
         message
