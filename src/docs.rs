@@ -76,10 +76,5 @@ fn write_stdout(bytes: &[u8]) -> Result<()> {
     stdout
         .write_all(bytes)
         .and_then(|()| stdout.flush())
-        .map_err(|e| {
-            Error::Failed(format!(
-                "writing to stdout: {}",
-                crate::resolve::io_reason(&e)
-            ))
-        })
+        .map_err(|e| Error::Failed(format!("writing to stdout: {}", crate::reason::io(&e))))
 }

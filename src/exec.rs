@@ -33,7 +33,7 @@ pub fn replace_process(command: &[OsString]) -> Error {
         Some(libc::ENOEXEC) => "not an executable format".to_owned(),
         Some(libc::EACCES) => "permission denied (is it executable?)".to_owned(),
         _ if not_found => "command not found".to_owned(),
-        _ => crate::resolve::io_reason(&error),
+        _ => crate::reason::io(&error),
     };
     Error::Exec {
         message: format!("cannot execute {shown}: {reason}"),

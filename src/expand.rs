@@ -8,6 +8,8 @@
 
 use std::fmt;
 
+use crate::exit::{Error, Result};
+
 /// A `$(NAME)` whose variable is not defined.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Undefined(pub String);
@@ -83,6 +85,12 @@ pub fn from_env(text: &str) -> Result<String, Undefined> {
         return Ok(text.to_owned());
     }
     expand(text, var)
+}
+
+/// `$(VAR)` expansion of one flag's value; an undefined variable is a configuration error
+/// naming the flag (and never the value, which may hold a secret).
+pub fn flag(text: &str, flag: &str) -> Result<String> {
+    from_env(text).map_err(|undefined| Error::Config(format!("{flag}: {undefined}")))
 }
 
 #[cfg(test)]

@@ -26,7 +26,8 @@ use rustls::{
 };
 
 use crate::exit::{Error, Result};
-use crate::resolve::{LookupFailure, Resolver, io_reason};
+use crate::reason;
+use crate::resolve::{LookupFailure, Resolver};
 use crate::wait::Attempt;
 use crate::{expand, redact, report};
 
@@ -261,7 +262,7 @@ fn client_identity(
 fn pem_reason(error: &rustls::pki_types::pem::Error) -> String {
     use rustls::pki_types::pem::Error as E;
     match error {
-        E::Io(io) => io_reason(io),
+        E::Io(io) => reason::io(io),
         E::MissingSectionEnd { .. } => {
             "a PEM section has no END line (is the file cut short?)".into()
         }
@@ -507,7 +508,7 @@ fn classify_with(error: &reqwest::Error, tls_fatal: bool) -> RequestFailure {
         .iter()
         .find_map(|c| c.downcast_ref::<std::io::Error>())
     {
-        return RequestFailure::Retry(io_reason(io));
+        return RequestFailure::Retry(reason::io(io));
     }
     if error.is_timeout() {
         return RequestFailure::Retry("timed out".into());
@@ -913,12 +914,12 @@ impl RequestArgs {
     pub fn headers(&self) -> Result<Vec<Header>> {
         let mut headers = Vec::new();
         for raw in &self.header {
-            let header = parse_header(&expand_flag(raw, "--header")?).map_err(Error::Usage)?;
+            let header = parse_header(&expand::flag(raw, "--header")?).map_err(Error::Usage)?;
             conceal_credentials(&header);
             headers.push(header);
         }
         if let Some(path) = &self.bearer_token_file {
-            let token = read_secret_file(path, "bearer token file")?;
+            let token = redact::read_secret_file(path, "bearer token file")?;
             let mut value = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
                 Error::Config(format!(
                     "bearer token file {}: the token holds characters a header cannot carry",
@@ -976,30 +977,6 @@ pub fn conceal_credentials(header: &Header) {
             redact::conceal(credential);
         }
     }
-}
-
-/// Reads a one-line secret (token, password) from a file, trimmed, and conceals it. The
-/// error names the file, never its contents.
-pub fn read_secret_file(path: &Path, what: &str) -> Result<String> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        Error::Config(format!(
-            "reading {what} {}: {}",
-            path.display(),
-            io_reason(&e)
-        ))
-    })?;
-    let secret = text.trim();
-    if secret.is_empty() {
-        return Err(Error::Config(format!("{what} {} is empty", path.display())));
-    }
-    redact::conceal(secret);
-    Ok(secret.to_owned())
-}
-
-/// `$(VAR)` expansion of one flag's value; an undefined variable is a configuration error
-/// naming the flag (and never the value, which may hold a secret).
-pub fn expand_flag(text: &str, flag: &str) -> Result<String> {
-    expand::from_env(text).map_err(|undefined| Error::Config(format!("{flag}: {undefined}")))
 }
 
 /// Up to `limit` bytes of the body, and whether there was more.

@@ -14,6 +14,7 @@ pub mod exit;
 pub mod expand;
 pub mod http_client;
 pub mod pipeline;
+pub mod reason;
 pub mod redact;
 pub mod report;
 pub mod resolve;

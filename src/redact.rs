@@ -7,7 +7,11 @@
 //! masks it wherever it turns up, even inside a server's error body that echoes it back.
 
 use std::borrow::Cow;
+use std::path::Path;
 use std::sync::RwLock;
+
+use crate::exit::{Error, Result};
+use crate::reason;
 
 /// What a secret is replaced with.
 pub const MASK: &str = "***";
@@ -281,6 +285,24 @@ fn percent_decoded(text: &str) -> String {
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Reads a one-line secret (token, password) from a file, trimmed, and conceals it. The
+/// error names the file, never its contents.
+pub fn read_secret_file(path: &Path, what: &str) -> Result<String> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Error::Config(format!(
+            "reading {what} {}: {}",
+            path.display(),
+            reason::io(&e)
+        ))
+    })?;
+    let secret = text.trim();
+    if secret.is_empty() {
+        return Err(Error::Config(format!("{what} {} is empty", path.display())));
+    }
+    conceal(secret);
+    Ok(secret.to_owned())
 }
 
 #[cfg(test)]

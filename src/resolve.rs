@@ -13,7 +13,6 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -563,7 +562,7 @@ impl Resolver {
                 )
             }
             NetError::Io(e) => {
-                let reason = io_reason(e);
+                let reason = crate::reason::io(e);
                 miss(
                     &format!("unreachable ({reason})"),
                     format!("{servers} unreachable ({reason})"),
@@ -671,7 +670,7 @@ fn server(addr: SocketAddr) -> NameServerConfig {
 
 fn read_resolv_conf(path: &Path) -> Result<(ResolverConfig, ResolverOpts), String> {
     let data = std::fs::read(path)
-        .map_err(|e| format!("reading {}: {}", path.display(), io_reason(&e)))?;
+        .map_err(|e| format!("reading {}: {}", path.display(), crate::reason::io(&e)))?;
     hickory_resolver::system_conf::parse_resolv_conf(data).map_err(|error| match error {
         // hickory's words for a file without a `nameserver` line.
         NetError::Io(e) if e.to_string().contains("no nameservers") => {
@@ -702,27 +701,6 @@ fn parse_ip_literal(host: &str) -> Option<IpAddr> {
         .and_then(|h| h.strip_suffix(']'))
         .unwrap_or(host);
     bare.parse().ok()
-}
-
-/// An io::Error as a short lowercase phrase, without the "(os error 111)" suffix.
-pub fn io_reason(error: &io::Error) -> String {
-    match error.kind() {
-        io::ErrorKind::ConnectionRefused => "connection refused".into(),
-        io::ErrorKind::ConnectionReset => "connection reset".into(),
-        io::ErrorKind::TimedOut => "timed out".into(),
-        io::ErrorKind::NotFound => "no such file or directory".into(),
-        io::ErrorKind::PermissionDenied => "permission denied".into(),
-        io::ErrorKind::HostUnreachable => "host unreachable".into(),
-        io::ErrorKind::NetworkUnreachable => "network unreachable".into(),
-        io::ErrorKind::AddrNotAvailable => "address not available".into(),
-        _ => {
-            let text = error.to_string();
-            match text.find(" (os error") {
-                Some(cut) => text[..cut].to_lowercase(),
-                None => text,
-            }
-        }
-    }
 }
 
 /// Where names are resolved: the pod's resolv.conf and hosts file, or explicit nameservers.

@@ -25,9 +25,10 @@ use tokio::time::Instant;
 use crate::duration::Elapsed;
 use crate::exec::Then;
 use crate::exit::{Error, Result};
+use crate::reason;
 use crate::report;
 use crate::resolve::ResolverArgs;
-use crate::resolve::{LookupFailure, Resolver, io_reason};
+use crate::resolve::{LookupFailure, Resolver};
 use crate::wait::WaitArgs;
 use crate::wait::{self, Attempt, Probe, WaitOptions};
 
@@ -223,7 +224,7 @@ impl IcmpSockets {
             }
             Err(SurgeError::IOError(error)) => Err(EchoFailure::Lost(format!(
                 "sending to {ip}: {}",
-                io_reason(&error)
+                reason::io(&error)
             ))),
             Err(other) => Err(EchoFailure::Lost(format!(
                 "pinging {ip}: {}",
@@ -262,7 +263,7 @@ fn open_socket(family: ICMP) -> Result<IcmpSocket> {
         } else {
             Error::Failed(format!(
                 "cannot open an {family_name} socket: {}",
-                io_reason(&error)
+                reason::io(&error)
             ))
         }
     })?;

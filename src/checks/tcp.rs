@@ -11,8 +11,9 @@ use tokio::task::JoinSet;
 
 use crate::exec::Then;
 use crate::exit::{Error, Result};
+use crate::reason;
 use crate::resolve::ResolverArgs;
-use crate::resolve::{self, Resolver, Trace, io_reason};
+use crate::resolve::{self, Resolver, Trace};
 use crate::wait::WaitArgs;
 use crate::wait::{self, Attempt, Probe};
 
@@ -151,7 +152,7 @@ async fn connect_any(addrs: &[SocketAddr]) -> (Attempt, Vec<(SocketAddr, String)
     let (attempt, failures, connected) = connect_all(addrs).await;
     let mut tried: Vec<(SocketAddr, String)> = failures
         .iter()
-        .map(|(addr, error)| (*addr, io_reason(error)))
+        .map(|(addr, error)| (*addr, reason::io(error)))
         .collect();
     if let Some(addr) = connected {
         tried.push((addr, "connected".into()));
@@ -196,7 +197,7 @@ async fn connect_all(addrs: &[SocketAddr]) -> Outcomes {
 
 /// `connection refused`, or per address when they differ.
 fn summarize(failures: &[(SocketAddr, io::Error)]) -> String {
-    let reasons: Vec<String> = failures.iter().map(|(_, e)| io_reason(e)).collect();
+    let reasons: Vec<String> = failures.iter().map(|(_, e)| reason::io(e)).collect();
     if reasons.windows(2).all(|w| w[0] == w[1]) {
         return reasons
             .into_iter()

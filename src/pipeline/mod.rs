@@ -72,7 +72,7 @@ fn read_file(path: &Path) -> Result<(String, String)> {
         std::io::stdin().read_to_string(&mut text).map_err(|e| {
             Error::Config(format!(
                 "reading the pipeline from stdin: {}",
-                crate::resolve::io_reason(&e)
+                crate::reason::io(&e)
             ))
         })?;
         return Ok(("<stdin>".into(), text));
@@ -81,7 +81,7 @@ fn read_file(path: &Path) -> Result<(String, String)> {
         Error::Config(format!(
             "reading the pipeline {}: {}",
             path.display(),
-            crate::resolve::io_reason(&e)
+            crate::reason::io(&e)
         ))
     })?;
     Ok((path.display().to_string(), text))

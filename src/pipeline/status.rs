@@ -154,7 +154,7 @@ impl StatusFile {
             format!(
                 "cannot write the status file {}: {}",
                 path.display(),
-                crate::resolve::io_reason(&error)
+                crate::reason::io(&error)
             )
         })
     }
@@ -182,7 +182,7 @@ pub fn write_termination_message(explicit: Option<&Path>, message: &str) {
             format!(
                 "cannot write the termination message to {}: {}",
                 path.display(),
-                crate::resolve::io_reason(&error)
+                crate::reason::io(&error)
             ),
         );
     }
@@ -209,7 +209,7 @@ pub fn check_termination_log(explicit: Option<&Path>) -> Result<(), String> {
         format!(
             "cannot write the termination message to {}: {}",
             path.display(),
-            crate::resolve::io_reason(&error)
+            crate::reason::io(&error)
         )
     })
 }

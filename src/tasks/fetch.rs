@@ -20,9 +20,9 @@ use crate::exit::{Error, Result};
 use crate::http_client::{
     self, Header, MAX_REDIRECTS, Redirects, RequestArgs, StatusRanges, parse_url,
 };
+use crate::reason;
 use crate::report;
 use crate::resolve::ResolverArgs;
-use crate::resolve::io_reason;
 use crate::size::ByteSize;
 use crate::wait::RetryArgs;
 use crate::wait::{self, Attempt, PROGRESS_EVERY, Probe};
@@ -142,7 +142,7 @@ impl FetchProbe {
         Error::Failed(format!(
             "cannot write {}: {}",
             self.output.display(),
-            io_reason(error)
+            reason::io(error)
         ))
     }
 
@@ -341,7 +341,7 @@ impl crate::cli::Task for FetchArgs {
 
 pub async fn run(args: FetchArgs) -> Result<()> {
     let mut options = args.retry.options()?;
-    let url = parse_url(&http_client::expand_flag(&args.url, "URL")?).map_err(Error::Usage)?;
+    let url = parse_url(&crate::expand::flag(&args.url, "URL")?).map_err(Error::Usage)?;
     let headers = args.request.headers()?;
     // The destination is checked before the first request, so a download that cannot be
     // saved is not made (and a directory is named as one, not found after the transfer).
@@ -350,7 +350,7 @@ pub async fn run(args: FetchArgs) -> Result<()> {
             Error::Failed(format!(
                 "cannot write {}: {}",
                 args.output.display(),
-                io_reason(&e)
+                reason::io(&e)
             ))
         })?;
     }

@@ -98,8 +98,8 @@ impl RegisterArgs {
             let mut form = url::form_urlencoded::Serializer::new(String::new());
             for (key, value) in &self.form {
                 form.append_pair(
-                    &http_client::expand_flag(key, "--form")?,
-                    &http_client::expand_flag(value, &format!("--form {key}"))?,
+                    &crate::expand::flag(key, "--form")?,
+                    &crate::expand::flag(value, &format!("--form {key}"))?,
                 );
             }
             return Ok(Some(Body {
@@ -118,7 +118,7 @@ impl RegisterArgs {
                 Error::Config(format!(
                     "reading --data-file {}: {}",
                     path.display(),
-                    crate::resolve::io_reason(&e)
+                    crate::reason::io(&e)
                 ))
             })?;
             return Ok(Some(Body {
@@ -174,7 +174,7 @@ fn expand_json(text: &str) -> Result<String> {
         if !value.contains("$(") {
             continue;
         }
-        let expanded = http_client::expand_flag(&value, "--json")?;
+        let expanded = crate::expand::flag(&value, "--json")?;
         out.push_str(&text[copied..start]);
         out.push_str(&serde_json::Value::String(expanded).to_string());
         copied = end;
@@ -271,7 +271,7 @@ impl crate::cli::Task for RegisterArgs {
 
 pub async fn run(args: RegisterArgs) -> Result<()> {
     let mut options = args.retry.options()?;
-    let url = parse_url(&http_client::expand_flag(&args.url, "URL")?).map_err(Error::Usage)?;
+    let url = parse_url(&crate::expand::flag(&args.url, "URL")?).map_err(Error::Usage)?;
     let mut headers = args.request.headers()?;
     let body = args.body()?;
     if let Some(body) = &body
@@ -333,7 +333,7 @@ fn write_output(output: &Path, body: &[u8]) -> Result<()> {
             .map_err(|e| {
                 Error::Failed(format!(
                     "writing the response to stdout: {}",
-                    crate::resolve::io_reason(&e)
+                    crate::reason::io(&e)
                 ))
             });
     }
@@ -344,7 +344,7 @@ fn output_error(output: &Path, error: &std::io::Error) -> Error {
     Error::Failed(format!(
         "cannot write the response to {}: {}",
         output.display(),
-        crate::resolve::io_reason(error)
+        crate::reason::io(error)
     ))
 }
 

@@ -19,8 +19,8 @@ use std::path::{Path, PathBuf};
 use crate::atomic_file;
 use crate::exec::Then;
 use crate::exit::{Error, Result};
+use crate::reason;
 use crate::report;
-use crate::resolve::io_reason;
 
 use context::DataFile;
 
@@ -197,7 +197,7 @@ pub async fn run(args: TemplateArgs) -> Result<()> {
             Error::Failed(format!(
                 "cannot create the directory {}: {}",
                 dir.display(),
-                io_reason(&e)
+                reason::io(&e)
             ))
         })?;
     }
@@ -261,7 +261,7 @@ fn preflight(jobs: &[Job], changes: &[Change], missing_dirs: &[&Path]) -> Result
             )));
         }
         if let Err(error) = writable(existing) {
-            let reason = io_reason(&error);
+            let reason = reason::io(&error);
             let message = match (file, existing == dir) {
                 (Some(file), true) => format!(
                     "cannot write {}: {reason} (the directory {} cannot be written)",
@@ -312,8 +312,13 @@ fn writable(dir: &Path) -> io::Result<()> {
 /// Only a file's owner (or root) may change its mode.
 #[allow(unsafe_code)]
 fn check_owner(path: &Path) -> Result<()> {
-    let meta = fs::metadata(path)
-        .map_err(|e| Error::Failed(format!("cannot read {}: {}", path.display(), io_reason(&e))))?;
+    let meta = fs::metadata(path).map_err(|e| {
+        Error::Failed(format!(
+            "cannot read {}: {}",
+            path.display(),
+            reason::io(&e)
+        ))
+    })?;
     // SAFETY: geteuid has no preconditions and cannot fail.
     let euid = unsafe { libc::geteuid() };
     if euid != 0 && meta.uid() != euid {
@@ -352,7 +357,10 @@ fn write(job: &Job, bytes: &[u8], change: Change, mode: Option<u32>) -> Result<b
         Change::Mode => {
             let mode = mode.expect("a mode change comes from --mode");
             fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(|e| {
-                Error::Failed(format!("cannot set the mode of {shown}: {}", io_reason(&e)))
+                Error::Failed(format!(
+                    "cannot set the mode of {shown}: {}",
+                    reason::io(&e)
+                ))
             })?;
             let message = format!("unchanged {} → {shown}, mode set to {mode:04o}", job.name);
             log_file("template.mode", message, job, Some(&shown), None);
@@ -366,7 +374,7 @@ fn write(job: &Job, bytes: &[u8], change: Change, mode: Option<u32>) -> Result<b
                 (None, _) => None,
             };
             atomic_file::write(path, bytes, mode)
-                .map_err(|e| Error::Failed(format!("cannot write {shown}: {}", io_reason(&e))))?;
+                .map_err(|e| Error::Failed(format!("cannot write {shown}: {}", reason::io(&e))))?;
             let message = format!("{} {} → {shown}", job.verb(), job.name);
             log_file(
                 "template.rendered",
@@ -488,7 +496,7 @@ fn compare(path: &Path, bytes: &[u8], mode: Option<u32>) -> Result<Change> {
         Err(e) => {
             return Err(Error::Failed(format!(
                 "cannot read {shown}: {}",
-                io_reason(&e)
+                reason::io(&e)
             )));
         }
     };
@@ -503,7 +511,7 @@ fn compare(path: &Path, bytes: &[u8], mode: Option<u32>) -> Result<Change> {
         return Ok(Change::Update { mode: current_mode });
     }
     let current = fs::read(path)
-        .map_err(|e| Error::Failed(format!("cannot read {shown}: {}", io_reason(&e))))?;
+        .map_err(|e| Error::Failed(format!("cannot read {shown}: {}", reason::io(&e))))?;
     Ok(if current != bytes {
         Change::Update { mode: current_mode }
     } else if mode.is_some_and(|mode| mode != current_mode) {
@@ -518,7 +526,7 @@ fn write_stdout(bytes: &[u8]) -> Result<()> {
     stdout
         .write_all(bytes)
         .and_then(|()| stdout.flush())
-        .map_err(|e| Error::Failed(format!("writing to stdout: {}", io_reason(&e))))
+        .map_err(|e| Error::Failed(format!("writing to stdout: {}", reason::io(&e))))
 }
 
 /// The process umask, for new executable files (the kernel applies it to the others).
@@ -561,7 +569,7 @@ async fn plan(args: &TemplateArgs) -> Result<(Vec<Job>, Vec<PathBuf>)> {
 
     let src = &args.src;
     let meta = fs::metadata(src)
-        .map_err(|e| Error::Config(format!("template {}: {}", src.display(), io_reason(&e))))?;
+        .map_err(|e| Error::Config(format!("template {}: {}", src.display(), reason::io(&e))))?;
     if !meta.is_dir() {
         let target = if is_dash(dest) {
             Target::Stdout
@@ -612,7 +620,7 @@ fn read_template(path: &Path, name: String, target: Target) -> Result<Job> {
         Error::Config(format!(
             "reading template {}: {}",
             path.display(),
-            io_reason(&e)
+            reason::io(&e)
         ))
     })?;
     let source = Source::of(bytes, &name);
@@ -638,7 +646,7 @@ async fn read_stdin() -> Result<Vec<u8>> {
     .map_err(|e| {
         Error::Config(format!(
             "reading the template from stdin: {}",
-            io_reason(&e)
+            reason::io(&e)
         ))
     })?;
     Ok(bytes)
@@ -663,7 +671,7 @@ impl Walk {
             Error::Config(format!(
                 "reading the template directory {}: {}",
                 src.display(),
-                io_reason(&e)
+                reason::io(&e)
             ))
         };
         let mut entries = fs::read_dir(src)
@@ -684,7 +692,7 @@ impl Walk {
                 let reason = if broken {
                     "a symlink to nothing".to_owned()
                 } else {
-                    io_reason(&e)
+                    reason::io(&e)
                 };
                 Error::Config(format!("template {}: {reason}", path.display()))
             })?;

@@ -69,7 +69,7 @@ fn because<E: std::error::Error + 'static>(what: &'static str) -> impl Fn(E) -> 
         let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&error);
         while let Some(current) = cause {
             if let Some(io) = current.downcast_ref::<std::io::Error>() {
-                return format!("{what}: {}", crate::resolve::io_reason(io));
+                return format!("{what}: {}", crate::reason::io(io));
             }
             cause = current.source();
         }

@@ -17,9 +17,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::exec::Then;
 use crate::exit::{Error, Result};
-use crate::http_client::{self, TlsArgs};
+use crate::http_client::TlsArgs;
+use crate::reason;
 use crate::resolve::ResolverArgs;
-use crate::resolve::io_reason;
 use crate::wait::RetryArgs;
 use crate::wait::{self, Attempt, Probe};
 use crate::{redact, report};
@@ -147,7 +147,7 @@ fn same_repo(a: &str, b: &str) -> bool {
 impl GitCloneArgs {
     fn credentials(&self, from_url: Option<Credentials>) -> Result<Option<Credentials>> {
         if let Some(path) = &self.token_file {
-            let token = http_client::read_secret_file(path, "token file")?;
+            let token = redact::read_secret_file(path, "token file")?;
             return Ok(Some(Credentials {
                 username: self
                     .username
@@ -158,7 +158,7 @@ impl GitCloneArgs {
         }
         if let Some(username) = &self.username {
             let password = match &self.password_file {
-                Some(path) => http_client::read_secret_file(path, "password file")?,
+                Some(path) => redact::read_secret_file(path, "password file")?,
                 None => match crate::expand::var("INITBOX_GIT_PASSWORD").ok_or(()) {
                     Ok(password) if !password.is_empty() => {
                         redact::conceal(&password);
@@ -319,7 +319,7 @@ fn clone_and_install(
         CloneFailure::Fatal(Error::Failed(format!(
             "cannot write {}: {}",
             destination.path().display(),
-            io_reason(&e)
+            reason::io(&e)
         )))
     };
     let interrupted = || CloneFailure::Retry("interrupted".into());
@@ -450,7 +450,7 @@ pub async fn run(args: GitCloneArgs) -> Result<()> {
     let destination = Arc::new(Destination::new(&args.dest));
     let dest_shown = args.dest.display().to_string();
     let fs_error =
-        |e: std::io::Error| Error::Failed(format!("cannot use {dest_shown}: {}", io_reason(&e)));
+        |e: std::io::Error| Error::Failed(format!("cannot use {dest_shown}: {}", reason::io(&e)));
     if destination.recover().map_err(fs_error)? {
         report::info(
             "git.recovered",
@@ -550,7 +550,7 @@ pub async fn run(args: GitCloneArgs) -> Result<()> {
     // a download (or a retry loop) that could never be installed.
     destination
         .check_writable()
-        .map_err(|e| Error::Failed(format!("cannot write {dest_shown}: {}", io_reason(&e))))?;
+        .map_err(|e| Error::Failed(format!("cannot write {dest_shown}: {}", reason::io(&e))))?;
     let resolver = args.resolver.resolver(connect_timeout);
     let request = CloneRequest {
         url,

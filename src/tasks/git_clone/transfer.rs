@@ -328,7 +328,7 @@ impl Phase {
             .iter()
             .rev()
             .find_map(|cause| cause.downcast_ref::<std::io::Error>())
-            .map(crate::resolve::io_reason)
+            .map(crate::reason::io)
             .or_else(|| causes.last().map(|cause| cause.to_string()))
             .unwrap_or_else(|| "unknown error".into());
         let what = match self {
@@ -382,7 +382,7 @@ fn innermost(error: &(dyn std::error::Error + 'static)) -> String {
         last = next;
     }
     match last.downcast_ref::<std::io::Error>() {
-        Some(io) => crate::resolve::io_reason(io),
+        Some(io) => crate::reason::io(io),
         None => last.to_string(),
     }
 }
@@ -406,7 +406,7 @@ fn write_failure<'a>(
     Some(CloneFailure::Fatal(Error::Failed(format!(
         "cannot write the checkout into {}: {}",
         volume.display(),
-        crate::resolve::io_reason(io)
+        crate::reason::io(io)
     ))))
 }
 

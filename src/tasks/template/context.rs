@@ -15,7 +15,7 @@ use minijinja::value::{Enumerator, Object, ObjectExt, ObjectRepr, Value, ValueKi
 use minijinja::{Error as JinjaError, State};
 
 use crate::exit::{Error, Result};
-use crate::resolve::io_reason;
+use crate::reason;
 
 /// The context key holding the process environment; `--data` and `--set` may not use it.
 pub const ENV: &str = "env";
@@ -199,7 +199,7 @@ fn insert(root: &mut Node, key: &str, value: &str) -> Result<()> {
 fn load(file: &DataFile) -> Result<Value> {
     let what = format!("--data {}={}", file.name, file.path.display());
     let text = std::fs::read(&file.path)
-        .map_err(|e| Error::Config(format!("reading {what}: {}", io_reason(&e))))?;
+        .map_err(|e| Error::Config(format!("reading {what}: {}", reason::io(&e))))?;
     let text = String::from_utf8(text)
         .map_err(|_| Error::Config(format!("reading {what}: the file is not UTF-8 text")))?;
     // One line each, without the parsers' source excerpts: a data file may hold secrets.

@@ -23,8 +23,8 @@ use minijinja::{
 };
 
 use crate::exit::{Error, Result};
+use crate::reason;
 use crate::redact;
-use crate::resolve::io_reason;
 
 /// The filters that may be given an undefined value: they exist to replace one (`default`,
 /// `d`) or to fail with the user's own message (`required`).
@@ -390,7 +390,7 @@ fn toyaml(value: Value) -> Result<String, JinjaError> {
 /// contents are treated as a secret: masked in every log line, never in an error.
 fn file(path: &str) -> Result<String, JinjaError> {
     let bytes = std::fs::read(path)
-        .map_err(|error| own_error(format!("file(\"{path}\"): {}", io_reason(&error))))?;
+        .map_err(|error| own_error(format!("file(\"{path}\"): {}", reason::io(&error))))?;
     let text = String::from_utf8(bytes)
         .map_err(|_| own_error(format!("file(\"{path}\"): the file is not UTF-8 text")))?;
     redact::conceal(&text);
