@@ -85,11 +85,16 @@ pub trait Task {
 /// type. A new command is one file (its Args type and `impl Task`) and one line here;
 /// dispatch, the hand-off, `--help`, completions, man pages, pipeline steps and the tests'
 /// list of commands all follow from this list.
+///
+/// The subcommands are clap's `Subcommand` written out rather than derived, for one reason:
+/// start-up. A derived enum builds every command's flags before parsing; here each command
+/// is a name and a help line whose flags are defined only when it is the one invoked
+/// (`Command::defer`), so `initbox sleep 0` does not pay for thirty commands' flags.
 macro_rules! commands {
-    ($($(#[$doc:meta])* $variant:ident($args:ty),)*) => {
-        #[derive(Debug, Clone, Subcommand)]
+    ($($(#[doc = $about:literal])+ $variant:ident($args:ty),)*) => {
+        #[derive(Debug, Clone)]
         pub enum Command {
-            $($(#[$doc])* $variant($args),)*
+            $($(#[doc = $about])+ $variant($args),)*
         }
 
         impl Command {
@@ -106,8 +111,88 @@ macro_rules! commands {
                     $(Command::$variant(args) => args.execute().await,)*
                 }
             }
+
+            /// Every command as a name and a help line; its flags are defined when clap
+            /// first needs them.
+            fn subcommands() -> Vec<clap::Command> {
+                vec![$(clap::Command::new(kebab_case(stringify!($variant)))
+                    .about(help_line(concat!($($about),+)))
+                    .defer(define::<$args>),)*]
+            }
+
+            /// A command of [`Command::subcommands`] with its flags defined now.
+            fn defined(command: clap::Command) -> clap::Command {
+                $(if command.get_name() == kebab_case(stringify!($variant)) {
+                    // The identity replaces the deferred definition, which would add the
+                    // flags a second time.
+                    return define::<$args>(command).defer(|command| command);
+                })*
+                command
+            }
+        }
+
+        impl FromArgMatches for Command {
+            fn from_arg_matches(matches: &clap::ArgMatches) -> std::result::Result<Self, clap::Error> {
+                let Some((name, matches)) = matches.subcommand() else {
+                    return Err(clap::Error::new(clap::error::ErrorKind::MissingSubcommand));
+                };
+                $(if name == kebab_case(stringify!($variant)) {
+                    return Ok(Command::$variant(<$args as FromArgMatches>::from_arg_matches(matches)?));
+                })*
+                Err(clap::Error::new(clap::error::ErrorKind::InvalidSubcommand))
+            }
+
+            fn update_from_arg_matches(&mut self, matches: &clap::ArgMatches) -> std::result::Result<(), clap::Error> {
+                *self = Self::from_arg_matches(matches)?;
+                Ok(())
+            }
         }
     };
+}
+
+impl Subcommand for Command {
+    fn augment_subcommands(command: clap::Command) -> clap::Command {
+        command.subcommands(Command::subcommands())
+    }
+
+    fn augment_subcommands_for_update(command: clap::Command) -> clap::Command {
+        Self::augment_subcommands(command)
+    }
+
+    fn has_subcommand(name: &str) -> bool {
+        Command::subcommands()
+            .iter()
+            .any(|command| command.get_name() == name)
+    }
+}
+
+/// A doc comment as clap's derive makes it a help line: trimmed, without the final period.
+fn help_line(doc: &'static str) -> &'static str {
+    let line = doc.trim();
+    line.strip_suffix('.').unwrap_or(line)
+}
+
+/// A command's flags, with the conventions every flag follows.
+fn define<A: clap::Args>(command: clap::Command) -> clap::Command {
+    // The Args type's own doc comment would replace the command's help line.
+    let about = command.get_about().cloned();
+    let command = with_conventions(A::augment_args(command));
+    match about {
+        Some(about) => command.about(about),
+        None => command,
+    }
+}
+
+/// `WaitForDns` → `wait-for-dns`, the name clap's derive would give the variant.
+fn kebab_case(variant: &str) -> String {
+    let mut name = String::with_capacity(variant.len() + 4);
+    for (i, c) in variant.chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            name.push('-');
+        }
+        name.push(c.to_ascii_lowercase());
+    }
+    name
 }
 
 commands! {
@@ -136,20 +221,40 @@ Completions(CompletionsArgs),
 /// Print the man page (roff).
 Man(ManArgs),}
 
-/// The clap tree as initbox parses it: the derived definition with the conventions every
-/// flag follows applied once, here, instead of on each of them (see [`with_conventions`]).
-/// The command line, pipeline steps, `--help`, completions and man pages all use this.
+/// The whole clap tree, every command's flags defined, with the conventions every flag
+/// follows applied once, here, instead of on each of them (see [`with_conventions`]).
+/// Pipeline validation, completions, man pages and the tests read this; parsing a command
+/// line uses the same definitions, made only for the commands it names ([`parse_from`]).
 pub fn command() -> clap::Command {
+    lazy_command().mut_subcommands(Command::defined)
+}
+
+/// The tree [`parse_from`] uses for `argv`: as [`command`], but only the commands `argv`
+/// names have their flags defined; the others are a name and a help line until clap needs
+/// more (defining flags late would put the global flags first in their help).
+fn parsing_command(argv: &[OsString]) -> clap::Command {
+    lazy_command().mut_subcommands(|command| {
+        if argv.iter().any(|arg| arg == command.get_name()) {
+            Command::defined(command)
+        } else {
+            command
+        }
+    })
+}
+
+fn lazy_command() -> clap::Command {
     with_conventions(Cli::command())
 }
 
-/// Parses a command line (`argv[0]` first) with [`command`].
+/// Parses a command line (`argv[0]` first) with the tree of [`command`], built only as far
+/// as this command line needs it.
 pub fn parse_from<I, T>(argv: I) -> std::result::Result<Cli, clap::Error>
 where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
 {
-    let matches = command().try_get_matches_from(argv)?;
+    let argv: Vec<OsString> = argv.into_iter().map(Into::into).collect();
+    let matches = parsing_command(&argv).try_get_matches_from(argv)?;
     Cli::from_arg_matches(&matches)
 }
 
@@ -188,7 +293,7 @@ fn with_conventions(command: clap::Command) -> clap::Command {
 /// names the variable, since the user never typed the flag.
 pub fn usage_message(error: &clap::Error, argv: &[OsString]) -> String {
     let mut message = one_line(error);
-    let root = Cli::command();
+    let root = command();
     if let Some(variable) = variable_behind(&root, error, argv) {
         message = format!("{variable}: {message}");
     }
@@ -287,12 +392,57 @@ pub fn requested_log_format(argv: &[OsString]) -> LogFormat {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory;
 
     #[test]
     fn verify_cli() {
-        Cli::command().debug_assert();
+        lazy_command().debug_assert();
         command().debug_assert();
+    }
+
+    /// The tree that defines flags only for the commands named on the command line says
+    /// the same as the whole tree, in help and in errors, for every command.
+    #[test]
+    fn defining_flags_late_changes_no_help_and_no_error() {
+        for sub in command().get_subcommands() {
+            let name = sub.get_name();
+            for argv in [
+                vec!["initbox", name, "--help"],
+                vec!["initbox", name, "--no-such-flag"],
+                vec!["initbox", "help", name],
+            ] {
+                let whole = command().try_get_matches_from(&argv).unwrap_err();
+                let lazy = parse_from(&argv).unwrap_err();
+                assert_eq!(
+                    whole.render().to_string(),
+                    lazy.render().to_string(),
+                    "{argv:?}"
+                );
+            }
+        }
+    }
+
+    /// A command's own help starts with the line `initbox --help` lists it with (its Args
+    /// type's doc comment must not replace it).
+    #[test]
+    fn a_commands_help_starts_with_its_line_in_the_list() {
+        let listing = parse_from(["initbox", "--help"])
+            .unwrap_err()
+            .render()
+            .to_string();
+        for sub in command().get_subcommands() {
+            let name = sub.get_name();
+            let help = parse_from(["initbox", name, "--help"])
+                .unwrap_err()
+                .render()
+                .to_string();
+            let first = help.lines().next().unwrap();
+            assert!(
+                listing
+                    .lines()
+                    .any(|line| line.trim_start().strip_prefix(name).map(str::trim) == Some(first)),
+                "{name}: {first:?} is not its line in initbox --help"
+            );
+        }
     }
 
     #[test]
@@ -315,6 +465,6 @@ mod tests {
                 check(sub, &format!("{path} {}", sub.get_name()));
             }
         }
-        check(&Cli::command(), "initbox");
+        check(&command(), "initbox");
     }
 }
