@@ -1315,6 +1315,55 @@ fn an_unwritable_directory_in_dest_writes_nothing_and_leaves_no_temp_file() {
     );
 }
 
+#[test]
+fn a_directory_render_into_a_volume_out_of_inodes_writes_nothing() {
+    if !crate::support::need_root() {
+        return;
+    }
+    let sandbox = Sandbox::new();
+    let src = sandbox.path("templates");
+    std::fs::create_dir_all(src.join("a")).unwrap();
+    std::fs::create_dir_all(src.join("b")).unwrap();
+    sandbox.write("templates/a/x.conf.j2", "x\n");
+    sandbox.write("templates/b/y.conf.j2", "y\n");
+    let dest = sandbox.path("out");
+    std::fs::create_dir_all(dest.join("a")).unwrap();
+    std::fs::create_dir_all(dest.join("b")).unwrap();
+    // `b` is a volume with no inode left: the kernel says it may be written (access(2)),
+    // and only a real file made there finds out it cannot.
+    let full = dest.join("b");
+    let render = || {
+        sandbox
+            .initbox()
+            .args(["template", path_str(&src), path_str(&dest)])
+            .in_mount_namespace(&format!(
+                "mount -t tmpfs -o nr_inodes=1,size=64k tmpfs {}",
+                full.display()
+            ))
+            .run()
+    };
+    render().assert_code(1).assert_stderr_contains(&format!(
+        "cannot write {0}/b/y.conf: no space left on device (the directory {0}/b cannot be \
+             written)",
+        dest.display()
+    ));
+    assert_eq!(
+        tree(&dest),
+        ["a/", "b/"],
+        "a/x.conf was written before b failed"
+    );
+
+    // A directory to create on that volume.
+    std::fs::remove_file(src.join("b/y.conf.j2")).unwrap();
+    std::fs::create_dir(src.join("b/new")).unwrap();
+    render().assert_code(1).assert_stderr_contains(&format!(
+        "cannot create the directory {0}/b/new in {0}/b: no space left on device",
+        dest.display()
+    ));
+    assert_eq!(tree(&dest), ["a/", "b/"]);
+    assert!(temp_files(sandbox.dir.path()).is_empty());
+}
+
 /// `initbox template SRC - --data d=DATA`.
 fn render_to_stdout_with_d(
     sandbox: &Sandbox,

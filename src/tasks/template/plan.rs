@@ -4,10 +4,10 @@
 
 use std::fs;
 use std::io;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use crate::atomic_file;
 use crate::exit::{Error, Result};
 use crate::reason;
 
@@ -142,71 +142,41 @@ fn preflight(jobs: &[Job], changes: &[Change], missing_dirs: &[PathBuf]) -> Resu
     dirs.sort_by(|a, b| a.0.cmp(b.0).then(b.1.is_some().cmp(&a.1.is_some())));
     dirs.dedup_by(|a, b| a.0 == b.0);
     for (dir, file) in dirs {
-        // A directory to create is created in its nearest existing ancestor.
-        let mut existing = dir;
-        while !existing.exists() {
-            match existing.parent() {
-                Some(parent) if !parent.as_os_str().is_empty() => existing = parent,
-                _ => {
-                    existing = Path::new(".");
-                    break;
-                }
-            }
-        }
-        if !existing.is_dir() {
+        // A directory to create is checked in its nearest existing ancestor, where it
+        // would be created.
+        let Err(unwritable) = atomic_file::check_directory(dir) else {
+            continue;
+        };
+        let existing = unwritable.refused_by.as_path();
+        if unwritable.error.kind() == io::ErrorKind::NotADirectory {
             return Err(Error::Config(format!(
                 "cannot create the directory {}: {} is a file, not a directory",
                 dir.display(),
                 existing.display()
             )));
         }
-        if let Err(error) = writable(existing) {
-            let reason = reason::io(&error);
-            let message = match (file, existing == dir) {
-                (Some(file), true) => format!(
-                    "cannot write {}: {reason} (the directory {} cannot be written)",
-                    file.display(),
+        let reason = reason::io(&unwritable.error);
+        let message = match (file, existing == dir) {
+            (Some(file), true) => format!(
+                "cannot write {}: {reason} (the directory {} cannot be written)",
+                file.display(),
+                dir.display()
+            ),
+            (None, true) => {
+                format!(
+                    "cannot write into the directory {}: {reason}",
                     dir.display()
-                ),
-                (None, true) => {
-                    format!(
-                        "cannot write into the directory {}: {reason}",
-                        dir.display()
-                    )
-                }
-                (_, false) => format!(
-                    "cannot create the directory {} in {}: {reason}",
-                    dir.display(),
-                    existing.display()
-                ),
-            };
-            return Err(Error::Failed(message));
-        }
+                )
+            }
+            (_, false) => format!(
+                "cannot create the directory {} in {}: {reason}",
+                dir.display(),
+                existing.display()
+            ),
+        };
+        return Err(Error::Failed(message));
     }
     Ok(())
-}
-
-/// Whether this process may create and rename files in `dir` (as the kernel would decide:
-/// permissions, a read-only mount), without creating anything.
-#[allow(unsafe_code)]
-fn writable(dir: &Path) -> io::Result<()> {
-    let path = std::ffi::CString::new(dir.as_os_str().as_bytes())
-        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    // SAFETY: `path` is a valid NUL-terminated string that outlives the call. The effective
-    // IDs decide, as for the writes that follow (AT_EACCESS).
-    let result = unsafe {
-        libc::faccessat(
-            libc::AT_FDCWD,
-            path.as_ptr(),
-            libc::W_OK | libc::X_OK,
-            libc::AT_EACCESS,
-        )
-    };
-    if result == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
 }
 
 /// Only a file's owner (or root) may change its mode.

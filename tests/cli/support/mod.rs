@@ -148,6 +148,22 @@ impl Cmd {
         self.wrapped_in(&["unshare", "--net", "sh", "-c", &script, "sh"])
     }
 
+    /// Runs inside a mount namespace of its own (needs root), after the shell commands
+    /// `setup` (mounts that only this run sees, so nothing is left mounted on the machine).
+    pub fn in_mount_namespace(self, setup: &str) -> Self {
+        let script = format!("{setup} && exec \"$@\"");
+        self.wrapped_in(&[
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            &script,
+            "sh",
+        ])
+    }
+
     pub fn spawn(mut self) -> Running {
         let started = Instant::now();
         let mut child = self
