@@ -13,10 +13,12 @@ mod source;
 
 use std::fs;
 use std::io::{self, Write};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::atomic_file;
+use crate::cli::Invalid;
 use crate::exec::Then;
 use crate::exit::{Error, Result};
 use crate::reason;
@@ -68,14 +70,25 @@ impl crate::cli::Task for TemplateArgs {
     fn then(&self) -> &[std::ffi::OsString] {
         &self.then.command
     }
+
+    fn validate(&self) -> std::result::Result<(), Invalid> {
+        if self.check && is_dash(&self.dest) {
+            return Err(Invalid {
+                arg: "<DEST>".into(),
+                value: "-".into(),
+                reason: "--check compares the output with DEST, which cannot be '-'".into(),
+            });
+        }
+        // A DEST ending in '/' names a directory without looking; an existing directory
+        // is found when the run looks ([`source::read`]).
+        if is_dash(&self.src) && self.dest.as_os_str().as_bytes().ends_with(b"/") {
+            return Err(source::stdin_into_directory(&self.dest));
+        }
+        context::validate(&self.data, &self.set)
+    }
 }
 
 pub async fn run(args: TemplateArgs) -> Result<()> {
-    if args.check && is_dash(&args.dest) {
-        return Err(Error::Usage(
-            "--check compares the output with DEST, which cannot be '-'".into(),
-        ));
-    }
     let context = context::build(&args.data, &args.set)?;
     let (jobs, dirs) = source::read(&args.src, &args.dest).await?;
 

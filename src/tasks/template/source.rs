@@ -11,6 +11,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use crate::cli::Invalid;
 use crate::exit::{Error, Result};
 use crate::reason;
 use crate::report;
@@ -87,11 +88,7 @@ pub async fn read(src: &Path, dest: &Path) -> Result<(Vec<Job>, Vec<PathBuf>)> {
         let target = if is_dash(dest) {
             Target::Stdout
         } else if into_dir {
-            return Err(Error::Usage(format!(
-                "a template read from stdin has no name: DEST must be a file or '-', not the \
-                 directory {}",
-                dest.display()
-            )));
+            return Err(Error::Usage(stdin_into_directory(dest).to_string()));
         } else {
             Target::File(dest.to_owned())
         };
@@ -119,10 +116,15 @@ pub async fn read(src: &Path, dest: &Path) -> Result<(Vec<Job>, Vec<PathBuf>)> {
         return Ok((vec![job], Vec::new()));
     }
     if is_dash(dest) {
-        return Err(Error::Usage(format!(
-            "{} is a directory: it renders into a directory, not to stdout",
-            src.display()
-        )));
+        let invalid = Invalid {
+            arg: "<DEST>".into(),
+            value: "-".into(),
+            reason: format!(
+                "{} is a directory: it renders into a directory, not to stdout",
+                src.display()
+            ),
+        };
+        return Err(Error::Usage(invalid.to_string()));
     }
     if dest.exists() && !dest.is_dir() {
         return Err(Error::Config(format!(
@@ -140,6 +142,17 @@ pub async fn read(src: &Path, dest: &Path) -> Result<(Vec<Job>, Vec<PathBuf>)> {
     };
     walk.dir(src, dest)?;
     Ok((walk.jobs, walk.dirs))
+}
+
+/// The refusal of a template read from stdin (it has no name) into a directory.
+pub fn stdin_into_directory(dest: &Path) -> Invalid {
+    Invalid {
+        arg: "<DEST>".into(),
+        value: dest.display().to_string(),
+        reason: "a template read from stdin has no name: DEST must be a file or '-', not a \
+                 directory"
+            .into(),
+    }
 }
 
 /// `app.conf.j2` → `app.conf`; other names stay as they are.
