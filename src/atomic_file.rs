@@ -8,9 +8,10 @@
 //! can leave one, and the next write to the same destination removes it.
 //!
 //! A destination that is a directory (`out/`, `.`, an existing directory) is refused before
-//! anything is created, naming it as a directory; [`check_destination`] lets a command find
-//! an unusable destination before it does anything that cannot be undone (a registration,
-//! a download).
+//! anything is created, naming it as a directory. [`check_destination`] (and, for a
+//! directory to fill, [`check_directory`]) is the one check every command makes to find an
+//! unusable destination before it does anything that cannot be undone (a registration, a
+//! download, a clone, the first file of a rendered tree).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -135,11 +136,126 @@ pub fn write(dest: &Path, contents: &[u8], mode: Option<u32>) -> io::Result<()> 
     file.commit()
 }
 
-/// Finds out, before the first side effect, whether `dest` can be written: not a
-/// directory, its directory creatable and writable (a temp file is made there and removed
-/// at once). Missing parent directories are created, as the write would create them.
-pub fn check_destination(dest: &Path, mode: Option<u32>) -> io::Result<()> {
-    AtomicFile::create(dest, mode).map(drop)
+/// Finds out, before the first side effect, whether a file can be written at `dest` as
+/// [`write`] or [`AtomicFile::create`] would write it: `dest` is not a directory (see
+/// [`AtomicFile::create`]), and its directory takes a new file (see [`check_directory`]).
+/// Leaves nothing behind: no file, and no directory either, where missing parents would
+/// be created by the write itself.
+///
+/// Every command that writes a file calls this before its first side effect, so that a
+/// read-only volume, a missing permission or a volume out of inodes is reported at once,
+/// naming the file, not after a download, a registration or half of a rendered tree.
+/// Errors are the OS's (`reason::io` phrases them); a file standing where a directory is
+/// needed is [`io::ErrorKind::NotADirectory`], naming that file.
+pub fn check_destination(dest: &Path) -> io::Result<()> {
+    refuse_directory(dest)?;
+    let name = dest.file_name().ok_or_else(is_a_directory)?;
+    probe(parent_dir(dest), &name.to_string_lossy())?;
+    Ok(())
+}
+
+/// Why a directory cannot take new entries, from [`check_directory`].
+#[derive(Debug)]
+pub struct Unwritable {
+    /// The directory that refused: the one asked about or, when that one does not exist
+    /// yet, the nearest existing directory it would be created in (or the file standing
+    /// in its way, with [`io::ErrorKind::NotADirectory`]).
+    pub refused_by: PathBuf,
+    pub error: io::Error,
+}
+
+impl From<Unwritable> for io::Error {
+    fn from(unwritable: Unwritable) -> io::Error {
+        unwritable.error
+    }
+}
+
+/// Finds out, without leaving anything behind, whether new files and directories can be
+/// made in `dir`, or `dir` be created with its missing parents: a real file is created in
+/// `dir` (or in its nearest existing ancestor) and removed at once. Unlike asking the
+/// kernel for permission (`access(2)`), this also catches what only an actual write meets:
+/// a volume out of inodes, an ACL or security module that refuses, a filesystem that
+/// answers permission questions wrongly (NFS with root squashing, FUSE).
+///
+/// For a command that fills a directory (a tree of files, a clone); for one file, use
+/// [`check_destination`].
+pub fn check_directory(dir: &Path) -> Result<(), Unwritable> {
+    probe(dir, "check")
+}
+
+/// Creates and removes `.NAME.initbox-RANDOM.tmp` in `dir`, or in its nearest existing
+/// ancestor: the temp-file name a writer of NAME uses, so the next write removes it if a
+/// kill ever interrupts the probe.
+fn probe(dir: &Path, name: &str) -> Result<(), Unwritable> {
+    let existing = nearest_directory(dir)?;
+    let refused = |error| Unwritable {
+        refused_by: existing.to_owned(),
+        error,
+    };
+    loop {
+        let temp = existing.join(format!(
+            ".{name}{TEMP_MARK}{:08x}{TEMP_SUFFIX}",
+            fastrand::u32(..)
+        ));
+        match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&temp)
+        {
+            Ok(file) => {
+                drop(file);
+                return fs::remove_file(&temp).map_err(refused);
+            }
+            Err(error) if error.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(error) => return Err(refused(error)),
+        }
+    }
+}
+
+/// `dir` if it exists, else its nearest existing ancestor; a file (or a symbolic link to
+/// nothing) in the way is an error naming it.
+fn nearest_directory(dir: &Path) -> Result<&Path, Unwritable> {
+    let mut path = dir;
+    loop {
+        let blocked = || Unwritable {
+            refused_by: path.to_owned(),
+            error: io::Error::new(
+                io::ErrorKind::NotADirectory,
+                format!("{} is not a directory", path.display()),
+            ),
+        };
+        match fs::metadata(path) {
+            Ok(meta) if meta.is_dir() => return Ok(path),
+            Ok(_) => return Err(blocked()),
+            Err(error)
+                if matches!(
+                    error.kind(),
+                    io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+                ) =>
+            {
+                if fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
+                    return Err(blocked());
+                }
+            }
+            Err(error) => {
+                return Err(Unwritable {
+                    refused_by: path.to_owned(),
+                    error,
+                });
+            }
+        }
+        path = match path.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent,
+            Some(_) => Path::new("."),
+            None => {
+                return Err(Unwritable {
+                    refused_by: path.to_owned(),
+                    error: io::Error::from(io::ErrorKind::NotFound),
+                });
+            }
+        };
+    }
 }
 
 /// "File exists" from creating a directory means a file stands where a directory should:
@@ -312,14 +428,59 @@ mod tests {
     }
 
     #[test]
-    fn checking_a_destination_leaves_nothing() {
+    fn checking_a_destination_leaves_nothing_not_even_its_missing_directories() {
         let dir = tempfile::tempdir().unwrap();
-        check_destination(&dir.path().join("a/b/file"), Some(0o600)).unwrap();
-        assert!(names(&dir.path().join("a/b")).is_empty());
+        check_destination(&dir.path().join("a/b/file")).unwrap();
+        check_destination(&dir.path().join("file")).unwrap();
+        check_directory(&dir.path().join("c/d")).unwrap();
+        check_directory(dir.path()).unwrap();
+        assert!(names(dir.path()).is_empty());
+        let sub = dir.path().join("sub");
+        fs::create_dir(&sub).unwrap();
+        let error = check_destination(&sub).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::IsADirectory);
+        assert_eq!(names(dir.path()), ["sub"]);
+    }
+
+    #[test]
+    fn a_file_in_the_way_of_a_directory_is_named() {
+        let dir = tempfile::tempdir().unwrap();
         let blocker = dir.path().join("file");
         fs::write(&blocker, "x").unwrap();
-        assert!(check_destination(&blocker.join("below"), None).is_err());
-        assert_eq!(names(dir.path()), ["a", "file"]);
+        let error = check_destination(&blocker.join("a/below")).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::NotADirectory);
+        assert_eq!(
+            error.to_string(),
+            format!("{} is not a directory", blocker.display())
+        );
+        let unwritable = check_directory(&blocker.join("a")).unwrap_err();
+        assert_eq!(unwritable.refused_by, blocker);
+        std::os::unix::fs::symlink(dir.path().join("nowhere"), dir.path().join("link")).unwrap();
+        let unwritable = check_directory(&dir.path().join("link/a")).unwrap_err();
+        assert_eq!(unwritable.refused_by, dir.path().join("link"));
+        assert_eq!(names(dir.path()), ["file", "link"]);
+    }
+
+    #[test]
+    fn a_missing_directory_is_checked_where_it_would_be_created() {
+        let dir = tempfile::tempdir().unwrap();
+        let locked = dir.path().join("locked");
+        fs::create_dir(&locked).unwrap();
+        fs::set_permissions(&locked, fs::Permissions::from_mode(0o500)).unwrap();
+        // Root may write anywhere: the probe then succeeds, which is also what the write
+        // would do.
+        let euid_is_root = fs::metadata("/proc/self").is_ok_and(|m| {
+            use std::os::unix::fs::MetadataExt;
+            m.uid() == 0
+        });
+        match check_directory(&locked.join("new/deeper")) {
+            Ok(()) => assert!(euid_is_root),
+            Err(unwritable) => {
+                assert_eq!(unwritable.refused_by, locked);
+                assert_eq!(unwritable.error.kind(), io::ErrorKind::PermissionDenied);
+            }
+        }
+        assert!(names(&locked).is_empty());
     }
 
     #[test]

@@ -79,6 +79,44 @@ pub trait Task {
     fn then(&self) -> &[OsString] {
         &[]
     }
+    /// Checks across flags that clap cannot declare (one flag's value ruling out another),
+    /// made by [`parse_from`] right after clap's own, so the command line and `run --check`
+    /// refuse the same things. No I/O here: what needs the filesystem is the run's.
+    fn validate(&self) -> std::result::Result<(), Invalid> {
+        Ok(())
+    }
+}
+
+/// A value refused by [`Task::validate`], reported as clap reports a value its parser
+/// refused: `invalid value 'VALUE' for 'ARG': REASON`, so every usage error reads alike.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invalid {
+    /// The argument as clap names it in messages: `--set <KEY=VALUE>`, `<DEST>`.
+    pub arg: String,
+    pub value: String,
+    pub reason: String,
+}
+
+impl std::fmt::Display for Invalid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "invalid value '{}' for '{}': {}",
+            self.value, self.arg, self.reason
+        )
+    }
+}
+
+impl Invalid {
+    /// As clap's own error, carrying the argument and the value (for the messages that name
+    /// an `INITBOX_*` variable or a pipeline key).
+    fn into_clap(self) -> clap::Error {
+        let mut error =
+            clap::Error::raw(clap::error::ErrorKind::ValueValidation, format!("{self}\n"));
+        error.insert(ContextKind::InvalidArg, ContextValue::String(self.arg));
+        error.insert(ContextKind::InvalidValue, ContextValue::String(self.value));
+        error
+    }
 }
 
 /// Every command, once: its help line, its name (the variant, in kebab case) and its Args
@@ -102,6 +140,13 @@ macro_rules! commands {
             pub fn then(&self) -> &[OsString] {
                 match self {
                     $(Command::$variant(args) => Task::then(args),)*
+                }
+            }
+
+            /// The checks across flags of the command's task ([`Task::validate`]).
+            pub fn validate(&self) -> std::result::Result<(), Invalid> {
+                match self {
+                    $(Command::$variant(args) => Task::validate(args),)*
                 }
             }
 
@@ -247,7 +292,8 @@ fn lazy_command() -> clap::Command {
 }
 
 /// Parses a command line (`argv[0]` first) with the tree of [`command`], built only as far
-/// as this command line needs it.
+/// as this command line needs it, then the task's own checks across flags
+/// ([`Task::validate`]).
 pub fn parse_from<I, T>(argv: I) -> std::result::Result<Cli, clap::Error>
 where
     I: IntoIterator<Item = T>,
@@ -255,7 +301,9 @@ where
 {
     let argv: Vec<OsString> = argv.into_iter().map(Into::into).collect();
     let matches = parsing_command(&argv).try_get_matches_from(argv)?;
-    Cli::from_arg_matches(&matches)
+    let cli = Cli::from_arg_matches(&matches)?;
+    cli.command.validate().map_err(Invalid::into_clap)?;
+    Ok(cli)
 }
 
 /// The usual conventions of command-line tools, for every flag of every command:

@@ -346,7 +346,7 @@ pub async fn run(args: FetchArgs) -> Result<()> {
     // The destination is checked before the first request, so a download that cannot be
     // saved is not made (and a directory is named as one, not found after the transfer).
     if args.output != Path::new("-") {
-        atomic_file::check_destination(&args.output, args.mode).map_err(|e| {
+        atomic_file::check_destination(&args.output).map_err(|e| {
             Error::Failed(format!(
                 "cannot write {}: {}",
                 args.output.display(),

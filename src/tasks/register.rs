@@ -285,8 +285,7 @@ pub async fn run(args: RegisterArgs) -> Result<()> {
     // Every destination is checked before the request: once the pod is registered, an
     // unwritable --output would fail the run and a restart would register it again.
     if args.output != Path::new("-") {
-        atomic_file::check_destination(&args.output, None)
-            .map_err(|e| output_error(&args.output, &e))?;
+        atomic_file::check_destination(&args.output).map_err(|e| output_error(&args.output, &e))?;
     }
     let attempt_timeout = args.retry.attempt_timeout.get();
     let resolver = args.resolver.resolver(attempt_timeout);

@@ -10,7 +10,9 @@ use std::path::Path;
 
 use crate::support::git_server::TestRepo;
 use crate::support::http_server::{HttpServer, reply_bytes};
-use crate::support::{Output, Sandbox, need_root, nonroot_copy, path_str};
+use crate::support::{
+    COMMANDS, Output, Sandbox, assert_covers, commands_taking, need_root, nonroot_copy, path_str,
+};
 
 /// One malformed invocation: the arguments, the exit code, the words the error must contain.
 struct Bad {
@@ -63,6 +65,22 @@ fn check(case: &Bad, output: &Output) {
     );
 }
 
+/// [`check_all`] for a table that has a row for every command (the registry's), which it
+/// proves first.
+fn check_all_commands(sandbox: &Sandbox, cases: &[Bad]) {
+    let covered: Vec<&str> = cases
+        .iter()
+        .filter_map(|case| {
+            case.args
+                .iter()
+                .find(|arg| COMMANDS.contains(&arg.as_str()))
+                .map(String::as_str)
+        })
+        .collect();
+    assert_covers(&covered, &COMMANDS, "the table of usage errors");
+    check_all(sandbox, cases);
+}
+
 fn check_all(sandbox: &Sandbox, cases: &[Bad]) {
     for case in cases {
         check(case, &sandbox.initbox().args(&case.args).run());
@@ -72,7 +90,7 @@ fn check_all(sandbox: &Sandbox, cases: &[Bad]) {
 #[test]
 fn usage_errors_exit_2_naming_the_bad_value() {
     let sandbox = Sandbox::new();
-    check_all(
+    check_all_commands(
         &sandbox,
         &[
             // wait-for-tcp
@@ -634,6 +652,7 @@ fn a_host_that_cannot_be_a_dns_name_is_a_usage_error_for_every_command_with_a_ho
     let cases = [
         vec!["wait-for-dns".to_owned(), long.clone()],
         vec!["wait-for-tcp".to_owned(), format!("{long}:80")],
+        vec!["ping".to_owned(), long.clone()],
         vec!["wait-for-http".to_owned(), format!("http://{long}/")],
         vec!["register".to_owned(), format!("http://{long}/register")],
         vec![
@@ -653,6 +672,12 @@ fn a_host_that_cannot_be_a_dns_name_is_a_usage_error_for_every_command_with_a_ho
             dest.into(),
         ],
     ];
+    let covered: Vec<&str> = cases.iter().map(|args| args[0].as_str()).collect();
+    assert_covers(
+        &covered,
+        &commands_taking(&["NAME", "HOST", "HOST:PORT", "URL", "REPO"]),
+        "a host that cannot be a DNS name",
+    );
     let cases: Vec<Bad> = cases
         .iter()
         .map(|args| {

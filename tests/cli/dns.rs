@@ -341,11 +341,18 @@ fn names_that_cannot_be_dns_names_are_usage_errors_before_any_query() {
         (".mydb", "empty label"),
     ];
     for (name, why) in cases {
-        for command in [
+        let commands = [
             vec!["wait-for-dns".to_owned(), name.to_owned()],
             vec!["wait-for-tcp".to_owned(), format!("{name}:5432")],
             vec!["ping".to_owned(), name.to_owned()],
-        ] {
+        ];
+        let covered: Vec<&str> = commands.iter().map(|c| c[0].as_str()).collect();
+        crate::support::assert_covers(
+            &covered,
+            &crate::support::commands_taking(&["NAME", "HOST", "HOST:PORT"]),
+            "a name that cannot be a DNS name",
+        );
+        for command in commands {
             let output = sandbox
                 .initbox()
                 .args(&command)

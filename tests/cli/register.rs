@@ -550,7 +550,7 @@ fn port_0_is_a_usage_error_before_any_attempt() {
     let sandbox = Sandbox::new();
     let unused = free_port("127.0.0.1");
     let dest = sandbox.path("out");
-    for args in [
+    let cases = [
         vec!["register", "http://127.0.0.1:0/r"],
         vec!["register", "http://127.0.0.1:$(PORT)/r"],
         vec![
@@ -560,7 +560,15 @@ fn port_0_is_a_usage_error_before_any_attempt() {
             dest.to_str().unwrap(),
         ],
         vec!["wait-for-http", "https://localhost:0/"],
-    ] {
+        vec!["git-clone", "http://127.0.0.1:0/r", dest.to_str().unwrap()],
+    ];
+    let covered: Vec<&str> = cases.iter().map(|args| args[0]).collect();
+    crate::support::assert_covers(
+        &covered,
+        &crate::support::commands_taking(&["URL", "REPO"]),
+        "port 0 in a URL",
+    );
+    for args in cases {
         sandbox
             .initbox()
             .env("PORT", "0")

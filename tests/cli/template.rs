@@ -1315,6 +1315,55 @@ fn an_unwritable_directory_in_dest_writes_nothing_and_leaves_no_temp_file() {
     );
 }
 
+#[test]
+fn a_directory_render_into_a_volume_out_of_inodes_writes_nothing() {
+    if !crate::support::need_root() {
+        return;
+    }
+    let sandbox = Sandbox::new();
+    let src = sandbox.path("templates");
+    std::fs::create_dir_all(src.join("a")).unwrap();
+    std::fs::create_dir_all(src.join("b")).unwrap();
+    sandbox.write("templates/a/x.conf.j2", "x\n");
+    sandbox.write("templates/b/y.conf.j2", "y\n");
+    let dest = sandbox.path("out");
+    std::fs::create_dir_all(dest.join("a")).unwrap();
+    std::fs::create_dir_all(dest.join("b")).unwrap();
+    // `b` is a volume with no inode left: the kernel says it may be written (access(2)),
+    // and only a real file made there finds out it cannot.
+    let full = dest.join("b");
+    let render = || {
+        sandbox
+            .initbox()
+            .args(["template", path_str(&src), path_str(&dest)])
+            .in_mount_namespace(&format!(
+                "mount -t tmpfs -o nr_inodes=1,size=64k tmpfs {}",
+                full.display()
+            ))
+            .run()
+    };
+    render().assert_code(1).assert_stderr_contains(&format!(
+        "cannot write {0}/b/y.conf: no space left on device (the directory {0}/b cannot be \
+             written)",
+        dest.display()
+    ));
+    assert_eq!(
+        tree(&dest),
+        ["a/", "b/"],
+        "a/x.conf was written before b failed"
+    );
+
+    // A directory to create on that volume.
+    std::fs::remove_file(src.join("b/y.conf.j2")).unwrap();
+    std::fs::create_dir(src.join("b/new")).unwrap();
+    render().assert_code(1).assert_stderr_contains(&format!(
+        "cannot create the directory {0}/b/new in {0}/b: no space left on device",
+        dest.display()
+    ));
+    assert_eq!(tree(&dest), ["a/", "b/"]);
+    assert!(temp_files(sandbox.dir.path()).is_empty());
+}
+
 /// `initbox template SRC - --data d=DATA`.
 fn render_to_stdout_with_d(
     sandbox: &Sandbox,
@@ -1590,4 +1639,120 @@ fn a_pipeline_file_is_typed_by_the_yaml_1_2_core_schema() {
         .run()
         .assert_code(78)
         .assert_stderr_contains("template.check: expected true or false");
+}
+
+/// A mistake among template's flags that needs no file: refused with exit 2 on the command
+/// line and, as a pipeline step, by `run --check` (exit 78, naming the step's key), with
+/// the same message; nothing is written either way.
+fn refused_by_the_cli_and_by_run_check(args: &[&str], step: &str, key: &str, message: &str) {
+    let sandbox = Sandbox::new();
+    sandbox.write("app.conf.j2", "x\n");
+    let mut cmd = sandbox.initbox().arg("template");
+    for arg in args {
+        cmd = cmd.arg(arg.replace("SANDBOX", path_str(sandbox.dir.path())));
+    }
+    cmd.run().assert_code(2).assert_stderr_contains(message);
+    let pipeline = sandbox.write(
+        "p.yaml",
+        &format!(
+            "steps:\n  - name: render\n    template: {}\n",
+            step.replace("SANDBOX", path_str(sandbox.dir.path()))
+        ),
+    );
+    sandbox
+        .initbox()
+        .args(["run", "--check", "-f"])
+        .arg(&pipeline)
+        .run()
+        .assert_code(78)
+        .assert_stderr_contains(&format!("step 'render', template.{key}: invalid value '"))
+        .assert_stderr_contains(message);
+    assert_eq!(tree(sandbox.dir.path()), ["app.conf.j2", "hosts", "p.yaml"]);
+}
+
+#[test]
+fn check_to_stdout_is_refused_by_the_cli_and_by_run_check() {
+    refused_by_the_cli_and_by_run_check(
+        &["SANDBOX/app.conf.j2", "-", "--check"],
+        "{src: SANDBOX/app.conf.j2, dest: '-', check: true}",
+        "dest",
+        "invalid value '-' for '<DEST>': --check compares the output with DEST, which cannot \
+         be '-'",
+    );
+}
+
+#[test]
+fn stdin_into_a_directory_path_is_refused_by_the_cli_and_by_run_check() {
+    refused_by_the_cli_and_by_run_check(
+        &["-", "SANDBOX/out/"],
+        "{src: '-', dest: SANDBOX/out/}",
+        "dest",
+        "/out/' for '<DEST>': a template read from stdin has no name: DEST must be a file or \
+         '-', not a directory",
+    );
+}
+
+#[test]
+fn data_named_twice_is_refused_by_the_cli_and_by_run_check() {
+    refused_by_the_cli_and_by_run_check(
+        &[
+            "SANDBOX/app.conf.j2",
+            "SANDBOX/app.conf",
+            "--data",
+            "db=a.json",
+            "--data",
+            "db=b.json",
+        ],
+        "{src: SANDBOX/app.conf.j2, dest: SANDBOX/app.conf, data: [db=a.json, db=b.json]}",
+        "data",
+        "invalid value 'db=b.json' for '--data <NAME=FILE>': 'db' is given twice",
+    );
+}
+
+#[test]
+fn set_values_that_contradict_each_other_are_refused_by_the_cli_and_by_run_check() {
+    refused_by_the_cli_and_by_run_check(
+        &[
+            "SANDBOX/app.conf.j2",
+            "SANDBOX/app.conf",
+            "--set",
+            "db=x",
+            "--set",
+            "db.host=y",
+        ],
+        "{src: SANDBOX/app.conf.j2, dest: SANDBOX/app.conf, set: [db=x, db.host=y]}",
+        "set",
+        "invalid value 'db.host=y' for '--set <KEY=VALUE>': db is a value, not a map",
+    );
+    refused_by_the_cli_and_by_run_check(
+        &[
+            "SANDBOX/app.conf.j2",
+            "SANDBOX/app.conf",
+            "--set",
+            "db.host=y",
+            "--set",
+            "db=x",
+        ],
+        "{src: SANDBOX/app.conf.j2, dest: SANDBOX/app.conf, set: {db.host: y, db: x}}",
+        "set",
+        "invalid value 'db=x' for '--set <KEY=VALUE>': db is a map; set its keys instead",
+    );
+    // Whether a --set reaches into a data file's map is known only once the file is read:
+    // the run refuses it, in the same words.
+    let sandbox = Sandbox::new();
+    let template = sandbox.write("app.conf.j2", "{{ db }}\n");
+    let data = sandbox.write("db.json", "\"just a string\"");
+    sandbox
+        .initbox()
+        .arg("template")
+        .arg(&template)
+        .arg(sandbox.path("app.conf"))
+        .arg(format!("--data=db={}", data.display()))
+        .arg("--set=db.host=y")
+        .run()
+        .assert_code(2)
+        .assert_stderr_contains(
+            "invalid value 'db.host=y' for '--set <KEY=VALUE>': db is a value, not a map",
+        );
+    assert!(!sandbox.path("app.conf").exists());
 }

@@ -118,10 +118,14 @@ impl Destination {
     }
 
     /// Makes sure a clone could be written here, before anything goes over the network:
-    /// creates (and removes again) the staging directory the clone would use.
+    /// the directory its staging directory goes in takes new entries.
     pub fn check_writable(&self) -> io::Result<()> {
-        let staging = self.staging()?;
-        fs::remove_dir(staging)
+        let staging = if self.dest.exists() {
+            self.inner_staging()
+        } else {
+            self.sibling_staging()
+        };
+        Ok(atomic_file::check_directory(parent_dir(&staging))?)
     }
 
     /// Looks at DEST as it is now.

@@ -14,6 +14,7 @@ use indexmap::IndexMap;
 use minijinja::value::{Enumerator, Object, ObjectExt, ObjectRepr, Value, ValueKind, from_args};
 use minijinja::{Error as JinjaError, State};
 
+use crate::cli::Invalid;
 use crate::exit::{Error, Result};
 use crate::reason;
 
@@ -151,39 +152,69 @@ impl Node {
     }
 }
 
-/// Builds the context from the environment, the data files and the `--set` values.
+/// The checks of `--data` and `--set` that need no file: a NAME given twice, and `--set`
+/// values that contradict each other (`a=1` and `a.b=2`). Whether a `--set` reaches into a
+/// data file that holds a map is known only once the file is read ([`build`]).
+pub fn validate(data: &[DataFile], set: &[(String, String)]) -> std::result::Result<(), Invalid> {
+    for (index, file) in data.iter().enumerate() {
+        if data[..index].iter().any(|other| other.name == file.name) {
+            return Err(Invalid {
+                arg: "--data <NAME=FILE>".into(),
+                value: format!("{}={}", file.name, file.path.display()),
+                reason: format!("'{}' is given twice", file.name),
+            });
+        }
+    }
+    let mut root = Node::Map(IndexMap::new());
+    for (key, value) in set {
+        let top = key.split('.').next().unwrap_or_default();
+        if data.iter().any(|file| file.name == top) {
+            continue;
+        }
+        insert(&mut root, key, value).map_err(|reason| set_invalid(key, value, reason))?;
+    }
+    Ok(())
+}
+
+fn set_invalid(key: &str, value: &str, reason: String) -> Invalid {
+    Invalid {
+        arg: "--set <KEY=VALUE>".into(),
+        value: format!("{key}={value}"),
+        reason,
+    }
+}
+
+/// Builds the context from the environment, the data files and the `--set` values
+/// (checked first by [`validate`]).
 pub fn build(data: &[DataFile], set: &[(String, String)]) -> Result<Value> {
     let mut root = IndexMap::new();
     root.insert(ENV.to_owned(), Node::Leaf(Environ::from_process()));
     for file in data {
-        if root.contains_key(&file.name) {
-            return Err(Error::Usage(format!("--data {} is given twice", file.name)));
-        }
         root.insert(file.name.clone(), Node::Leaf(load(file)?));
     }
     let mut root = Node::Map(root);
     for (key, value) in set {
-        insert(&mut root, key, value)?;
+        insert(&mut root, key, value)
+            .map_err(|reason| Error::Usage(set_invalid(key, value, reason).to_string()))?;
     }
     Ok(root.into_value())
 }
 
-fn insert(root: &mut Node, key: &str, value: &str) -> Result<()> {
+/// Sets `key` (dotted) to `value`; Err says why the key cannot be set.
+fn insert(root: &mut Node, key: &str, value: &str) -> std::result::Result<(), String> {
     let segments: Vec<&str> = key.split('.').collect();
     let mut node = root;
     for (depth, segment) in segments.iter().enumerate() {
         let Some(map) = node.as_map() else {
-            return Err(Error::Usage(format!(
-                "--set {key}: {} is a value, not a map",
+            return Err(format!(
+                "{} is a value, not a map",
                 segments[..depth].join(".")
-            )));
+            ));
         };
         let last = depth + 1 == segments.len();
         if last {
             if let Some(Node::Map(_)) = map.get(*segment) {
-                return Err(Error::Usage(format!(
-                    "--set {key}: {key} is a map; set its keys instead"
-                )));
+                return Err(format!("{key} is a map; set its keys instead"));
             }
             map.insert((*segment).to_owned(), Node::Leaf(Value::from(value)));
             return Ok(());

@@ -30,6 +30,38 @@ pub static COMMANDS: std::sync::LazyLock<Vec<&'static str>> = std::sync::LazyLoc
         .collect()
 });
 
+/// The commands of [`COMMANDS`] with a positional argument named one of `value_names` as
+/// clap names it (`HOST:PORT`, `URL`): a test of every command that takes a host, a URL or
+/// a path asks the registry which those are, so a new one needs a case there.
+pub fn commands_taking(value_names: &[&str]) -> Vec<&'static str> {
+    let root = initbox::cli::command();
+    COMMANDS
+        .iter()
+        .copied()
+        .filter(|name| {
+            root.find_subcommand(name).is_some_and(|command| {
+                command.get_positionals().any(|arg| {
+                    arg.get_value_names().is_some_and(|names| {
+                        names.iter().any(|n| value_names.contains(&n.as_str()))
+                    })
+                })
+            })
+        })
+        .collect()
+}
+
+/// Fails naming the commands of `expected` that `covered` (commands, any order, repeats
+/// allowed) lacks, or that it has in excess: how a table of cases proves it is complete.
+#[track_caller]
+pub fn assert_covers(covered: &[&str], expected: &[&str], what: &str) {
+    let mut covered: Vec<&str> = covered.to_vec();
+    covered.sort();
+    covered.dedup();
+    let mut expected: Vec<&str> = expected.to_vec();
+    expected.sort();
+    assert_eq!(covered, expected, "{what}: every command needs a case here");
+}
+
 pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_initbox")
 }
@@ -146,6 +178,22 @@ impl Cmd {
             format!("ip link set lo up && {setup} && exec \"$@\"")
         };
         self.wrapped_in(&["unshare", "--net", "sh", "-c", &script, "sh"])
+    }
+
+    /// Runs inside a mount namespace of its own (needs root), after the shell commands
+    /// `setup` (mounts that only this run sees, so nothing is left mounted on the machine).
+    pub fn in_mount_namespace(self, setup: &str) -> Self {
+        let script = format!("{setup} && exec \"$@\"");
+        self.wrapped_in(&[
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            &script,
+            "sh",
+        ])
     }
 
     pub fn spawn(mut self) -> Running {

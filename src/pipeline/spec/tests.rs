@@ -1,0 +1,270 @@
+//! The pipeline reader against the CLI: every task read from a file gives the command the
+//! command line gives, and every mistake is reported where it stands.
+
+use super::*;
+use crate::cli;
+
+fn no_env(_: &str) -> Option<String> {
+    None
+}
+
+fn load_ok(text: &str) -> Pipeline {
+    load("p.yaml", text, no_env).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn load_err(text: &str) -> String {
+    match load("p.yaml", text, no_env) {
+        Ok(_) => panic!("expected an error for:\n{text}"),
+        Err(error) => {
+            assert!(matches!(error, Error::Config(_)), "{error:?}");
+            error.to_string()
+        }
+    }
+}
+
+fn cli(argv: &[&str]) -> Command {
+    cli::parse_from(argv).expect("a valid command line").command
+}
+
+#[test]
+fn the_cli_and_the_file_give_identical_commands_for_every_task() {
+    let cases: &[(&str, &[&str], &str)] = &[
+        ("wait-for-dns", &["mydb"], "{names: [mydb]}"),
+        (
+            "wait-for-tcp",
+            &["mydb:5432"],
+            r#"{targets: ["mydb:5432"]}"#,
+        ),
+        (
+            "wait-for-http",
+            &["http://api/healthz"],
+            r#"{urls: ["http://api/healthz"]}"#,
+        ),
+        ("ping", &["10.0.0.1"], "{hosts: [10.0.0.1]}"),
+        (
+            "register",
+            &["http://mgmt/register"],
+            r#"{url: "http://mgmt/register"}"#,
+        ),
+        (
+            "fetch",
+            &["http://web/index.html", "-o", "/w/index.html"],
+            r#"{url: "http://web/index.html", output: /w/index.html}"#,
+        ),
+        (
+            "git-clone",
+            &["https://git.example/app.git", "/w/app"],
+            r#"{repo: "https://git.example/app.git", dest: /w/app}"#,
+        ),
+        (
+            "template",
+            &["/t/app.conf.j2", "/w/app.conf"],
+            "{src: /t/app.conf.j2, dest: /w/app.conf}",
+        ),
+        ("sleep", &["5"], "{duration: 5}"),
+    ];
+    let mut covered: Vec<&str> = cases.iter().map(|(task, ..)| *task).collect();
+    covered.sort();
+    let mut all = task_names();
+    all.sort();
+    assert_eq!(covered, all, "every task needs a case here");
+    for (task, args, body) in cases {
+        let mut argv = vec!["initbox", *task];
+        argv.extend_from_slice(args);
+        let from_cli = cli(&argv);
+        let pipeline = load_ok(&format!("steps:\n  - name: s\n    {task}: {body}\n"));
+        assert_eq!(
+            format!("{:?}", pipeline.steps[0].command),
+            format!("{from_cli:?}"),
+            "{task}"
+        );
+    }
+}
+
+#[test]
+fn keys_map_to_flags_lists_maps_and_switches() {
+    let pipeline = load_ok(
+        r#"steps:
+  - name: s
+    wait-for-tcp: {targets: ["a:1", "b:2"], timeout: 2m, invert: true, nameserver: [10.0.0.10]}
+  - name: r
+    register:
+      url: http://mgmt/register
+      form: {instance: web-1, ip: 10.1.2.3}
+      header: {X-Team: platform}
+"#,
+    );
+    let expected = cli(&[
+        "initbox",
+        "wait-for-tcp",
+        "a:1",
+        "b:2",
+        "--timeout",
+        "2m",
+        "--invert",
+        "--nameserver",
+        "10.0.0.10",
+    ]);
+    assert_eq!(
+        format!("{:?}", pipeline.steps[0].command),
+        format!("{expected:?}")
+    );
+    let expected = cli(&[
+        "initbox",
+        "register",
+        "http://mgmt/register",
+        "--form",
+        "instance=web-1",
+        "--form",
+        "ip=10.1.2.3",
+        "--header",
+        "X-Team: platform",
+    ]);
+    assert_eq!(
+        format!("{:?}", pipeline.steps[1].command),
+        format!("{expected:?}")
+    );
+}
+
+#[test]
+fn order_needs_and_step_settings() {
+    let pipeline = load_ok(
+        "restartPolicy: Always
+backoff: {initial: 2s, max: 30s}
+activeDeadline: 10m
+steps:
+  - name: a
+    sleep: {duration: 0}
+  - name: b
+    sleep: {duration: 0}
+    retries: 3
+    timeout: 1m
+  - name: c
+    sleep: {duration: 0}
+    needs: []
+  - name: d
+    sleep: {duration: 0}
+    needs: [a, c]
+",
+    );
+    assert_eq!(pipeline.restart_policy, RestartPolicy::OnFailure);
+    assert_eq!(pipeline.backoff.initial, StdDuration::from_secs(2));
+    assert_eq!(pipeline.active_deadline, Some(StdDuration::from_secs(600)));
+    let needs: Vec<Vec<usize>> = pipeline.steps.iter().map(|s| s.needs.clone()).collect();
+    assert_eq!(needs, [vec![], vec![0], vec![], vec![0, 2]]);
+    assert_eq!(pipeline.steps[1].retries, Some(3));
+    assert_eq!(pipeline.steps[1].timeout, Some(StdDuration::from_secs(60)));
+}
+
+#[test]
+fn variables_expand_from_the_environment_and_the_env_map() {
+    let text = r#"env:
+  HOST: mgmt.$(DOMAIN)
+steps:
+  - name: r
+    register: {url: "http://$(HOST)/r", form: {note: "$$(LITERAL)"}}
+"#;
+    let pipeline = load("p.yaml", text, |var| {
+        (var == "DOMAIN").then(|| "svc".to_owned())
+    })
+    .unwrap();
+    let expected = cli(&[
+        "initbox",
+        "register",
+        "http://mgmt.svc/r",
+        "--form",
+        "note=$(LITERAL)",
+    ]);
+    assert_eq!(
+        format!("{:?}", pipeline.steps[0].command),
+        format!("{expected:?}")
+    );
+    let error = load_err("steps:\n  - name: r\n    register: {url: \"http://$(MGMT_HOST)/r\"}\n");
+    assert_eq!(
+        error,
+        "p.yaml:3:21: step 'r', register.url: undefined variable $(MGMT_HOST)"
+    );
+}
+
+#[test]
+fn every_mistake_is_reported_with_its_position() {
+    let cases: &[(&str, &str)] = &[
+        (
+            "steps:\n  - name: a\n    sleep: {duration: 1\n",
+            "p.yaml:3:12: unclosed",
+        ),
+        ("step:\n  - name: a\n", "p.yaml:1:"),
+        (
+            "steps:\n  - name: a\n    slep: {duration: 1}\n",
+            "p.yaml:3:11: step 'a': unknown task or key 'slep'",
+        ),
+        (
+            "steps:\n  - name: a\n    sleep: {duration: 1, colour: red}\n",
+            "p.yaml:3:34: sleep: unknown key 'colour'",
+        ),
+        (
+            "steps:\n  - name: a\n    sleep: {duration: 1}\n    wait-for-dns: {names: [x]}\n",
+            "p.yaml:4:19: step 'a' has two tasks",
+        ),
+        (
+            "steps:\n  - name: a\n    sleep: {duration: 1}\n  - name: a\n    sleep: {duration: 1}\n",
+            "p.yaml:4:5: two steps are named 'a'",
+        ),
+        (
+            "steps:\n  - name: a\n    sleep: {duration: 1}\n    needs: [b]\n",
+            "p.yaml:4:13: step 'a' needs 'b', and there is no step of that name",
+        ),
+        (
+            "steps:\n  - name: a\n    sleep: {duration: 1}\n    needs: [b]\n  - name: b\n    sleep: {duration: 1}\n",
+            "the steps' needs form a cycle: a → b → a",
+        ),
+        (
+            "steps:\n  - name: a\n    sleep: {duration: soon}\n",
+            "p.yaml:3:23: step 'a', sleep.duration",
+        ),
+        (
+            "steps:\n  - name: a\n    wait-for-tcp: {targets: [\"db:5432\"], timeout: soonish}\n",
+            "p.yaml:3:51: step 'a', wait-for-tcp.timeout",
+        ),
+        (
+            "steps:\n  - name: a\n    sleep: {duration: 1}\n    timeout: later\n",
+            "p.yaml:4:14: timeout:",
+        ),
+        (
+            "restartPolicy: Sometimes\nsteps:\n  - name: a\n    sleep: {duration: 1}\n",
+            "p.yaml:1:16: restartPolicy: expected Never, OnFailure or Always",
+        ),
+        (
+            "activeDeadline: -1s\nsteps:\n  - name: a\n    sleep: {duration: 1}\n",
+            "p.yaml:1:17: activeDeadline",
+        ),
+        (
+            "steps:\n  - name: a\n    git-clone: {repo: \"https://h/r\"}\n",
+            "p.yaml:3:16: step 'a': git-clone needs 'dest'",
+        ),
+        (
+            "steps:\n  - name: a\n    run: {file: x.yaml}\n",
+            "a step cannot run a pipeline",
+        ),
+        (
+            "steps:\n  - name: a\n    wait-for-tcp: {targets: [\"db:5432\"], invert: maybe}\n",
+            "wait-for-tcp.invert: expected true or false",
+        ),
+        (
+            "colour: red\nsteps:\n  - name: a\n    sleep: {duration: 1}\n",
+            "p.yaml:1:9: unknown key 'colour'",
+        ),
+        ("steps: []\n", "steps: the list is empty"),
+    ];
+    for (text, expected) in cases {
+        let error = load_err(text);
+        assert!(
+            error.contains(expected),
+            "expected {expected:?} in {error:?}"
+        );
+    }
+    // All problems at once.
+    let error =
+        load_err("steps:\n  - name: a\n    slep: {}\n  - name: b\n    sleep: {duration: x}\n");
+    assert!(error.starts_with("2 problems in the pipeline:"), "{error}");
+}
