@@ -276,10 +276,11 @@ pub fn command() -> clap::Command {
 
 /// The tree [`parse_from`] uses for `argv`: as [`command`], but only the commands `argv`
 /// names have their flags defined; the others are a name and a help line until clap needs
-/// more (defining flags late would put the global flags first in their help).
-fn parsing_command(argv: &[OsString]) -> clap::Command {
+/// more (defining flags late would put the global flags first in their help). A pipeline
+/// step's task is read with `command_for(&[task])`.
+pub fn command_for<S: AsRef<std::ffi::OsStr>>(argv: &[S]) -> clap::Command {
     lazy_command().mut_subcommands(|command| {
-        if argv.iter().any(|arg| arg == command.get_name()) {
+        if argv.iter().any(|arg| arg.as_ref() == command.get_name()) {
             Command::defined(command)
         } else {
             command
@@ -300,7 +301,7 @@ where
     T: Into<OsString> + Clone,
 {
     let argv: Vec<OsString> = argv.into_iter().map(Into::into).collect();
-    let matches = parsing_command(&argv).try_get_matches_from(argv)?;
+    let matches = command_for(&argv).try_get_matches_from(argv)?;
     let cli = Cli::from_arg_matches(&matches)?;
     cli.command.validate().map_err(Invalid::into_clap)?;
     Ok(cli)

@@ -14,7 +14,7 @@ use crate::expand;
 /// The names of the commands a step may run: every subcommand but `run` itself and the
 /// ones that print documentation.
 pub fn task_names() -> Vec<String> {
-    cli::command()
+    cli::command_for::<&str>(&[])
         .get_subcommands()
         .map(|c| c.get_name().to_owned())
         .filter(|name| is_task(name))
@@ -113,7 +113,7 @@ struct Argv {
 
 impl<'a> TaskBody<'a> {
     fn read(step: &'a str, task: &'a str, body: &'a Node, problems: &mut Problems) -> Option<Self> {
-        let definition = cli::command();
+        let definition = cli::command_for(&[task]);
         let Some(subcommand) = definition
             .get_subcommands()
             .find(|c| c.get_name() == task && is_task(task))
