@@ -6,6 +6,7 @@ pub mod mode;
 pub mod owner;
 pub mod walk;
 
+use std::ffi::OsString;
 use std::path::Path;
 use std::time::Instant;
 
@@ -18,6 +19,30 @@ use crate::exit::{Error, Result};
 use crate::report::{self, plural};
 use crate::wait::PROGRESS_EVERY;
 
+/// The flags of the commands that walk trees (chown, chmod, remove).
+#[derive(Debug, Clone, Default, clap::Args)]
+#[command(next_help_heading = "Tree")]
+pub struct TreeArgs {
+    /// Skip this name among the direct children of each PATH (repeatable): lost+found,
+    /// .snapshot.
+    #[arg(long, env = "INITBOX_EXCLUDE", value_name = "NAME")]
+    pub exclude: Vec<OsString>,
+    /// Do not go into (nor change) a directory on another filesystem than its PATH.
+    #[arg(long, env = "INITBOX_ONE_FILE_SYSTEM")]
+    pub one_file_system: bool,
+}
+
+impl TreeArgs {
+    /// The walk these flags ask for.
+    pub fn options(&self, recursive: bool) -> Options {
+        Options {
+            recursive,
+            one_file_system: self.one_file_system,
+            exclude: self.exclude.clone(),
+        }
+    }
+}
+
 /// The remedy for a permission error of a change only root or a capability may make.
 pub fn remedy(capability: &str) -> String {
     format!("run as root (securityContext.runAsUser: 0) or add {capability}")
@@ -28,6 +53,8 @@ pub fn remedy(capability: &str) -> String {
 #[derive(Debug)]
 pub struct Tally {
     command: &'static str,
+    /// How the counts are named: `changed`/`unchanged`, `removed`/`absent`, …
+    words: (&'static str, &'static str),
     pub changed: u64,
     pub unchanged: u64,
     pub skipped: u64,
@@ -42,6 +69,7 @@ impl Tally {
         let now = Instant::now();
         Tally {
             command,
+            words: ("changed", "unchanged"),
             changed: 0,
             unchanged: 0,
             skipped: 0,
@@ -49,6 +77,24 @@ impl Tally {
             last_line: now,
             since_check: 0,
         }
+    }
+
+    /// Names the counts otherwise: `removed` and `absent` for remove.
+    pub fn with_words(mut self, changed: &'static str, unchanged: &'static str) -> Self {
+        self.words = (changed, unchanged);
+        self
+    }
+
+    /// Counts a skipped entry for the walk's reason.
+    pub fn skipped_for(&mut self, path: &Path, why: Skipped) {
+        self.skipped(
+            path,
+            match why {
+                Skipped::Excluded => "excluded",
+                Skipped::OtherFilesystem => "on another filesystem (--one-file-system)",
+                Skipped::Vanished => "removed or replaced during the walk",
+            },
+        );
     }
 
     pub fn changed(&mut self, path: &Path) {
@@ -72,7 +118,10 @@ impl Tally {
     }
 
     fn counts(&self) -> String {
-        let mut text = format!("{} changed, {} unchanged", self.changed, self.unchanged);
+        let mut text = format!(
+            "{} {}, {} {}",
+            self.changed, self.words.0, self.unchanged, self.words.1
+        );
         if self.skipped > 0 {
             text.push_str(&format!(", {} skipped", self.skipped));
         }
