@@ -61,7 +61,8 @@ impl Visitor for Chmod {
             return Ok(Next::Descend);
         };
         if entry.kind == Kind::Symlink {
-            self.tally.skipped(entry.path, "a symbolic link has no mode of its own");
+            self.tally
+                .skipped(entry.path, "a symbolic link has no mode of its own");
             return Ok(Next::Descend);
         }
         let new = self.mode.apply(meta.mode, entry.kind == Kind::Directory);
@@ -127,15 +128,23 @@ fn chmod_nofollow(
         return Ok(false);
     }
     let through = format!("/proc/self/fd/{}", fd.as_fd().as_raw_fd());
-    match rustix::fs::chmodat(CWD, through.as_str(), RawMode::from_raw_mode(mode), AtFlags::empty())
-    {
+    match rustix::fs::chmodat(
+        CWD,
+        through.as_str(),
+        RawMode::from_raw_mode(mode),
+        AtFlags::empty(),
+    ) {
         Ok(()) => Ok(true),
         // No /proc: a regular file can still be opened and changed through its descriptor.
         Err(Errno::NOENT) if FileType::from_raw_mode(stat.st_mode) == FileType::RegularFile => {
             let file = rustix::fs::openat(
                 parent,
                 name,
-                OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
+                OFlags::RDONLY
+                    | OFlags::NOFOLLOW
+                    | OFlags::NONBLOCK
+                    | OFlags::NOCTTY
+                    | OFlags::CLOEXEC,
                 RawMode::empty(),
             )?;
             let again = Meta::from_stat(&rustix::fs::fstat(&file)?);
@@ -178,4 +187,3 @@ fn run(args: &ChmodArgs) -> Result<()> {
     chmod.tally.finish();
     Ok(())
 }
-

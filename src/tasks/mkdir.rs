@@ -26,7 +26,12 @@ pub struct MkdirArgs {
     /// (u=rwx,g=rx,o=; applied to 0777 for a new directory, to the current mode of an
     /// existing one). Default: 0777 minus the umask for new directories, existing ones
     /// left as they are.
-    #[arg(long, env = "INITBOX_MODE", value_name = "MODE", allow_hyphen_values = true)]
+    #[arg(
+        long,
+        env = "INITBOX_MODE",
+        value_name = "MODE",
+        allow_hyphen_values = true
+    )]
     pub mode: Option<Mode>,
     /// The owner of every directory created and of each PATH: UID[:GID], :GID.
     #[arg(long, env = "INITBOX_OWNER", value_name = "OWNER")]
@@ -114,7 +119,11 @@ fn io_error(action: &str, path: &Path, error: &io::Error) -> Error {
                 volume::remedy("the CAP_DAC_OVERRIDE capability")
             )),
         ),
-        None => Error::Failed(format!("{action} {}: {}", path.display(), reason::io(error))),
+        None => Error::Failed(format!(
+            "{action} {}: {}",
+            path.display(),
+            reason::io(error)
+        )),
     }
 }
 

@@ -36,11 +36,16 @@ pub struct RemoveArgs {
 fn parse_target(text: &str) -> std::result::Result<PathBuf, String> {
     let path = PathBuf::from(text);
     let trimmed = text.trim_end_matches('/');
-    let last_dot = trimmed.rsplit('/').next().is_some_and(|c| c == "." || c == "..");
+    let last_dot = trimmed
+        .rsplit('/')
+        .next()
+        .is_some_and(|c| c == "." || c == "..");
     match path.components().next_back() {
         Some(Component::Normal(_)) if !last_dot => Ok(path),
         _ if text.is_empty() => Err("an empty path names nothing to remove".into()),
-        Some(Component::RootDir) | None => Err(format!("refusing to remove '{text}': it is the root directory")),
+        Some(Component::RootDir) | None => Err(format!(
+            "refusing to remove '{text}': it is the root directory"
+        )),
         _ => Err(format!(
             "refusing to remove '{text}': name the directory itself, not '.' or '..'"
         )),
@@ -83,7 +88,12 @@ impl Visitor for Remove {
             Ok(()) => self.tally.changed(entry.path),
             Err(Errno::NOENT) => self.tally.skipped_for(entry.path, Skipped::Vanished),
             Err(errno) => {
-                return Err(walk::error(errno, self.action(), entry.path, self.remedy(errno)));
+                return Err(walk::error(
+                    errno,
+                    self.action(),
+                    entry.path,
+                    self.remedy(errno),
+                ));
             }
         }
         Ok(Next::Descend)
@@ -109,7 +119,12 @@ impl Visitor for Remove {
                 )));
             }
             Err(errno) => {
-                return Err(walk::error(errno, self.action(), entry.path, self.remedy(errno)));
+                return Err(walk::error(
+                    errno,
+                    self.action(),
+                    entry.path,
+                    self.remedy(errno),
+                ));
             }
         }
         Ok(())
@@ -120,7 +135,10 @@ impl Visitor for Remove {
     }
 
     fn missing(&mut self, path: &Path) -> Result<()> {
-        report::debug("remove.absent", format!("{} does not exist", path.display()));
+        report::debug(
+            "remove.absent",
+            format!("{} does not exist", path.display()),
+        );
         self.tally.unchanged(path);
         Ok(())
     }
@@ -175,7 +193,19 @@ mod tests {
 
     #[test]
     fn the_root_and_dot_paths_are_refused_when_parsed() {
-        for bad in ["/", "//", "/.", "/..", ".", "..", "a/..", "a/.", "a/./", "", "/data/../"] {
+        for bad in [
+            "/",
+            "//",
+            "/.",
+            "/..",
+            ".",
+            "..",
+            "a/..",
+            "a/.",
+            "a/./",
+            "",
+            "/data/../",
+        ] {
             assert!(parse_target(bad).is_err(), "{bad:?}");
         }
         for good in ["/data", "data/", "/data/lost+found", "a/b/c", "./x"] {

@@ -63,6 +63,8 @@ pub struct Meta {
 }
 
 impl Meta {
+    // The fields' types differ between architectures (c_ulong on x86_64, u64 elsewhere).
+    #[allow(clippy::unnecessary_cast)]
     pub fn from_stat(stat: &rustix::fs::Stat) -> Meta {
         Meta {
             dev: stat.st_dev as u64,

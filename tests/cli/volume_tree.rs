@@ -98,7 +98,11 @@ fn chown_recursive_changes_every_entry_and_links_themselves_never_their_targets(
     for (path, state) in states(&root) {
         assert_eq!((state.uid, state.gid), (1001, 1002), "{}", path.display());
     }
-    assert_eq!(outside_states(&sandbox), before_outside, "something outside changed");
+    assert_eq!(
+        outside_states(&sandbox),
+        before_outside,
+        "something outside changed"
+    );
 }
 
 #[test]
@@ -119,7 +123,10 @@ fn a_rerun_changes_nothing_not_even_a_ctime() {
             .arg(&root)
             .run()
             .assert_code(0)
-            .assert_stderr_contains(&format!("0 changed, {}", entries - 3 * (args[0] == "chmod") as usize));
+            .assert_stderr_contains(&format!(
+                "0 changed, {}",
+                entries - 3 * (args[0] == "chmod") as usize
+            ));
         assert_eq!(states(&root), before, "{args:?} touched an entry again");
     }
 }
@@ -132,7 +139,12 @@ fn chown_changes_only_the_entries_whose_owner_differs() {
     let sandbox = Sandbox::new();
     let root = sandbox.path("vol");
     volume(&root, 2, 10);
-    sandbox.initbox().args(["chown", "-R", "7:7"]).arg(&root).run().assert_code(0);
+    sandbox
+        .initbox()
+        .args(["chown", "-R", "7:7"])
+        .arg(&root)
+        .run()
+        .assert_code(0);
     std::os::unix::fs::lchown(root.join("d1/inner/f3"), Some(0), Some(0)).unwrap();
     let before = states(&root);
     sandbox
@@ -167,7 +179,11 @@ fn if_root_differs_leaves_the_tree_alone_when_its_top_has_the_owner() {
         .run()
         .assert_code(0)
         .assert_stderr_contains("its tree is left as is (--if-root-differs)");
-    assert_eq!(state(&root.join("d0/inner/f0")).uid, 0, "the tree was walked");
+    assert_eq!(
+        state(&root.join("d0/inner/f0")).uid,
+        0,
+        "the tree was walked"
+    );
     // A top with another owner: the whole tree is changed.
     sandbox
         .initbox()
@@ -200,7 +216,15 @@ fn excluded_names_are_skipped_at_the_top_level_only() {
     }
     sandbox
         .initbox()
-        .args(["chown", "-R", "--exclude", "lost+found", "--exclude", ".snapshot", "5:5"])
+        .args([
+            "chown",
+            "-R",
+            "--exclude",
+            "lost+found",
+            "--exclude",
+            ".snapshot",
+            "5:5",
+        ])
         .arg(&root)
         .run()
         .assert_code(0)
@@ -208,14 +232,26 @@ fn excluded_names_are_skipped_at_the_top_level_only() {
     assert_eq!(state(&root.join("lost+found")).uid, 0);
     assert_eq!(state(&root.join("lost+found/deep")).uid, 0);
     assert_eq!(state(&root.join(".snapshot")).uid, 0);
-    assert_eq!(state(&root.join("data/lost+found")).uid, 5, "only the top level is excluded");
+    assert_eq!(
+        state(&root.join("data/lost+found")).uid,
+        5,
+        "only the top level is excluded"
+    );
 }
 
 /// Two copies of a tree, one changed by coreutils, one by initbox: every mode must match.
 #[test]
 fn chmod_recursive_gives_what_coreutils_chmod_gives_on_a_tree() {
     let sandbox = Sandbox::new();
-    for mode in ["u+rwX,g=u,o-rwx", "a+X", "0750", "go-w", "u=rwx,g=rx,o=", "+t", "g+s"] {
+    for mode in [
+        "u+rwX,g=u,o-rwx",
+        "a+X",
+        "0750",
+        "go-w",
+        "u=rwx,g=rx,o=",
+        "+t",
+        "g+s",
+    ] {
         let ours = sandbox.path(&format!("ours{}", mode.len()));
         let theirs = sandbox.path(&format!("theirs{}", mode.len()));
         for root in [&ours, &theirs] {
@@ -223,17 +259,31 @@ fn chmod_recursive_gives_what_coreutils_chmod_gives_on_a_tree() {
             for (i, name) in ["a", "b/c", "b/d/e"].iter().enumerate() {
                 let dir = root.join(name);
                 std::fs::create_dir_all(&dir).unwrap();
-                std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700 | (i as u32 * 0o21))).unwrap();
+                std::fs::set_permissions(
+                    &dir,
+                    std::fs::Permissions::from_mode(0o700 | (i as u32 * 0o21)),
+                )
+                .unwrap();
                 for (j, file_mode) in [0o600, 0o644, 0o755, 0o4711, 0o000].iter().enumerate() {
                     let file = dir.join(format!("f{j}"));
                     std::fs::write(&file, "x").unwrap();
-                    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(*file_mode)).unwrap();
+                    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(*file_mode))
+                        .unwrap();
                 }
             }
         }
-        let status = Command::new("chmod").args(["-R", mode]).arg(&theirs).status().unwrap();
+        let status = Command::new("chmod")
+            .args(["-R", mode])
+            .arg(&theirs)
+            .status()
+            .unwrap();
         assert!(status.success());
-        sandbox.initbox().args(["chmod", "-R", mode]).arg(&ours).run().assert_code(0);
+        sandbox
+            .initbox()
+            .args(["chmod", "-R", mode])
+            .arg(&ours)
+            .run()
+            .assert_code(0);
         let modes = |root: &Path| -> BTreeMap<PathBuf, u32> {
             states(root).into_iter().map(|(p, s)| (p, s.mode)).collect()
         };
@@ -298,7 +348,12 @@ fn owner_names_are_read_from_etc_passwd_and_unknown_names_exit_2() {
     let sandbox = Sandbox::new();
     let file = sandbox.write("f", "x");
     std::os::unix::fs::lchown(&file, Some(1), Some(1)).unwrap();
-    sandbox.initbox().args(["chown", "root:root"]).arg(&file).run().assert_code(0);
+    sandbox
+        .initbox()
+        .args(["chown", "root:root"])
+        .arg(&file)
+        .run()
+        .assert_code(0);
     assert_eq!((state(&file).uid, state(&file).gid), (0, 0));
     sandbox
         .initbox()
@@ -358,7 +413,10 @@ fn bad_modes_and_owners_exit_2_before_anything_is_touched_and_78_under_check() {
         if check {
             command = command.arg("--check");
         }
-        command.run().assert_code(78).assert_stderr_contains("'u+rwz' is not a file mode");
+        command
+            .run()
+            .assert_code(78)
+            .assert_stderr_contains("'u+rwz' is not a file mode");
     }
     assert_eq!(states(&root), before);
 }
@@ -382,7 +440,9 @@ fn mkdir_creates_parents_and_settles_the_mode_and_owner_of_what_it_created_and_n
             .arg(&named)
             .run()
     };
-    run().assert_code(0).assert_stderr_contains("mkdir: 3 created or changed, 0 unchanged");
+    run()
+        .assert_code(0)
+        .assert_stderr_contains("mkdir: 3 created or changed, 0 unchanged");
     for dir in ["a", "a/b", "a/b/c"] {
         let s = state(&existing.join(dir));
         assert_eq!((s.uid, s.gid, s.mode), (1001, 1002, 0o750), "{dir}");
@@ -393,10 +453,14 @@ fn mkdir_creates_parents_and_settles_the_mode_and_owner_of_what_it_created_and_n
         "an existing parent was changed"
     );
     // Idempotent, and an existing named directory converges to the mode and owner.
-    run().assert_code(0).assert_stderr_contains("0 created or changed, 1 unchanged");
+    run()
+        .assert_code(0)
+        .assert_stderr_contains("0 created or changed, 1 unchanged");
     std::os::unix::fs::lchown(&named, Some(0), Some(0)).unwrap();
     std::fs::set_permissions(&named, std::fs::Permissions::from_mode(0o777)).unwrap();
-    run().assert_code(0).assert_stderr_contains("1 created or changed");
+    run()
+        .assert_code(0)
+        .assert_stderr_contains("1 created or changed");
     let s = state(&named);
     assert_eq!((s.uid, s.gid, s.mode), (1001, 1002, 0o750));
     // Without --mode, a new directory gets 0777 minus the umask.
@@ -516,7 +580,13 @@ fn the_volume_tasks_run_as_pipeline_steps() {
 "
         ),
     );
-    sandbox.initbox().arg("run").arg("-f").arg(&pipeline).run().assert_code(0);
+    sandbox
+        .initbox()
+        .arg("run")
+        .arg("-f")
+        .arg(&pipeline)
+        .run()
+        .assert_code(0);
     assert!(!data.join("old").exists());
     assert_eq!(state(&data.join("lost+found")).uid, 0);
     for entry in ["", "keep", "db", "logs"] {
@@ -533,7 +603,14 @@ fn as_nonroot(sandbox: &Sandbox, binary: &Path, args: &[&str]) -> crate::support
     sandbox
         .initbox_at(binary)
         .args(args)
-        .wrapped_in(&["setpriv", "--reuid", "65532", "--regid", "65532", "--clear-groups"])
+        .wrapped_in(&[
+            "setpriv",
+            "--reuid",
+            "65532",
+            "--regid",
+            "65532",
+            "--clear-groups",
+        ])
         .run()
 }
 

@@ -9,10 +9,11 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
+use std::time::Duration;
 
-use crate::support::{Mount, Sandbox, entries, need_root, path_str};
+use crate::support::{Mount, Sandbox, entries, eventually, need_root, path_str};
 
 /// Owner, mode and ctime of every entry under `root`, never following links.
 fn states(root: &Path) -> BTreeMap<PathBuf, (u32, u32, u32, i64, i64)> {
@@ -107,10 +108,16 @@ fn an_ext4_volume_is_changed_except_lost_and_found_and_a_rerun_changes_nothing()
     };
     let chown = ["chown", "-R", "--exclude", "lost+found", "1001:1001"];
     let stderr = run(&chown);
-    assert!(stderr.contains("5051 changed, 0 unchanged, 1 skipped"), "{stderr}");
+    assert!(
+        stderr.contains("5051 changed, 0 unchanged, 1 skipped"),
+        "{stderr}"
+    );
     let before = states(data);
     let stderr = run(&chown);
-    assert!(stderr.contains("0 changed, 5051 unchanged, 1 skipped"), "{stderr}");
+    assert!(
+        stderr.contains("0 changed, 5051 unchanged, 1 skipped"),
+        "{stderr}"
+    );
     let chmod = ["chmod", "-R", "--exclude", "lost+found", "u+rwX,g=u,o-rwx"];
     run(&chmod);
     let changed = states(data);
@@ -123,7 +130,12 @@ fn an_ext4_volume_is_changed_except_lost_and_found_and_a_rerun_changes_nothing()
         }
     }
     assert_eq!(states(&data.join("lost+found")), found);
-    assert_eq!(std::fs::symlink_metadata(data.join("lost+found")).unwrap().uid(), 0);
+    assert_eq!(
+        std::fs::symlink_metadata(data.join("lost+found"))
+            .unwrap()
+            .uid(),
+        0
+    );
     // The volume's contents go, its lost+found and the mount point stay.
     run(&["remove", "--contents", "--exclude", "lost+found"]);
     assert_eq!(entries(data), ["lost+found"]);
@@ -193,7 +205,12 @@ fn a_mount_inside_the_tree_is_left_alone_with_one_file_system_only() {
         .assert_stderr_contains("1 skipped");
     assert_eq!(states(&inner), inner_before);
     assert_eq!(std::fs::symlink_metadata(&inner).unwrap().uid(), inner_top);
-    assert_eq!(std::fs::symlink_metadata(data.join("dir0/file0")).unwrap().uid(), 1001);
+    assert_eq!(
+        std::fs::symlink_metadata(data.join("dir0/file0"))
+            .unwrap()
+            .uid(),
+        1001
+    );
     // Without --one-file-system, the walk goes into the other filesystem too.
     sandbox
         .initbox()
@@ -263,20 +280,30 @@ fn remove_refuses_the_root_directory_under_another_name() {
     }
 }
 
-/// Swaps `dir` for a link to `outside` and back, as fast as it can, until stopped.
-fn swapper(dir: PathBuf, outside: PathBuf, stop: Arc<AtomicBool>) -> thread::JoinHandle<usize> {
+/// Exchanges each `(name, link to the outside)` pair atomically (renameat2
+/// RENAME_EXCHANGE), over and over until stopped: at any moment the name the walk listed
+/// is as likely a link to the outside as what it was.
+fn swapper(
+    pairs: Vec<(PathBuf, PathBuf)>,
+    stop: Arc<AtomicBool>,
+    swaps: Arc<AtomicUsize>,
+) -> thread::JoinHandle<()> {
     thread::spawn(move || {
-        let aside = dir.with_extension("aside");
-        let mut swaps = 0;
         while !stop.load(Ordering::Relaxed) {
-            if std::fs::rename(&dir, &aside).is_ok() {
-                let _ = std::os::unix::fs::symlink(&outside, &dir);
-                let _ = std::fs::remove_file(&dir);
-                let _ = std::fs::rename(&aside, &dir);
-                swaps += 1;
+            for (name, link) in &pairs {
+                if rustix::fs::renameat_with(
+                    rustix::fs::CWD,
+                    name,
+                    rustix::fs::CWD,
+                    link,
+                    rustix::fs::RenameFlags::EXCHANGE,
+                )
+                .is_ok()
+                {
+                    swaps.fetch_add(1, Ordering::Relaxed);
+                }
             }
         }
-        swaps
     })
 }
 
@@ -300,21 +327,62 @@ fn a_directory_swapped_for_a_link_during_the_walk_never_redirects_it() {
         vec!["chmod", "-R", "go-rwx"],
         vec!["remove"],
     ] {
-        for _ in 0..10 {
+        for _ in 0..20 {
+            // A fresh tree each round (the last one may have ended mid-exchange).
+            let _ = std::fs::remove_dir_all(&data);
             fill(&data.join("swapped"), 5, 40);
             fill(&data, 3, 10);
+            // A directory and many files, each with a link to the outside to trade places
+            // with: a change made by name after the entry was examined would land outside.
+            let mut pairs = vec![(data.join("swapped"), outside.clone())];
+            for f in 0..20 {
+                let name = format!("file{f}");
+                std::fs::write(data.join(&name), "x").unwrap();
+                pairs.push((
+                    data.join(name),
+                    outside.join(format!("dir{}/file{f}", f % 3)),
+                ));
+            }
+            let pairs = pairs
+                .into_iter()
+                .map(|(name, target)| {
+                    let link = name.with_extension("link");
+                    std::os::unix::fs::symlink(target, &link).unwrap();
+                    (name, link)
+                })
+                .collect();
             let stop = Arc::new(AtomicBool::new(false));
-            let swaps = swapper(data.join("swapped"), outside.clone(), stop.clone());
+            let swaps = Arc::new(AtomicUsize::new(0));
+            let thread = swapper(pairs, stop.clone(), swaps.clone());
+            assert!(
+                eventually(Duration::from_secs(10), || swaps.load(Ordering::Relaxed)
+                    > 0),
+                "the swapping thread never ran"
+            );
             let output = sandbox.initbox().args(&command).arg(&data).run();
             stop.store(true, Ordering::Relaxed);
-            let swaps = swaps.join().unwrap();
+            thread.join().unwrap();
             assert!(
                 output.code == 0 || output.code == 1,
                 "{command:?}: {}",
                 output.stderr
             );
-            assert!(swaps > 0, "the swapping thread never ran");
-            assert_eq!(states(&outside), outside_before, "{command:?} changed the outside");
+            let after = states(&outside);
+            let changed: Vec<_> = after
+                .iter()
+                .filter(|(path, state)| outside_before.get(*path) != Some(state))
+                .map(|(path, _)| path.display().to_string())
+                .take(3)
+                .collect();
+            assert!(
+                changed.is_empty(),
+                "{command:?} changed the outside: {changed:?}, …"
+            );
+            assert_eq!(
+                after.len(),
+                outside_before.len(),
+                "{command:?} removed outside files"
+            );
             assert_eq!(
                 std::fs::symlink_metadata(&outside).unwrap().mode(),
                 outside_top,
