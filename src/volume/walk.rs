@@ -210,8 +210,11 @@ struct Walker<'o, 'v, V> {
 }
 
 impl<V: Visitor> Walker<'_, '_, V> {
+    /// An error of the walk itself (examining, opening or reading a directory): what lets
+    /// a user in is read permission, not the capability of the change.
     fn fail(&self, errno: Errno, action: &str, path: &Path) -> Error {
-        error(errno, action, path, self.visitor.remedy(errno))
+        let remedy = crate::volume::remedy("the CAP_DAC_READ_SEARCH capability");
+        error(errno, action, path, Some(remedy))
     }
 
     fn entry(

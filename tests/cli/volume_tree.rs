@@ -649,5 +649,20 @@ fn a_permission_error_is_fatal_at_once_with_the_remedy() {
     as_nonroot(&sandbox, &binary, &["chown", "0", path_str(&mine)])
         .assert_code(1)
         .assert_stderr_contains("CAP_CHOWN");
+    // A directory it cannot read: the walk names it and the capability that would help.
+    let locked = mine.join("locked");
+    std::fs::create_dir(&locked).unwrap();
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o700)).unwrap();
+    as_nonroot(
+        &sandbox,
+        &binary,
+        &["chmod", "-R", "u+rwX", path_str(&mine)],
+    )
+    .assert_code(1)
+    .assert_stderr_contains(&format!(
+        "opening the directory {}: permission denied",
+        locked.display()
+    ))
+    .assert_stderr_contains("CAP_DAC_READ_SEARCH");
     assert_eq!(state(&root).uid, 0);
 }
