@@ -21,9 +21,13 @@ use crate::docs::{CompletionsArgs, ManArgs};
 use crate::exit::Result;
 use crate::pipeline::RunArgs;
 use crate::report::LogFormat;
+use crate::tasks::chmod::ChmodArgs;
+use crate::tasks::chown::ChownArgs;
 use crate::tasks::fetch::FetchArgs;
 use crate::tasks::git_clone::GitCloneArgs;
+use crate::tasks::mkdir::MkdirArgs;
 use crate::tasks::register::RegisterArgs;
+use crate::tasks::remove::RemoveArgs;
 use crate::tasks::sleep::SleepArgs;
 use crate::tasks::template::TemplateArgs;
 
@@ -259,6 +263,14 @@ GitClone(GitCloneArgs),
 Template(TemplateArgs),
 /// Sleep for a duration: 60, 1.5, 90s, 2m30s.
 Sleep(SleepArgs),
+/// Change the owner of files, never following symbolic links (replaces `chown -R 1001 /data`).
+Chown(ChownArgs),
+/// Change the mode of files, never following symbolic links (replaces `chmod -R g+rwX /data`).
+Chmod(ChmodArgs),
+/// Create directories with their parents, a mode and an owner (replaces `mkdir -p`).
+Mkdir(MkdirArgs),
+/// Remove files and trees, never following symbolic links (replaces `rm -rf`).
+Remove(RemoveArgs),
 /// Run a pipeline of these tasks with init-container semantics.
 Run(RunArgs),
 /// Print a shell completion script (bash, zsh, fish, elvish, powershell).

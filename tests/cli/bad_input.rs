@@ -298,6 +298,31 @@ fn usage_errors_exit_2_naming_the_bad_value() {
             bad(2, &["sleep", "-5s"], "negative duration '-5s'"),
             bad(2, &["sleep", "soon"], "invalid duration 'soon'"),
             bad(2, &["sleep", "NaN"], "invalid duration 'NaN'"),
+            // chown, chmod, mkdir, remove: refused before anything is touched
+            bad(2, &["chown"], "<OWNER>"),
+            bad(2, &["chown", "1001"], "<PATH>"),
+            bad(2, &["chown", "1:2:3", "/data"], "'1:2:3' is not an owner"),
+            bad(
+                2,
+                &["chown", "app user", "/data"],
+                "'app user' is not an owner",
+            ),
+            bad(2, &["chown", "4294967295", "/data"], "out of range"),
+            bad(2, &["chmod", "u+q", "/data"], "'u+q' is not a file mode"),
+            bad(2, &["chmod", "0758", "/data"], "'0758' is not a file mode"),
+            bad(2, &["chmod", "755"], "<PATH>"),
+            bad(
+                2,
+                &["mkdir", "--mode", "rwx", "/data"],
+                "'rwx' is not a file mode",
+            ),
+            bad(
+                2,
+                &["mkdir", "--owner", ":", "/data"],
+                "':' is not an owner",
+            ),
+            bad(2, &["remove", "/"], "refusing to remove '/'"),
+            bad(2, &["remove", "/data/.."], "not '.' or '..'"),
             // run and the rest
             bad(2, &["run"], "--file"),
             bad(2, &["completions", "tcsh"], "'tcsh'"),

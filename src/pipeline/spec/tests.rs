@@ -62,6 +62,27 @@ fn the_cli_and_the_file_give_identical_commands_for_every_task() {
             "{src: /t/app.conf.j2, dest: /w/app.conf}",
         ),
         ("sleep", &["5"], "{duration: 5}"),
+        // Volume preparation: chown, chmod, mkdir, remove.
+        (
+            "chown",
+            &["-R", "--exclude", "lost+found", "1001:1001", "/data"],
+            "{owner: '1001:1001', paths: [/data], recursive: true, exclude: [lost+found]}",
+        ),
+        (
+            "chmod",
+            &["-R", "--if-root-differs", "g+rwX", "/data"],
+            "{mode: g+rwX, paths: [/data], recursive: true, if-root-differs: true}",
+        ),
+        (
+            "mkdir",
+            &["--mode", "0750", "--owner", "1001:", "/data/db"],
+            "{paths: [/data/db], mode: '0750', owner: '1001:'}",
+        ),
+        (
+            "remove",
+            &["--contents", "--one-file-system", "/data"],
+            "{paths: [/data], contents: true, one-file-system: true}",
+        ),
     ];
     let mut covered: Vec<&str> = cases.iter().map(|(task, ..)| *task).collect();
     covered.sort();
