@@ -27,10 +27,10 @@ use crate::exec::Then;
 use crate::exit::{Error, Result};
 use crate::reason;
 use crate::report;
+use crate::resolve::Resolver;
 use crate::resolve::ResolverArgs;
-use crate::resolve::{LookupFailure, Resolver};
 use crate::wait::WaitArgs;
-use crate::wait::{self, Attempt, Probe, WaitOptions};
+use crate::wait::{self, Attempt, Failure, Probe, WaitOptions};
 
 /// Send ICMP echo requests, or wait until hosts answer them.
 #[derive(Debug, Clone, clap::Args)]
@@ -110,7 +110,7 @@ impl crate::cli::Task for PingArgs {
 }
 
 pub async fn run(args: PingArgs) -> Result<()> {
-    let options = args.wait.options()?;
+    let options = args.wait.options();
     let reply_timeout = args.wait.retry.attempt_timeout.get();
     let resolver = args.resolver.resolver(reply_timeout);
     let sockets = Arc::new(IcmpSockets::new());
@@ -176,15 +176,6 @@ struct Reply {
     rtt: Duration,
 }
 
-/// Why an echo brought no reply.
-#[derive(Debug)]
-enum EchoFailure {
-    /// Lost, unreachable, refused for now: another echo may get through.
-    Lost(String),
-    /// No ICMP socket can be had, or sending is forbidden: retrying cannot help.
-    Fatal(Error),
-}
-
 impl IcmpSockets {
     fn new() -> Self {
         IcmpSockets {
@@ -202,9 +193,11 @@ impl IcmpSockets {
         cell.get_or_try_init(|| async { open_socket(family) }).await
     }
 
-    /// Sends one echo request to `ip` and waits up to `reply_timeout` for its reply.
-    async fn echo(&self, ip: IpAddr, reply_timeout: Duration) -> Result<Reply, EchoFailure> {
-        let socket = self.socket_for(ip).await.map_err(EchoFailure::Fatal)?;
+    /// Sends one echo request to `ip` and waits up to `reply_timeout` for its reply. A
+    /// reply lost, unreachable or refused for now is `Retry` (another echo may get
+    /// through); no ICMP socket, or sending forbidden, is `Fatal`.
+    async fn echo(&self, ip: IpAddr, reply_timeout: Duration) -> Result<Reply, Failure> {
+        let socket = self.socket_for(ip).await.map_err(Failure::Fatal)?;
         let sequence = PingSequence(socket.next_sequence.fetch_add(1, Ordering::Relaxed));
         let mut pinger = socket.client.pinger(ip, self.identifier).await;
         pinger.timeout(reply_timeout);
@@ -213,20 +206,20 @@ impl IcmpSockets {
         let sent = Instant::now();
         match pinger.ping(sequence, &PAYLOAD).await {
             Ok((packet, _)) => reply_or_reason(ip, packet, sent.elapsed()),
-            Err(SurgeError::Timeout { .. }) => Err(EchoFailure::Lost(format!(
+            Err(SurgeError::Timeout { .. }) => Err(Failure::Retry(format!(
                 "no reply from {ip} within {}",
                 Elapsed(reply_timeout)
             ))),
             Err(SurgeError::IOError(error)) if error.kind() == io::ErrorKind::PermissionDenied => {
-                Err(EchoFailure::Fatal(Error::Failed(format!(
+                Err(Failure::Fatal(Error::Failed(format!(
                     "sending to {ip}: permission denied (a firewall or route forbids it; retrying cannot help)"
                 ))))
             }
-            Err(SurgeError::IOError(error)) => Err(EchoFailure::Lost(format!(
+            Err(SurgeError::IOError(error)) => Err(Failure::Retry(format!(
                 "sending to {ip}: {}",
                 reason::io(&error)
             ))),
-            Err(other) => Err(EchoFailure::Lost(format!(
+            Err(other) => Err(Failure::Retry(format!(
                 "pinging {ip}: {}",
                 surge_reason(&other)
             ))),
@@ -328,7 +321,7 @@ const ICMPV4_ECHO_REPLY: u8 = 0;
 const ICMPV6_ECHO_REPLY: u8 = 129;
 
 /// surge-ping hands over echo replies and the ICMP errors quoting our request alike.
-fn reply_or_reason(ip: IpAddr, packet: IcmpPacket, rtt: Duration) -> Result<Reply, EchoFailure> {
+fn reply_or_reason(ip: IpAddr, packet: IcmpPacket, rtt: Duration) -> Result<Reply, Failure> {
     let (from, kind, code, bytes, ttl) = match &packet {
         IcmpPacket::V4(p) => (
             IpAddr::V4(p.get_source()),
@@ -362,7 +355,7 @@ fn reply_or_reason(ip: IpAddr, packet: IcmpPacket, rtt: Duration) -> Result<Repl
         IpAddr::V4(_) => icmpv4_error(kind, code),
         IpAddr::V6(_) => icmpv6_error(kind, code),
     };
-    Err(EchoFailure::Lost(format!(
+    Err(Failure::Retry(format!(
         "{what} for {ip} (reported by {from})"
     )))
 }
@@ -422,9 +415,9 @@ impl Chosen {
     }
 }
 
-async fn choose_address(resolver: &Resolver, host: &str) -> Result<Chosen, LookupFailure> {
+async fn choose_address(resolver: &Resolver, host: &str) -> Result<Chosen, Failure> {
     let ips = resolver.lookup_ip(host).await?;
-    Chosen::first_of(ips).ok_or_else(|| LookupFailure::Retry(format!("{host} has no address yet")))
+    Chosen::first_of(ips).ok_or_else(|| Failure::Retry(format!("{host} has no address yet")))
 }
 
 fn milliseconds(duration: Duration) -> String {
@@ -444,6 +437,8 @@ struct PingProbe {
 }
 
 impl Probe for PingProbe {
+    type Output = ();
+
     fn target(&self) -> &str {
         &self.host
     }
@@ -459,14 +454,13 @@ impl Probe for PingProbe {
         let left = self.reply_timeout.saturating_sub(started.elapsed());
         let reply_timeout = left.saturating_sub((left / 10).min(Duration::from_millis(5)));
         match self.sockets.echo(chosen.ip, reply_timeout).await {
-            Ok(reply) => Attempt::Ready(format!(
+            Ok(reply) => Attempt::ready(format!(
                 "reply from {}{} in {} ms",
                 reply.from,
                 chosen.choice_note(),
                 milliseconds(reply.rtt)
             )),
-            Err(EchoFailure::Lost(reason)) => Attempt::NotYet(reason),
-            Err(EchoFailure::Fatal(error)) => Attempt::Fatal(error),
+            Err(failure) => failure.into(),
         }
     }
 }
@@ -607,10 +601,7 @@ async fn ping_host(
             .map_err(|_| Error::TimedOut(format!("timed out looking up {host}")))?,
         None => lookup.await,
     };
-    let chosen = looked_up.map_err(|failure| match failure {
-        LookupFailure::Retry(reason) => Error::Failed(reason).for_target(&host),
-        LookupFailure::Fatal(error) => error.for_target(&host),
-    })?;
+    let chosen = looked_up.map_err(|failure| failure.into_error().for_target(&host))?;
     if chosen.all.len() > 1 {
         report::Event::new(
             report::Level::Info,
@@ -684,8 +675,8 @@ async fn ping_host(
             Some(joined) = echoes.join_next() => {
                 match joined.map_err(|e| Error::Failed(format!("internal error: {e}")))? {
                     Ok(reply) => stats.rtts.push(reply.rtt),
-                    Err(EchoFailure::Lost(reason)) => stats.last_failure = Some(reason),
-                    Err(EchoFailure::Fatal(error)) => return Err(error.for_target(&stats.host)),
+                    Err(Failure::Retry(reason)) => stats.last_failure = Some(reason),
+                    Err(Failure::Fatal(error)) => return Err(error.for_target(&stats.host)),
                 }
             }
         }

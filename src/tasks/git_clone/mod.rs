@@ -21,11 +21,11 @@ use crate::http_client::TlsArgs;
 use crate::reason;
 use crate::resolve::ResolverArgs;
 use crate::wait::RetryArgs;
-use crate::wait::{self, Attempt, Probe};
+use crate::wait::{self, Attempt, Failure, Probe};
 use crate::{redact, report};
 
 use destination::{Checkout, Destination, Found};
-use transfer::{CloneFailure, CloneRequest, Credentials, Reference};
+use transfer::{CloneRequest, Credentials, Reference};
 
 /// The username sent with `--token-file` when `--username` is not given (GitHub's
 /// convention; most servers accept any name with a token).
@@ -260,6 +260,8 @@ async fn claim(dest: &Path) -> Arc<tokio::sync::OwnedMutexGuard<()>> {
 }
 
 impl Probe for CloneProbe {
+    type Output = ();
+
     fn target(&self) -> &str {
         &self.label
     }
@@ -295,13 +297,12 @@ impl Probe for CloneProbe {
         })
         .await;
         match outcome {
-            Ok(Ok(commit)) => Attempt::Ready(format!(
+            Ok(Ok(commit)) => Attempt::ready(format!(
                 "checked out commit {} in {}",
                 short(&commit),
                 self.destination.path().display()
             )),
-            Ok(Err(CloneFailure::Retry(reason))) => Attempt::NotYet(reason),
-            Ok(Err(CloneFailure::Fatal(error))) => Attempt::Fatal(error),
+            Ok(Err(failure)) => failure.into(),
             Err(error) => Attempt::Fatal(Error::Failed(format!("the clone stopped: {error}"))),
         }
     }
@@ -314,15 +315,15 @@ fn clone_and_install(
     repo: String,
     interrupt: &AtomicBool,
     state: &Mutex<AttemptState>,
-) -> std::result::Result<String, CloneFailure> {
+) -> std::result::Result<String, Failure> {
     let write_error = |e: std::io::Error| {
-        CloneFailure::Fatal(Error::Failed(format!(
+        Failure::Fatal(Error::Failed(format!(
             "cannot write {}: {}",
             destination.path().display(),
             reason::io(&e)
         )))
     };
-    let interrupted = || CloneFailure::Retry("interrupted".into());
+    let interrupted = || Failure::Retry("interrupted".into());
     let staging = {
         let mut state = lock(state);
         if state.abandoned {
@@ -412,11 +413,10 @@ impl crate::cli::Task for GitCloneArgs {
 }
 
 pub async fn run(args: GitCloneArgs) -> Result<()> {
-    let mut options = args.retry.options()?;
-    let connect_timeout = options
-        .attempt_timeout
-        .take()
-        .expect("the retry flags always set an attempt timeout");
+    // gix bounds connecting itself; a clone of a big repository may take minutes once
+    // connected, so the engine must not cut the attempt.
+    let options = args.retry.options().bounded_by_probe();
+    let connect_timeout = options.attempt.limit();
     let (url, url_credentials) = parse_repo(&args.repo)?;
     let credentials = args.credentials(url_credentials)?;
     if url.scheme == gix::url::Scheme::Http && credentials.is_some() {
