@@ -8,7 +8,7 @@ use reqwest::{Method, Url};
 use crate::exec::Then;
 use crate::exit::Result;
 use crate::http_client::{
-    self, Header, Redirects, StatusRanges, TlsArgs, parse_header, parse_method, parse_url,
+    self, Header, Redirects, StatusRanges, TlsArgs, Unechoed, parse_header, parse_method, parse_url,
 };
 use crate::redact;
 use crate::resolve::ResolverArgs;
@@ -22,7 +22,7 @@ const BODY_LIMIT: usize = 1024 * 1024;
 #[derive(Debug, Clone, clap::Args)]
 pub struct HttpArgs {
     /// URLs to request (http:// or https://).
-    #[arg(required = true, value_name = "URL", value_parser = parse_url)]
+    #[arg(required = true, value_name = "URL", value_parser = Unechoed(parse_url))]
     pub urls: Vec<Url>,
     /// Accepted status codes: ranges and lists such as 200-399, 200,204 or 2xx.
     #[arg(

@@ -12,8 +12,15 @@ use super::TlsArgs;
 use crate::exit::{Error, Result};
 use crate::{expand, redact};
 
+/// A URL to request. Its errors name it as typed, with any userinfo masked: a refused URL
+/// may still carry a real password.
 pub fn parse_url(text: &str) -> Result<Url, String> {
-    let url = Url::parse(text.trim()).map_err(|e| format!("'{text}' is not a valid URL: {e}"))?;
+    let url = Url::parse(text.trim());
+    let shown = without_userinfo(text);
+    let text = shown.as_str();
+    let url = url.map_err(|e| format!("'{text}' is not a valid URL: {e}"))?;
+    // Whatever else is wrong with it, its password is a secret from here on.
+    redact::url(&url);
     if url.port() == Some(0) {
         return Err(format!("'{text}': port 0 cannot be connected to"));
     }
@@ -27,6 +34,65 @@ pub fn parse_url(text: &str) -> Result<Url, String> {
         other => Err(format!(
             "'{text}': unsupported scheme '{other}' (expected http:// or https://)"
         )),
+    }
+}
+
+/// `URL` of register and fetch, checked where the flag is defined (so `run --check` refuses
+/// a bad one too) unless it holds a `$(VAR)`, which is expanded, then checked, when the
+/// command runs.
+pub fn check_url(text: &str) -> Result<String, String> {
+    if !text.contains("$(") {
+        parse_url(text)?;
+    }
+    Ok(text.to_owned())
+}
+
+/// A value parser for an argument that may carry a password in its userinfo (a URL). clap
+/// would say `invalid value '<the value as typed>'`; this one gives only the checker's own
+/// words, which name the value with its password masked.
+pub struct Unechoed<T>(pub fn(&str) -> Result<T, String>);
+
+impl<T> Clone for Unechoed<T> {
+    fn clone(&self) -> Self {
+        Unechoed(self.0)
+    }
+}
+
+impl<T: Clone + Send + Sync + 'static> clap::builder::TypedValueParser for Unechoed<T> {
+    type Value = T;
+
+    fn parse_ref(
+        &self,
+        command: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<T, clap::Error> {
+        use clap::error::ErrorKind;
+        let text = value
+            .to_str()
+            .ok_or_else(|| clap::Error::new(ErrorKind::InvalidUtf8).with_cmd(command))?;
+        (self.0)(text).map_err(|reason| {
+            let name = arg.map(ToString::to_string).unwrap_or_else(|| "...".into());
+            clap::Error::raw(
+                ErrorKind::ValueValidation,
+                format!("invalid value for '{name}': {reason}\n"),
+            )
+            .with_cmd(command)
+        })
+    }
+}
+
+/// `scheme://user:password@host/…` as `scheme://***@host/…`; anything else as given.
+fn without_userinfo(text: &str) -> String {
+    let Some(start) = text.find("://").map(|i| i + 3) else {
+        return text.to_owned();
+    };
+    let authority_end = text[start..]
+        .find(['/', '?', '#'])
+        .map_or(text.len(), |i| start + i);
+    match text[start..authority_end].rfind('@') {
+        Some(at) => format!("{}***{}", &text[..start], &text[start + at..]),
+        None => text.to_owned(),
     }
 }
 
@@ -262,6 +328,15 @@ mod tests {
                 .unwrap_err()
                 .contains("port 0")
         );
+        for refused in [
+            "http://u:pa55word@127.0.0.1:0/",
+            "http://u:pa55word@h:99999/",
+            "ftp://u:pa55word@h/",
+        ] {
+            let error = parse_url(refused).unwrap_err();
+            assert!(!error.contains("pa55word"), "{error}");
+            assert!(error.contains("://***@"), "{error}");
+        }
     }
 
     #[test]

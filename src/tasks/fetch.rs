@@ -18,7 +18,8 @@ use crate::duration::Elapsed;
 use crate::exec::Then;
 use crate::exit::{Error, Result};
 use crate::http_client::{
-    self, Header, MAX_REDIRECTS, Redirects, RequestArgs, StatusRanges, parse_url,
+    self, Header, MAX_REDIRECTS, Redirects, RequestArgs, StatusRanges, Unechoed, check_url,
+    parse_url,
 };
 use crate::reason;
 use crate::report;
@@ -34,7 +35,7 @@ use crate::wait::{self, Attempt, PROGRESS_EVERY, Probe};
     .help("Give up on an attempt when connecting, or waiting for the next byte, takes this long")))]
 pub struct FetchArgs {
     /// What to download; $(VAR) is expanded from the environment.
-    #[arg(value_name = "URL")]
+    #[arg(value_name = "URL", value_parser = Unechoed(check_url))]
     pub url: String,
     /// Where to save it ('-' for stdout); missing parent directories are created. Checked
     /// before the first request.

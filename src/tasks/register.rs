@@ -14,7 +14,8 @@ use crate::atomic_file;
 use crate::exec::Then;
 use crate::exit::{Error, Result};
 use crate::http_client::{
-    self, Header, MAX_REDIRECTS, Redirects, RequestArgs, StatusRanges, parse_method, parse_url,
+    self, Header, MAX_REDIRECTS, Redirects, RequestArgs, StatusRanges, Unechoed, check_url,
+    parse_method, parse_url,
 };
 use crate::report;
 use crate::resolve::ResolverArgs;
@@ -31,7 +32,7 @@ const RESPONSE_LIMIT: usize = 16 * 1024 * 1024;
     .help("Give up on an attempt when connecting, or waiting for the next byte, takes this long")))]
 pub struct RegisterArgs {
     /// Where to send the registration; $(VAR) is expanded from the environment.
-    #[arg(value_name = "URL")]
+    #[arg(value_name = "URL", value_parser = Unechoed(check_url))]
     pub url: String,
     /// Request method.
     #[arg(long, env = "INITBOX_METHOD", default_value = "POST", value_parser = parse_method)]
