@@ -50,9 +50,9 @@ impl Attempt {
     }
 }
 
-/// Why one attempt did not succeed, for the helpers a probe calls (a lookup, a request, an
-/// echo, a clone): worth another attempt, or not. It becomes the attempt's outcome with
-/// `?`-like ease through `From`, so each helper need not know the engine.
+/// Why one piece of an attempt did not succeed (a lookup, a request, an echo, a clone):
+/// worth another attempt, or not. Every helper a probe calls returns this one type, and
+/// `.into()` turns it into the attempt's outcome, so no helper needs its own copy.
 #[derive(Debug)]
 pub enum Failure {
     /// It may work later (connection refused, a name not yet in DNS, a lost reply); the
