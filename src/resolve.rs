@@ -33,6 +33,7 @@ use tokio::time::Instant;
 use crate::duration::Elapsed;
 use crate::exit::Error;
 use crate::report;
+use crate::wait::Failure;
 
 pub const DEFAULT_RESOLV_CONF: &str = "/etc/resolv.conf";
 pub const DEFAULT_HOSTS_FILE: &str = "/etc/hosts";
@@ -208,22 +209,6 @@ pub struct ResolverSettings {
     pub query_timeout: Duration,
 }
 
-/// Why a lookup did not give an answer. `Retry` reasons heal by waiting; `Fatal` ones do not.
-#[derive(Debug)]
-pub enum LookupFailure {
-    Retry(String),
-    Fatal(Error),
-}
-
-impl From<LookupFailure> for crate::wait::Attempt {
-    fn from(failure: LookupFailure) -> Self {
-        match failure {
-            LookupFailure::Retry(reason) => crate::wait::Attempt::NotYet(reason),
-            LookupFailure::Fatal(error) => crate::wait::Attempt::Fatal(error),
-        }
-    }
-}
-
 /// An answer and the name that gave it (a search-list completion of a short name).
 #[derive(Debug)]
 pub struct Resolved<T> {
@@ -322,9 +307,9 @@ impl Resolver {
     }
 
     /// A resolver with no state from earlier attempts.
-    fn fresh(&self) -> Result<TokioResolver, LookupFailure> {
+    fn fresh(&self) -> Result<TokioResolver, Failure> {
         let (config, opts) = self.config.as_ref().map_err(|reason| {
-            LookupFailure::Fatal(Error::Config(format!(
+            Failure::Fatal(Error::Config(format!(
                 "no nameserver to ask: {reason}; give --nameserver IP[:PORT] or provide a resolv.conf"
             )))
         })?;
@@ -332,7 +317,7 @@ impl Resolver {
             TokioResolver::builder_with_config(config.clone(), TokioRuntimeProvider::default());
         *builder.options_mut() = opts.clone();
         builder.build().map_err(|_| {
-            LookupFailure::Fatal(Error::Config(
+            Failure::Fatal(Error::Config(
                 "the resolver configuration cannot be used (check --nameserver and resolv.conf)"
                     .into(),
             ))
@@ -378,19 +363,19 @@ impl Resolver {
     }
 
     /// Every address of `host` (A and AAAA, or the literal itself).
-    pub async fn lookup_ip(&self, host: &str) -> Result<Vec<IpAddr>, LookupFailure> {
+    pub async fn lookup_ip(&self, host: &str) -> Result<Vec<IpAddr>, Failure> {
         self.resolve_ip(host).await.map(|resolved| resolved.value)
     }
 
     /// Every address of `host`, and the name that had them.
-    pub async fn resolve_ip(&self, host: &str) -> Result<Resolved<Vec<IpAddr>>, LookupFailure> {
+    pub async fn resolve_ip(&self, host: &str) -> Result<Resolved<Vec<IpAddr>>, Failure> {
         if let Some(ip) = parse_ip_literal(host) {
             return Ok(Resolved {
                 name: host.to_owned(),
                 value: vec![ip],
             });
         }
-        let name = to_name(host).map_err(|m| LookupFailure::Fatal(Error::Usage(m)))?;
+        let name = to_name(host).map_err(|m| Failure::Fatal(Error::Usage(m)))?;
         if let Some(ips) = self.hosts_file_answer(&name) {
             let shown_ips: Vec<String> = ips.iter().map(IpAddr::to_string).collect();
             self.trace.emit(
@@ -449,16 +434,12 @@ impl Resolver {
             }
         }
         self.trace.emit("dns.query", host, lines);
-        Err(LookupFailure::Retry(cannot_resolve(host, &name, &misses)))
+        Err(Failure::Retry(cannot_resolve(host, &name, &misses)))
     }
 
     /// Records of one type for `name`, following the search list like [`Resolver::resolve_ip`].
-    pub async fn lookup(
-        &self,
-        text: &str,
-        kind: RecordType,
-    ) -> Result<Resolved<Lookup>, LookupFailure> {
-        let name = to_name(text).map_err(|m| LookupFailure::Fatal(Error::Usage(m)))?;
+    pub async fn lookup(&self, text: &str, kind: RecordType) -> Result<Resolved<Lookup>, Failure> {
+        let name = to_name(text).map_err(|m| Failure::Fatal(Error::Usage(m)))?;
         if matches!(kind, RecordType::A | RecordType::AAAA)
             && let Some(lookup) = self
                 .hosts
@@ -511,7 +492,7 @@ impl Resolver {
             }
         }
         self.trace.emit("dns.query", text, lines);
-        Err(LookupFailure::Retry(cannot_resolve(text, &name, &misses)))
+        Err(Failure::Retry(cannot_resolve(text, &name, &misses)))
     }
 
     /// When this attempt's queries give up: a little before the attempt timeout cuts the
@@ -868,7 +849,7 @@ mod tests {
         ips.sort();
         assert_eq!(ips, LOOPBACK.to_vec());
         match resolver.lookup_ip("mydb").await {
-            Err(LookupFailure::Fatal(Error::Config(message))) => {
+            Err(Failure::Fatal(Error::Config(message))) => {
                 assert!(message.contains("--nameserver"), "{message}");
                 assert!(message.contains("/nonexistent/resolv.conf"), "{message}");
             }

@@ -6,6 +6,8 @@
 //! `--interval` with ±10 % jitter (so a long wait costs a shared server at most one probe per
 //! interval, and a fleet of pods does not probe in lockstep), the per-attempt timeout,
 //! `--invert`, and the log lines (start, change of reason, progress every ~10 s, ready).
+//! What a ready attempt produced (register's response body) comes back from the engine as
+//! the probe's [`Probe::Output`].
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -24,11 +26,11 @@ pub const FAST_INTERVAL: Duration = Duration::from_millis(50);
 /// How often a still-waiting target says so.
 pub const PROGRESS_EVERY: Duration = Duration::from_secs(10);
 
-/// What one attempt found.
+/// What one attempt found; `T` is what a ready attempt produced ([`Probe::Output`]).
 #[derive(Debug)]
-pub enum Attempt {
-    /// The target is ready; the text says what was seen (`connected to 10.0.0.5:5432`).
-    Ready(String),
+pub enum Attempt<T = ()> {
+    /// The target is ready; `detail` says what was seen (`connected to 10.0.0.5:5432`).
+    Ready { detail: String, output: T },
     /// Not yet; the reason is shown to the user when it changes.
     NotYet(String),
     /// Not yet, and the target asked not to be tried again for a while (an HTTP 503 or
@@ -38,11 +40,65 @@ pub enum Attempt {
     Fatal(Error),
 }
 
+impl Attempt {
+    /// Ready, for a probe that produces nothing but the fact.
+    pub fn ready(detail: impl Into<String>) -> Self {
+        Attempt::Ready {
+            detail: detail.into(),
+            output: (),
+        }
+    }
+}
+
+/// Why one piece of an attempt did not succeed (a lookup, a request, an echo, a clone):
+/// worth another attempt, or not. Every helper a probe calls returns this one type, and
+/// `.into()` turns it into the attempt's outcome, so no helper needs its own copy.
+#[derive(Debug)]
+pub enum Failure {
+    /// It may work later (connection refused, a name not yet in DNS, a lost reply); the
+    /// reason is shown to the user.
+    Retry(String),
+    /// Retrying cannot help: the wait ends at once with this error.
+    Fatal(Error),
+}
+
+impl Failure {
+    /// The failure as an error, for the one-shot callers that have no retry to offer.
+    pub fn into_error(self) -> Error {
+        match self {
+            Failure::Retry(reason) => Error::Failed(reason),
+            Failure::Fatal(error) => error,
+        }
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Retry(reason) => f.write_str(reason),
+            Failure::Fatal(error) => write!(f, "{error}"),
+        }
+    }
+}
+
+impl<T> From<Failure> for Attempt<T> {
+    fn from(failure: Failure) -> Self {
+        match failure {
+            Failure::Retry(reason) => Attempt::NotYet(reason),
+            Failure::Fatal(error) => Attempt::Fatal(error),
+        }
+    }
+}
+
 /// One check of one target. Implementations make a single attempt: no loops, no sleeps.
 pub trait Probe: Send + Sync + 'static {
+    /// What a ready attempt produces for the caller (register: the response body); `()`
+    /// for a probe whose only answer is "ready". `Default` is what an inverted wait
+    /// returns: it ends when the target stopped answering, so nothing was produced.
+    type Output: Default + Send + 'static;
     /// The target as the user wrote it (with secrets redacted), used in every message.
     fn target(&self) -> &str;
-    fn attempt(&self) -> impl Future<Output = Attempt> + Send;
+    fn attempt(&self) -> impl Future<Output = Attempt<Self::Output>> + Send;
     /// How the success line starts (`mydb:5432 is ready`, then ` after 1.2s (3 attempts)`);
     /// a task that does something says what it did (`registered with …`).
     fn ready_phrase(&self) -> String {
@@ -56,19 +112,50 @@ pub struct WaitOptions {
     /// `None` waits forever.
     pub timeout: Option<Duration>,
     pub interval: Duration,
-    /// `None` when the probe bounds its own attempts (a download may take minutes as long
-    /// as bytes keep coming).
-    pub attempt_timeout: Option<Duration>,
+    /// Who keeps a single attempt from taking forever.
+    pub attempt: AttemptBound,
     pub invert: bool,
 }
 
-/// A target that became ready.
+impl WaitOptions {
+    /// The same limit on an attempt, applied by the probe instead of the engine.
+    pub fn bounded_by_probe(self) -> Self {
+        WaitOptions {
+            attempt: AttemptBound::Probe(self.attempt.limit()),
+            ..self
+        }
+    }
+}
+
+/// Who ends an attempt that takes too long (`--attempt-timeout`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptBound {
+    /// The engine abandons any attempt still running after this long (a connect, a
+    /// lookup, an echo reply): the attempt is dropped and counts as not ready.
+    Engine(Duration),
+    /// The probe applies this limit itself, to the parts it can tell are stuck (connecting,
+    /// waiting for the next byte): a download may take minutes as long as bytes keep
+    /// coming, so the engine does not cut it.
+    Probe(Duration),
+}
+
+impl AttemptBound {
+    /// The limit, whoever applies it.
+    pub fn limit(self) -> Duration {
+        match self {
+            AttemptBound::Engine(limit) | AttemptBound::Probe(limit) => limit,
+        }
+    }
+}
+
+/// A target that became ready, with what its last attempt produced.
 #[derive(Debug, Clone)]
-pub struct ReadyTarget {
+pub struct ReadyTarget<T = ()> {
     pub target: String,
     pub detail: String,
     pub attempts: u32,
     pub elapsed: Duration,
+    pub output: T,
 }
 
 /// The latest state of one target, read when the deadline passes.
@@ -81,12 +168,13 @@ struct Progress {
 
 /// Waits until every probe is ready (or, with `invert`, not ready), concurrently.
 ///
-/// `what` names the kind of check for the start line (`tcp`, `dns`, `http`).
+/// `what` names the kind of check for the start line (`tcp`, `dns`, `http`). The targets
+/// come back in the order of `probes`.
 pub async fn wait_for_all<P: Probe>(
     what: &str,
     probes: Vec<P>,
     options: WaitOptions,
-) -> Result<Vec<ReadyTarget>> {
+) -> Result<Vec<ReadyTarget<P::Output>>> {
     let start = Instant::now();
     let names: Vec<String> = probes.iter().map(|p| p.target().to_owned()).collect();
     announce_start(what, &names, &options);
@@ -102,7 +190,8 @@ pub async fn wait_for_all<P: Probe>(
     }
 
     let all_ready = async {
-        let mut ready: Vec<Option<ReadyTarget>> = vec![None; names.len()];
+        let mut ready: Vec<Option<ReadyTarget<P::Output>>> =
+            std::iter::repeat_with(|| None).take(names.len()).collect();
         while let Some(joined) = tasks.join_next().await {
             let (index, outcome) =
                 joined.map_err(|e| Error::Failed(format!("internal error: {e}")))?;
@@ -162,7 +251,7 @@ async fn watch<P: Probe>(
     options: WaitOptions,
     start: Instant,
     state: Arc<Mutex<Progress>>,
-) -> Result<ReadyTarget> {
+) -> Result<ReadyTarget<P::Output>> {
     let target = probe.target().to_owned();
     let mut attempts = 0u32;
     let mut last_reason: Option<String> = None;
@@ -170,12 +259,14 @@ async fn watch<P: Probe>(
     loop {
         let attempt_start = Instant::now();
         attempts += 1;
-        let outcome = match options.attempt_timeout {
-            None => probe.attempt().await,
-            Some(limit) => match tokio::time::timeout(limit, probe.attempt()).await {
-                Ok(outcome) => outcome,
-                Err(_) => Attempt::NotYet(no_answer_within(limit)),
-            },
+        let outcome = match options.attempt {
+            AttemptBound::Probe(_) => probe.attempt().await,
+            AttemptBound::Engine(limit) => {
+                match tokio::time::timeout(limit, probe.attempt()).await {
+                    Ok(outcome) => outcome,
+                    Err(_) => Attempt::NotYet(no_answer_within(limit)),
+                }
+            }
         };
         let outcome = if options.invert {
             invert(outcome)
@@ -187,7 +278,7 @@ async fn watch<P: Probe>(
             _ => None,
         };
         match outcome {
-            Attempt::Ready(detail) => {
+            Attempt::Ready { detail, output } => {
                 state.lock().unwrap_or_else(|p| p.into_inner()).ready = true;
                 let elapsed = start.elapsed();
                 let plural = report::plural(attempts as usize);
@@ -214,6 +305,7 @@ async fn watch<P: Probe>(
                     detail,
                     attempts,
                     elapsed,
+                    output,
                 });
             }
             Attempt::Fatal(error) => return Err(error.for_target(&target)),
@@ -268,13 +360,14 @@ pub fn no_answer_within(limit: Duration) -> String {
     format!("no answer within {} (--attempt-timeout)", Elapsed(limit))
 }
 
-fn invert(outcome: Attempt) -> Attempt {
+fn invert<T: Default>(outcome: Attempt<T>) -> Attempt<T> {
     match outcome {
-        Attempt::Ready(detail) if detail.is_empty() => Attempt::NotYet("still ready".into()),
-        Attempt::Ready(detail) => Attempt::NotYet(format!("still ready ({detail})")),
-        Attempt::NotYet(reason) | Attempt::Backoff { reason, .. } => {
-            Attempt::Ready(format!("no longer ready: {reason}"))
-        }
+        Attempt::Ready { detail, .. } if detail.is_empty() => Attempt::NotYet("still ready".into()),
+        Attempt::Ready { detail, .. } => Attempt::NotYet(format!("still ready ({detail})")),
+        Attempt::NotYet(reason) | Attempt::Backoff { reason, .. } => Attempt::Ready {
+            detail: format!("no longer ready: {reason}"),
+            output: T::default(),
+        },
         fatal @ Attempt::Fatal(_) => fatal,
     }
 }
@@ -358,22 +451,26 @@ pub struct WaitArgs {
 }
 
 impl WaitArgs {
-    pub fn options(&self) -> Result<WaitOptions> {
-        Ok(WaitOptions {
+    /// The options of a check: the engine bounds each attempt.
+    pub fn options(&self) -> WaitOptions {
+        WaitOptions {
             invert: self.invert,
-            ..self.retry.options()?
-        })
+            ..self.retry.options()
+        }
     }
 }
 
 impl RetryArgs {
-    pub fn options(&self) -> Result<WaitOptions> {
-        Ok(WaitOptions {
+    /// The options the flags give (clap has already refused impossible values); the engine
+    /// bounds each attempt unless the caller hands that to the probe
+    /// ([`WaitOptions::bounded_by_probe`]).
+    pub fn options(&self) -> WaitOptions {
+        WaitOptions {
             timeout: crate::step::bound(self.timeout.as_limit()),
             interval: self.interval.get(),
-            attempt_timeout: Some(self.attempt_timeout.get()),
+            attempt: AttemptBound::Engine(self.attempt_timeout.get()),
             invert: false,
-        })
+        }
     }
 }
 
@@ -402,6 +499,7 @@ mod tests {
     }
 
     impl Probe for ReadyAt {
+        type Output = ();
         fn target(&self) -> &str {
             &self.name
         }
@@ -411,7 +509,7 @@ mod tests {
                 std::future::pending::<()>().await;
             }
             if Instant::now() >= self.at {
-                Attempt::Ready("up".into())
+                Attempt::ready("up")
             } else {
                 Attempt::NotYet("connection refused".into())
             }
@@ -420,6 +518,7 @@ mod tests {
 
     struct Fatal;
     impl Probe for Fatal {
+        type Output = ();
         fn target(&self) -> &str {
             "bad"
         }
@@ -432,7 +531,7 @@ mod tests {
         WaitOptions {
             timeout: (timeout > 0).then(|| Duration::from_secs(timeout)),
             interval: Duration::from_secs(1),
-            attempt_timeout: Some(Duration::from_secs(2)),
+            attempt: AttemptBound::Engine(Duration::from_secs(2)),
             invert: false,
         }
     }
@@ -572,5 +671,74 @@ mod tests {
         let probe = ReadyAt::new("b", Duration::from_secs(3600));
         let ready = wait_for_all("test", vec![probe], opts).await.unwrap();
         assert_eq!(ready[0].detail, "no longer ready: connection refused");
+    }
+
+    /// A probe that produces the number of the attempt that succeeded, on the third.
+    struct Counting {
+        attempts: AtomicU32,
+        takes: Duration,
+    }
+
+    impl Probe for Counting {
+        type Output = Vec<u8>;
+        fn target(&self) -> &str {
+            "counting"
+        }
+        async fn attempt(&self) -> Attempt<Vec<u8>> {
+            let n = self.attempts.fetch_add(1, Ordering::SeqCst) + 1;
+            tokio::time::sleep(self.takes).await;
+            if n < 3 {
+                return Attempt::NotYet("not yet".into());
+            }
+            Attempt::Ready {
+                detail: format!("attempt {n}"),
+                output: n.to_string().into_bytes(),
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_ready_attempt_hands_its_output_to_the_caller() {
+        let probe = Counting {
+            attempts: AtomicU32::new(0),
+            takes: Duration::ZERO,
+        };
+        let start = Instant::now();
+        let ready = wait_for_all("test", vec![probe], options(5)).await.unwrap();
+        assert_eq!(start.elapsed(), Duration::from_millis(100));
+        assert_eq!(ready.len(), 1);
+        assert_eq!(ready[0].attempts, 3);
+        assert_eq!(ready[0].detail, "attempt 3");
+        assert_eq!(ready[0].output, b"3");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_attempt_the_probe_bounds_is_not_cut_by_the_engine() {
+        let probe = Counting {
+            attempts: AtomicU32::new(0),
+            takes: Duration::from_secs(3),
+        };
+        let start = Instant::now();
+        let opts = options(60).bounded_by_probe();
+        assert_eq!(opts.attempt, AttemptBound::Probe(Duration::from_secs(2)));
+        let ready = wait_for_all("test", vec![probe], opts).await.unwrap();
+        // Three attempts of 3 s each, longer than the 2 s limit the probe applies itself;
+        // in the fast phase the next one starts as soon as the last has ended.
+        assert_eq!(start.elapsed(), Duration::from_secs(9));
+        assert_eq!(ready[0].output, b"3");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_inverted_wait_produces_the_default_output() {
+        let probe = Counting {
+            attempts: AtomicU32::new(0),
+            takes: Duration::ZERO,
+        };
+        let mut opts = options(5);
+        opts.invert = true;
+        let ready = wait_for_all("test", vec![probe], opts).await.unwrap();
+        assert_eq!(ready[0].attempts, 1);
+        assert_eq!(ready[0].detail, "no longer ready: not yet");
+        assert!(ready[0].output.is_empty());
     }
 }

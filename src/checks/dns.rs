@@ -199,6 +199,8 @@ pub struct DnsProbe {
 }
 
 impl Probe for DnsProbe {
+    type Output = ();
+
     fn target(&self) -> &str {
         &self.name
     }
@@ -256,7 +258,7 @@ impl Probe for DnsProbe {
                 missing.join(", ")
             ));
         }
-        Attempt::Ready(format!("resolved to {}{as_name}", shown.join(", ")))
+        Attempt::ready(format!("resolved to {}{as_name}", shown.join(", ")))
     }
 }
 
@@ -278,7 +280,7 @@ impl crate::cli::Task for DnsArgs {
 }
 
 pub async fn run(args: DnsArgs) -> Result<()> {
-    let options = args.wait.options()?;
+    let options = args.wait.options();
     let resolver = args
         .resolver
         .resolver(args.wait.retry.attempt_timeout.get());

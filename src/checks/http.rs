@@ -8,7 +8,7 @@ use reqwest::{Method, Url};
 use crate::exec::Then;
 use crate::exit::Result;
 use crate::http_client::{
-    self, Header, Redirects, StatusRanges, TlsArgs, parse_header, parse_method, parse_url,
+    self, Header, Redirects, StatusRanges, TlsArgs, Unechoed, parse_header, parse_method, parse_url,
 };
 use crate::redact;
 use crate::resolve::ResolverArgs;
@@ -22,7 +22,7 @@ const BODY_LIMIT: usize = 1024 * 1024;
 #[derive(Debug, Clone, clap::Args)]
 pub struct HttpArgs {
     /// URLs to request (http:// or https://).
-    #[arg(required = true, value_name = "URL", value_parser = parse_url)]
+    #[arg(required = true, value_name = "URL", value_parser = Unechoed(parse_url))]
     pub urls: Vec<Url>,
     /// Accepted status codes: ranges and lists such as 200-399, 200,204 or 2xx.
     #[arg(
@@ -62,6 +62,8 @@ pub struct HttpProbe {
 }
 
 impl Probe for HttpProbe {
+    type Output = ();
+
     fn target(&self) -> &str {
         &self.label
     }
@@ -78,7 +80,7 @@ impl Probe for HttpProbe {
             return Attempt::NotYet(format!("HTTP {status} (expected {})", self.status));
         }
         let Some(regex) = &self.body_regex else {
-            return Attempt::Ready(format!("HTTP {status}"));
+            return Attempt::ready(format!("HTTP {status}"));
         };
         let body = match http_client::read_body(&mut response, BODY_LIMIT).await {
             Ok((body, _)) => body,
@@ -86,7 +88,7 @@ impl Probe for HttpProbe {
         };
         let text = String::from_utf8_lossy(&body);
         if regex.is_match(&text) {
-            Attempt::Ready(format!("HTTP {status}, body matches /{regex}/"))
+            Attempt::ready(format!("HTTP {status}, body matches /{regex}/"))
         } else {
             Attempt::NotYet(format!(
                 "HTTP {status} but the body does not match /{regex}/"
@@ -106,7 +108,7 @@ impl crate::cli::Task for HttpArgs {
 }
 
 pub async fn run(args: HttpArgs) -> Result<()> {
-    let options = args.wait.options()?;
+    let options = args.wait.options();
     let resolver = args
         .resolver
         .resolver(args.wait.retry.attempt_timeout.get());

@@ -115,6 +115,8 @@ impl TcpProbe {
 }
 
 impl Probe for TcpProbe {
+    type Output = ();
+
     fn target(&self) -> &str {
         &self.label
     }
@@ -175,7 +177,7 @@ async fn connect_all(addrs: &[SocketAddr]) -> Outcomes {
             Ok(stream) => {
                 drop(stream);
                 return (
-                    Attempt::Ready(format!("connected to {addr}")),
+                    Attempt::ready(format!("connected to {addr}")),
                     failures,
                     Some(addr),
                 );
@@ -223,7 +225,7 @@ impl crate::cli::Task for TcpArgs {
 }
 
 pub async fn run(args: TcpArgs) -> Result<()> {
-    let options = args.wait.options()?;
+    let options = args.wait.options();
     let resolver = args
         .resolver
         .resolver(args.wait.retry.attempt_timeout.get());

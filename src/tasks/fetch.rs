@@ -18,7 +18,8 @@ use crate::duration::Elapsed;
 use crate::exec::Then;
 use crate::exit::{Error, Result};
 use crate::http_client::{
-    self, Header, MAX_REDIRECTS, Redirects, RequestArgs, StatusRanges, parse_url,
+    self, Header, MAX_REDIRECTS, Redirects, RequestArgs, StatusRanges, Unechoed, check_url,
+    parse_url,
 };
 use crate::reason;
 use crate::report;
@@ -34,7 +35,7 @@ use crate::wait::{self, Attempt, PROGRESS_EVERY, Probe};
     .help("Give up on an attempt when connecting, or waiting for the next byte, takes this long")))]
 pub struct FetchArgs {
     /// What to download; $(VAR) is expanded from the environment.
-    #[arg(value_name = "URL")]
+    #[arg(value_name = "URL", value_parser = Unechoed(check_url))]
     pub url: String,
     /// Where to save it ('-' for stdout); missing parent directories are created. Checked
     /// before the first request.
@@ -156,6 +157,8 @@ impl FetchProbe {
 }
 
 impl Probe for FetchProbe {
+    type Output = ();
+
     fn target(&self) -> &str {
         &self.label
     }
@@ -290,15 +293,12 @@ impl Probe for FetchProbe {
         } else {
             String::new()
         };
-        Attempt::Ready(format!("{saved}{speed}{checked}"))
+        Attempt::ready(format!("{saved}{speed}{checked}"))
     }
 }
 
 fn describe_failure(error: &reqwest::Error, attempt_timeout: Duration) -> String {
-    match http_client::classify_within(error, attempt_timeout) {
-        http_client::RequestFailure::Retry(reason) => reason,
-        http_client::RequestFailure::Fatal(error) => error.to_string(),
-    }
+    http_client::classify_within(error, attempt_timeout).to_string()
 }
 
 fn report_progress(label: &str, received: u64, announced: Option<u64>, elapsed: Duration) {
@@ -340,7 +340,10 @@ impl crate::cli::Task for FetchArgs {
 }
 
 pub async fn run(args: FetchArgs) -> Result<()> {
-    let mut options = args.retry.options()?;
+    // The client bounds connecting and each read: a download may take minutes as long as
+    // bytes keep coming, so the engine must not cut the attempt.
+    let options = args.retry.options().bounded_by_probe();
+    let attempt_timeout = options.attempt.limit();
     let url = parse_url(&crate::expand::flag(&args.url, "URL")?).map_err(Error::Usage)?;
     let headers = args.request.headers()?;
     // The destination is checked before the first request, so a download that cannot be
@@ -354,12 +357,12 @@ pub async fn run(args: FetchArgs) -> Result<()> {
             ))
         })?;
     }
-    let resolver = args.resolver.resolver(args.retry.attempt_timeout.get());
+    let resolver = args.resolver.resolver(attempt_timeout);
     let client = http_client::build_client(
         &args.request.tls,
         resolver,
         Redirects::Follow(MAX_REDIRECTS),
-        options.attempt_timeout.take(),
+        Some(attempt_timeout),
     )?;
     report::debug(
         "fetch.request",
@@ -376,7 +379,7 @@ pub async fn run(args: FetchArgs) -> Result<()> {
         fsync: args.fsync,
         max_size: args.max_size,
         pause: options.interval,
-        attempt_timeout: args.retry.attempt_timeout.get(),
+        attempt_timeout,
     };
     wait::wait_for_all("fetch", vec![probe], options)
         .await

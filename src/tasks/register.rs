@@ -5,7 +5,6 @@
 //! log, and the response body on stdout or atomically in a file.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use reqwest::header::{CONTENT_TYPE, HeaderValue};
@@ -15,7 +14,8 @@ use crate::atomic_file;
 use crate::exec::Then;
 use crate::exit::{Error, Result};
 use crate::http_client::{
-    self, Header, MAX_REDIRECTS, Redirects, RequestArgs, StatusRanges, parse_method, parse_url,
+    self, Header, MAX_REDIRECTS, Redirects, RequestArgs, StatusRanges, Unechoed, check_url,
+    parse_method, parse_url,
 };
 use crate::report;
 use crate::resolve::ResolverArgs;
@@ -32,7 +32,7 @@ const RESPONSE_LIMIT: usize = 16 * 1024 * 1024;
     .help("Give up on an attempt when connecting, or waiting for the next byte, takes this long")))]
 pub struct RegisterArgs {
     /// Where to send the registration; $(VAR) is expanded from the environment.
-    #[arg(value_name = "URL")]
+    #[arg(value_name = "URL", value_parser = Unechoed(check_url))]
     pub url: String,
     /// Request method.
     #[arg(long, env = "INITBOX_METHOD", default_value = "POST", value_parser = parse_method)]
@@ -205,11 +205,12 @@ struct RegisterProbe {
     pause: Duration,
     /// `--attempt-timeout`, which the client applies to connecting and to each read.
     attempt_timeout: Duration,
-    /// The body of the accepted answer, for the caller once the wait is over.
-    answer: Arc<Mutex<Option<Vec<u8>>>>,
 }
 
 impl Probe for RegisterProbe {
+    /// The body of the accepted answer.
+    type Output = Vec<u8>;
+
     fn target(&self) -> &str {
         &self.label
     }
@@ -218,7 +219,7 @@ impl Probe for RegisterProbe {
         format!("registered with {}", crate::redact::url(&self.url))
     }
 
-    async fn attempt(&self) -> Attempt {
+    async fn attempt(&self) -> Attempt<Vec<u8>> {
         let request = http_client::request(
             &self.client,
             &self.method,
@@ -251,8 +252,10 @@ impl Probe for RegisterProbe {
                         body.len()
                     ),
                 );
-                *self.answer.lock().unwrap_or_else(|p| p.into_inner()) = Some(body);
-                Attempt::Ready(http_client::describe_status(status))
+                Attempt::Ready {
+                    detail: http_client::describe_status(status),
+                    output: body,
+                }
             }
             Err(error) => http_client::body_read_failed(&error),
         }
@@ -270,7 +273,10 @@ impl crate::cli::Task for RegisterArgs {
 }
 
 pub async fn run(args: RegisterArgs) -> Result<()> {
-    let mut options = args.retry.options()?;
+    // The client bounds connecting and each read, so a slow answer that keeps coming is
+    // not cut short.
+    let options = args.retry.options().bounded_by_probe();
+    let attempt_timeout = options.attempt.limit();
     let url = parse_url(&crate::expand::flag(&args.url, "URL")?).map_err(Error::Usage)?;
     let mut headers = args.request.headers()?;
     let body = args.body()?;
@@ -287,19 +293,17 @@ pub async fn run(args: RegisterArgs) -> Result<()> {
     if args.output != Path::new("-") {
         atomic_file::check_destination(&args.output).map_err(|e| output_error(&args.output, &e))?;
     }
-    let attempt_timeout = args.retry.attempt_timeout.get();
     let resolver = args.resolver.resolver(attempt_timeout);
     let client = http_client::build_client(
         &args.request.tls,
         resolver,
         Redirects::Follow(MAX_REDIRECTS),
-        options.attempt_timeout.take(),
+        Some(attempt_timeout),
     )?;
     report::debug(
         "register.request",
         http_client::describe_request(&args.method, &url, &headers),
     );
-    let answer = Arc::new(Mutex::new(None));
     let probe = RegisterProbe {
         label: format!("{} {}", args.method, crate::redact::url(&url)),
         client,
@@ -310,14 +314,9 @@ pub async fn run(args: RegisterArgs) -> Result<()> {
         expect: args.expect_status,
         pause: options.interval,
         attempt_timeout,
-        answer: answer.clone(),
     };
-    wait::wait_for_all("register", vec![probe], options).await?;
-    let body = answer
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .take()
-        .unwrap_or_default();
+    let mut ready = wait::wait_for_all("register", vec![probe], options).await?;
+    let body = ready.pop().map(|target| target.output).unwrap_or_default();
     write_output(&args.output, &body)
 }
 

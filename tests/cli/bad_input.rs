@@ -278,6 +278,12 @@ fn usage_errors_exit_2_naming_the_bad_value() {
                 &["git-clone", "https://h/r.git", "d", "--username", "u"],
                 "--username needs --password-file",
             ),
+            bad(
+                2,
+                &["git-clone", "https://h/r.git", "d", "--ref", "a..b"],
+                "'a..b' is not a valid branch or tag name",
+            ),
+            bad(2, &["git-clone", "https://h:0/r.git", "d"], "port 0"),
             // template
             bad(2, &["template", "t.j2"], "<DEST>"),
             bad(

@@ -362,3 +362,19 @@ fn sigterm_midway_exits_143_and_removes_the_temp_file() {
     running.wait().assert_code(143);
     assert!(entries(&dir).is_empty(), "left behind: {:?}", entries(&dir));
 }
+
+#[test]
+fn run_check_refuses_a_url_fetch_cannot_download() {
+    let sandbox = Sandbox::new();
+    let pipeline = sandbox.write(
+        "pipeline.yaml",
+        "steps:\n  - name: ftp\n    fetch: {url: \"ftp://files.example/f\", output: /tmp/f}\n",
+    );
+    sandbox
+        .initbox()
+        .args(["run", "--check", "-f"])
+        .arg(&pipeline)
+        .run()
+        .assert_code(78)
+        .assert_stderr_contains("unsupported scheme 'ftp'");
+}

@@ -879,3 +879,28 @@ fn a_stalled_clone_ends_within_50ms_of_its_deadline_and_leaves_no_staging() {
         );
     }
 }
+
+#[test]
+fn run_check_refuses_a_bad_repo_a_bad_ref_and_a_password_over_plain_http() {
+    let sandbox = Sandbox::new();
+    let pipeline = sandbox.write(
+        "pipeline.yaml",
+        "steps:\n  - name: port\n    git-clone: {repo: \"https://127.0.0.1:0/app.git\", dest: /tmp/a}\n  - name: ref\n    git-clone: {repo: \"https://git.example/app.git\", dest: /tmp/b, ref: \"a..b\"}\n  - name: clear\n    git-clone: {repo: \"http://deploy:pa55-w0rd-xyz@git.example/app.git\", dest: /tmp/c}\n",
+    );
+    let output = sandbox
+        .initbox()
+        .args(["run", "--check", "-f"])
+        .arg(&pipeline)
+        .run();
+    output
+        .assert_code(78)
+        .assert_stderr_contains("3 problems in the pipeline")
+        .assert_stderr_contains("port 0")
+        .assert_stderr_contains("'a..b' is not a valid branch or tag name")
+        .assert_stderr_contains("credentials are never sent over plain http://");
+    assert!(
+        !output.stderr.contains("pa55-w0rd-xyz"),
+        "{}",
+        output.stderr
+    );
+}

@@ -581,3 +581,50 @@ fn port_0_is_a_usage_error_before_any_attempt() {
     assert!(!dest.exists());
     let _ = unused;
 }
+
+#[test]
+fn run_check_refuses_a_url_that_cannot_be_requested_and_checks_one_with_a_variable_later() {
+    let sandbox = Sandbox::new();
+    let pipeline = sandbox.write(
+        "pipeline.yaml",
+        "steps:\n  - name: nowhere\n    register: {url: \"http://127.0.0.1:0/r\"}\n  - name: pod\n    register: {url: \"http://$(API_HOST)/r\"}\n",
+    );
+    let output = sandbox
+        .initbox()
+        .args(["run", "--check", "-f"])
+        .arg(&pipeline)
+        .run();
+    output
+        .assert_code(78)
+        .assert_stderr_contains("port 0 cannot be connected to");
+    assert!(
+        !output.stderr.contains("problems in the pipeline"),
+        "only the URL without a variable is refused:\n{}",
+        output.stderr
+    );
+}
+
+#[test]
+fn a_password_in_a_refused_url_never_reaches_the_log() {
+    let sandbox = Sandbox::new();
+    let out = sandbox.path("out");
+    let out = out.to_str().unwrap();
+    for args in [
+        vec!["register", "-o", out],
+        vec!["fetch", "-o", out],
+        vec!["wait-for-http"],
+    ] {
+        let command = args[0];
+        let output = sandbox
+            .initbox()
+            .args(&args)
+            .arg("http://deploy:pa55-w0rd-xyz@127.0.0.1:0/r")
+            .run();
+        output.assert_code(2).assert_stderr_contains("port 0");
+        assert!(
+            !output.stderr.contains("pa55-w0rd-xyz"),
+            "{command}: {}",
+            output.stderr
+        );
+    }
+}

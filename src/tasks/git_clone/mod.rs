@@ -17,15 +17,15 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::exec::Then;
 use crate::exit::{Error, Result};
-use crate::http_client::TlsArgs;
+use crate::http_client::{TlsArgs, Unechoed};
 use crate::reason;
 use crate::resolve::ResolverArgs;
 use crate::wait::RetryArgs;
-use crate::wait::{self, Attempt, Probe};
+use crate::wait::{self, Attempt, Failure, Probe};
 use crate::{redact, report};
 
 use destination::{Checkout, Destination, Found};
-use transfer::{CloneFailure, CloneRequest, Credentials, Reference};
+use transfer::{CloneRequest, Credentials, Reference};
 
 /// The username sent with `--token-file` when `--username` is not given (GitHub's
 /// convention; most servers accept any name with a token).
@@ -38,13 +38,13 @@ const TOKEN_USERNAME: &str = "x-access-token";
     .help("Give up connecting to the server after this long")))]
 pub struct GitCloneArgs {
     /// The repository: https://, http://, git://, file://, ssh:// or user@host:path.
-    #[arg(value_name = "REPO")]
+    #[arg(value_name = "REPO", value_parser = Unechoed(check_repo))]
     pub repo: String,
     /// The directory to clone into: created when missing; may be an empty mounted volume.
     #[arg(value_name = "DEST")]
     pub dest: PathBuf,
     /// The branch, tag or full commit id to check out (default: the remote's HEAD).
-    #[arg(long = "ref", env = "INITBOX_REF", value_name = "REF")]
+    #[arg(long = "ref", env = "INITBOX_REF", value_name = "REF", value_parser = check_ref)]
     pub reference: Option<String>,
     /// How much history to fetch: 1 = just the commit checked out, 0 = all of it.
     #[arg(long, env = "INITBOX_DEPTH", default_value_t = 1, value_name = "N")]
@@ -80,22 +80,17 @@ pub struct GitCloneArgs {
 
 /// The repository URL as given, split into a URL safe to store and print, and the
 /// credentials it carried (if any).
-fn parse_repo(text: &str) -> Result<(gix::Url, Option<Credentials>)> {
-    let port_zero = || {
-        Error::Usage(format!(
-            "'{}': port 0 cannot be connected to",
-            redact_repo(text)
-        ))
-    };
+fn parse_repo(text: &str) -> std::result::Result<(gix::Url, Option<Credentials>), String> {
+    let port_zero = || format!("'{}': port 0 cannot be connected to", redact_repo(text));
     let mut url = gix::url::parse(text.trim()).map_err(|_| {
         if reqwest::Url::parse(text.trim()).is_ok_and(|url| url.port() == Some(0)) {
             return port_zero();
         }
-        Error::Usage(format!(
+        format!(
             "'{}' is not a git repository URL (expected https://, http://, git://, file://, \
              ssh:// or user@host:path)",
             redact_repo(text)
-        ))
+        )
     })?;
     if url.port == Some(0) {
         return Err(port_zero());
@@ -105,7 +100,7 @@ fn parse_repo(text: &str) -> Result<(gix::Url, Option<Credentials>)> {
     {
         let host = host.trim_start_matches('[').trim_end_matches(']');
         crate::resolve::check_host_name(host)
-            .map_err(|reason| Error::Usage(format!("'{}': {reason}", redact_repo(text))))?;
+            .map_err(|reason| format!("'{}': {reason}", redact_repo(text)))?;
     }
     let mut credentials = None;
     if matches!(url.scheme, gix::url::Scheme::Http | gix::url::Scheme::Https) {
@@ -120,6 +115,43 @@ fn parse_repo(text: &str) -> Result<(gix::Url, Option<Credentials>)> {
         url.set_password(None);
     }
     Ok((url, credentials))
+}
+
+/// REPO, checked where it is defined (so `run --check` refuses a bad one too): a URL that
+/// can be cloned from, and no password in an http:// URL. Its password is concealed from
+/// every log line from here on.
+fn check_repo(text: &str) -> std::result::Result<String, String> {
+    let (url, credentials) = parse_repo(text)?;
+    if url.scheme == gix::url::Scheme::Http && credentials.is_some() {
+        return Err(plain_http_credentials(&url));
+    }
+    Ok(text.to_owned())
+}
+
+/// Credentials over http:// are refused, whether they came in the URL or from flags.
+fn plain_http_credentials(url: &gix::Url) -> String {
+    format!(
+        "{}: credentials are never sent over plain http:// (they would travel in clear \
+         text); use an https:// URL, or give no --username/--token-file",
+        repo_id(url)
+    )
+}
+
+/// `--ref`, checked where it is defined: a name git allows for a branch or tag, or a full
+/// commit id of a kind git-clone can ask for.
+fn check_ref(text: &str) -> std::result::Result<String, String> {
+    match Reference::parse(Some(text)) {
+        Reference::RemoteHead => {}
+        Reference::Name(name) => {
+            <&gix::refs::PartialNameRef>::try_from(name.as_str())
+                .map_err(|_| format!("'{name}' is not a valid branch or tag name"))?;
+        }
+        Reference::Commit(id) => {
+            gix::ObjectId::from_hex(id.as_bytes())
+                .map_err(|_| format!("'{id}' is not a commit id"))?;
+        }
+    }
+    Ok(text.to_owned())
 }
 
 /// A repository URL for messages, before it could be parsed: userinfo masked.
@@ -260,6 +292,8 @@ async fn claim(dest: &Path) -> Arc<tokio::sync::OwnedMutexGuard<()>> {
 }
 
 impl Probe for CloneProbe {
+    type Output = ();
+
     fn target(&self) -> &str {
         &self.label
     }
@@ -295,13 +329,12 @@ impl Probe for CloneProbe {
         })
         .await;
         match outcome {
-            Ok(Ok(commit)) => Attempt::Ready(format!(
+            Ok(Ok(commit)) => Attempt::ready(format!(
                 "checked out commit {} in {}",
                 short(&commit),
                 self.destination.path().display()
             )),
-            Ok(Err(CloneFailure::Retry(reason))) => Attempt::NotYet(reason),
-            Ok(Err(CloneFailure::Fatal(error))) => Attempt::Fatal(error),
+            Ok(Err(failure)) => failure.into(),
             Err(error) => Attempt::Fatal(Error::Failed(format!("the clone stopped: {error}"))),
         }
     }
@@ -314,15 +347,15 @@ fn clone_and_install(
     repo: String,
     interrupt: &AtomicBool,
     state: &Mutex<AttemptState>,
-) -> std::result::Result<String, CloneFailure> {
+) -> std::result::Result<String, Failure> {
     let write_error = |e: std::io::Error| {
-        CloneFailure::Fatal(Error::Failed(format!(
+        Failure::Fatal(Error::Failed(format!(
             "cannot write {}: {}",
             destination.path().display(),
             reason::io(&e)
         )))
     };
-    let interrupted = || CloneFailure::Retry("interrupted".into());
+    let interrupted = || Failure::Retry("interrupted".into());
     let staging = {
         let mut state = lock(state);
         if state.abandoned {
@@ -412,19 +445,15 @@ impl crate::cli::Task for GitCloneArgs {
 }
 
 pub async fn run(args: GitCloneArgs) -> Result<()> {
-    let mut options = args.retry.options()?;
-    let connect_timeout = options
-        .attempt_timeout
-        .take()
-        .expect("the retry flags always set an attempt timeout");
-    let (url, url_credentials) = parse_repo(&args.repo)?;
+    // gix bounds connecting itself; a clone of a big repository may take minutes once
+    // connected, so the engine must not cut the attempt.
+    let options = args.retry.options().bounded_by_probe();
+    let connect_timeout = options.attempt.limit();
+    // REPO was checked by clap (`check_repo`); what remains needs the other flags.
+    let (url, url_credentials) = parse_repo(&args.repo).map_err(Error::Usage)?;
     let credentials = args.credentials(url_credentials)?;
     if url.scheme == gix::url::Scheme::Http && credentials.is_some() {
-        return Err(Error::Usage(format!(
-            "{}: credentials are never sent over plain http:// (they would travel in clear \
-             text); use an https:// URL, or give no --username/--token-file",
-            repo_id(&url)
-        )));
+        return Err(Error::Usage(plain_http_credentials(&url)));
     }
     if url.scheme == gix::url::Scheme::Ssh && transfer::find_ssh().is_none() {
         return Err(Error::Config(format!(
@@ -619,5 +648,34 @@ mod tests {
         assert!(same_repo("https://h/app.git", "https://h/app"));
         assert!(same_repo("https://h/app/", "https://h/app.git"));
         assert!(!same_repo("https://h/app", "https://h/other"));
+    }
+
+    #[test]
+    fn refs_are_checked_where_the_flag_is_defined() {
+        for good in ["main", "v1.4.0", "feature/x", "refs/heads/main", "HEAD", ""] {
+            assert_eq!(check_ref(good).unwrap(), good);
+        }
+        let id = "e862bd751b3ba4a5c9c1a78a012a462b88c0f13d";
+        assert!(check_ref(id).is_ok());
+        for bad in ["a..b", "x y", "main.lock", "-x/~"] {
+            let error = check_ref(bad).unwrap_err();
+            assert!(
+                error.contains("not a valid branch or tag name"),
+                "{bad}: {error}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_password_in_an_http_url_is_refused_without_being_shown() {
+        let error = check_repo("http://deploy:pa55-w0rd@git.example/app.git").unwrap_err();
+        assert!(error.contains("credentials are never sent over plain http://"));
+        assert!(!error.contains("pa55-w0rd"), "{error}");
+        assert!(check_repo("https://deploy:pa55-w0rd@git.example/app.git").is_ok());
+        assert!(
+            check_repo("https://h:0/app")
+                .unwrap_err()
+                .contains("port 0")
+        );
     }
 }

@@ -16,6 +16,7 @@ use crate::http_client::{self, TlsArgs};
 use crate::report;
 use crate::resolve::Resolver;
 use crate::size::ByteSize;
+use crate::wait::Failure;
 
 /// How often a long clone says how far it got.
 const PROGRESS_EVERY: Duration = Duration::from_secs(2);
@@ -75,18 +76,12 @@ pub struct CloneRequest {
     pub connect_timeout: Duration,
 }
 
-/// Why an attempt failed.
-pub enum CloneFailure {
-    Retry(String),
-    Fatal(Error),
-}
-
 /// Clones into `dir` (which must exist and be empty) and returns the commit checked out.
 pub fn clone_into(
     dir: &Path,
     request: &CloneRequest,
     interrupt: &AtomicBool,
-) -> Result<String, CloneFailure> {
+) -> Result<String, Failure> {
     let progress_root: Arc<Root> = Root::new();
     let reporter = ProgressReporter::start(progress_root.clone());
     let result = clone_with_progress(dir, request, interrupt, &progress_root);
@@ -99,13 +94,13 @@ fn clone_with_progress(
     request: &CloneRequest,
     interrupt: &AtomicBool,
     progress: &Arc<Root>,
-) -> Result<String, CloneFailure> {
+) -> Result<String, Failure> {
     if request.url.scheme == gix::url::Scheme::File {
         // Nothing on this machine will create the repository while we wait: say so at once.
         use std::os::unix::ffi::OsStrExt;
         let path = Path::new(std::ffi::OsStr::from_bytes(&request.url.path));
         if !path.exists() {
-            return Err(CloneFailure::Fatal(Error::Failed(format!(
+            return Err(Failure::Fatal(Error::Failed(format!(
                 "no repository at {}: the path does not exist",
                 path.display()
             ))));
@@ -124,7 +119,7 @@ fn clone_with_progress(
             dir,
         )
         .unwrap_or_else(|| {
-            CloneFailure::Fatal(Error::Failed(format!(
+            Failure::Fatal(Error::Failed(format!(
                 "cannot start a repository in {}: {}",
                 dir.display(),
                 innermost(&e)
@@ -142,12 +137,12 @@ fn clone_with_progress(
     prepare = match &request.reference {
         Reference::RemoteHead => prepare,
         Reference::Name(name) => prepare.with_ref_name(Some(name.as_str())).map_err(|_| {
-            CloneFailure::Fatal(Error::Usage(format!(
+            Failure::Fatal(Error::Usage(format!(
                 "--ref '{name}' is not a valid branch or tag name"
             )))
         })?,
         Reference::Commit(id) => prepare.with_revision(Some(id.as_str())).map_err(|_| {
-            CloneFailure::Fatal(Error::Usage(format!("--ref '{id}' is not a commit id")))
+            Failure::Fatal(Error::Usage(format!("--ref '{id}' is not a commit id")))
         })?,
     };
     let http = matches!(
@@ -156,7 +151,7 @@ fn clone_with_progress(
     );
     // Only HTTPS needs the roots: file:// and git:// clones do not read a CA store.
     let tls = if http {
-        Some(http_client::tls_config(&request.tls).map_err(CloneFailure::Fatal)?)
+        Some(http_client::tls_config(&request.tls).map_err(Failure::Fatal)?)
     } else {
         None
     };
@@ -195,7 +190,7 @@ fn clone_with_progress(
         .main_worktree(progress.add_child("checkout"), interrupt)
         .map_err(|e| classify(&e, request, dir, Phase::CheckingOut, interrupt))?;
     let head = repo.head_id().map_err(|e| {
-        CloneFailure::Fatal(Error::Failed(format!(
+        Failure::Fatal(Error::Failed(format!(
             "the clone has no commit checked out: {}",
             innermost(&e)
         )))
@@ -240,9 +235,9 @@ fn classify(
     dir: &Path,
     phase: Phase,
     interrupt: &AtomicBool,
-) -> CloneFailure {
+) -> Failure {
     if interrupt.load(Ordering::Relaxed) {
-        return CloneFailure::Retry("interrupted".into());
+        return Failure::Retry("interrupted".into());
     }
     let causes = causes(error);
     if let Some(failure) = write_failure(causes.iter().copied(), dir) {
@@ -260,14 +255,14 @@ fn classify(
         .iter()
         .find_map(|cause| cause.downcast_ref::<gix::protocol::transport::packetline::read::Error>())
     {
-        return CloneFailure::Fatal(Error::Failed(format!(
+        return Failure::Fatal(Error::Failed(format!(
             "the server refused to serve {}: {}",
             request.url.to_bstring(),
             refusal.message
         )));
     }
     if error.is_unauthenticated() || error.is_permission_denied() {
-        return CloneFailure::Fatal(Error::Failed(match &request.credentials {
+        return Failure::Fatal(Error::Failed(match &request.credentials {
             None => format!(
                 "authentication failed: {} asks for credentials and none were given \
                  (--username with --password-file FILE or INITBOX_GIT_PASSWORD, or \
@@ -287,14 +282,11 @@ fn classify(
         .find_map(|cause| cause.downcast_ref::<reqwest::Error>())
         && !http_error.is_status()
     {
-        return match http_client::classify(http_error) {
-            http_client::RequestFailure::Retry(reason) => CloneFailure::Retry(reason),
-            http_client::RequestFailure::Fatal(error) => CloneFailure::Fatal(error),
-        };
+        return http_client::classify(http_error);
     }
     let library_text = describe(error).to_ascii_lowercase();
     if error.is_not_found() || library_text.contains("not found") {
-        return CloneFailure::Fatal(Error::Failed(match &request.reference {
+        return Failure::Fatal(Error::Failed(match &request.reference {
             Reference::Name(name) if library_text.contains("any ref that matched") => format!(
                 "{} has no branch or tag named '{name}'",
                 request.url.to_bstring()
@@ -308,9 +300,9 @@ fn classify(
     }
     let sentence = phase.sentence(&causes, &library_text);
     if error.can_retry_lenient() || causes.iter().any(|c| c.is::<std::io::Error>()) {
-        return CloneFailure::Retry(sentence);
+        return Failure::Retry(sentence);
     }
-    CloneFailure::Fatal(Error::Failed(sentence))
+    Failure::Fatal(Error::Failed(sentence))
 }
 
 /// Where a clone was when it failed, for the message.
@@ -345,31 +337,26 @@ impl Phase {
 /// A TLS problem that is configuration (a CA to trust, a name to use, a certificate to
 /// renew, a plain-HTTP port behind https://) ends the run at once, in the words register
 /// and fetch use; a failed handshake of another kind is retried.
-fn tls_failure(error: &rustls::Error) -> CloneFailure {
+fn tls_failure(error: &rustls::Error) -> Failure {
     let reason = http_client::describe_tls(error);
     if http_client::is_tls_configuration(error) {
-        CloneFailure::Fatal(Error::Failed(reason))
+        Failure::Fatal(Error::Failed(reason))
     } else {
-        CloneFailure::Retry(reason)
+        Failure::Retry(reason)
     }
 }
 
-/// Every cause of an error, outermost first. An io::Error's `source()` skips the error it
-/// wraps, and that is where rustls errors and the server's `ERR` lines hide, so it is
-/// looked into explicitly.
+/// Every cause of a gix error, outermost first: gix's error is a graph (its
+/// `iter_errors` visits every node), and each node's chain is walked by
+/// [`crate::reason::causes`]; a cause two nodes share is kept once.
 fn causes(error: &gix::Error) -> Vec<&(dyn std::error::Error + 'static)> {
     let mut found: Vec<&(dyn std::error::Error + 'static)> = Vec::new();
-    for cause in error.iter_errors() {
-        let mut next = Some(cause);
-        while let Some(cause) = next {
-            if found.len() > 64 || found.iter().any(|seen| std::ptr::addr_eq(*seen, cause)) {
-                break;
-            }
+    for cause in error.iter_errors().flat_map(crate::reason::causes) {
+        if found.len() > 64 {
+            break;
+        }
+        if !found.iter().any(|seen| std::ptr::addr_eq(*seen, cause)) {
             found.push(cause);
-            next = match cause.downcast_ref::<std::io::Error>() {
-                Some(io) => io.get_ref().map(|inner| inner as _),
-                None => cause.source(),
-            };
         }
     }
     found
@@ -392,7 +379,7 @@ fn innermost(error: &(dyn std::error::Error + 'static)) -> String {
 fn write_failure<'a>(
     causes: impl Iterator<Item = &'a (dyn std::error::Error + 'static)>,
     dir: &Path,
-) -> Option<CloneFailure> {
+) -> Option<Failure> {
     use std::io::ErrorKind::{FileTooLarge, QuotaExceeded, ReadOnlyFilesystem, StorageFull};
     let io = causes
         .filter_map(|cause| cause.downcast_ref::<std::io::Error>())
@@ -403,7 +390,7 @@ fn write_failure<'a>(
             )
         })?;
     let volume = dir.parent().unwrap_or(dir);
-    Some(CloneFailure::Fatal(Error::Failed(format!(
+    Some(Failure::Fatal(Error::Failed(format!(
         "cannot write the checkout into {}: {}",
         volume.display(),
         crate::reason::io(io)
