@@ -734,6 +734,10 @@ const DEADLINE_TRIES: usize = 3;
 /// The commands of COMMANDS that have no deadline to keep, and why.
 const NO_DEADLINE: &[(&str, &str)] = &[
     ("template", "renders once and never waits"),
+    ("chown", "changes a tree once and never waits"),
+    ("chmod", "changes a tree once and never waits"),
+    ("mkdir", "creates directories once and never waits"),
+    ("remove", "removes once and never waits"),
     (
         "sleep",
         "its duration is what it is asked for, not a deadline",
