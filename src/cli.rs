@@ -129,6 +129,12 @@ GitClone(GitCloneArgs),
 Template(TemplateArgs),
 /// Sleep for a duration: 60, 1.5, 90s, 2m30s.
 Sleep(SleepArgs),
+/// Make a symbolic link atomically, replacing what is there (replaces `ln -sfn`).
+Link(crate::tasks::link::LinkArgs),
+/// Set kernel parameters and check the kernel kept them (replaces `sysctl -w`).
+Sysctl(crate::tasks::sysctl::SysctlArgs),
+/// Copy initbox itself into a directory, for containers of other images to run.
+Install(crate::tasks::install::InstallArgs),
 /// Run a pipeline of these tasks with init-container semantics.
 Run(RunArgs),
 /// Print a shell completion script (bash, zsh, fish, elvish, powershell).

@@ -852,6 +852,14 @@ mod tests {
                 "{src: /t/app.conf.j2, dest: /w/app.conf}",
             ),
             ("sleep", &["5"], "{duration: 5}"),
+            // Volume content: link, sysctl, install.
+            ("link", &["v2", "/w/current"], "{target: v2, link: /w/current}"),
+            (
+                "sysctl",
+                &["vm.max_map_count=262144", "--if-lower"],
+                r#"{settings: ["vm.max_map_count=262144"], if-lower: true}"#,
+            ),
+            ("install", &["/tools"], "{dir: /tools}"),
         ];
         let mut covered: Vec<&str> = cases.iter().map(|(task, ..)| *task).collect();
         covered.sort();

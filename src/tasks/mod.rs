@@ -2,6 +2,9 @@
 
 pub mod fetch;
 pub mod git_clone;
+pub mod install;
+pub mod link;
 pub mod register;
 pub mod sleep;
+pub mod sysctl;
 pub mod template;
