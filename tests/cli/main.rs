@@ -21,3 +21,4 @@ mod secrets;
 mod sleep;
 mod tcp;
 mod template;
+mod volume_content;

@@ -736,6 +736,9 @@ const NO_DEADLINE: &[(&str, &str)] = &[
         "sleep",
         "its duration is what it is asked for, not a deadline",
     ),
+    ("link", "one rename, never waits"),
+    ("sysctl", "writes and reads /proc/sys once, never waits"),
+    ("install", "copies one file once, never waits"),
 ];
 
 /// One way a command reaches its deadline.

@@ -14,3 +14,4 @@ mod ping;
 mod resources;
 mod signals;
 mod system_resolver;
+mod volume_faults;
