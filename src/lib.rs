@@ -22,6 +22,7 @@ pub mod signals;
 pub mod size;
 pub mod step;
 pub mod tasks;
+pub mod volume;
 pub mod wait;
 
 use cli::{Cli, Command};
