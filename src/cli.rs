@@ -135,6 +135,10 @@ Link(crate::tasks::link::LinkArgs),
 Sysctl(crate::tasks::sysctl::SysctlArgs),
 /// Copy initbox itself into a directory, for containers of other images to run.
 Install(crate::tasks::install::InstallArgs),
+/// Write a file atomically from text, a variable or a file (replaces `echo`/`printf` > file).
+Write(crate::tasks::write::WriteArgs),
+/// Copy files and trees like `cp -a`, each file atomically, never through DEST's links.
+Copy(crate::tasks::copy::CopyArgs),
 /// Run a pipeline of these tasks with init-container semantics.
 Run(RunArgs),
 /// Print a shell completion script (bash, zsh, fish, elvish, powershell).

@@ -860,6 +860,16 @@ mod tests {
                 r#"{settings: ["vm.max_map_count=262144"], if-lower: true}"#,
             ),
             ("install", &["/tools"], "{dir: /tools}"),
+            (
+                "write",
+                &["/w/app.conf", "--content", "port=1", "--mode", "0640"],
+                r#"{file: /w/app.conf, content: "port=1", mode: "0640"}"#,
+            ),
+            (
+                "copy",
+                &["/opt/conf", "/w/", "--exclude", "*.tmp", "--if-absent"],
+                r#"{paths: [/opt/conf, /w/], exclude: ["*.tmp"], if-absent: true}"#,
+            ),
         ];
         let mut covered: Vec<&str> = cases.iter().map(|(task, ..)| *task).collect();
         covered.sort();

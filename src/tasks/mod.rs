@@ -1,5 +1,6 @@
 //! Tasks that do one thing once (as opposed to checks, which are probed until ready).
 
+pub mod copy;
 pub mod fetch;
 pub mod git_clone;
 pub mod install;
@@ -8,3 +9,4 @@ pub mod register;
 pub mod sleep;
 pub mod sysctl;
 pub mod template;
+pub mod write;

@@ -739,6 +739,8 @@ const NO_DEADLINE: &[(&str, &str)] = &[
     ("link", "one rename, never waits"),
     ("sysctl", "writes and reads /proc/sys once, never waits"),
     ("install", "copies one file once, never waits"),
+    ("write", "writes one file once, never waits"),
+    ("copy", "copies a tree once, never waits"),
 ];
 
 /// One way a command reaches its deadline.
