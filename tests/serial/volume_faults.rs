@@ -205,3 +205,127 @@ fn sysctl_as_an_unprivileged_user_names_the_remedy() {
         current.to_string()
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// kill -9 at seeded random moments
+// ---------------------------------------------------------------------------------------
+
+use std::path::Path;
+
+use crate::faults::{KillMoments, TRIALS, copy_tree, is_temp_file, kill_at, noise, unkilled_run};
+use crate::support::tree;
+
+/// A tree of `files` files of about 64 KiB each, in a few directories, content by `seed`.
+fn release_tree(dir: &Path, files: usize, seed: u64) {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    for i in 0..files {
+        let sub = dir.join(format!("d{}", i % 8));
+        fs::create_dir_all(&sub).unwrap();
+        fs::write(sub.join(format!("f{i}.dat")), noise(&mut rng, 2000)).unwrap();
+    }
+}
+
+#[test]
+fn sigkill_during_copy_leaves_each_file_old_or_new() {
+    let _serial = crate::support::one_at_a_time();
+    let sandbox = Sandbox::new();
+    let old = sandbox.path("old");
+    let new = sandbox.path("new");
+    release_tree(&old, 400, 1);
+    release_tree(&new, 400, 2);
+    let new_tree = tree(&new);
+    let dest = sandbox.path("dest");
+    let copy = || {
+        sandbox
+            .initbox()
+            .arg("copy")
+            .arg(new.join("."))
+            .arg(&dest)
+    };
+    let took = unkilled_run(|| {
+        let _ = fs::remove_dir_all(&dest);
+        copy_tree(&old, &dest);
+        copy().run().assert_code(0).elapsed
+    });
+    let mut moments = KillMoments::new(took, TRIALS);
+    for trial in 0..TRIALS {
+        fs::remove_dir_all(&dest).unwrap();
+        copy_tree(&old, &dest);
+        let at = moments.moment(trial);
+        let context = moments.context(trial, at);
+        kill_at(copy().spawn(), at);
+        let (mut olds, mut news, mut temps) = (0, 0, 0);
+        for name in tree(&dest) {
+            if is_temp_file(name.rsplit('/').next().unwrap()) {
+                temps += 1;
+                continue;
+            }
+            assert!(new_tree.contains(&name), "{context}: {name} was never in a release");
+            if name.ends_with('/') {
+                continue;
+            }
+            let bytes = fs::read(dest.join(&name)).unwrap();
+            if bytes == fs::read(new.join(&name)).unwrap() {
+                news += 1;
+            } else if bytes == fs::read(old.join(&name)).unwrap() {
+                olds += 1;
+            } else {
+                panic!("{context}: {name} is neither the old file nor the new one, whole");
+            }
+        }
+        let files = new_tree.iter().filter(|n| !n.ends_with('/')).count();
+        assert_eq!(olds + news, files, "{context}: a file went missing");
+        if temps > 0 || (news > 0 && news < files) {
+            moments.mid_work += 1;
+        }
+        // The restarted pod's copy completes it and leaves no temp file behind.
+        copy().run().assert_code(0);
+        assert_eq!(tree(&dest), new_tree, "{context}: after the re-run");
+    }
+    moments.assert_enough_mid_work("a copy");
+}
+
+#[test]
+fn sigkill_during_write_leaves_the_old_file_or_the_new_one() {
+    let _serial = crate::support::one_at_a_time();
+    let sandbox = Sandbox::new();
+    let mut rng = fastrand::Rng::with_seed(3);
+    let old = noise(&mut rng, 1_500_000);
+    let new = noise(&mut rng, 1_500_000);
+    let source = sandbox.write("new.conf", &new);
+    let dest = sandbox.path("volume/app.conf");
+    fs::create_dir_all(dest.parent().unwrap()).unwrap();
+    let write = || {
+        sandbox
+            .initbox()
+            .arg("write")
+            .arg(&dest)
+            .arg("--from-file")
+            .arg(&source)
+            .arg("--raw")
+    };
+    let took = unkilled_run(|| {
+        fs::write(&dest, &old).unwrap();
+        write().run().assert_code(0).elapsed
+    });
+    let mut moments = KillMoments::new(took, TRIALS);
+    for trial in 0..TRIALS {
+        fs::write(&dest, &old).unwrap();
+        let at = moments.moment(trial);
+        let context = moments.context(trial, at);
+        kill_at(write().spawn(), at);
+        let now = fs::read_to_string(&dest).unwrap();
+        assert!(now == old || now == new, "{context}: half a file ({} bytes)", now.len());
+        let temps = crate::support::entries(dest.parent().unwrap())
+            .iter()
+            .filter(|n| is_temp_file(n))
+            .count();
+        if temps > 0 {
+            moments.mid_work += 1;
+        }
+        write().run().assert_code(0);
+        assert_eq!(fs::read_to_string(&dest).unwrap(), new, "{context}");
+        assert_eq!(crate::support::entries(dest.parent().unwrap()), ["app.conf"], "{context}");
+    }
+    moments.assert_enough_mid_work("a write");
+}
