@@ -2,7 +2,8 @@
 //! /data/conf` of init containers, safe for a volume someone else may have written to.
 //!
 //! - `cp -a` semantics: recursive; modes, times and (as root) owners kept; symbolic links
-//!   copied as links; `copy a b` copies into `b/a` when `b` is a directory, and `a/.`
+//!   copied as links (a SRC that is itself a link is followed, as `cp -H` does, since every
+//!   key of a ConfigMap volume is one); `copy a b` copies into `b/a` when `b` is a directory, and `a/.`
 //!   copies a's contents.
 //! - Each file (and link) is written to a temp name in its directory and renamed into place,
 //!   so a kill leaves every file old or new, never half; leftovers of a killed run are
@@ -189,6 +190,12 @@ fn plan(args: &CopyArgs) -> Result<Vec<Job>> {
             ))
         })?;
         let contents = is_contents(src) || src.file_name().is_none();
+        let src_is_link = src_meta.is_symlink();
+        let src_meta = if src_is_link {
+            std::fs::metadata(src).unwrap_or(src_meta)
+        } else {
+            src_meta
+        };
         let target = if contents || !(dest_is_dir || into_dir) {
             dest.clone()
         } else {
@@ -202,8 +209,22 @@ fn plan(args: &CopyArgs) -> Result<Vec<Job>> {
         }
         refuse_into_itself(src, &target)?;
         let (target_dir, target_name) = split(&target)?;
+        // A SRC named on the command line that is a link is followed (cp -H): in a
+        // ConfigMap or Secret volume every key is a link into `..data`, and a copy of that
+        // relative link would dangle. Links inside a tree are copied as links.
+        let src = if src_is_link {
+            std::fs::canonicalize(src).map_err(|error| {
+                Error::Failed(format!(
+                    "cannot copy {}: the link leads nowhere ({})",
+                    src.display(),
+                    crate::reason::io(&error)
+                ))
+            })?
+        } else {
+            src.clone()
+        };
         jobs.push(Job {
-            src: src.clone(),
+            src,
             target_dir,
             target_name,
             target,
@@ -268,8 +289,7 @@ fn refuse_into_itself(src: &Path, target: &Path) -> Result<()> {
     else {
         return Ok(());
     };
-    let src_is_link = std::fs::symlink_metadata(src).is_ok_and(|m| m.is_symlink());
-    if !src_is_link && target_real.starts_with(&src_real) {
+    if target_real.starts_with(&src_real) {
         let what = if target_real == src_real {
             "onto itself"
         } else {

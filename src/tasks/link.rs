@@ -23,11 +23,11 @@ use crate::report;
 pub struct LinkArgs {
     /// What the link points to, stored as written (it need not exist; relative targets are
     /// read from the link's directory, as with ln -s).
-    #[arg(value_name = "TARGET", allow_hyphen_values = true)]
+    #[arg(value_name = "TARGET")]
     pub target: PathBuf,
     /// The link to make. An existing link or file there is replaced atomically; a real
     /// directory is refused (remove it first). Its directory must exist.
-    #[arg(value_name = "LINK", allow_hyphen_values = true)]
+    #[arg(value_name = "LINK")]
     pub link: PathBuf,
     #[command(flatten)]
     pub then: Then,

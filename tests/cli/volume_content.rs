@@ -511,3 +511,22 @@ steps:
     assert_eq!(fs::read_to_string(work.join("conf/port.conf")).unwrap(), "port=8080\n");
     assert_eq!(mode(&work.join("conf/port.conf")), 0o600);
 }
+
+#[test]
+fn copy_follows_a_src_that_is_a_link_as_in_a_configmap_volume() {
+    let sandbox = Sandbox::new();
+    // The layout of a ConfigMap volume: each key a link into ..data, itself a link.
+    let cm = sandbox.path("configmap");
+    fs::create_dir_all(cm.join("..2026_12_01")).unwrap();
+    fs::write(cm.join("..2026_12_01/app.conf"), "port=1\n").unwrap();
+    symlink("..2026_12_01", cm.join("..data")).unwrap();
+    symlink("..data/app.conf", cm.join("app.conf")).unwrap();
+    let data = sandbox.path("data");
+    sandbox
+        .initbox()
+        .args(["copy", "--if-absent", path_str(&cm.join("app.conf")), path_str(&data.join("app.conf"))])
+        .run()
+        .assert_code(0);
+    assert!(!fs::symlink_metadata(data.join("app.conf")).unwrap().is_symlink());
+    assert_eq!(fs::read_to_string(data.join("app.conf")).unwrap(), "port=1\n");
+}
