@@ -853,7 +853,11 @@ mod tests {
             ),
             ("sleep", &["5"], "{duration: 5}"),
             // Volume content: link, sysctl, install.
-            ("link", &["v2", "/w/current"], "{target: v2, link: /w/current}"),
+            (
+                "link",
+                &["v2", "/w/current"],
+                "{target: v2, link: /w/current}",
+            ),
             (
                 "sysctl",
                 &["vm.max_map_count=262144", "--if-lower"],

@@ -148,7 +148,10 @@ fn ends_with_slash(path: &Path) -> bool {
 
 fn without_trailing_slashes(path: &Path) -> &Path {
     let bytes = path.as_os_str().as_bytes();
-    let end = bytes.iter().rposition(|b| *b != b'/').map_or(1.min(bytes.len()), |at| at + 1);
+    let end = bytes
+        .iter()
+        .rposition(|b| *b != b'/')
+        .map_or(1.min(bytes.len()), |at| at + 1);
     Path::new(OsStr::from_bytes(&bytes[..end]))
 }
 
@@ -285,8 +288,7 @@ fn real_path(path: &Path) -> Option<PathBuf> {
 /// Copying a directory onto itself or into its own subtree would never end: refused
 /// before anything is written (exit 2).
 fn refuse_into_itself(src: &Path, target: &Path) -> Result<()> {
-    let (Ok(src_real), Some(target_real)) = (std::fs::canonicalize(src), real_path(target))
-    else {
+    let (Ok(src_real), Some(target_real)) = (std::fs::canonicalize(src), real_path(target)) else {
         return Ok(());
     };
     if target_real.starts_with(&src_real) {
@@ -391,7 +393,10 @@ impl Copier<'_> {
         }
         let below = entry.path.strip_prefix(self.src).unwrap_or(entry.path);
         let name = OsStr::from_bytes(entry.name.to_bytes());
-        self.args.exclude.iter().any(|glob| glob.matches(name, below))
+        self.args
+            .exclude
+            .iter()
+            .any(|glob| glob.matches(name, below))
     }
 
     /// The owner a copy gets: --owner, else the source's as root, else none (the user's).
@@ -607,8 +612,11 @@ impl Visitor for Copier<'_> {
         };
         let shown = self.shown(entry.path);
         if set_attributes {
-            let source = entry.dir.expect("a directory walked into has its descriptor");
-            let stat = rustix::fs::fstat(source).map_err(|e| self.fail(e, "examining", entry.path))?;
+            let source = entry
+                .dir
+                .expect("a directory walked into has its descriptor");
+            let stat =
+                rustix::fs::fstat(source).map_err(|e| self.fail(e, "examining", entry.path))?;
             if let Some((uid, gid)) = self.owner_for(stat.st_uid, stat.st_gid) {
                 rustix::fs::fchown(&fd, uid, gid)
                     .map_err(|e| self.fail(e, "changing the owner of", &shown))?;
@@ -701,7 +709,11 @@ mod tests {
     fn temp_names_are_recognised() {
         let temp = temp_name(c"app.conf");
         assert!(is_temp_name(temp.to_bytes()), "{temp:?}");
-        for other in [&b"app.conf"[..], b".app.conf.initbox-zz.tmp", b".initbox-.tmp"] {
+        for other in [
+            &b"app.conf"[..],
+            b".app.conf.initbox-zz.tmp",
+            b".initbox-.tmp",
+        ] {
             assert!(!is_temp_name(other));
         }
     }

@@ -46,12 +46,7 @@ fn parse_name(text: &str) -> Result<String, String> {
 
 impl crate::cli::Task for InstallArgs {
     fn execute(self) -> impl std::future::Future<Output = Result<()>> + Send {
-        async move {
-            let step = crate::step::current();
-            tokio::task::spawn_blocking(move || crate::step::on_thread(step, || run(&self)))
-                .await
-                .map_err(|e| Error::Failed(format!("the install stopped: {e}")))?
-        }
+        crate::volume::blocking(move || run(&self))
     }
 
     fn then(&self) -> &[OsString] {
@@ -100,8 +95,7 @@ fn same_binary(source: &mut File, dest: &Path) -> io::Result<bool> {
         Err(error) => return Err(error),
     };
     let own = source.metadata()?;
-    if !meta.is_file() || meta.len() != own.len() || meta.permissions().mode() & 0o7777 != MODE
-    {
+    if !meta.is_file() || meta.len() != own.len() || meta.permissions().mode() & 0o7777 != MODE {
         return Ok(false);
     }
     let mut installed = File::open(dest)?;

@@ -34,8 +34,8 @@ pub struct LinkArgs {
 }
 
 impl crate::cli::Task for LinkArgs {
-    fn execute(self) -> impl std::future::Future<Output = Result<()>> + Send {
-        async move { run(&self) }
+    async fn execute(self) -> Result<()> {
+        run(&self)
     }
 
     fn then(&self) -> &[OsString] {
@@ -143,7 +143,11 @@ mod tests {
         assert_eq!(make(Path::new("v1"), &file), Ok(Outcome::Replaced));
         let sub = dir.path().join("sub");
         fs::create_dir(&sub).unwrap();
-        assert!(make(Path::new("v1"), &sub).unwrap_err().contains("directory"));
+        assert!(
+            make(Path::new("v1"), &sub)
+                .unwrap_err()
+                .contains("directory")
+        );
         assert!(fs::read_dir(&sub).unwrap().next().is_none());
         let mut names: Vec<_> = fs::read_dir(dir.path())
             .unwrap()

@@ -53,7 +53,9 @@ fn parse_setting(text: &str) -> Result<Setting, String> {
     let key = key.trim();
     // procps' rule: when the first separator is a '/', the key is a path and its dots are
     // part of names (net/ipv4/conf/eth0.100/forwarding); otherwise dots separate.
-    let path_like = key.find(['.', '/']).is_some_and(|at| key[at..].starts_with('/'));
+    let path_like = key
+        .find(['.', '/'])
+        .is_some_and(|at| key[at..].starts_with('/'));
     let parts: Vec<&str> = if path_like {
         key.split('/').collect()
     } else {
@@ -85,8 +87,8 @@ fn parse_setting(text: &str) -> Result<Setting, String> {
 }
 
 impl crate::cli::Task for SysctlArgs {
-    fn execute(self) -> impl std::future::Future<Output = Result<()>> + Send {
-        async move { run(&self) }
+    async fn execute(self) -> Result<()> {
+        run(&self)
     }
 
     fn then(&self) -> &[OsString] {
@@ -121,10 +123,7 @@ fn apply(root: &Path, setting: &Setting, if_lower: bool) -> Result<()> {
     let wanted = setting.fields.join(" ");
     let current = read(&file).map_err(|error| read_error(root, setting, &error))?;
     if current == setting.fields {
-        report::info(
-            "sysctl.unchanged",
-            format!("{key} = {wanted}: already set"),
-        );
+        report::info("sysctl.unchanged", format!("{key} = {wanted}: already set"));
         return Ok(());
     }
     if if_lower && at_least(&current, &setting.fields) {
@@ -305,7 +304,12 @@ mod tests {
 
     #[test]
     fn namespaced_keys() {
-        for key in ["net/core/somaxconn", "kernel/shmmax", "kernel/sem", "fs/mqueue/msg_max"] {
+        for key in [
+            "net/core/somaxconn",
+            "kernel/shmmax",
+            "kernel/sem",
+            "fs/mqueue/msg_max",
+        ] {
             assert!(is_namespaced(Path::new(key)), "{key}");
         }
         for key in ["vm/max_map_count", "kernel/pid_max", "fs/file-max"] {

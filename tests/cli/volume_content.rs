@@ -55,8 +55,15 @@ fn link_makes_replaces_and_keeps_a_link_like_ln_sfn() {
         .args(["link", "/etc/hostname", path_str(&sandbox.path("file"))])
         .run()
         .assert_code(0);
-    assert!(fs::symlink_metadata(sandbox.path("file")).unwrap().is_symlink());
-    assert_eq!(entries(sandbox.dir.path()), ["current", "file", "hosts", "releases"]);
+    assert!(
+        fs::symlink_metadata(sandbox.path("file"))
+            .unwrap()
+            .is_symlink()
+    );
+    assert_eq!(
+        entries(sandbox.dir.path()),
+        ["current", "file", "hosts", "releases"]
+    );
 }
 
 #[test]
@@ -94,7 +101,10 @@ fn install_copies_a_runnable_binary_once_and_prints_its_path() {
     let installed = tools.join("initbox");
     assert_eq!(output.stdout.trim(), path_str(&installed));
     assert_eq!(mode(&installed), 0o755);
-    assert_eq!(fs::read(&installed).unwrap(), fs::read(crate::support::binary()).unwrap());
+    assert_eq!(
+        fs::read(&installed).unwrap(),
+        fs::read(crate::support::binary()).unwrap()
+    );
     // The installed copy runs.
     sandbox
         .initbox_at(&installed)
@@ -124,7 +134,10 @@ fn install_copies_a_runnable_binary_once_and_prints_its_path() {
         .assert_code(0)
         .assert_stderr_contains("installed");
     assert_eq!(entries(&tools), ["ib", "initbox", "l"]);
-    assert_eq!(fs::read(&installed).unwrap(), fs::read(crate::support::binary()).unwrap());
+    assert_eq!(
+        fs::read(&installed).unwrap(),
+        fs::read(crate::support::binary()).unwrap()
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -139,10 +152,18 @@ fn write_from_content_env_or_file_with_expansion_and_base64() {
     sandbox
         .initbox()
         .env("POD_IP", "10.1.2.3")
-        .args(["write", conf_arg, "--content", "listen=$(POD_IP)\npath=$$(HOME)\n"])
+        .args([
+            "write",
+            conf_arg,
+            "--content",
+            "listen=$(POD_IP)\npath=$$(HOME)\n",
+        ])
         .run()
         .assert_code(0);
-    assert_eq!(fs::read_to_string(&conf).unwrap(), "listen=10.1.2.3\npath=$(HOME)\n");
+    assert_eq!(
+        fs::read_to_string(&conf).unwrap(),
+        "listen=10.1.2.3\npath=$(HOME)\n"
+    );
     sandbox
         .initbox()
         .args(["write", conf_arg, "--content", "$(NOT_SET)", "--raw"])
@@ -160,7 +181,15 @@ fn write_from_content_env_or_file_with_expansion_and_base64() {
     sandbox
         .initbox()
         .env("CERT", "aGVs\nbG8=\n")
-        .args(["write", conf_arg, "--from-env", "CERT", "--base64", "--mode", "0600"])
+        .args([
+            "write",
+            conf_arg,
+            "--from-env",
+            "CERT",
+            "--base64",
+            "--mode",
+            "0600",
+        ])
         .run()
         .assert_code(0);
     assert_eq!(fs::read(&conf).unwrap(), b"hello");
@@ -177,10 +206,14 @@ fn write_leaves_unchanged_content_alone_but_corrects_its_mode() {
         args.extend_from_slice(extra);
         sandbox.initbox().args(args).run()
     };
-    write(&["--mode", "0644"]).assert_code(0).assert_stderr_contains("written");
+    write(&["--mode", "0644"])
+        .assert_code(0)
+        .assert_stderr_contains("written");
     use std::os::unix::fs::MetadataExt;
     let inode = fs::metadata(&conf).unwrap().ino();
-    write(&["--mode", "0644"]).assert_code(0).assert_stderr_contains(": unchanged");
+    write(&["--mode", "0644"])
+        .assert_code(0)
+        .assert_stderr_contains(": unchanged");
     write(&["--mode", "g+w"])
         .assert_code(0)
         .assert_stderr_contains("mode or owner corrected");
@@ -196,7 +229,13 @@ fn write_leaves_unchanged_content_alone_but_corrects_its_mode() {
     // --if-absent: an existing file is kept whatever it holds.
     sandbox
         .initbox()
-        .args(["write", path_str(&conf), "--content", "default\n", "--if-absent"])
+        .args([
+            "write",
+            path_str(&conf),
+            "--content",
+            "default\n",
+            "--if-absent",
+        ])
         .run()
         .assert_code(0)
         .assert_stderr_contains("--if-absent");
@@ -210,7 +249,13 @@ fn write_never_prints_a_secret_from_the_environment() {
     let output = sandbox
         .initbox()
         .env("DB_PASSWORD", secret)
-        .args(["-v", "write", path_str(&sandbox.path("pw")), "--from-env", "DB_PASSWORD"])
+        .args([
+            "-v",
+            "write",
+            path_str(&sandbox.path("pw")),
+            "--from-env",
+            "DB_PASSWORD",
+        ])
         .run();
     output.assert_code(0);
     assert!(!output.stderr.contains(secret) && !output.stdout.contains(secret));
@@ -219,7 +264,13 @@ fn write_never_prints_a_secret_from_the_environment() {
     let output = sandbox
         .initbox()
         .env("DB_PASSWORD", secret)
-        .args(["write", path_str(&sandbox.path("pw2")), "--from-env", "DB_PASSWORD", "--base64"])
+        .args([
+            "write",
+            path_str(&sandbox.path("pw2")),
+            "--from-env",
+            "DB_PASSWORD",
+            "--base64",
+        ])
         .run();
     output
         .assert_code(1)
@@ -237,12 +288,24 @@ fn write_replaces_a_planted_link_instead_of_writing_through_it() {
     symlink(&outside, volume.join("app.conf")).unwrap();
     sandbox
         .initbox()
-        .args(["write", path_str(&volume.join("app.conf")), "--content", "mine\n"])
+        .args([
+            "write",
+            path_str(&volume.join("app.conf")),
+            "--content",
+            "mine\n",
+        ])
         .run()
         .assert_code(0);
     assert_eq!(fs::read_to_string(&outside).unwrap(), "precious\n");
-    assert!(!fs::symlink_metadata(volume.join("app.conf")).unwrap().is_symlink());
-    assert_eq!(fs::read_to_string(volume.join("app.conf")).unwrap(), "mine\n");
+    assert!(
+        !fs::symlink_metadata(volume.join("app.conf"))
+            .unwrap()
+            .is_symlink()
+    );
+    assert_eq!(
+        fs::read_to_string(volume.join("app.conf")).unwrap(),
+        "mine\n"
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -287,11 +350,23 @@ fn copy_follows_cp_a_into_a_directory_onto_a_new_name_and_contents_with_dot() {
         .assert_stderr_contains("copy: 6 changed");
     assert_eq!(
         tree(&fresh),
-        ["app.conf", "current", "scratch.tmp", "sub/", "sub/extra.conf"]
+        [
+            "app.conf",
+            "current",
+            "scratch.tmp",
+            "sub/",
+            "sub/extra.conf"
+        ]
     );
     assert_eq!(mode(&fresh.join("app.conf")), 0o640);
-    assert_eq!(filetime(&fresh.join("app.conf")), filetime(&src.join("app.conf")));
-    assert_eq!(fs::read_link(fresh.join("current")).unwrap(), Path::new("app.conf"));
+    assert_eq!(
+        filetime(&fresh.join("app.conf")),
+        filetime(&src.join("app.conf"))
+    );
+    assert_eq!(
+        fs::read_link(fresh.join("current")).unwrap(),
+        Path::new("app.conf")
+    );
     // DEST an existing directory: SRC goes in under its name (a trailing '/' on SRC
     // changes nothing, as with cp).
     let work = sandbox.path("work");
@@ -332,24 +407,43 @@ fn copy_if_absent_seeds_a_default_once() {
     let seed = || {
         sandbox
             .initbox()
-            .args(["copy", "--if-absent", path_str(&src.join("app.conf")), path_str(&data.join("app.conf"))])
+            .args([
+                "copy",
+                "--if-absent",
+                path_str(&src.join("app.conf")),
+                path_str(&data.join("app.conf")),
+            ])
             .run()
     };
     seed().assert_code(0);
     fs::write(data.join("app.conf"), "edited by the app\n").unwrap();
     seed().assert_code(0).assert_stderr_contains("1 skipped");
-    assert_eq!(fs::read_to_string(data.join("app.conf")).unwrap(), "edited by the app\n");
+    assert_eq!(
+        fs::read_to_string(data.join("app.conf")).unwrap(),
+        "edited by the app\n"
+    );
     // A tree: what is missing is completed, what exists is kept.
     fs::remove_file(data.join("app.conf")).unwrap();
     fs::create_dir(data.join("sub")).unwrap();
     fs::write(data.join("sub/extra.conf"), "mine\n").unwrap();
     sandbox
         .initbox()
-        .args(["copy", "--if-absent", &format!("{}/.", src.display()), path_str(&data)])
+        .args([
+            "copy",
+            "--if-absent",
+            &format!("{}/.", src.display()),
+            path_str(&data),
+        ])
         .run()
         .assert_code(0);
-    assert_eq!(fs::read_to_string(data.join("sub/extra.conf")).unwrap(), "mine\n");
-    assert_eq!(fs::read_to_string(data.join("app.conf")).unwrap(), "port=1\n");
+    assert_eq!(
+        fs::read_to_string(data.join("sub/extra.conf")).unwrap(),
+        "mine\n"
+    );
+    assert_eq!(
+        fs::read_to_string(data.join("app.conf")).unwrap(),
+        "port=1\n"
+    );
 }
 
 #[test]
@@ -366,10 +460,20 @@ fn copy_never_follows_a_link_planted_in_dest() {
     symlink(outside.join("app.conf"), dest.join("app.conf")).unwrap();
     sandbox
         .initbox()
-        .args(["copy", &format!("{}/.", src.display()), path_str(&dest), "--exclude", "sub"])
+        .args([
+            "copy",
+            &format!("{}/.", src.display()),
+            path_str(&dest),
+            "--exclude",
+            "sub",
+        ])
         .run()
         .assert_code(0);
-    assert!(!fs::symlink_metadata(dest.join("app.conf")).unwrap().is_symlink());
+    assert!(
+        !fs::symlink_metadata(dest.join("app.conf"))
+            .unwrap()
+            .is_symlink()
+    );
     // A link at a directory's place (to a directory outside, or to /): refused, nothing
     // written through it.
     for target in [outside.as_path(), Path::new("/")] {
@@ -384,7 +488,10 @@ fn copy_never_follows_a_link_planted_in_dest() {
             .assert_stderr_contains("a symbolic link is there, which copy never follows");
     }
     assert_eq!(tree(&outside), before);
-    assert_eq!(fs::read_to_string(outside.join("app.conf")).unwrap(), "precious\n");
+    assert_eq!(
+        fs::read_to_string(outside.join("app.conf")).unwrap(),
+        "precious\n"
+    );
     assert!(!Path::new("/extra.conf").exists());
     // DEST itself a link to a directory: not copied into (copy follows no link of DEST).
     let link_dest = sandbox.path("link-dest");
@@ -426,11 +533,23 @@ fn bad_values_exit_2_before_anything_and_78_under_run_check() {
     let target = sandbox.path("t");
     let t = path_str(&target);
     let cases: &[(&[&str], &str)] = &[
-        (&["write", t, "--content", "x", "--mode", "0999"], "'0999' is not a file mode"),
-        (&["write", t, "--content", "x", "--owner", "a:b:c"], "is not an owner"),
+        (
+            &["write", t, "--content", "x", "--mode", "0999"],
+            "'0999' is not a file mode",
+        ),
+        (
+            &["write", t, "--content", "x", "--owner", "a:b:c"],
+            "is not an owner",
+        ),
         (&["write", t], "--content"),
-        (&["write", t, "--content", "x", "--from-env", "X"], "cannot be used with"),
-        (&["write", t, "--content", "!!", "--base64"], "--content is not base64"),
+        (
+            &["write", t, "--content", "x", "--from-env", "X"],
+            "cannot be used with",
+        ),
+        (
+            &["write", t, "--content", "!!", "--base64"],
+            "--content is not base64",
+        ),
         (&["copy", t, t, "--exclude", "[x"], "is not a glob pattern"),
         (&["copy", t, t, "--mode", "u+q"], "is not a file mode"),
         (&["copy", t], "2 values required"),
@@ -439,7 +558,12 @@ fn bad_values_exit_2_before_anything_and_78_under_run_check() {
         (&["install", t, "--name", "a/b"], "is not a file name"),
     ];
     for (args, message) in cases {
-        sandbox.initbox().args(*args).run().assert_code(2).assert_stderr_contains(message);
+        sandbox
+            .initbox()
+            .args(*args)
+            .run()
+            .assert_code(2)
+            .assert_stderr_contains(message);
     }
     assert!(!target.exists());
     let pipeline = sandbox.write(
@@ -508,7 +632,10 @@ steps:
             "tools/initbox"
         ]
     );
-    assert_eq!(fs::read_to_string(work.join("conf/port.conf")).unwrap(), "port=8080\n");
+    assert_eq!(
+        fs::read_to_string(work.join("conf/port.conf")).unwrap(),
+        "port=8080\n"
+    );
     assert_eq!(mode(&work.join("conf/port.conf")), 0o600);
 }
 
@@ -524,9 +651,21 @@ fn copy_follows_a_src_that_is_a_link_as_in_a_configmap_volume() {
     let data = sandbox.path("data");
     sandbox
         .initbox()
-        .args(["copy", "--if-absent", path_str(&cm.join("app.conf")), path_str(&data.join("app.conf"))])
+        .args([
+            "copy",
+            "--if-absent",
+            path_str(&cm.join("app.conf")),
+            path_str(&data.join("app.conf")),
+        ])
         .run()
         .assert_code(0);
-    assert!(!fs::symlink_metadata(data.join("app.conf")).unwrap().is_symlink());
-    assert_eq!(fs::read_to_string(data.join("app.conf")).unwrap(), "port=1\n");
+    assert!(
+        !fs::symlink_metadata(data.join("app.conf"))
+            .unwrap()
+            .is_symlink()
+    );
+    assert_eq!(
+        fs::read_to_string(data.join("app.conf")).unwrap(),
+        "port=1\n"
+    );
 }

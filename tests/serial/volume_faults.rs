@@ -63,7 +63,10 @@ fn sysctl_sets_namespaced_keys_and_reads_them_back() {
     let values: Vec<&str> = output.stdout.lines().map(str::trim).collect();
     assert_eq!(values.len(), 2, "{}", output.stdout);
     assert_eq!(values[0], "2048");
-    assert_eq!(values[1].split_whitespace().collect::<Vec<_>>(), ["0", "65532"]);
+    assert_eq!(
+        values[1].split_whitespace().collect::<Vec<_>>(),
+        ["0", "65532"]
+    );
     let host_after = (
         host_value(SOMAXCONN),
         host_value("/proc/sys/net/ipv4/ping_group_range"),
@@ -119,7 +122,11 @@ fn sysctl_if_lower_only_raises_and_a_set_value_needs_no_write() {
     // Several fields with --if-lower: refused before anything is read.
     sandbox
         .initbox()
-        .args(["sysctl", "--if-lower", "net.ipv4.ip_local_port_range=1024 65000"])
+        .args([
+            "sysctl",
+            "--if-lower",
+            "net.ipv4.ip_local_port_range=1024 65000",
+        ])
         .run()
         .assert_code(2)
         .assert_stderr_contains("--if-lower compares one number");
@@ -154,18 +161,26 @@ fn sysctl_on_a_read_only_proc_sys_names_privileged_and_the_pod_sysctls() {
         return;
     }
     let sandbox = Sandbox::new();
-    let output = with_read_only_proc_sys(in_own_network(
-        sandbox
-            .initbox()
-            .args(["sysctl", "net.core.somaxconn=1000", "--", "cat", SOMAXCONN]),
-    ))
+    let output = with_read_only_proc_sys(in_own_network(sandbox.initbox().args([
+        "sysctl",
+        "net.core.somaxconn=1000",
+        "--",
+        "cat",
+        SOMAXCONN,
+    ])))
     .run();
     output
         .assert_code(1)
-        .assert_stderr_contains("cannot set net.core.somaxconn=1000: /proc/sys is mounted read-only")
+        .assert_stderr_contains(
+            "cannot set net.core.somaxconn=1000: /proc/sys is mounted read-only",
+        )
         .assert_stderr_contains("securityContext.privileged: true")
         .assert_stderr_contains("net.core.somaxconn in the pod's securityContext.sysctls");
-    assert!(output.stdout.is_empty(), "the hand-off ran: {}", output.stdout);
+    assert!(
+        output.stdout.is_empty(),
+        "the hand-off ran: {}",
+        output.stdout
+    );
     assert_eq!(output.stderr.lines().count(), 1, "{}", output.stderr);
 }
 
@@ -177,7 +192,14 @@ fn sysctl_as_an_unprivileged_user_names_the_remedy() {
     }
     let sandbox = Sandbox::new();
     let (_dir, binary) = nonroot_copy();
-    let as_nonroot = ["setpriv", "--reuid", "65532", "--regid", "65532", "--clear-groups"];
+    let as_nonroot = [
+        "setpriv",
+        "--reuid",
+        "65532",
+        "--regid",
+        "65532",
+        "--clear-groups",
+    ];
     in_own_network(
         sandbox
             .initbox_at(&binary)
@@ -190,16 +212,23 @@ fn sysctl_as_an_unprivileged_user_names_the_remedy() {
     .assert_stderr_contains("securityContext.sysctls");
     // A key of the whole node: only the privileged remedy applies. The value asked differs
     // from the host's, so a write is attempted (and refused: the host is never changed).
-    let current: u64 = host_value("/proc/sys/vm/max_map_count").trim().parse().unwrap();
+    let current: u64 = host_value("/proc/sys/vm/max_map_count")
+        .trim()
+        .parse()
+        .unwrap();
     let output = sandbox
         .initbox_at(&binary)
         .args(["sysctl", &format!("vm.max_map_count={}", current + 1)])
         .wrapped_in(&as_nonroot)
         .run();
-    output
-        .assert_code(1)
-        .assert_stderr_contains("permission denied; run this container with securityContext.privileged: true");
-    assert!(!output.stderr.contains("securityContext.sysctls"), "{}", output.stderr);
+    output.assert_code(1).assert_stderr_contains(
+        "permission denied; run this container with securityContext.privileged: true",
+    );
+    assert!(
+        !output.stderr.contains("securityContext.sysctls"),
+        "{}",
+        output.stderr
+    );
     assert_eq!(
         host_value("/proc/sys/vm/max_map_count").trim(),
         current.to_string()
@@ -235,13 +264,7 @@ fn sigkill_during_copy_leaves_each_file_old_or_new() {
     release_tree(&new, 400, 2);
     let new_tree = tree(&new);
     let dest = sandbox.path("dest");
-    let copy = || {
-        sandbox
-            .initbox()
-            .arg("copy")
-            .arg(new.join("."))
-            .arg(&dest)
-    };
+    let copy = || sandbox.initbox().arg("copy").arg(new.join(".")).arg(&dest);
     let took = unkilled_run(|| {
         let _ = fs::remove_dir_all(&dest);
         copy_tree(&old, &dest);
@@ -260,7 +283,10 @@ fn sigkill_during_copy_leaves_each_file_old_or_new() {
                 temps += 1;
                 continue;
             }
-            assert!(new_tree.contains(&name), "{context}: {name} was never in a release");
+            assert!(
+                new_tree.contains(&name),
+                "{context}: {name} was never in a release"
+            );
             if name.ends_with('/') {
                 continue;
             }
@@ -315,7 +341,11 @@ fn sigkill_during_write_leaves_the_old_file_or_the_new_one() {
         let context = moments.context(trial, at);
         kill_at(write().spawn(), at);
         let now = fs::read_to_string(&dest).unwrap();
-        assert!(now == old || now == new, "{context}: half a file ({} bytes)", now.len());
+        assert!(
+            now == old || now == new,
+            "{context}: half a file ({} bytes)",
+            now.len()
+        );
         let temps = crate::support::entries(dest.parent().unwrap())
             .iter()
             .filter(|n| is_temp_file(n))
@@ -325,7 +355,11 @@ fn sigkill_during_write_leaves_the_old_file_or_the_new_one() {
         }
         write().run().assert_code(0);
         assert_eq!(fs::read_to_string(&dest).unwrap(), new, "{context}");
-        assert_eq!(crate::support::entries(dest.parent().unwrap()), ["app.conf"], "{context}");
+        assert_eq!(
+            crate::support::entries(dest.parent().unwrap()),
+            ["app.conf"],
+            "{context}"
+        );
     }
     moments.assert_enough_mid_work("a write");
 }
