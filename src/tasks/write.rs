@@ -118,7 +118,7 @@ fn write(args: &WriteArgs) -> Result<Outcome> {
     let ids = args.owner.as_ref().map(Owner::resolve).transpose()?;
     let content = content(args)?;
     let fail = |error: io::Error| {
-        let remedy = if error.raw_os_error() == Some(libc::EPERM) {
+        let remedy = if error.to_string().starts_with("giving it the owner") {
             format!("; {}", volume::remedy("CAP_CHOWN"))
         } else {
             String::new()
@@ -266,7 +266,11 @@ fn correct(file: &File, mode: Option<u32>, ids: Option<Ids>) -> io::Result<bool>
 }
 
 fn chown(file: &File, ids: Ids) -> io::Result<()> {
-    std::os::unix::fs::fchown(file, ids.uid, ids.gid)
+    std::os::unix::fs::fchown(file, ids.uid, ids.gid).map_err(|error| {
+        // Named as the change it is, not as a failed write.
+        // Kind Other, so that reason::io keeps the whole text.
+        io::Error::other(format!("giving it the owner {ids}: {}", reason::io(&error)))
+    })
 }
 
 fn is_root() -> bool {

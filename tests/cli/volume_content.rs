@@ -669,3 +669,73 @@ fn copy_follows_a_src_that_is_a_link_as_in_a_configmap_volume() {
         "port=1\n"
     );
 }
+
+#[test]
+fn copy_keeps_owners_as_root_and_owner_sets_them() {
+    use std::os::unix::fs::{MetadataExt, lchown};
+    if !crate::support::is_root() {
+        crate::support::skip("needs root to give files other owners");
+        return;
+    }
+    let sandbox = Sandbox::new();
+    let src = source_tree(&sandbox);
+    lchown(src.join("app.conf"), Some(1234), Some(5678)).unwrap();
+    lchown(src.join("current"), Some(4321), Some(8765)).unwrap();
+    let kept = sandbox.path("kept");
+    sandbox
+        .initbox()
+        .args(["copy", path_str(&src), path_str(&kept)])
+        .run()
+        .assert_code(0);
+    let owner = |path: &Path| {
+        let meta = fs::symlink_metadata(path).unwrap();
+        (meta.uid(), meta.gid())
+    };
+    assert_eq!(owner(&kept.join("app.conf")), (1234, 5678));
+    assert_eq!(owner(&kept.join("current")), (4321, 8765));
+    let given = sandbox.path("given");
+    sandbox
+        .initbox()
+        .args([
+            "copy",
+            path_str(&src),
+            path_str(&given),
+            "--owner",
+            "1001:1001",
+        ])
+        .run()
+        .assert_code(0);
+    for name in ["", "app.conf", "current", "sub", "sub/extra.conf"] {
+        assert_eq!(owner(&given.join(name)), (1001, 1001), "{name}");
+    }
+}
+
+#[test]
+fn write_owner_as_an_unprivileged_user_fails_with_the_remedy() {
+    if !crate::support::is_root() {
+        crate::support::skip("needs root to run as another user");
+        return;
+    }
+    let sandbox = Sandbox::new();
+    let (dir, binary) = crate::support::nonroot_copy();
+    let dest = dir.path().join("out");
+    fs::create_dir(&dest).unwrap();
+    std::os::unix::fs::chown(&dest, Some(65532), Some(65532)).unwrap();
+    let file = dest.join("app.conf");
+    sandbox
+        .initbox_at(&binary)
+        .args(["write", path_str(&file), "--content", "x", "--owner", "0:0"])
+        .wrapped_in(&[
+            "setpriv",
+            "--reuid",
+            "65532",
+            "--regid",
+            "65532",
+            "--clear-groups",
+        ])
+        .run()
+        .assert_code(1)
+        .assert_stderr_contains("giving it the owner 0:0: permission denied")
+        .assert_stderr_contains("runAsUser: 0");
+    assert!(entries(&dest).is_empty(), "{:?}", entries(&dest));
+}
