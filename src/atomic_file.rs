@@ -75,6 +75,11 @@ impl AtomicFile {
         &self.dest
     }
 
+    /// The temp file, for what a caller sets on it before the commit (an owner, times).
+    pub fn as_file(&self) -> &File {
+        self.file.as_ref().expect("an uncommitted file")
+    }
+
     /// Flushes the data to disk, sets the mode and renames the file into place: the new
     /// content survives a power loss too, not only a killed process.
     pub fn commit(self) -> io::Result<()> {

@@ -271,6 +271,16 @@ Chmod(ChmodArgs),
 Mkdir(MkdirArgs),
 /// Remove files and trees, never following symbolic links (replaces `rm -rf`).
 Remove(RemoveArgs),
+/// Make a symbolic link atomically, replacing what is there (replaces `ln -sfn`).
+Link(crate::tasks::link::LinkArgs),
+/// Set kernel parameters and check the kernel kept them (replaces `sysctl -w`).
+Sysctl(crate::tasks::sysctl::SysctlArgs),
+/// Copy initbox itself into a directory, for containers of other images to run.
+Install(crate::tasks::install::InstallArgs),
+/// Write a file atomically from text, a variable or a file (replaces `echo`/`printf` > file).
+Write(crate::tasks::write::WriteArgs),
+/// Copy files and trees like `cp -a`, each file atomically, never through DEST's links.
+Copy(crate::tasks::copy::CopyArgs),
 /// Run a pipeline of these tasks with init-container semantics.
 Run(RunArgs),
 /// Print a shell completion script (bash, zsh, fish, elvish, powershell).

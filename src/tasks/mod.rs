@@ -2,10 +2,15 @@
 
 pub mod chmod;
 pub mod chown;
+pub mod copy;
 pub mod fetch;
 pub mod git_clone;
+pub mod install;
+pub mod link;
 pub mod mkdir;
 pub mod register;
 pub mod remove;
 pub mod sleep;
+pub mod sysctl;
 pub mod template;
+pub mod write;

@@ -22,3 +22,4 @@ mod sleep;
 mod tcp;
 mod template;
 mod volume_tree;
+mod volume_content;

@@ -307,3 +307,40 @@ fn run_a_pipeline_with_a_status_file() {
         "{status}"
     );
 }
+
+#[test]
+fn install_puts_a_runnable_initbox_into_the_shared_volume() {
+    let _serial = crate::support::one_at_a_time();
+    let Some(empty) = EmptyRoot::new() else {
+        return;
+    };
+    // The initbox image's init container: into the emptyDir.
+    let installed = empty.run(&["install", "/work/tools"]);
+    installed.assert_code(0);
+    assert_eq!(installed.stdout.trim(), "/work/tools/initbox");
+    let mode = std::fs::metadata(empty.work.join("tools/initbox"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o7777, 0o755);
+    // The app image's init container runs the installed copy, as 65532, with nothing else
+    // in the root: here by the hand-off, the way a container's command would start it.
+    empty.put("default.conf", "port = 8080\n");
+    empty
+        .run(&[
+            "sleep",
+            "0",
+            "--",
+            "/work/tools/initbox",
+            "copy",
+            "/work/default.conf",
+            "/work/conf/app.conf",
+        ])
+        .assert_code(0);
+    assert_eq!(empty.read("conf/app.conf"), "port = 8080\n");
+    // A restart finds the same binary and leaves it alone.
+    empty
+        .run(&["install", "/work/tools"])
+        .assert_code(0)
+        .assert_stderr_contains("already this initbox");
+}

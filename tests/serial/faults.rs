@@ -35,7 +35,7 @@ use crate::support::{
 /// The seed of the kill moments; set it to replay a failure.
 const SEED_VAR: &str = "INITBOX_FAULT_SEED";
 /// Kills per scenario.
-const TRIALS: u32 = 20;
+pub(crate) const TRIALS: u32 = 20;
 /// How far past `--timeout` an exit may come before it counts as a hang: generous, for a
 /// loaded CI machine.
 const HANG_MARGIN: Duration = Duration::from_secs(10);
@@ -46,18 +46,18 @@ const HANG_MARGIN: Duration = Duration::from_secs(10);
 
 /// Kill moments spread over an unkilled run: trial `i` of `n` falls at a random point of the
 /// `i`-th `n`-th of it, so every part of the run is hit and none twice as often.
-struct KillMoments {
+pub(crate) struct KillMoments {
     rng: fastrand::Rng,
     seed: u64,
     span: Duration,
     trials: u32,
     /// Trials whose kill landed while the work was under way (a temp file, a staging
     /// directory or a half-done state was left): proof the workload is big enough.
-    mid_work: u32,
+    pub(crate) mid_work: u32,
 }
 
 impl KillMoments {
-    fn new(span: Duration, trials: u32) -> Self {
+    pub(crate) fn new(span: Duration, trials: u32) -> Self {
         let test = crate::support::test_name();
         let seed = std::env::var(SEED_VAR)
             .ok()
@@ -75,13 +75,13 @@ impl KillMoments {
         }
     }
 
-    fn moment(&mut self, trial: u32) -> Duration {
+    pub(crate) fn moment(&mut self, trial: u32) -> Duration {
         let fraction = (f64::from(trial) + self.rng.f64()) / f64::from(self.trials);
         self.span.mul_f64(fraction)
     }
 
     /// What every assertion message of a trial starts with.
-    fn context(&self, trial: u32, at: Duration) -> String {
+    pub(crate) fn context(&self, trial: u32, at: Duration) -> String {
         format!(
             "seed {} ({SEED_VAR}), trial {trial}, killed {at:?} into a {:?} run",
             self.seed, self.span
@@ -89,7 +89,7 @@ impl KillMoments {
     }
 
     /// At the end: enough kills landed mid-work to mean something.
-    fn assert_enough_mid_work(&self, what: &str) {
+    pub(crate) fn assert_enough_mid_work(&self, what: &str) {
         eprintln!(
             "{} of {} kills landed while {what} was under way",
             self.mid_work, self.trials
@@ -107,12 +107,12 @@ impl KillMoments {
 
 /// How long the work takes unkilled: the quicker of two runs, so that one slowed down by a
 /// busy machine does not push the kill moments past the end of the work.
-fn unkilled_run(mut run: impl FnMut() -> Duration) -> Duration {
+pub(crate) fn unkilled_run(mut run: impl FnMut() -> Duration) -> Duration {
     run().min(run())
 }
 
 /// Sends SIGKILL `at` after the process started (at once if that has passed) and reaps it.
-fn kill_at(running: Running, at: Duration) -> Output {
+pub(crate) fn kill_at(running: Running, at: Duration) -> Output {
     let when = running.started + at;
     let now = Instant::now();
     if when > now {
@@ -124,7 +124,7 @@ fn kill_at(running: Running, at: Duration) -> Output {
 }
 
 /// `.NAME.initbox-XXXXXXXX.tmp`, the temp file of an atomic write of NAME.
-fn is_temp_file(name: &str) -> bool {
+pub(crate) fn is_temp_file(name: &str) -> bool {
     name.starts_with('.')
         && name
             .rsplit_once(".initbox-")
@@ -144,7 +144,7 @@ fn empty_dir(dir: &Path) {
 }
 
 /// `cp -a FROM/. TO/`: a pristine earlier state, put back in a moment.
-fn copy_tree(from: &Path, to: &Path) {
+pub(crate) fn copy_tree(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     let status = Command::new("cp")
         .arg("-a")
@@ -161,7 +161,7 @@ fn copy_tree(from: &Path, to: &Path) {
 }
 
 /// Incompressible text: what a repository or a download holds, not runs of one byte.
-fn noise(rng: &mut fastrand::Rng, lines: usize) -> String {
+pub(crate) fn noise(rng: &mut fastrand::Rng, lines: usize) -> String {
     (0..lines)
         .map(|_| format!("{:016x} {:016x}\n", rng.u64(..), rng.u64(..)))
         .collect()
@@ -742,6 +742,11 @@ const NO_DEADLINE: &[(&str, &str)] = &[
         "sleep",
         "its duration is what it is asked for, not a deadline",
     ),
+    ("link", "one rename, never waits"),
+    ("sysctl", "writes and reads /proc/sys once, never waits"),
+    ("install", "copies one file once, never waits"),
+    ("write", "writes one file once, never waits"),
+    ("copy", "copies a tree once, never waits"),
 ];
 
 /// One way a command reaches its deadline.

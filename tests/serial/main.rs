@@ -15,3 +15,4 @@ mod resources;
 mod signals;
 mod system_resolver;
 mod volumes;
+mod volume_faults;

@@ -62,6 +62,24 @@ fn the_cli_and_the_file_give_identical_commands_for_every_task() {
             "{src: /t/app.conf.j2, dest: /w/app.conf}",
         ),
         ("sleep", &["5"], "{duration: 5}"),
+        // Volume content: link, sysctl, install, write, copy.
+        ("link", &["v2", "/w/current"], "{target: v2, link: /w/current}"),
+        (
+            "sysctl",
+            &["vm.max_map_count=262144", "--if-lower"],
+            r#"{settings: ["vm.max_map_count=262144"], if-lower: true}"#,
+        ),
+        ("install", &["/tools"], "{dir: /tools}"),
+        (
+            "write",
+            &["/w/app.conf", "--content", "port=1", "--mode", "0640"],
+            r#"{file: /w/app.conf, content: "port=1", mode: "0640"}"#,
+        ),
+        (
+            "copy",
+            &["/opt/conf", "/w/", "--exclude", "*.tmp", "--if-absent"],
+            r#"{paths: [/opt/conf, /w/], exclude: ["*.tmp"], if-absent: true}"#,
+        ),
         // Volume preparation: chown, chmod, mkdir, remove.
         (
             "chown",
