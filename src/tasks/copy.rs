@@ -30,12 +30,12 @@ use crate::volume::{self, Ids, Mode, Owner, Tally};
 /// Copy files and trees like cp -a, each file atomically.
 #[derive(Debug, Clone, clap::Args)]
 pub struct CopyArgs {
-    /// SRC... DEST. SRC: files, directories (recursively) and links (as links); `DIR/.`
-    /// copies the directory's contents. DEST: an existing directory receives each SRC under
-    /// its own name (as cp does); else DEST becomes the copy. With several SRCs, or ending
-    /// in '/', DEST is a directory (made if missing). One list, since clap allows one list
-    /// of positionals before the `-- CMD`; in a pipeline: `paths: [SRC..., DEST]`.
-    #[arg(value_name = "SRC... DEST", required = true, num_args = 2..)]
+    /// SRC... DEST: the last PATH is the destination. SRC: files, directories
+    /// (recursively) and links (as links); `DIR/.` copies the directory's contents. DEST:
+    /// an existing directory receives each SRC under its own name (as cp does); else DEST
+    /// becomes the copy. With several SRCs, or ending in '/', DEST is a directory (made if
+    /// missing). In a pipeline: `paths: [SRC..., DEST]`.
+    #[arg(value_name = "PATH", required = true, num_args = 2..)]
     pub paths: Vec<PathBuf>,
     /// Copy only what DEST lacks: an existing file, link or directory is left as it is (the
     /// contents of an existing directory are still completed). Seeds a default once.

@@ -329,6 +329,35 @@ fn usage_errors_exit_2_naming_the_bad_value() {
             ),
             bad(2, &["remove", "/"], "refusing to remove '/'"),
             bad(2, &["remove", "/data/.."], "not '.' or '..'"),
+            bad(
+                2,
+                &["copy", "/a"],
+                "2 values required by '<PATH> <PATH>...'",
+            ),
+            bad(
+                2,
+                &["copy", "--mode", "999", "/a", "/b"],
+                "'999' is not a file mode",
+            ),
+            bad(2, &["install"], "<DIR>"),
+            bad(2, &["link", "v2"], "<LINK>"),
+            bad(2, &["sysctl", "vm.max_map_count"], "is not KEY=VALUE"),
+            bad(2, &["sysctl", "=5"], "'' is not a sysctl key"),
+            bad(
+                2,
+                &["write", "/f"],
+                "--content <TEXT>|--from-env <VAR>|--from-file <FILE>",
+            ),
+            bad(
+                2,
+                &["write", "/f", "--content", "a", "--from-env", "B"],
+                "'--content <TEXT>' cannot be used with '--from-env <VAR>'",
+            ),
+            bad(
+                2,
+                &["write", "/f", "--content", "a", "--owner", "x:y:z"],
+                "'x:y:z' is not an owner",
+            ),
             // run and the rest
             bad(2, &["run"], "--file"),
             bad(2, &["completions", "tcsh"], "'tcsh'"),

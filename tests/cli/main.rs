@@ -21,5 +21,5 @@ mod secrets;
 mod sleep;
 mod tcp;
 mod template;
-mod volume_tree;
 mod volume_content;
+mod volume_tree;

@@ -14,5 +14,5 @@ mod ping;
 mod resources;
 mod signals;
 mod system_resolver;
-mod volumes;
 mod volume_faults;
+mod volumes;

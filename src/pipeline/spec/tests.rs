@@ -63,7 +63,11 @@ fn the_cli_and_the_file_give_identical_commands_for_every_task() {
         ),
         ("sleep", &["5"], "{duration: 5}"),
         // Volume content: link, sysctl, install, write, copy.
-        ("link", &["v2", "/w/current"], "{target: v2, link: /w/current}"),
+        (
+            "link",
+            &["v2", "/w/current"],
+            "{target: v2, link: /w/current}",
+        ),
         (
             "sysctl",
             &["vm.max_map_count=262144", "--if-lower"],
