@@ -442,6 +442,25 @@ impl crate::cli::Task for GitCloneArgs {
     fn then(&self) -> &[std::ffi::OsString] {
         &self.then.command
     }
+
+    /// `--username`/`--token-file` with a plain `http://` REPO, refused before the run (and
+    /// by `run --check`): whether a password or a token exists is known only in the pod,
+    /// but that none may travel in clear text is known now.
+    fn validate(&self) -> std::result::Result<(), crate::cli::Invalid> {
+        if self.username.is_none() && self.token_file.is_none() {
+            return Ok(());
+        }
+        match parse_repo(&self.repo) {
+            Ok((url, _)) if url.scheme == gix::url::Scheme::Http => Err(crate::cli::Invalid {
+                arg: "<REPO>".into(),
+                value: repo_id(&url),
+                reason: "credentials are never sent over plain http:// (they would travel in \
+                         clear text); use an https:// URL, or give no --username/--token-file"
+                    .into(),
+            }),
+            _ => Ok(()),
+        }
+    }
 }
 
 pub async fn run(args: GitCloneArgs) -> Result<()> {
