@@ -29,6 +29,11 @@ impl crate::cli::Task for SleepArgs {
 
 pub async fn run(args: SleepArgs) -> Result<()> {
     report::info("sleep.start", format!("sleeping for {}", args.duration));
-    tokio::time::sleep(args.duration.get()).await;
+    let duration = args.duration.get();
+    // tokio's timer ticks in whole milliseconds: even a zero sleep would wait for the next
+    // tick, a millisecond that `sleep 0` (a no-op in scripts) must not cost.
+    if !duration.is_zero() {
+        tokio::time::sleep(duration).await;
+    }
     Ok(())
 }
