@@ -11,7 +11,7 @@ use std::future::Future;
 
 use clap::builder::BoolishValueParser;
 use clap::error::{ContextKind, ContextValue};
-use clap::{ArgAction, CommandFactory, FromArgMatches, Parser, Subcommand};
+use clap::{ArgAction, Args, FromArgMatches, Subcommand};
 
 use crate::checks::dns::DnsArgs;
 use crate::checks::http::HttpArgs;
@@ -31,16 +31,8 @@ use crate::tasks::remove::RemoveArgs;
 use crate::tasks::sleep::SleepArgs;
 use crate::tasks::template::TemplateArgs;
 
-#[derive(Debug, Parser)]
-#[command(
-    name = "initbox",
-    version,
-    about = "Wait for DNS, TCP, HTTP and ICMP; register, fetch, clone and render; \
-             run it all as an init pipeline. One static binary for init containers.",
-    after_help = crate::exit::help_summary(),
-    subcommand_required = true,
-    arg_required_else_help = true
-)]
+/// The parsed command line: the global flags and the command.
+#[derive(Debug, clap::Args)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,
@@ -293,15 +285,25 @@ Man(ManArgs),}
 /// Pipeline validation, completions, man pages and the tests read this; parsing a command
 /// line uses the same definitions, made only for the commands it names ([`parse_from`]).
 pub fn command() -> clap::Command {
-    lazy_command().mut_subcommands(Command::defined)
+    root(Command::subcommands()).mut_subcommands(Command::defined)
 }
 
 /// The tree [`parse_from`] uses for `argv`: as [`command`], but only the commands `argv`
 /// names have their flags defined; the others are a name and a help line until clap needs
-/// more (defining flags late would put the global flags first in their help). A pipeline
-/// step's task is read with `command_for(&[task])`.
+/// more (defining flags late would put the global flags first in their help). When `argv`
+/// invokes a command, the tree holds that command alone: clap copies the global flags into
+/// every command of the tree, which would make each command's start-up grow with the
+/// number of commands. A pipeline step's task is read with `command_for(&[task])`.
 pub fn command_for<S: AsRef<std::ffi::OsStr>>(argv: &[S]) -> clap::Command {
-    lazy_command().mut_subcommands(|command| {
+    let mut subcommands = Command::subcommands();
+    if let Some(invoked) = invoked_command(argv)
+        && subcommands
+            .iter()
+            .any(|command| command.get_name() == invoked)
+    {
+        subcommands.retain(|command| command.get_name() == invoked);
+    }
+    root(subcommands).mut_subcommands(|command| {
         if argv.iter().any(|arg| arg.as_ref() == command.get_name()) {
             Command::defined(command)
         } else {
@@ -310,8 +312,37 @@ pub fn command_for<S: AsRef<std::ffi::OsStr>>(argv: &[S]) -> clap::Command {
     })
 }
 
-fn lazy_command() -> clap::Command {
-    with_conventions(Cli::command())
+/// The command `argv` invokes: its first word after global flags that take no part in the
+/// choice of a command (`-q`, `-v`, `--log-format FORMAT`). `None` for anything else before
+/// it (`--help`, `--version`, a mistyped flag), which the whole tree must answer.
+fn invoked_command<S: AsRef<std::ffi::OsStr>>(argv: &[S]) -> Option<&str> {
+    let mut words = argv.iter().skip(1).map(|arg| arg.as_ref().to_str());
+    while let Some(word) = words.next() {
+        match word? {
+            "-q" | "--quiet" | "-v" | "--verbose" | "-qv" | "-vq" => {}
+            "--log-format" => {
+                words.next()?;
+            }
+            word if word.starts_with("--log-format=") => {}
+            word if word.starts_with('-') => return None,
+            word => return Some(word),
+        }
+    }
+    None
+}
+
+/// initbox itself: its help, version and global flags, holding `subcommands`.
+fn root(subcommands: Vec<clap::Command>) -> clap::Command {
+    let root = clap::Command::new("initbox")
+        .version(env!("CARGO_PKG_VERSION"))
+        .about(
+            "Wait for DNS, TCP, HTTP and ICMP; register, fetch, clone and render; run it all \
+             as an init pipeline. One static binary for init containers.",
+        )
+        .after_help(crate::exit::help_summary())
+        .subcommand_required(true)
+        .arg_required_else_help(true);
+    with_conventions(GlobalArgs::augment_args(root).subcommands(subcommands))
 }
 
 /// Parses a command line (`argv[0]` first) with the tree of [`command`], built only as far
@@ -466,7 +497,7 @@ mod tests {
 
     #[test]
     fn verify_cli() {
-        lazy_command().debug_assert();
+        command_for(&["initbox", "sleep", "0"]).debug_assert();
         command().debug_assert();
     }
 
@@ -480,6 +511,16 @@ mod tests {
                 vec!["initbox", name, "--help"],
                 vec!["initbox", name, "--no-such-flag"],
                 vec!["initbox", "help", name],
+                vec!["initbox", "--help", name],
+                vec![
+                    "initbox",
+                    "-q",
+                    "--log-format",
+                    "json",
+                    name,
+                    "--no-such-flag",
+                ],
+                vec!["initbox", "--no-such-flag", name],
             ] {
                 let whole = command().try_get_matches_from(&argv).unwrap_err();
                 let lazy = parse_from(&argv).unwrap_err();
