@@ -54,6 +54,26 @@ impl crate::cli::Task for InstallArgs {
     }
 }
 
+/// The running binary: `/proc/self/exe`, or where no /proc is mounted (a bare chroot; a
+/// Kubernetes container always has one) the path it was started by, when that names a file.
+fn open_running_binary() -> Result<File> {
+    let proc_error = match File::open(SELF_EXE) {
+        Ok(file) => return Ok(file),
+        Err(error) => error,
+    };
+    let started_as = std::env::args_os().next().map(PathBuf::from);
+    if proc_error.kind() == io::ErrorKind::NotFound
+        && let Some(path) = started_as.filter(|path| path.components().count() > 1)
+        && let Ok(file) = File::open(&path)
+    {
+        return Ok(file);
+    }
+    Err(Error::Failed(format!(
+        "cannot read the running binary ({SELF_EXE}): {}",
+        reason::io(&proc_error)
+    )))
+}
+
 fn run(args: &InstallArgs) -> Result<()> {
     let dest = args.dir.join(&args.name);
     let fail = |error: io::Error| {
@@ -63,12 +83,7 @@ fn run(args: &InstallArgs) -> Result<()> {
             reason::io(&error)
         ))
     };
-    let mut source = File::open(SELF_EXE).map_err(|error| {
-        Error::Failed(format!(
-            "cannot read the running binary ({SELF_EXE}): {}",
-            reason::io(&error)
-        ))
-    })?;
+    let mut source = open_running_binary()?;
     let unchanged = same_binary(&mut source, &dest).map_err(fail)?;
     if unchanged {
         report::info(

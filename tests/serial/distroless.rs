@@ -144,9 +144,9 @@ fn sleep_and_the_read_only_root_is_really_read_only() {
     empty
         .run(&["template", &source, "/motd"])
         .assert_code(1)
-        // As uid 65532, template's check before writing finds / not writable.
+        // Template's check before writing (a real probe file) finds / read-only.
         .assert_stderr_contains(
-            "cannot write /motd: permission denied (the directory / cannot be written)",
+            "cannot write /motd: read-only file system (the directory / cannot be written)",
         );
     assert!(!empty.root.join("motd").exists());
 }
