@@ -336,8 +336,8 @@ fn root(subcommands: Vec<clap::Command>) -> clap::Command {
     let root = clap::Command::new("initbox")
         .version(env!("CARGO_PKG_VERSION"))
         .about(
-            "Wait for DNS, TCP, HTTP and ICMP; register, fetch, clone and render; run it all \
-             as an init pipeline. One static binary for init containers.",
+            "Wait for DNS, TCP, HTTP and ICMP; register, fetch, clone and render; prepare \
+             volumes; run it all as an init pipeline. One static binary for init containers.",
         )
         .after_help(crate::exit::help_summary())
         .subcommand_required(true)
