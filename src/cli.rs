@@ -312,20 +312,42 @@ pub fn command_for<S: AsRef<std::ffi::OsStr>>(argv: &[S]) -> clap::Command {
     })
 }
 
-/// The command `argv` invokes: its first word after global flags that take no part in the
-/// choice of a command (`-q`, `-v`, `--log-format FORMAT`). `None` for anything else before
-/// it (`--help`, `--version`, a mistyped flag), which the whole tree must answer.
+/// The command `argv` invokes: its first word after the global flags ([`GlobalArgs`], read
+/// from their definition: `-q`, `-v`, `--log-format FORMAT`), which take no part in the
+/// choice of a command. `None` for anything else before it (`--help`, `--version`, a
+/// mistyped flag), which the whole tree must answer.
 fn invoked_command<S: AsRef<std::ffi::OsStr>>(argv: &[S]) -> Option<&str> {
+    let globals = GlobalArgs::augment_args(clap::Command::new("initbox"));
+    let takes_value = |arg: &clap::Arg| arg.get_action().takes_values();
     let mut words = argv.iter().skip(1).map(|arg| arg.as_ref().to_str());
     while let Some(word) = words.next() {
-        match word? {
-            "-q" | "--quiet" | "-v" | "--verbose" | "-qv" | "-vq" => {}
-            "--log-format" => {
+        let word = word?;
+        if let Some(long) = word.strip_prefix("--") {
+            let (name, inline_value) = match long.split_once('=') {
+                Some((name, _)) => (name, true),
+                None => (long, false),
+            };
+            let arg = globals
+                .get_arguments()
+                .find(|arg| arg.get_long() == Some(name))?;
+            if takes_value(arg) && !inline_value {
                 words.next()?;
             }
-            word if word.starts_with("--log-format=") => {}
-            word if word.starts_with('-') => return None,
-            word => return Some(word),
+        } else if let Some(shorts) = word.strip_prefix('-').filter(|s| !s.is_empty()) {
+            // A cluster of switches (`-qv`); a short flag with a value ends the cluster.
+            for (at, short) in shorts.char_indices() {
+                let arg = globals
+                    .get_arguments()
+                    .find(|arg| arg.get_short() == Some(short))?;
+                if takes_value(arg) {
+                    if at + short.len_utf8() == shorts.len() {
+                        words.next()?;
+                    }
+                    break;
+                }
+            }
+        } else {
+            return Some(word);
         }
     }
     None
