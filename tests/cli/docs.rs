@@ -71,10 +71,7 @@ fn documentation_commands_are_not_pipeline_steps() {
     let sandbox = Sandbox::new();
     let pipeline = sandbox.write("pipeline.yaml", "steps:\n  - name: docs\n    man: {}\n");
     sandbox
-        .initbox()
-        .args(["run", "--check", "-f"])
-        .arg(&pipeline)
-        .run()
+        .check_pipeline(&pipeline)
         .assert_code(78)
         .assert_stderr_contains("unknown task or key 'man'");
 }

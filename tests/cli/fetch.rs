@@ -371,10 +371,7 @@ fn run_check_refuses_a_url_fetch_cannot_download() {
         "steps:\n  - name: ftp\n    fetch: {url: \"ftp://files.example/f\", output: /tmp/f}\n",
     );
     sandbox
-        .initbox()
-        .args(["run", "--check", "-f"])
-        .arg(&pipeline)
-        .run()
+        .check_pipeline(&pipeline)
         .assert_code(78)
         .assert_stderr_contains("unsupported scheme 'ftp'");
 }

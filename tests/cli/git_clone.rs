@@ -818,11 +818,7 @@ fn run_check_refuses_a_bad_repo_a_bad_ref_and_a_password_over_plain_http() {
         "pipeline.yaml",
         "steps:\n  - name: port\n    git-clone: {repo: \"https://127.0.0.1:0/app.git\", dest: /tmp/a}\n  - name: ref\n    git-clone: {repo: \"https://git.example/app.git\", dest: /tmp/b, ref: \"a..b\"}\n  - name: clear\n    git-clone: {repo: \"http://deploy:pa55-w0rd-xyz@git.example/app.git\", dest: /tmp/c}\n  - name: token\n    git-clone: {repo: \"http://git.example/app.git\", dest: /tmp/d, token-file: /secrets/token}\n",
     );
-    let output = sandbox
-        .initbox()
-        .args(["run", "--check", "-f"])
-        .arg(&pipeline)
-        .run();
+    let output = sandbox.check_pipeline(&pipeline);
     output
         .assert_code(78)
         .assert_stderr_contains("4 problems in the pipeline")

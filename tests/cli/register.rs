@@ -589,11 +589,7 @@ fn run_check_refuses_a_url_that_cannot_be_requested_and_checks_one_with_a_variab
         "pipeline.yaml",
         "steps:\n  - name: nowhere\n    register: {url: \"http://127.0.0.1:0/r\"}\n  - name: pod\n    register: {url: \"http://$(API_HOST)/r\"}\n",
     );
-    let output = sandbox
-        .initbox()
-        .args(["run", "--check", "-f"])
-        .arg(&pipeline)
-        .run();
+    let output = sandbox.check_pipeline(&pipeline);
     output
         .assert_code(78)
         .assert_stderr_contains("port 0 cannot be connected to");

@@ -277,11 +277,7 @@ fn validation_errors_are_78_with_file_line_and_column_and_nothing_runs() {
         server.requests().is_empty(),
         "nothing runs before validation passes"
     );
-    let check = sandbox
-        .initbox()
-        .args(["run", "--check", "-f"])
-        .arg(&pipeline)
-        .run();
+    let check = sandbox.check_pipeline(&pipeline);
     check.assert_code(78);
 
     let valid = sandbox.write(
@@ -292,10 +288,7 @@ fn validation_errors_are_78_with_file_line_and_column_and_nothing_runs() {
         ),
     );
     sandbox
-        .initbox()
-        .args(["run", "--check", "-f"])
-        .arg(&valid)
-        .run()
+        .check_pipeline(&valid)
         .assert_code(0)
         .assert_stderr_contains("is valid: 1 step");
     assert!(server.requests().is_empty(), "--check runs nothing");
@@ -647,11 +640,7 @@ fn check_warns_about_variables_only_the_pod_has_and_can_be_made_strict() {
         "pipeline.yaml",
         "env:\n  BASE: \"http://$(MANAGEMENT_SERVICE_HOST):$(MANAGEMENT_SERVICE_PORT)\"\nsteps:\n  - name: db\n    wait-for-tcp: {targets: [\"$(DB_HOST):5432\"]}\n  - name: register\n    register: {url: \"$(BASE)/register\", form: {ip: \"$(POD_IP)\"}}\n",
     );
-    let output = sandbox
-        .initbox()
-        .args(["run", "--check", "-f"])
-        .arg(&pipeline)
-        .run();
+    let output = sandbox.check_pipeline(&pipeline);
     output
         .assert_code(0)
         .assert_stderr_contains("is valid: 2 steps")
@@ -664,10 +653,7 @@ fn check_warns_about_variables_only_the_pod_has_and_can_be_made_strict() {
         "steps:\n  - name: db\n    wait-for-tcp: {targets: [\"$(DB_HOST):5432\", \"nocolon\"]}\n  - name: x\n    sleep: {duration: soon}\n",
     );
     sandbox
-        .initbox()
-        .args(["run", "--check", "-f"])
-        .arg(&broken)
-        .run()
+        .check_pipeline(&broken)
         .assert_code(78)
         .assert_stderr_contains("sleep.duration");
     // A value that cannot be checked without the variable is a warning naming its place.
@@ -676,10 +662,7 @@ fn check_warns_about_variables_only_the_pod_has_and_can_be_made_strict() {
         "steps:\n  - name: db\n    wait-for-tcp: {targets: [\"$(DB_ADDRESS)\"]}\n",
     );
     sandbox
-        .initbox()
-        .args(["run", "--check", "-f"])
-        .arg(&whole)
-        .run()
+        .check_pipeline(&whole)
         .assert_code(0)
         .assert_stderr_contains("whole.yaml:3:29: step 'db', wait-for-tcp.targets: not checked");
     sandbox
@@ -739,10 +722,7 @@ fn check_refuses_what_the_run_would_refuse_flag_combinations_and_json_included()
         "steps:\n  - name: gone\n    ping: {hosts: [db], count: 1, invert: true}\n  - name: bad-json\n    register: {url: \"http://api/r\", json: \"{a\"}\n  - name: half-credentials\n    git-clone: {repo: \"https://git.example/r.git\", dest: /tmp/r, password-file: /p}\n  - name: never\n    wait-for-tcp: {targets: [\"db:1\"], interval: 0}\n",
     );
     sandbox
-        .initbox()
-        .args(["run", "--check", "-f"])
-        .arg(&pipeline)
-        .run()
+        .check_pipeline(&pipeline)
         .assert_code(78)
         .assert_stderr_contains("4 problems in the pipeline")
         .assert_stderr_contains("cannot be used with '--invert'")

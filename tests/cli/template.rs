@@ -1616,10 +1616,7 @@ fn a_pipeline_file_is_typed_by_the_yaml_1_2_core_schema() {
         "dup.yaml",
         "steps:\n  - name: a\n    sleep: {duration: 1, duration: 2}\n",
     );
-    let output = sandbox
-        .initbox()
-        .args(["run", "--check", "-f", path_str(&pipeline)])
-        .run();
+    let output = sandbox.check_pipeline(&pipeline);
     output.assert_code(78).assert_stderr_contains(&format!(
         "{}:3:26: duplicate key 'duration', first at line 3 column 13",
         pipeline.display()
@@ -1634,9 +1631,7 @@ fn a_pipeline_file_is_typed_by_the_yaml_1_2_core_schema() {
         ),
     );
     sandbox
-        .initbox()
-        .args(["run", "--check", "-f", path_str(&pipeline)])
-        .run()
+        .check_pipeline(&pipeline)
         .assert_code(78)
         .assert_stderr_contains("template.check: expected true or false");
 }
@@ -1660,10 +1655,7 @@ fn refused_by_the_cli_and_by_run_check(args: &[&str], step: &str, key: &str, mes
         ),
     );
     sandbox
-        .initbox()
-        .args(["run", "--check", "-f"])
-        .arg(&pipeline)
-        .run()
+        .check_pipeline(&pipeline)
         .assert_code(78)
         .assert_stderr_contains(&format!("step 'render', template.{key}: invalid value '"))
         .assert_stderr_contains(message);

@@ -573,9 +573,7 @@ fn bad_values_exit_2_before_anything_and_78_under_run_check() {
         ),
     );
     sandbox
-        .initbox()
-        .args(["run", "--check", "-f", path_str(&pipeline)])
-        .run()
+        .check_pipeline(&pipeline)
         .assert_code(78)
         .assert_stderr_contains("'rwx' is not a file mode")
         .assert_stderr_contains("is not a glob pattern");

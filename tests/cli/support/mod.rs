@@ -110,6 +110,14 @@ impl Sandbox {
         self.initbox_at(Path::new(binary()))
     }
 
+    /// `initbox run --check -f FILE`: what a pipeline file would do, checked away from a pod.
+    pub fn check_pipeline(&self, file: &Path) -> Output {
+        self.initbox()
+            .args(["run", "--check", "-f"])
+            .arg(file)
+            .run()
+    }
+
     /// As [`Sandbox::initbox`], running the binary at `path` (a copy, see [`nonroot_copy`]).
     pub fn initbox_at(&self, path: &Path) -> Cmd {
         let mut command = Command::new(path);
