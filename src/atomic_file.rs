@@ -188,15 +188,35 @@ pub fn check_directory(dir: &Path) -> Result<(), Unwritable> {
     probe(dir, "check")
 }
 
-/// Creates and removes `.NAME.initbox-RANDOM.tmp` in `dir`, or in its nearest existing
-/// ancestor: the temp-file name a writer of NAME uses, so the next write removes it if a
-/// kill ever interrupts the probe.
+/// Creates a file in `dir`, or in its nearest existing ancestor, and removes it. The file
+/// is unnamed (`O_TMPFILE`), so even a kill during the probe leaves nothing behind. Where
+/// the filesystem has no unnamed files (some network and FUSE filesystems), it is
+/// `.NAME.initbox-RANDOM.tmp`, the temp-file name a writer of NAME uses, and probe
+/// leftovers of earlier killed runs are removed first.
 fn probe(dir: &Path, name: &str) -> Result<(), Unwritable> {
+    use rustix::fs::{Mode, OFlags};
     let existing = nearest_directory(dir)?;
     let refused = |error| Unwritable {
         refused_by: existing.to_owned(),
         error,
     };
+    let unnamed = rustix::fs::open(
+        existing,
+        OFlags::TMPFILE | OFlags::WRONLY | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o600),
+    );
+    match unnamed {
+        Ok(_file) => return Ok(()),
+        Err(errno)
+            if errno != rustix::io::Errno::OPNOTSUPP
+                && errno != rustix::io::Errno::ISDIR
+                && errno != rustix::io::Errno::INVAL =>
+        {
+            return Err(refused(errno.into()));
+        }
+        Err(_no_unnamed_files_here) => {}
+    }
+    remove_leftovers(existing, name);
     loop {
         let temp = existing.join(format!(
             ".{name}{TEMP_MARK}{:08x}{TEMP_SUFFIX}",
