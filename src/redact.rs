@@ -267,7 +267,8 @@ fn percent_encoded(text: &str) -> String {
     out
 }
 
-fn percent_decoded(text: &str) -> String {
+/// `%XX` sequences decoded (a URL's userinfo or path); invalid ones kept as written.
+pub fn percent_decoded(text: &str) -> String {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

@@ -3,4 +3,5 @@
 pub mod dns;
 pub mod http;
 pub mod ping;
+pub mod service;
 pub mod tcp;

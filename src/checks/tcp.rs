@@ -15,7 +15,7 @@ use crate::reason;
 use crate::resolve::ResolverArgs;
 use crate::resolve::{self, Resolver, Trace};
 use crate::wait::WaitArgs;
-use crate::wait::{self, Attempt, Probe};
+use crate::wait::{self, Attempt, Failure, Probe};
 
 /// Wait until TCP ports accept connections.
 #[derive(Debug, Clone, clap::Args)]
@@ -165,6 +165,34 @@ async fn connect_any(addrs: &[SocketAddr]) -> (Attempt, Vec<(SocketAddr, String)
 type Outcomes = (Attempt, Vec<(SocketAddr, io::Error)>, Option<SocketAddr>);
 
 async fn connect_all(addrs: &[SocketAddr]) -> Outcomes {
+    match race(addrs).await {
+        // Dropping the stream closes it; the other connects were aborted with their set.
+        (Ok((stream, addr)), failures) => {
+            drop(stream);
+            (
+                Attempt::ready(format!("connected to {addr}")),
+                failures,
+                Some(addr),
+            )
+        }
+        (Err(failure), failures) => (failure.into(), failures, None),
+    }
+}
+
+/// Connects to all addresses at once and keeps the first connection that succeeds, for a
+/// check that goes on to speak a protocol over it (wait-for-postgres, …).
+pub async fn connect_first(addrs: &[SocketAddr]) -> Result<(TcpStream, SocketAddr), Failure> {
+    race(addrs).await.0
+}
+
+type Race = (
+    Result<(TcpStream, SocketAddr), Failure>,
+    Vec<(SocketAddr, io::Error)>,
+);
+
+/// The first address to accept wins; without one, why not (permission denied is fatal: a
+/// firewall or route will not change its mind).
+async fn race(addrs: &[SocketAddr]) -> Race {
     let mut attempts = JoinSet::new();
     for &addr in addrs {
         attempts.spawn(async move { (addr, TcpStream::connect(addr).await) });
@@ -173,15 +201,7 @@ async fn connect_all(addrs: &[SocketAddr]) -> Outcomes {
     while let Some(joined) = attempts.join_next().await {
         let Ok((addr, result)) = joined else { continue };
         match result {
-            // Dropping the stream closes it; the other connects are aborted with the set.
-            Ok(stream) => {
-                drop(stream);
-                return (
-                    Attempt::ready(format!("connected to {addr}")),
-                    failures,
-                    Some(addr),
-                );
-            }
+            Ok(stream) => return (Ok((stream, addr)), failures),
             Err(error) => failures.push((addr, error)),
         }
     }
@@ -189,12 +209,13 @@ async fn connect_all(addrs: &[SocketAddr]) -> Outcomes {
         .iter()
         .find(|(_, e)| e.kind() == io::ErrorKind::PermissionDenied)
     {
-        let fatal = Attempt::Fatal(Error::Failed(format!(
+        let fatal = Failure::Fatal(Error::Failed(format!(
             "connecting to {addr}: permission denied (a firewall or route forbids it; retrying cannot help)"
         )));
-        return (fatal, failures, None);
+        return (Err(fatal), failures);
     }
-    (Attempt::NotYet(summarize(&failures)), failures, None)
+    let reason = Failure::Retry(summarize(&failures));
+    (Err(reason), failures)
 }
 
 /// `connection refused`, or per address when they differ.
