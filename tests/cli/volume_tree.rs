@@ -702,8 +702,12 @@ fn a_tree_walk_cut_short_leaves_its_top_unchanged_so_if_root_differs_redoes_it()
     }
     // Once the file is the user's too, the re-run finishes and only then marks the top.
     std::os::unix::fs::lchown(root.join("a/roots"), Some(65532), Some(0)).unwrap();
-    as_nonroot(&sandbox, &binary, &["chown", "-R", "--if-root-differs", "65532:65532", r])
-        .assert_code(0);
+    as_nonroot(
+        &sandbox,
+        &binary,
+        &["chown", "-R", "--if-root-differs", "65532:65532", r],
+    )
+    .assert_code(0);
     assert_eq!(state(&root).gid, 65532);
     assert_eq!(state(&root.join("a/roots")).gid, 65532);
 }

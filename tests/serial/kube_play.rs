@@ -1848,7 +1848,10 @@ fn volume_permissions_owns_the_volume_but_not_what_a_planted_link_points_to() {
             wrong.push(format!("{entry}: {:?}", owner_of(&volume.join(entry))));
         }
     }
-    let data_mode = std::fs::metadata(volume.join("data")).unwrap().permissions().mode();
+    let data_mode = std::fs::metadata(volume.join("data"))
+        .unwrap()
+        .permissions()
+        .mode();
     if !wrong.is_empty() || data_mode & 0o7777 != 0o700 {
         kube.fail(&format!(
             "everything but lost+found should belong to 1001:1001 and data be 0700 \
@@ -1921,7 +1924,9 @@ fn seed_config_once_seeds_a_new_volume_and_keeps_an_edited_copy() {
     kube.play_ok(&pod);
     kube.expect_exited(containers[0], 0);
     kube.expect_exited(containers[1], 0);
-    if read("app.conf") != "port = 9090\n" || read("instance.conf") != "instance = seed-config-once\n" {
+    if read("app.conf") != "port = 9090\n"
+        || read("instance.conf") != "instance = seed-config-once\n"
+    {
         kube.fail(&format!(
             "a restart must keep the edited app.conf:\n{}",
             read("app.conf")
@@ -2000,7 +2005,11 @@ impl MaxMapCount {
         std::fs::write(MAX_MAP_COUNT, value.to_string()).unwrap();
     }
     fn get(&self) -> u64 {
-        std::fs::read_to_string(MAX_MAP_COUNT).unwrap().trim().parse().unwrap()
+        std::fs::read_to_string(MAX_MAP_COUNT)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
     }
 }
 
@@ -2023,9 +2032,8 @@ fn elasticsearch_sysctl_raises_max_map_count_only_where_it_is_lower() {
     let init = "elasticsearch-sysctl-sysctl";
     let app = "elasticsearch-sysctl-elasticsearch";
     let example = Manifest::example("elasticsearch-sysctl.yaml");
-    let unprivileged = || {
-        Manifest::example("elasticsearch-sysctl.yaml").patch("        privileged: true\n", "")
-    };
+    let unprivileged =
+        || Manifest::example("elasticsearch-sysctl.yaml").patch("        privileged: true\n", "");
 
     // A node with the kernel's default: only the privileged container can raise it.
     saved.set(65530);
