@@ -576,14 +576,9 @@ impl Copier<'_> {
             stat.st_rdev,
         )
         .map_err(|e| self.fail(e, "making", shown))?;
-        if let Some((uid, gid)) = self.owner_for(stat.st_uid, stat.st_gid) {
-            rustix::fs::chownat(place.dir, temp, uid, gid, AtFlags::SYMLINK_NOFOLLOW)
-                .map_err(|e| self.fail(e, "changing the owner of", shown))?;
-        }
         rustix::fs::chmodat(place.dir, temp, Perm::from_raw_mode(mode), AtFlags::empty())
             .map_err(|e| self.fail(e, "changing the mode of", shown))?;
-        rustix::fs::utimensat(place.dir, temp, &times(&stat), AtFlags::SYMLINK_NOFOLLOW)
-            .map_err(|e| self.fail(e, "setting the times of", shown))?;
+        self.owner_and_times_at(place, temp, &stat, shown)?;
         Ok(Made::Copied(None))
     }
 
@@ -654,11 +649,23 @@ impl Copier<'_> {
             .map_err(|e| self.fail(e, "reading the link", entry.path))?;
         rustix::fs::symlinkat(target.as_c_str(), place.dir, temp)
             .map_err(|e| self.fail(e, "making the link", shown))?;
+        self.owner_and_times_at(place, temp, &stat, shown)
+    }
+
+    /// The source's owner (see [`Copier::owner_for`]) and times, given to what was just
+    /// made at `temp` (a link, a FIFO), never through a link.
+    fn owner_and_times_at(
+        &self,
+        place: &Place<'_>,
+        temp: &CStr,
+        stat: &rustix::fs::Stat,
+        shown: &Path,
+    ) -> Result<()> {
         if let Some((uid, gid)) = self.owner_for(stat.st_uid, stat.st_gid) {
             rustix::fs::chownat(place.dir, temp, uid, gid, AtFlags::SYMLINK_NOFOLLOW)
                 .map_err(|e| self.fail(e, "changing the owner of", shown))?;
         }
-        rustix::fs::utimensat(place.dir, temp, &times(&stat), AtFlags::SYMLINK_NOFOLLOW)
+        rustix::fs::utimensat(place.dir, temp, &times(stat), AtFlags::SYMLINK_NOFOLLOW)
             .map_err(|e| self.fail(e, "setting the times of", shown))?;
         Ok(())
     }

@@ -598,6 +598,14 @@ fn the_volume_tasks_run_as_pipeline_steps() {
     assert_eq!(state(&data.join("keep")).mode, 0o660);
 }
 
+/// A sandbox uid 65532 may enter, and a copy of the binary it may run.
+fn nonroot_sandbox() -> (Sandbox, tempfile::TempDir, PathBuf) {
+    let sandbox = Sandbox::new();
+    std::fs::set_permissions(sandbox.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (keep, binary) = nonroot_copy();
+    (sandbox, keep, binary)
+}
+
 /// uid 65532 (the distroless `nonroot` user), as an init container without runAsUser: 0.
 fn as_nonroot(sandbox: &Sandbox, binary: &Path, args: &[&str]) -> crate::support::Output {
     sandbox
@@ -619,9 +627,7 @@ fn a_permission_error_is_fatal_at_once_with_the_remedy() {
     if !need_root() {
         return;
     }
-    let sandbox = Sandbox::new();
-    std::fs::set_permissions(sandbox.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let (_keep, binary) = nonroot_copy();
+    let (sandbox, _keep, binary) = nonroot_sandbox();
     let root = sandbox.path("vol");
     volume(&root, 2, 3);
     let mine = sandbox.path("mine");
@@ -672,9 +678,7 @@ fn a_tree_walk_cut_short_leaves_its_top_unchanged_so_if_root_differs_redoes_it()
     if !need_root() {
         return;
     }
-    let sandbox = Sandbox::new();
-    std::fs::set_permissions(sandbox.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let (_keep, binary) = nonroot_copy();
+    let (sandbox, _keep, binary) = nonroot_sandbox();
     // The user's own volume (group 0, as a fresh volume often is) with one file that is
     // not theirs: the walk changes what it may, then fails on that file.
     let root = sandbox.path("vol");
