@@ -258,3 +258,29 @@ fn a_pipeline_step_waits_for_mysql() {
         .assert_stderr_contains("logged in as app, database mysql and ran SELECT 1")
         .assert_stderr_contains("the step completed");
 }
+
+#[test]
+fn stable_for_waits_past_the_temporary_server_of_an_init_that_restarts() {
+    if !mysql_server::available() {
+        return;
+    }
+    let sandbox = Sandbox::new();
+    let mut server = MariaDb::start(&[]);
+    let running = waiter(&sandbox, &login(&server), &["--stable-for", "10s"])
+        .env("MYSQL_PWD", PASSWORD)
+        .spawn();
+    running.wait_for_stderr("confirming it stays ready for 10s (--stable-for)", SEEN);
+    server.stop();
+    running.wait_for_stderr(", then not: ", SEEN);
+    assert!(server.launch(), "the port was taken meanwhile");
+    let output = running.wait();
+    output
+        .assert_code(0)
+        .assert_stderr_contains("logged in as app and ran SELECT 1");
+    assert_eq!(
+        output.stderr.matches("confirming it stays ready").count(),
+        2,
+        "{}",
+        output.stderr
+    );
+}

@@ -270,3 +270,26 @@ fn a_pipeline_step_waits_for_redis() {
         .assert_stderr_contains("PONG, master")
         .assert_stderr_contains("the step completed");
 }
+
+#[test]
+fn stable_for_waits_past_a_server_that_restarts_after_its_first_pong() {
+    if !redis_server::available() {
+        return;
+    }
+    let sandbox = Sandbox::new();
+    let mut server = RedisServer::start(&[]);
+    let running = waiter(&sandbox, &server.address(), &["--stable-for", "10s"]).spawn();
+    running.wait_for_stderr("confirming it stays ready for 10s (--stable-for)", SEEN);
+    // An image's init scripts stop their temporary server before the real one starts.
+    server.stop();
+    running.wait_for_stderr(", then not: ", SEEN);
+    assert!(server.launch(false), "the port was taken meanwhile");
+    let output = running.wait();
+    output.assert_code(0).assert_stderr_contains(": PONG");
+    assert_eq!(
+        output.stderr.matches("confirming it stays ready").count(),
+        2,
+        "{}",
+        output.stderr
+    );
+}

@@ -78,7 +78,7 @@ impl MariaDb {
         std::fs::write(
             dir.path().join("init.sql"),
             format!(
-                "CREATE USER '{USER}'@'127.0.0.1' IDENTIFIED BY '{PASSWORD}';\n\
+                "CREATE USER IF NOT EXISTS '{USER}'@'127.0.0.1' IDENTIFIED BY '{PASSWORD}';\n\
                  GRANT ALL ON *.* TO '{USER}'@'127.0.0.1';\n"
             ),
         )
