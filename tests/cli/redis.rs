@@ -293,3 +293,42 @@ fn stable_for_waits_past_a_server_that_restarts_after_its_first_pong() {
         output.stderr
     );
 }
+
+#[test]
+fn a_replica_without_its_master_answering_masterdown_is_not_ready() {
+    if !redis_server::available() {
+        return;
+    }
+    let sandbox = Sandbox::new();
+    let dead_master = free_port("127.0.0.1").to_string();
+    let replica = RedisServer::start(&[
+        "--replicaof",
+        "127.0.0.1",
+        &dead_master,
+        "--replica-serve-stale-data",
+        "no",
+    ]);
+    let output = waiter(&sandbox, &replica.address(), &["--timeout", "1s"]).run();
+    output
+        .assert_code(124)
+        .assert_stderr_contains("MASTERDOWN Link with MASTER is down");
+    assert!(replica.cli(&["ping"]).starts_with("MASTERDOWN"));
+}
+
+#[test]
+fn a_password_for_a_server_that_needs_none_is_ready_with_a_warning() {
+    if !redis_server::available() {
+        return;
+    }
+    let sandbox = Sandbox::new();
+    let server = RedisServer::start(&[]);
+    let output = waiter(&sandbox, &server.address(), &[])
+        .env("REDISCLI_AUTH", "unneeded-pw")
+        .run();
+    output
+        .assert_code(0)
+        .assert_stderr_contains("warning:")
+        .assert_stderr_contains("the server needs no password")
+        .assert_stderr_contains(": PONG");
+    assert!(!output.stderr.contains("unneeded-pw"), "{}", output.stderr);
+}
