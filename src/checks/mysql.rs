@@ -527,6 +527,9 @@ pub async fn run(args: MysqlArgs) -> Result<()> {
                     "{target}: a user needs a password: give --password-file (or MYSQL_PWD)"
                 )));
             }
+            // MYSQL_PWD alone may be in an environment shared with the application; without
+            // a user there is no login to check, so it is not used.
+            (None, Some(_)) if args.password_file.is_none() && database.is_none() => None,
             (None, Some(_)) => {
                 return Err(Error::Usage(
                     "a password was given without a user: give --user (or mysql://USER@HOST)"
@@ -565,6 +568,24 @@ mod tests {
             .collect();
         assert_eq!(hex, "12909d72d875523f8c9d6da44cbd3a6c1ce794db");
         assert!(native_scramble("", nonce).is_empty());
+    }
+
+    #[test]
+    fn a_packet_longer_than_any_answer_is_refused_before_it_is_read() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let (client, mut server) = tokio::io::duplex(64);
+            // A length of 16 MiB - 1, and never the bytes: reading them would wait forever.
+            server.write_all(&[0xff, 0xff, 0xff, 0]).await.unwrap();
+            let mut conn = Conn {
+                stream: client,
+                sequence: 0,
+            };
+            let error = conn.read().await.unwrap_err().to_string();
+            assert!(error.contains("a packet of 16777215 bytes"), "{error}");
+        });
     }
 
     #[test]

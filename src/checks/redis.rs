@@ -558,7 +558,7 @@ mod tests {
         for (bytes, expected) in [
             (&b"HTTP/1.1 400 Bad Request\r\n"[..], "not RESP"),
             (b"$99999999999\r\n", "a length of"),
-            (b"*99999\r\n", "too long"),
+            (b"*2000\r\n", "too long"),
             (b"*1\r\n*1\r\n*1\r\n*1\r\n*1\r\n+x\r\n", "too deep"),
             (b"+PON", "middle of a reply"),
             (b"", "without a reply"),

@@ -212,6 +212,14 @@ fn a_user_without_a_password_or_a_password_in_the_url_is_refused_before_waiting(
         .run()
         .assert_code(2)
         .assert_stderr_contains("a user needs a password");
+    let file = sandbox.write("pw", "pw");
+    sandbox
+        .initbox()
+        .args(["wait-for-mysql", "127.0.0.1:1", "--password-file"])
+        .arg(&file)
+        .run()
+        .assert_code(2)
+        .assert_stderr_contains("a password was given without a user");
     let output = sandbox
         .initbox()
         .args(["wait-for-mysql", "mysql://app:s3cret-pw@127.0.0.1:1/db"])
@@ -283,4 +291,18 @@ fn stable_for_waits_past_the_temporary_server_of_an_init_that_restarts() {
         "{}",
         output.stderr
     );
+}
+
+#[test]
+fn mysql_pwd_without_a_user_is_not_used_and_the_check_is_the_anonymous_one() {
+    if !mysql_server::available() {
+        return;
+    }
+    let sandbox = Sandbox::new();
+    let server = MariaDb::start(&[]);
+    waiter(&sandbox, &server.address(), &[])
+        .env("MYSQL_PWD", "app-environment-pw")
+        .run()
+        .assert_code(0)
+        .assert_stderr_contains("accepting connections (MariaDB");
 }
