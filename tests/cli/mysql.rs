@@ -306,3 +306,27 @@ fn mysql_pwd_without_a_user_is_not_used_and_the_check_is_the_anonymous_one() {
         .assert_code(0)
         .assert_stderr_contains("accepting connections (MariaDB");
 }
+
+#[test]
+fn a_host_without_an_account_yet_is_not_ready_until_one_is_created_as_mysqladmin_says() {
+    if !mysql_server::available() {
+        return;
+    }
+    let sandbox = Sandbox::new();
+    let server = MariaDb::start(&[]);
+    // With --skip-name-resolve no account matches 127.0.0.1 now: error 1130 comes instead
+    // of the greeting.
+    server.sql("DROP USER 'app'@'127.0.0.1'");
+    let running = waiter(&sandbox, &server.address(), &[]).spawn();
+    running.wait_for_stderr(
+        "is not allowed to connect to this MariaDB server (error 1130)",
+        SEEN,
+    );
+    assert_ne!(server.admin_ping(&[]), 0);
+    server.sql("CREATE USER 'app'@'127.0.0.1' IDENTIFIED BY 'app-pw'");
+    running
+        .wait()
+        .assert_code(0)
+        .assert_stderr_contains("accepting connections (MariaDB");
+    assert_eq!(server.admin_ping(&[]), 0);
+}

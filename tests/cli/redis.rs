@@ -332,3 +332,30 @@ fn a_password_for_a_server_that_needs_none_is_ready_with_a_warning() {
         .assert_stderr_contains(": PONG");
     assert!(!output.stderr.contains("unneeded-pw"), "{}", output.stderr);
 }
+
+#[test]
+fn a_server_busy_running_a_script_is_not_ready_until_the_script_ends() {
+    if !redis_server::available() {
+        return;
+    }
+    let sandbox = Sandbox::new();
+    let server = RedisServer::start(&["--busy-reply-threshold", "50"]);
+    let port = server.port.to_string();
+    let mut script = std::process::Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", &port])
+        .args(["eval", "while true do end", "0"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(
+        crate::support::eventually(SEEN, || server.cli(&["ping"]).starts_with("BUSY")),
+        "the script never made the server busy"
+    );
+    let running = waiter(&sandbox, &server.address(), &[]).spawn();
+    running.wait_for_stderr("BUSY Redis is busy running a script", SEEN);
+    assert_eq!(server.cli(&["script", "kill"]), "OK");
+    let output = running.wait();
+    let _ = script.wait();
+    output.assert_code(0).assert_stderr_contains(": PONG");
+}
