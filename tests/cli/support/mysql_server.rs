@@ -65,9 +65,14 @@ impl MariaDb {
     pub fn new(port: u16, args: &[&str]) -> MariaDb {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
+        // A temporary directory of its own: in /tmp, two servers in PID namespaces of their
+        // own can pick the same temporary table names and delete each other's.
+        let tmp = dir.path().join("tmp");
+        std::fs::create_dir(&tmp).unwrap();
         let output = Command::new("mariadb-install-db")
             .args(["--no-defaults", "--user=root", "--skip-test-db"])
             .arg(format!("--datadir={}", path_str(&data)))
+            .arg(format!("--tmpdir={}", path_str(&tmp)))
             .output()
             .expect("running mariadb-install-db");
         assert!(
@@ -103,6 +108,7 @@ impl MariaDb {
         let mut child = Command::new("mariadbd")
             .args(["--no-defaults", "--user=root", "--bind-address=127.0.0.1"])
             .arg(format!("--datadir={}", path_str(&self.path("data"))))
+            .arg(format!("--tmpdir={}", path_str(&self.path("tmp"))))
             .arg(format!("--port={}", self.port))
             .arg(format!("--socket={}", path_str(&self.path("mysqld.sock"))))
             .arg(format!("--pid-file={}", path_str(&self.path("mysqld.pid"))))
