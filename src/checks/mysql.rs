@@ -341,17 +341,11 @@ impl MysqlProbe {
                     let nonce = data.strip_suffix(&[0]).unwrap_or(data);
                     native_scramble(password, nonce)
                 }
-                "mysql_clear_password" if tls => {
-                    let mut clear = password.as_bytes().to_vec();
-                    clear.push(0);
-                    clear
-                }
                 other => {
                     return Err(Failure::Fatal(Error::Failed(format!(
                         "logging in as '{user}': the account uses the authentication plugin \
                          '{other}', which wait-for-mysql does not speak (it speaks \
-                         mysql_native_password{})",
-                        if tls { " and mysql_clear_password" } else { "" }
+                         mysql_native_password)"
                     ))));
                 }
             };
