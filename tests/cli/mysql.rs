@@ -330,3 +330,23 @@ fn a_host_without_an_account_yet_is_not_ready_until_one_is_created_as_mysqladmin
         .assert_stderr_contains("accepting connections (MariaDB");
     assert_eq!(server.admin_ping(&[]), 0);
 }
+
+#[test]
+fn an_account_on_a_plugin_not_spoken_is_exit_1_naming_it() {
+    if !mysql_server::available() {
+        return;
+    }
+    let sandbox = Sandbox::new();
+    let server = MariaDb::start(&[]);
+    server.sql(
+        "INSTALL SONAME 'auth_ed25519'; \
+         CREATE USER 'ed'@'127.0.0.1' IDENTIFIED VIA ed25519 USING PASSWORD('ed-pw')",
+    );
+    let output = waiter(&sandbox, &format!("mysql://ed@{}", server.address()), &[])
+        .env("MYSQL_PWD", "ed-pw")
+        .run();
+    output
+        .assert_code(1)
+        .assert_stderr_contains("the authentication plugin 'client_ed25519'");
+    assert!(!output.stderr.contains("ed-pw"), "{}", output.stderr);
+}
