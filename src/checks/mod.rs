@@ -2,6 +2,8 @@
 
 pub mod dns;
 pub mod http;
+pub mod mysql;
 pub mod ping;
+pub mod redis;
 pub mod service;
 pub mod tcp;

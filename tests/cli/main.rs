@@ -15,6 +15,8 @@ mod exit_codes;
 mod fetch;
 mod git_clone;
 mod http;
+mod mysql;
+mod redis;
 mod register;
 mod run;
 mod secrets;
