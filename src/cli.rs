@@ -245,6 +245,8 @@ WaitForTcp(TcpArgs),
 WaitForHttp(HttpArgs),
 /// Send ICMP echo requests, or wait until a host answers them.
 Ping(PingArgs),
+/// Wait until NATS servers answer, and accept a login when given one.
+WaitForNats(crate::checks::nats::NatsArgs),
 /// Register this pod with a remote service over HTTP.
 Register(RegisterArgs),
 /// Download a URL into a file, atomically.

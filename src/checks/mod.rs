@@ -2,6 +2,7 @@
 
 pub mod dns;
 pub mod http;
+pub mod nats;
 pub mod ping;
 pub mod service;
 pub mod tcp;
