@@ -5,12 +5,14 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{
+    AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader,
+};
 
 use crate::checks::service::{self, Protocol, Service};
 use crate::exec::Then;
 use crate::exit::{Error, Result};
-use crate::http_client::{self, TlsArgs};
+use crate::http_client::{self, TlsArgs, Unechoed};
 use crate::redact;
 use crate::resolve::{Resolver, ResolverArgs};
 use crate::wait::{self, Attempt, Failure, Probe, WaitArgs};
@@ -35,11 +37,16 @@ impl Protocol for Nats {
 pub struct NatsArgs {
     /// Servers as HOST, HOST:PORT (default port 4222) or nats://[USER@]HOST:PORT
     /// (tls://… requires TLS).
-    #[arg(required = true, value_name = "SERVER")]
+    #[arg(required = true, value_name = "SERVER", value_parser = Unechoed(parse_server))]
     pub servers: Vec<NatsServer>,
     /// Log in as this user (with --password-file or NATS_PASSWORD): ready only when the
     /// server accepts the login.
-    #[arg(long, env = "INITBOX_USER", value_name = "NAME", help_heading = "Login")]
+    #[arg(
+        long,
+        env = "INITBOX_USER",
+        value_name = "NAME",
+        help_heading = "Login"
+    )]
     pub user: Option<String>,
     /// Read the password for --user from this file (never logged).
     #[arg(
@@ -94,6 +101,12 @@ impl std::str::FromStr for NatsServer {
             tls,
         })
     }
+}
+
+/// clap echoes a refused value, and a refused URL may hold a password: parse through
+/// [`Unechoed`], whose message is only ours (which never repeats a password).
+fn parse_server(text: &str) -> std::result::Result<NatsServer, String> {
+    text.parse()
 }
 
 /// How the probe logs in, when it does.
@@ -176,10 +189,7 @@ impl NatsProbe {
                 } else {
                     ""
                 };
-                return Ok(format!(
-                    "answering (NATS {}{over}{auth})",
-                    info.version
-                ));
+                return Ok(format!("answering (NATS {}{over}{auth})", info.version));
             }
             Login::Password { user, password } => (
                 serde_json::json!({"user": user, "pass": password}),
@@ -239,7 +249,9 @@ impl NatsProbe {
 fn refused(label: &str, error: &str, who: &str) -> Failure {
     let words = error.trim_matches('\'');
     let lower = words.to_ascii_lowercase();
-    if lower.contains("authorization violation") || lower.contains("authentication") && !lower.contains("timeout") {
+    if lower.contains("authorization violation")
+        || lower.contains("authentication") && !lower.contains("timeout")
+    {
         return Failure::Fatal(Error::Failed(format!(
             "{label}: the server refused the login with {who}: {} (check the user and the \
              password or token)",
@@ -259,9 +271,8 @@ async fn read_info<S: AsyncBufRead + Unpin>(stream: &mut S) -> std::result::Resu
             shorten(&line)
         )));
     };
-    let value: serde_json::Value = serde_json::from_str(json.trim()).map_err(|e| {
-        Failure::Retry(format!("the server's INFO line is not valid JSON: {e}"))
-    })?;
+    let value: serde_json::Value = serde_json::from_str(json.trim())
+        .map_err(|e| Failure::Retry(format!("the server's INFO line is not valid JSON: {e}")))?;
     let flag = |key: &str| value.get(key).and_then(serde_json::Value::as_bool) == Some(true);
     let version = value
         .get("version")
@@ -309,7 +320,10 @@ async fn read_line<S: AsyncBufRead + Unpin>(
 /// A server's words, cut to a length that fits a log line.
 fn shorten(text: &str) -> String {
     const LIMIT: usize = 200;
-    let clean: String = text.chars().map(|c| if c.is_control() { '?' } else { c }).collect();
+    let clean: String = text
+        .chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect();
     match clean.char_indices().nth(LIMIT) {
         Some((at, _)) => format!("{}…", &clean[..at]),
         None => clean,
@@ -327,7 +341,12 @@ impl crate::cli::Task for NatsArgs {
 }
 
 /// The login the flags and the URL ask for; the URL's user when --user is not given.
-fn login(args: &NatsArgs, server: &Service<Nats>, password: &Option<String>, token: &Option<String>) -> Result<Login> {
+fn login(
+    args: &NatsArgs,
+    server: &Service<Nats>,
+    password: &Option<String>,
+    token: &Option<String>,
+) -> Result<Login> {
     if let Some(token) = token {
         return Ok(Login::Token(token.clone()));
     }
