@@ -247,6 +247,8 @@ WaitForHttp(HttpArgs),
 Ping(PingArgs),
 /// Wait until NATS servers answer, and accept a login when given one.
 WaitForNats(crate::checks::nats::NatsArgs),
+/// Wait until ZooKeeper servers serve requests (`srvr` shows a Mode, not just `imok`).
+WaitForZookeeper(crate::checks::zookeeper::ZooKeeperArgs),
 /// Register this pod with a remote service over HTTP.
 Register(RegisterArgs),
 /// Download a URL into a file, atomically.

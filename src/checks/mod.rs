@@ -6,3 +6,4 @@ pub mod nats;
 pub mod ping;
 pub mod service;
 pub mod tcp;
+pub mod zookeeper;

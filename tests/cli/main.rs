@@ -24,3 +24,4 @@ mod tcp;
 mod template;
 mod volume_content;
 mod volume_tree;
+mod zookeeper;
