@@ -249,6 +249,8 @@ Ping(PingArgs),
 WaitForNats(crate::checks::nats::NatsArgs),
 /// Wait until ZooKeeper servers serve requests (`srvr` shows a Mode, not just `imok`).
 WaitForZookeeper(crate::checks::zookeeper::ZooKeeperArgs),
+/// Wait until AMQP 0-9-1 brokers (RabbitMQ) answer, and open a vhost when given a login.
+WaitForAmqp(crate::checks::amqp::AmqpArgs),
 /// Register this pod with a remote service over HTTP.
 Register(RegisterArgs),
 /// Download a URL into a file, atomically.

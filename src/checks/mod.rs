@@ -1,5 +1,6 @@
 //! One probe per kind of readiness check; the wait engine drives them all.
 
+pub mod amqp;
 pub mod dns;
 pub mod http;
 pub mod nats;

@@ -6,6 +6,7 @@
 
 mod support;
 
+mod amqp;
 mod bad_input;
 mod conventions;
 mod dns;
