@@ -359,9 +359,6 @@ fn login(
         (Some(user), None) => Err(Error::Usage(format!(
             "a login as '{user}' needs a password: use --password-file (or NATS_PASSWORD)"
         ))),
-        (None, Some(_)) if args.password_file.is_some() => Err(Error::Usage(
-            "--password-file needs --user (or a user in the nats:// URL)".into(),
-        )),
         (None, _) => Ok(Login::None),
     }
 }
@@ -372,7 +369,12 @@ pub async fn run(args: NatsArgs) -> Result<()> {
         .resolver
         .resolver(args.wait.retry.attempt_timeout.get());
     let wants_login = args.user.is_some() || args.servers.iter().any(|s| s.service.user.is_some());
-    let password = if wants_login || args.password_file.is_some() {
+    if args.password_file.is_some() && !wants_login {
+        return Err(Error::Usage(
+            "--password-file needs --user (or a user in the nats:// URL)".into(),
+        ));
+    }
+    let password = if wants_login {
         service::password(args.password_file.as_deref(), "NATS_PASSWORD")?
     } else {
         None
