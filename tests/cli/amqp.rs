@@ -301,3 +301,44 @@ fn many_attempts_at_a_missing_vhost_leave_no_descriptor_open() {
     running.signal("TERM");
     running.wait().assert_code(143);
 }
+
+/// A vhost that goes away and comes back (an init job that recreates it) stands in for a
+/// restart: the shared node stays up.
+#[test]
+fn stable_for_is_not_fooled_by_a_vhost_that_goes_away_and_comes_back() {
+    let sandbox = Sandbox::new();
+    let Some((port, _, _)) = rabbitmq_server::shared() else {
+        return;
+    };
+    let vhost = format!("stable-{}", std::process::id());
+    let grant = || {
+        rabbitmq_server::shared_ctl(&["add_vhost", &vhost]);
+        rabbitmq_server::shared_ctl(&["set_permissions", "-p", &vhost, USER, ".*", ".*", ".*"]);
+    };
+    grant();
+    let password = sandbox.write("password", PASSWORD);
+    let waiter = sandbox
+        .initbox()
+        .args([
+            "wait-for-amqp",
+            &format!("amqp://{USER}@127.0.0.1:{port}/{vhost}"),
+        ])
+        .arg("--password-file")
+        .arg(&password)
+        .args(["--stable-for", "10s", "--timeout", "2m"])
+        .spawn();
+    waiter.wait_for_stderr("confirming it stays ready for 10s", Duration::from_secs(60));
+    rabbitmq_server::shared_ctl(&["delete_vhost", &vhost]);
+    waiter.wait_for_stderr("then not:", Duration::from_secs(30));
+    grant();
+    let output = waiter.wait();
+    output
+        .assert_code(0)
+        .assert_stderr_contains(&format!("vhost {vhost})"));
+    assert_eq!(
+        output.stderr.matches("confirming it stays ready").count(),
+        2,
+        "{}",
+        output.stderr
+    );
+}

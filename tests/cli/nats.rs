@@ -267,3 +267,30 @@ fn many_attempts_leave_no_descriptor_open() {
     running.signal("TERM");
     running.wait().assert_code(143);
 }
+
+#[test]
+fn stable_for_is_not_fooled_by_a_server_that_restarts() {
+    let sandbox = Sandbox::new();
+    let Some(mut server) = NatsServer::start(NatsConfig::default()) else {
+        return;
+    };
+    let waiter = sandbox
+        .initbox()
+        .args(["wait-for-nats", &server.address()])
+        .args(["--stable-for", "10s", "--timeout", "2m"])
+        .spawn();
+    waiter.wait_for_stderr("confirming it stays ready for 10s", Duration::from_secs(30));
+    server.stop();
+    waiter.wait_for_stderr("then not: connection refused", Duration::from_secs(30));
+    server.restart();
+    let output = waiter.wait();
+    output
+        .assert_code(0)
+        .assert_stderr_contains("is ready after");
+    assert_eq!(
+        output.stderr.matches("confirming it stays ready").count(),
+        2,
+        "{}",
+        output.stderr
+    );
+}
