@@ -243,32 +243,6 @@ fn a_pipeline_step_waits_for_nats_with_a_login() {
 }
 
 #[test]
-fn many_attempts_leave_no_descriptor_open() {
-    let sandbox = Sandbox::new();
-    // The fast not-ready answer is a port that speaks no NATS: a plain TCP listener that
-    // accepts and closes. Each attempt opens and must close one socket; the first 10 s of
-    // attempts come every 50 ms, so 100 of them take about 5 s.
-    let closing = crate::support::counting_listener("127.0.0.1");
-    let running = sandbox
-        .initbox()
-        .args(["wait-for-nats", &format!("127.0.0.1:{}", closing.port)])
-        .args(["--timeout", "0", "--interval", "1ms"])
-        .spawn();
-    running.wait_for_stderr("closed the connection", Duration::from_secs(30));
-    let first = crate::support::open_fds(running.pid());
-    assert!(crate::support::eventually(Duration::from_secs(20), || {
-        *closing.accepted.lock().unwrap() >= 100
-    }));
-    let later = crate::support::open_fds(running.pid());
-    assert!(
-        later <= first + 2,
-        "descriptors grew from {first} to {later}"
-    );
-    running.signal("TERM");
-    running.wait().assert_code(143);
-}
-
-#[test]
 fn stable_for_is_not_fooled_by_a_server_that_restarts() {
     let sandbox = Sandbox::new();
     let Some(mut server) = NatsServer::start(NatsConfig::default()) else {

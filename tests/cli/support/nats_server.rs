@@ -15,6 +15,8 @@ pub struct NatsConfig {
     pub token: Option<String>,
     /// Certificate and key files (PEM): the server then requires TLS.
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// `-D`: the log has a line per client connection, to count attempts by.
+    pub debug: bool,
 }
 
 pub struct NatsServer {
@@ -100,6 +102,9 @@ impl NatsServer {
         if let Some((user, password)) = &self.config.user {
             command.args(["--user", user, "--pass", password]);
         }
+        if self.config.debug {
+            command.arg("-D");
+        }
         if let Some(token) = &self.config.token {
             command.args(["--auth", token]);
         }
@@ -132,6 +137,12 @@ impl NatsServer {
             );
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    /// What the running server has logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("nats-{}.log", self.starts)))
+            .unwrap_or_default()
     }
 
     /// SIGTERM by PID, then waits for the exit (SIGKILL after 10 s).
