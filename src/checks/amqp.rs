@@ -793,4 +793,29 @@ mod tests {
         assert_eq!((plain.address.port, plain.tls), (5672, false));
         assert!("amqps://app:pw@mq/".parse::<AmqpServer>().is_err());
     }
+
+    #[tokio::test]
+    async fn a_protocol_header_in_reply_is_fatal_and_heartbeats_are_skipped() {
+        // An AMQP 1.0-only broker answers our header with its own.
+        let mut reply: &[u8] = b"AMQP\x00\x01\x00\x00";
+        match read_method(&mut reply).await {
+            Err(Failure::Fatal(error)) => assert!(error.to_string().contains("1-0-0")),
+            other => panic!("{:?}", other.map(|m| m.id)),
+        }
+        let mut frames = vec![FRAME_HEARTBEAT, 0, 0, 0, 0, 0, 0, FRAME_END];
+        frames.extend(close());
+        let mut stream: &[u8] = &frames;
+        assert_eq!(
+            read_method(&mut stream).await.ok().map(|m| m.id),
+            Some(CLOSE)
+        );
+        // A frame without its end byte is refused.
+        let mut broken = close();
+        *broken.last_mut().unwrap() = 0;
+        let mut stream: &[u8] = &broken;
+        assert!(matches!(
+            read_method(&mut stream).await,
+            Err(Failure::Retry(_))
+        ));
+    }
 }
