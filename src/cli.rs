@@ -249,6 +249,12 @@ WaitForRedis(crate::checks::redis::RedisArgs),
 WaitForMysql(crate::checks::mysql::MysqlArgs),
 /// Send ICMP echo requests, or wait until a host answers them.
 Ping(PingArgs),
+/// Wait until NATS servers answer, and accept a login when given one.
+WaitForNats(crate::checks::nats::NatsArgs),
+/// Wait until ZooKeeper servers serve requests (`srvr` shows a Mode, not just `imok`).
+WaitForZookeeper(crate::checks::zookeeper::ZooKeeperArgs),
+/// Wait until AMQP 0-9-1 brokers (RabbitMQ) answer, and open a vhost when given a login.
+WaitForAmqp(crate::checks::amqp::AmqpArgs),
 /// Register this pod with a remote service over HTTP.
 Register(RegisterArgs),
 /// Download a URL into a file, atomically.

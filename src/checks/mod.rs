@@ -1,9 +1,12 @@
 //! One probe per kind of readiness check; the wait engine drives them all.
 
+pub mod amqp;
 pub mod dns;
 pub mod http;
 pub mod mysql;
+pub mod nats;
 pub mod ping;
 pub mod redis;
 pub mod service;
 pub mod tcp;
+pub mod zookeeper;

@@ -233,6 +233,57 @@ fn usage_errors_exit_2_naming_the_bad_value() {
                 &["wait-for-http", "http://x/", "--body-regex", "("],
                 "--body-regex",
             ),
+            // wait-for-nats
+            bad(2, &["wait-for-nats"], "<SERVER>"),
+            bad(2, &["wait-for-nats", "nats://bus:0"], "port 0"),
+            bad(
+                2,
+                &["wait-for-nats", "http://bus"],
+                "must start with nats://",
+            ),
+            bad(
+                2,
+                &["wait-for-nats", "bus", "--password-file", "/p"],
+                "--password-file needs --user",
+            ),
+            bad(
+                2,
+                &["wait-for-nats", "bus", "--user", "app"],
+                "a login as 'app' needs a password",
+            ),
+            bad(
+                2,
+                &[
+                    "wait-for-nats",
+                    "bus",
+                    "--token-file",
+                    "/t",
+                    "--password-file",
+                    "/p",
+                ],
+                "cannot be used with",
+            ),
+            // wait-for-zookeeper
+            bad(2, &["wait-for-zookeeper"], "<SERVER>"),
+            bad(2, &["wait-for-zookeeper", "zk:0"], "port 0"),
+            bad(
+                2,
+                &["wait-for-zookeeper", "zk", "--mode", "candidate"],
+                "'candidate' is not a ZooKeeper mode",
+            ),
+            // wait-for-amqp
+            bad(2, &["wait-for-amqp"], "<SERVER>"),
+            bad(2, &["wait-for-amqp", "amqp://mq:0/"], "port 0"),
+            bad(
+                2,
+                &["wait-for-amqp", "nats://mq"],
+                "must start with amqp://",
+            ),
+            bad(
+                2,
+                &["wait-for-amqp", "mq", "--user", "app"],
+                "a login as 'app' needs a password",
+            ),
             // ping
             bad(2, &["ping"], "<HOST>"),
             bad(2, &["ping", ""], "the host is empty"),

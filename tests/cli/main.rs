@@ -6,6 +6,7 @@
 
 mod support;
 
+mod amqp;
 mod bad_input;
 mod conventions;
 mod dns;
@@ -17,6 +18,7 @@ mod git_clone;
 mod http;
 mod mysql;
 mod redis;
+mod nats;
 mod register;
 mod run;
 mod secrets;
@@ -25,3 +27,4 @@ mod tcp;
 mod template;
 mod volume_content;
 mod volume_tree;
+mod zookeeper;

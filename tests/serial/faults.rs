@@ -655,6 +655,21 @@ fn sigterm_to_pid_1_ends_every_waiting_command_within_a_second() {
             "is not ready",
         ),
         waiting(
+            "wait-for-nats",
+            &["wait-for-nats", &refused],
+            "is not ready",
+        ),
+        waiting(
+            "wait-for-zookeeper",
+            &["wait-for-zookeeper", &refused],
+            "is not ready",
+        ),
+        waiting(
+            "wait-for-amqp",
+            &["wait-for-amqp", &refused],
+            "is not ready",
+        ),
+        waiting(
             "wait-for-http",
             &["wait-for-http", &unavailable.url("/healthz")],
             "is not ready",
@@ -936,6 +951,65 @@ fn every_waiting_command_ends_within_50ms_of_its_deadline() {
                 path_str(&cloned),
                 "--timeout",
                 "1s",
+            ],
+            1000,
+        ),
+        // The broker checks: nothing listening, and a server that accepts and never speaks
+        // (an attempt in flight when the deadline comes).
+        deadline_case(
+            "wait-for-nats",
+            "refused",
+            &["wait-for-nats", &refused, "--timeout", "1s"],
+            1000,
+        ),
+        deadline_case(
+            "wait-for-nats",
+            "an attempt in flight",
+            &[
+                "wait-for-nats",
+                &silent_tcp,
+                "--timeout",
+                "1s",
+                "--attempt-timeout",
+                "5s",
+            ],
+            1000,
+        ),
+        deadline_case(
+            "wait-for-zookeeper",
+            "refused",
+            &["wait-for-zookeeper", &refused, "--timeout", "1s"],
+            1000,
+        ),
+        deadline_case(
+            "wait-for-zookeeper",
+            "an attempt in flight",
+            &[
+                "wait-for-zookeeper",
+                &silent_tcp,
+                "--timeout",
+                "1s",
+                "--attempt-timeout",
+                "5s",
+            ],
+            1000,
+        ),
+        deadline_case(
+            "wait-for-amqp",
+            "refused",
+            &["wait-for-amqp", &refused, "--timeout", "1s"],
+            1000,
+        ),
+        deadline_case(
+            "wait-for-amqp",
+            "an attempt in flight",
+            &[
+                "wait-for-amqp",
+                &silent_tcp,
+                "--timeout",
+                "1s",
+                "--attempt-timeout",
+                "5s",
             ],
             1000,
         ),

@@ -361,3 +361,30 @@ fn http_bodies_are_read_only_up_to_a_cap() {
         );
     }
 }
+
+#[test]
+fn nats_probes_with_a_login_do_not_leak_sockets() {
+    use crate::support::nats_server::{NatsConfig, NatsServer};
+    let _serial = crate::support::one_at_a_time();
+    let sandbox = Sandbox::new();
+    let Some(server) = NatsServer::start(NatsConfig {
+        user: Some(("app".into(), "nats-leak-pw".into())),
+        debug: true,
+        ..NatsConfig::default()
+    }) else {
+        return;
+    };
+    let password = sandbox.write("password", "nats-leak-pw");
+    // --invert against a real server that accepts the login: every attempt is the whole
+    // exchange (INFO, CONNECT, PING, +OK, PONG), and the server logs each connection.
+    fds_stay_flat(
+        sandbox
+            .initbox()
+            .args(["-q", "wait-for-nats", "--invert", "--interval", "1ms"])
+            .args([&server.address(), "--user", "app", "--timeout", "0"])
+            .arg("--password-file")
+            .arg(&password)
+            .spawn(),
+        || server.log().matches("Client connection created").count(),
+    );
+}

@@ -94,6 +94,22 @@ fn the_cli_and_the_file_give_identical_commands_for_every_task() {
             &["/opt/conf", "/w/", "--exclude", "*.tmp", "--if-absent"],
             r#"{paths: [/opt/conf, /w/], exclude: ["*.tmp"], if-absent: true}"#,
         ),
+        // Brokers: NATS, ZooKeeper, AMQP.
+        (
+            "wait-for-nats",
+            &["nats://app@bus:4222", "--password-file", "/s/pw", "--tls"],
+            r#"{servers: ["nats://app@bus:4222"], password-file: /s/pw, tls: true}"#,
+        ),
+        (
+            "wait-for-zookeeper",
+            &["zk-0.zk:2181", "zk-1.zk", "--mode", "leader"],
+            r#"{servers: ["zk-0.zk:2181", zk-1.zk], mode: leader}"#,
+        ),
+        (
+            "wait-for-amqp",
+            &["amqps://mq/orders", "--user", "app", "--vhost", "/"],
+            r#"{servers: ["amqps://mq/orders"], user: app, vhost: /}"#,
+        ),
         // Volume preparation: chown, chmod, mkdir, remove.
         (
             "chown",
