@@ -243,6 +243,8 @@ WaitForDns(DnsArgs),
 WaitForTcp(TcpArgs),
 /// Wait until HTTP(S) endpoints answer with an accepted status (like an httpGet probe).
 WaitForHttp(HttpArgs),
+/// Wait until PostgreSQL accepts connections, or a login (replaces `until pg_isready; do sleep 2; done`).
+WaitForPostgres(crate::checks::postgres::PostgresArgs),
 /// Send ICMP echo requests, or wait until a host answers them.
 Ping(PingArgs),
 /// Register this pod with a remote service over HTTP.

@@ -3,5 +3,6 @@
 pub mod dns;
 pub mod http;
 pub mod ping;
+pub mod postgres;
 pub mod service;
 pub mod tcp;

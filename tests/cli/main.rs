@@ -15,6 +15,7 @@ mod exit_codes;
 mod fetch;
 mod git_clone;
 mod http;
+mod postgres;
 mod register;
 mod run;
 mod secrets;

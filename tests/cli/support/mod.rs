@@ -6,6 +6,7 @@
 pub mod dns_server;
 pub mod git_server;
 pub mod http_server;
+pub mod postgres_server;
 
 use std::io::{BufRead, BufReader};
 use std::net::{TcpListener, TcpStream};
