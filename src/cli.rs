@@ -245,6 +245,10 @@ WaitForTcp(TcpArgs),
 WaitForHttp(HttpArgs),
 /// Wait until PostgreSQL accepts connections, or a login (replaces `until pg_isready; do sleep 2; done`).
 WaitForPostgres(crate::checks::postgres::PostgresArgs),
+/// Wait until Redis servers answer PING (replaces `until redis-cli ping; do sleep 2; done`).
+WaitForRedis(crate::checks::redis::RedisArgs),
+/// Wait until MySQL/MariaDB servers accept connections (replaces `until mysqladmin ping; do sleep 2; done`).
+WaitForMysql(crate::checks::mysql::MysqlArgs),
 /// Send ICMP echo requests, or wait until a host answers them.
 Ping(PingArgs),
 /// Register this pod with a remote service over HTTP.

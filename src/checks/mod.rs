@@ -2,7 +2,9 @@
 
 pub mod dns;
 pub mod http;
+pub mod mysql;
 pub mod ping;
 pub mod postgres;
+pub mod redis;
 pub mod service;
 pub mod tcp;

@@ -6,7 +6,9 @@
 pub mod dns_server;
 pub mod git_server;
 pub mod http_server;
+pub mod mysql_server;
 pub mod postgres_server;
+pub mod redis_server;
 
 use std::io::{BufRead, BufReader};
 use std::net::{TcpListener, TcpStream};
