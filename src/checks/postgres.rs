@@ -37,25 +37,21 @@ pub struct PostgresArgs {
     /// Log in as this role (a URL's user wins). With a user or a password the check is a
     /// real login and `SELECT 1`; without either it only asks whether the server accepts
     /// connections, as pg_isready does.
-    #[arg(long, env = "PGUSER", value_name = "NAME")]
+    /// Else PGUSER, as libpq.
+    #[arg(long, env = "INITBOX_USER", value_name = "NAME")]
     pub user: Option<String>,
     /// The database to log in to (a URL's path wins); default: the user name, as libpq.
-    #[arg(long, env = "PGDATABASE", value_name = "NAME")]
+    /// Else PGDATABASE.
+    #[arg(long, env = "INITBOX_DATABASE", value_name = "NAME")]
     pub database: Option<String>,
     /// Read the password from this file (whitespace around it is dropped); else PGPASSWORD.
     #[arg(long, env = "INITBOX_PASSWORD_FILE", value_name = "FILE")]
     pub password_file: Option<PathBuf>,
     /// disable: plain text; prefer: TLS when the server offers it, unverified; require: TLS
     /// or fail, unverified; verify-full: TLS with the certificate checked (chain and name).
-    /// A URL's ?sslmode= wins.
-    #[arg(
-        long,
-        env = "PGSSLMODE",
-        value_name = "MODE",
-        default_value = "prefer",
-        help_heading = "TLS"
-    )]
-    pub tls: TlsMode,
+    /// A URL's ?sslmode= wins; else PGSSLMODE; default prefer, as libpq.
+    #[arg(long, env = "INITBOX_TLS", value_name = "MODE", help_heading = "TLS")]
+    pub tls: Option<TlsMode>,
     #[command(flatten)]
     pub tls_files: TlsArgs,
     #[command(flatten)]
@@ -728,6 +724,11 @@ fn tls_setup(mode: TlsMode, files: &TlsArgs) -> Result<Option<Arc<ClientConfig>>
     Ok(Some(Arc::new(config)))
 }
 
+/// A libpq environment variable, when set and not empty.
+fn libpq_variable(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|value| !value.is_empty())
+}
+
 impl crate::cli::Task for PostgresArgs {
     fn execute(self) -> impl std::future::Future<Output = Result<()>> + Send {
         run(self)
@@ -744,10 +745,23 @@ pub async fn run(args: PostgresArgs) -> Result<()> {
         .resolver
         .resolver(args.wait.retry.attempt_timeout.get());
     let password = service::password(args.password_file.as_deref(), "PGPASSWORD")?;
+    // libpq's variables, below initbox's own flags and variables.
+    let default_user = args.user.clone().or_else(|| libpq_variable("PGUSER"));
+    let default_database = args
+        .database
+        .clone()
+        .or_else(|| libpq_variable("PGDATABASE"));
+    let default_tls = match (args.tls, libpq_variable("PGSSLMODE")) {
+        (Some(mode), _) => mode,
+        (None, Some(text)) => text
+            .parse()
+            .map_err(|e: String| Error::Usage(format!("PGSSLMODE={text}: {e}")))?,
+        (None, None) => TlsMode::Prefer,
+    };
     let mut configs: Vec<(TlsMode, Option<Arc<ClientConfig>>)> = Vec::new();
     let mut probes = Vec::new();
     for target in args.targets {
-        let user = target.service.user.clone().or_else(|| args.user.clone());
+        let user = target.service.user.clone().or_else(|| default_user.clone());
         let full = user.is_some() || password.is_some();
         // Without a user, the role every image has: a trust server then lets us all the
         // way in (and logs nothing), a password server asks and we stop there.
@@ -756,9 +770,9 @@ pub async fn run(args: PostgresArgs) -> Result<()> {
             .service
             .path
             .clone()
-            .or_else(|| args.database.clone())
+            .or_else(|| default_database.clone())
             .unwrap_or_else(|| user.clone());
-        let tls = target.tls.unwrap_or(args.tls);
+        let tls = target.tls.unwrap_or(default_tls);
         let tls_config = match configs.iter().find(|(mode, _)| *mode == tls) {
             Some((_, config)) => config.clone(),
             None => {

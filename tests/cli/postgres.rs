@@ -294,6 +294,21 @@ fn pguser_pgdatabase_and_pgpassword_are_honoured() {
         .run()
         .assert_code(0)
         .assert_stderr_contains("logged in as app_scram to appdb");
+    // initbox's own variables come before libpq's.
+    wait_for(&sandbox, &[&shared.server.address()])
+        .env("PGUSER", "nobody")
+        .env("INITBOX_USER", "app_md5")
+        .env("INITBOX_DATABASE", "appdb")
+        .env("PGPASSWORD", MD5_PASSWORD)
+        .run()
+        .assert_code(0)
+        .assert_stderr_contains("logged in as app_md5 to appdb");
+    let Some(plain) = plain() else { return };
+    wait_for(&sandbox, &[&plain.address(), "--timeout", "60s"])
+        .env("PGSSLMODE", "require")
+        .run()
+        .assert_code(1)
+        .assert_stderr_contains("--tls require requires it");
 }
 
 #[test]
