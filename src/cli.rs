@@ -243,6 +243,8 @@ WaitForDns(DnsArgs),
 WaitForTcp(TcpArgs),
 /// Wait until HTTP(S) endpoints answer with an accepted status (like an httpGet probe).
 WaitForHttp(HttpArgs),
+/// Wait until PostgreSQL accepts connections, or a login (replaces `until pg_isready; do sleep 2; done`).
+WaitForPostgres(crate::checks::postgres::PostgresArgs),
 /// Wait until Redis servers answer PING (replaces `until redis-cli ping; do sleep 2; done`).
 WaitForRedis(crate::checks::redis::RedisArgs),
 /// Wait until MySQL/MariaDB servers accept connections (replaces `until mysqladmin ping; do sleep 2; done`).

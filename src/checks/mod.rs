@@ -6,6 +6,7 @@ pub mod http;
 pub mod mysql;
 pub mod nats;
 pub mod ping;
+pub mod postgres;
 pub mod redis;
 pub mod service;
 pub mod tcp;

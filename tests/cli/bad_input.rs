@@ -201,6 +201,23 @@ fn usage_errors_exit_2_naming_the_bad_value() {
                 &["wait-for-dns", "mydb", "--nameserver", "1.2.3.4:99999"],
                 "nameserver '1.2.3.4:99999'",
             ),
+            // wait-for-postgres
+            bad(2, &["wait-for-postgres"], "<HOST[:PORT]|URL>"),
+            bad(
+                2,
+                &["wait-for-postgres", "postgres://app:hunter2@db/orders"],
+                "--password-file (or PGPASSWORD)",
+            ),
+            bad(
+                2,
+                &["wait-for-postgres", "db", "--tls", "maybe"],
+                "'maybe' is not a TLS mode",
+            ),
+            bad(
+                2,
+                &["wait-for-postgres", "postgres://db/x?sslmode=allow"],
+                "'allow' is not supported",
+            ),
             // wait-for-http
             bad(
                 2,

@@ -17,6 +17,7 @@ mod fetch;
 mod git_clone;
 mod http;
 mod mysql;
+mod postgres;
 mod redis;
 mod nats;
 mod register;

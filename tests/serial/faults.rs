@@ -645,6 +645,11 @@ fn sigterm_to_pid_1_ends_every_waiting_command_within_a_second() {
         ),
         waiting("wait-for-tcp", &["wait-for-tcp", &refused], "is not ready"),
         waiting(
+            "wait-for-postgres",
+            &["wait-for-postgres", &refused],
+            "is not ready",
+        ),
+        waiting(
             "wait-for-redis",
             &["wait-for-redis", &refused],
             "is not ready",
@@ -880,6 +885,18 @@ fn every_waiting_command_ends_within_50ms_of_its_deadline() {
             "wait-for-tcp",
             "refused",
             &["wait-for-tcp", &refused, "--timeout", "1s"],
+            1000,
+        ),
+        deadline_case(
+            "wait-for-postgres",
+            "refused",
+            &["wait-for-postgres", &refused, "--timeout", "1s"],
+            1000,
+        ),
+        deadline_case(
+            "wait-for-postgres",
+            "an answer awaited",
+            &["wait-for-postgres", &silent_tcp, "--timeout", "1s"],
             1000,
         ),
         deadline_case(

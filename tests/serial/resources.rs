@@ -388,3 +388,48 @@ fn nats_probes_with_a_login_do_not_leak_sockets() {
         || server.log().matches("Client connection created").count(),
     );
 }
+
+/// wait-for-postgres against a standby that answers every connection with 57P03: each
+/// attempt is a full exchange (connect, StartupMessage, ErrorResponse, close). 2 000, not
+/// 10 000: every answer costs the server a fork, about 10 ms each here under load, and the
+/// fds are sampled after the first 200 as for the other probes.
+#[test]
+fn postgres_probes_do_not_leak_sockets() {
+    let _serial = crate::support::one_at_a_time();
+    let Some(mut server) = crate::support::postgres_server::PgServer::new() else {
+        return;
+    };
+    server.write_data_file("standby.signal", "", 0o600);
+    server.set("hot_standby=off").set("log_connections=on");
+    server.spawn();
+    let sandbox = Sandbox::new();
+    let running = sandbox
+        .initbox()
+        .args([
+            "-q",
+            "wait-for-postgres",
+            "--tls",
+            "disable",
+            "--interval",
+            "1ms",
+        ])
+        .args(["--timeout", "0", &server.address()])
+        .spawn();
+    let attempts = || server.log().matches("connection received").count();
+    assert!(
+        eventually(Duration::from_secs(30), || attempts() >= 200),
+        "the first 200 attempts did not happen; stderr:\n{}",
+        running.stderr_so_far()
+    );
+    let early = open_fds(running.pid());
+    assert!(early > 0, "could not read the descriptors");
+    assert!(
+        eventually(ATTEMPTS_LIMIT, || attempts() >= 2_000),
+        "only {} attempts",
+        attempts()
+    );
+    let late = open_fds(running.pid());
+    assert!(late <= early + 3, "descriptors grew from {early} to {late}");
+    running.signal("TERM");
+    running.wait().assert_code(143);
+}

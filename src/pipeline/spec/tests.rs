@@ -36,6 +36,11 @@ fn the_cli_and_the_file_give_identical_commands_for_every_task() {
             r#"{targets: ["mydb:5432"]}"#,
         ),
         (
+            "wait-for-postgres",
+            &["postgres://app@db/orders", "--tls", "require"],
+            r#"{targets: ["postgres://app@db/orders"], tls: require}"#,
+        ),
+        (
             "wait-for-http",
             &["http://api/healthz"],
             r#"{urls: ["http://api/healthz"]}"#,
