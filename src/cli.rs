@@ -243,6 +243,14 @@ WaitForDns(DnsArgs),
 WaitForTcp(TcpArgs),
 /// Wait until HTTP(S) endpoints answer with an accepted status (like an httpGet probe).
 WaitForHttp(HttpArgs),
+/// Wait until gRPC servers report SERVING (grpc.health.v1, like grpc-health-probe).
+WaitForGrpc(crate::checks::grpc::GrpcArgs),
+/// Wait until files exist, with a type, a size or contents.
+WaitForFile(crate::checks::file::FileArgs),
+/// Wait until unix sockets accept connections.
+WaitForSocket(crate::checks::socket::SocketArgs),
+/// Wait until a command succeeds (replaces `until CMD; do sleep 2; done`).
+WaitForCommand(crate::checks::command::CommandArgs),
 /// Send ICMP echo requests, or wait until a host answers them.
 Ping(PingArgs),
 /// Register this pod with a remote service over HTTP.

@@ -1,7 +1,11 @@
 //! One probe per kind of readiness check; the wait engine drives them all.
 
+pub mod command;
 pub mod dns;
+pub mod file;
+pub mod grpc;
 pub mod http;
 pub mod ping;
 pub mod service;
+pub mod socket;
 pub mod tcp;
