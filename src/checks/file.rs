@@ -33,7 +33,8 @@ pub struct FileArgs {
     /// Ready only when a file is not empty, or a directory has an entry.
     #[arg(long, env = "INITBOX_NON_EMPTY")]
     pub non_empty: bool,
-    /// Ready only when the file's first MiB matches this regular expression.
+    /// Ready only when the file's first MiB matches this regular expression (`^` and `$`
+    /// match at every line, as in grep).
     #[arg(long, env = "INITBOX_CONTAINS", value_name = "REGEX", value_parser = parse_regex)]
     pub contains: Option<Pattern>,
     #[command(flatten)]
@@ -64,8 +65,9 @@ impl std::fmt::Debug for Pattern {
 }
 
 fn parse_regex(text: &str) -> std::result::Result<Pattern, String> {
-    let regex =
-        regex_lite::Regex::new(text).map_err(|e| format!("not a regular expression: {e}"))?;
+    // As grep: `^` and `$` match at the start and end of every line.
+    let regex = regex_lite::Regex::new(&format!("(?m){text}"))
+        .map_err(|e| format!("not a regular expression: {e}"))?;
     Ok(Pattern {
         text: text.to_owned(),
         regex,

@@ -99,7 +99,9 @@ impl GrpcProbe {
                     .server_name
                     .as_deref()
                     .unwrap_or(&self.target.host);
-                let stream = service::start_tls(stream, name, config.clone()).await?;
+                let stream = service::start_tls(stream, name, config.clone())
+                    .await
+                    .map_err(plaintext_server)?;
                 self.exchange(stream, "https").await
             }
         }
@@ -242,6 +244,19 @@ impl GrpcProbe {
             ""
         };
         Failure::Retry(format!("HTTP/2: {what}{hint}"))
+    }
+}
+
+/// The shared TLS description speaks of URLs; a gRPC user has a flag to drop instead.
+fn plaintext_server(failure: Failure) -> Failure {
+    match failure {
+        Failure::Fatal(Error::Failed(message)) if message.contains("does not speak TLS") => {
+            Failure::Fatal(Error::Failed(
+                "TLS: the server does not speak TLS (a plaintext gRPC port: leave out --tls)"
+                    .into(),
+            ))
+        }
+        other => other,
     }
 }
 
