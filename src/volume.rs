@@ -129,30 +129,41 @@ impl Tally {
     }
 
     fn tick(&mut self, path: &Path) {
-        self.since_check += 1;
-        if self.since_check < 1024 {
+        if !self.progress_due(Instant::now()) {
             return;
         }
-        self.since_check = 0;
-        let now = Instant::now();
-        if now.duration_since(self.last_line) >= PROGRESS_EVERY {
-            self.last_line = now;
-            report::Event::new(
-                report::Level::Info,
-                &format!("{}.progress", self.command),
-                format!(
-                    "{}: still working after {}: {}, now at {}",
-                    self.command,
-                    Elapsed(now.duration_since(self.start)),
-                    self.counts(),
-                    path.display()
-                ),
-            )
-            .field("changed", self.changed)
-            .field("unchanged", self.unchanged)
-            .field("skipped", self.skipped)
-            .emit();
+        let now = self.last_line;
+        report::Event::new(
+            report::Level::Info,
+            &format!("{}.progress", self.command),
+            format!(
+                "{}: still working after {}: {}, now at {}",
+                self.command,
+                Elapsed(now.duration_since(self.start)),
+                self.counts(),
+                path.display()
+            ),
+        )
+        .field("changed", self.changed)
+        .field("unchanged", self.unchanged)
+        .field("skipped", self.skipped)
+        .emit();
+    }
+
+    /// Whether this entry is the one to print a progress line at: the clock is read once
+    /// every 1024 entries (not per entry, on a walk of millions), and a line is due
+    /// [`PROGRESS_EVERY`] after the last one.
+    fn progress_due(&mut self, now: Instant) -> bool {
+        self.since_check += 1;
+        if self.since_check < 1024 {
+            return false;
         }
+        self.since_check = 0;
+        if now.duration_since(self.last_line) < PROGRESS_EVERY {
+            return false;
+        }
+        self.last_line = now;
+        true
     }
 
     /// The summary line: `chown: 12034 changed, 3 unchanged, 1 skipped in 0.8s`.
@@ -191,4 +202,28 @@ pub async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(move || crate::step::on_thread(step, work))
         .await
         .map_err(|e| Error::Failed(format!("the filesystem work stopped: {e}")))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_progress_line_is_due_every_ten_seconds_checked_once_per_1024_entries() {
+        let mut tally = Tally::new("chown");
+        let start = tally.start;
+        let at = |secs: u64| start + Duration::from_secs(secs);
+        let due = |tally: &mut Tally, now: Instant, entries: usize| {
+            (0..entries).filter(|_| tally.progress_due(now)).count()
+        };
+        // Within the first 10 s, never; the clock is read on every 1024th entry only.
+        assert_eq!(due(&mut tally, at(9), 4096), 0);
+        assert_eq!(due(&mut tally, at(11), 1023), 0);
+        assert_eq!(due(&mut tally, at(11), 1), 1);
+        // The next one 10 s after that line, however many entries pass meanwhile.
+        assert_eq!(due(&mut tally, at(20), 100_000), 0);
+        assert_eq!(due(&mut tally, at(21), 1024), 1);
+        assert_eq!(due(&mut tally, at(21), 1024), 0);
+    }
 }

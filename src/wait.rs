@@ -115,6 +115,9 @@ pub struct WaitOptions {
     /// Who keeps a single attempt from taking forever.
     pub attempt: AttemptBound,
     pub invert: bool,
+    /// `--stable-for`: ready only once every attempt for this long has been ready (zero:
+    /// the first ready attempt is enough).
+    pub stable_for: Duration,
 }
 
 impl WaitOptions {
@@ -164,6 +167,8 @@ struct Progress {
     ready: bool,
     attempts: u32,
     last_reason: Option<String>,
+    /// Ready since then, and still to stay ready for `--stable-for`.
+    ready_since: Option<Instant>,
 }
 
 /// Waits until every probe is ready (or, with `invert`, not ready), concurrently.
@@ -177,6 +182,16 @@ pub async fn wait_for_all<P: Probe>(
 ) -> Result<Vec<ReadyTarget<P::Output>>> {
     let start = Instant::now();
     let names: Vec<String> = probes.iter().map(|p| p.target().to_owned()).collect();
+    if let Some(limit) = options.timeout
+        && !options.stable_for.is_zero()
+        && options.stable_for >= limit
+    {
+        return Err(Error::Usage(format!(
+            "--stable-for {} can never be met within the timeout of {}; make it shorter, or the timeout longer",
+            Elapsed(options.stable_for),
+            Elapsed(limit)
+        )));
+    }
     announce_start(what, &names, &options);
 
     let mut tasks = JoinSet::new();
@@ -204,7 +219,15 @@ pub async fn wait_for_all<P: Probe>(
         None => all_ready.await?,
         Some(limit) => match tokio::time::timeout_at(start + limit, all_ready).await {
             Ok(result) => result?,
-            Err(_) => return Err(timed_out(limit, &names, &progress, options.invert)),
+            Err(_) => {
+                return Err(timed_out(
+                    limit,
+                    options.stable_for,
+                    &names,
+                    &progress,
+                    options.invert,
+                ));
+            }
         },
     };
     if ready.len() > 1 {
@@ -256,6 +279,8 @@ async fn watch<P: Probe>(
     let mut attempts = 0u32;
     let mut last_reason: Option<String> = None;
     let mut last_line = start;
+    // The start of the first attempt of the current run of ready ones (`--stable-for`).
+    let mut ready_since: Option<Instant> = None;
     loop {
         let attempt_start = Instant::now();
         attempts += 1;
@@ -277,7 +302,47 @@ async fn watch<P: Probe>(
             Attempt::Backoff { after, .. } => Some(*after),
             _ => None,
         };
+        let unconfirmed = match (&outcome, options.stable_for.is_zero()) {
+            (Attempt::Ready { detail, .. }, false) => {
+                let since = *ready_since.get_or_insert_with(|| {
+                    announce_confirming(&target, detail, options.stable_for);
+                    attempt_start
+                });
+                attempt_start.duration_since(since) < options.stable_for
+            }
+            _ => false,
+        };
+        if let (Some(since), Attempt::NotYet(reason) | Attempt::Backoff { reason, .. }) =
+            (ready_since, &outcome)
+        {
+            report::Event::new(
+                report::Level::Info,
+                "wait.unstable",
+                format!(
+                    "{target} was ready for {}, then not: {reason}; waiting for it to stay ready for {}",
+                    Elapsed(attempt_start.duration_since(since)),
+                    Elapsed(options.stable_for)
+                ),
+            )
+            .field("target", target.clone())
+            .field("reason", reason.clone())
+            .field("attempts", attempts)
+            .emit();
+            ready_since = None;
+            // Said just now; the same reason again is news only after the next ready run.
+            last_reason = Some(reason.clone());
+            last_line = Instant::now();
+        }
+        state.lock().unwrap_or_else(|p| p.into_inner()).ready_since = ready_since;
         match outcome {
+            Attempt::Ready { .. } if unconfirmed => {
+                state.lock().unwrap_or_else(|p| p.into_inner()).attempts = attempts;
+                // Confirming goes on at the fast rate, up to the moment the run is long enough.
+                let confirmed_at = ready_since.unwrap_or(attempt_start) + options.stable_for;
+                let next = (attempt_start + options.interval.min(FAST_INTERVAL)).min(confirmed_at);
+                tokio::time::sleep_until(next.max(Instant::now())).await;
+                continue;
+            }
             Attempt::Ready { detail, output } => {
                 state.lock().unwrap_or_else(|p| p.into_inner()).ready = true;
                 let elapsed = start.elapsed();
@@ -355,6 +420,26 @@ async fn watch<P: Probe>(
     }
 }
 
+/// The first ready attempt of a run that `--stable-for` must confirm.
+fn announce_confirming(target: &str, detail: &str, stable_for: Duration) {
+    let seen = if detail.is_empty() {
+        String::new()
+    } else {
+        format!(" ({detail})")
+    };
+    report::Event::new(
+        report::Level::Info,
+        "wait.confirming",
+        format!(
+            "{target} is ready{seen}; confirming it stays ready for {} (--stable-for)",
+            Elapsed(stable_for)
+        ),
+    )
+    .field("target", target.to_owned())
+    .field("stable_for_ms", stable_for.as_millis() as u64)
+    .emit();
+}
+
 /// The reason an attempt cut short by `--attempt-timeout` gives, whoever cut it.
 pub fn no_answer_within(limit: Duration) -> String {
     format!("no answer within {} (--attempt-timeout)", Elapsed(limit))
@@ -383,6 +468,7 @@ pub fn pause_after(since_start: Duration, interval: Duration) -> Duration {
 
 fn timed_out(
     limit: Duration,
+    stable_for: Duration,
     names: &[String],
     progress: &[Arc<Mutex<Progress>>],
     invert: bool,
@@ -396,6 +482,11 @@ fn timed_out(
             let state = state.lock().unwrap_or_else(|p| p.into_inner());
             match (&state.last_reason, state.ready) {
                 (_, true) => None,
+                (_, false) if let Some(since) = state.ready_since => Some(format!(
+                    "{name}{goal} (ready for {} of the {} --stable-for asks)",
+                    Elapsed(since.elapsed()),
+                    Elapsed(stable_for)
+                )),
                 (Some(reason), false) => Some(format!("{name}{goal} ({label}: {reason})")),
                 (None, false) => Some(format!("{name}{goal} (no answer yet)")),
             }
@@ -448,6 +539,18 @@ pub struct WaitArgs {
     /// Wait until the targets are NOT ready (a port closed, a name gone).
     #[arg(long, env = "INITBOX_INVERT", help_heading = "Waiting")]
     pub invert: bool,
+    /// Ready only once every attempt for this long has been ready (attempts go on at the
+    /// fast rate meanwhile): a server that restarts once it has started, such as the
+    /// official PostgreSQL and MySQL images after their init scripts, is not taken for
+    /// ready the first time.
+    #[arg(
+        long,
+        env = "INITBOX_STABLE_FOR",
+        value_name = "DURATION",
+        default_value = "0s",
+        help_heading = "Waiting"
+    )]
+    pub stable_for: FlagDuration,
 }
 
 impl WaitArgs {
@@ -455,6 +558,7 @@ impl WaitArgs {
     pub fn options(&self) -> WaitOptions {
         WaitOptions {
             invert: self.invert,
+            stable_for: self.stable_for.get(),
             ..self.retry.options()
         }
     }
@@ -470,6 +574,7 @@ impl RetryArgs {
             interval: self.interval.get(),
             attempt: AttemptBound::Engine(self.attempt_timeout.get()),
             invert: false,
+            stable_for: Duration::ZERO,
         }
     }
 }
@@ -533,7 +638,108 @@ mod tests {
             interval: Duration::from_secs(1),
             attempt: AttemptBound::Engine(Duration::from_secs(2)),
             invert: false,
+            stable_for: Duration::ZERO,
         }
+    }
+
+    /// Ready in the given windows of time since its creation (a server that starts, stops
+    /// to restart, and starts again, as the official database images do).
+    struct Windows {
+        start: Instant,
+        up: Vec<(Duration, Duration)>,
+        attempts: Arc<AtomicU32>,
+    }
+    impl Probe for Windows {
+        type Output = ();
+        fn target(&self) -> &str {
+            "db"
+        }
+        async fn attempt(&self) -> Attempt {
+            self.attempts.fetch_add(1, Ordering::SeqCst);
+            let now = self.start.elapsed();
+            if self.up.iter().any(|(from, to)| (*from..*to).contains(&now)) {
+                Attempt::ready("up")
+            } else {
+                Attempt::NotYet("connection refused".into())
+            }
+        }
+    }
+
+    fn stable(timeout: u64, stable_for: Duration) -> WaitOptions {
+        WaitOptions {
+            stable_for,
+            ..options(timeout)
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stable_for_skips_a_first_start_that_restarts() {
+        let secs = Duration::from_secs;
+        let probe = Windows {
+            start: Instant::now(),
+            // Up for 1 s (the init scripts' temporary server), down 2 s, then up for good.
+            up: vec![(secs(1), secs(2)), (secs(4), secs(3600))],
+            attempts: Arc::default(),
+        };
+        let count = probe.attempts.clone();
+        let start = Instant::now();
+        let ready = wait_for_all("test", vec![probe], stable(60, secs(3)))
+            .await
+            .unwrap();
+        let took = start.elapsed();
+        // Ready from 4 s on; confirmed by an attempt 3 s later.
+        assert!(
+            took >= secs(7) && took <= Duration::from_millis(7050),
+            "{took:?}"
+        );
+        // The confirming went on at the fast rate: one attempt per 50 ms all along.
+        assert_eq!(count.load(Ordering::SeqCst), ready[0].attempts);
+        assert!(ready[0].attempts >= 140, "{}", ready[0].attempts);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stable_for_ends_at_the_exact_moment_the_run_is_long_enough() {
+        let probe = Windows {
+            start: Instant::now(),
+            up: vec![(Duration::ZERO, Duration::from_secs(3600))],
+            attempts: Arc::default(),
+        };
+        let mut options = stable(60, Duration::from_millis(120));
+        options.interval = Duration::from_secs(1);
+        let start = Instant::now();
+        let ready = wait_for_all("test", vec![probe], options).await.unwrap();
+        // Attempts at 0, 50, 100 and 120 ms: the last one is due when the run is complete.
+        assert_eq!(start.elapsed(), Duration::from_millis(120));
+        assert_eq!(ready[0].attempts, 4);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stable_for_timing_out_says_how_long_it_had_been_ready() {
+        let secs = Duration::from_secs;
+        let probe = Windows {
+            start: Instant::now(),
+            up: vec![(secs(8), secs(3600))],
+            attempts: Arc::default(),
+        };
+        let error = wait_for_all("test", vec![probe], stable(10, secs(5)))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "timed out after 10s waiting for db (ready for 2s of the 5s --stable-for asks)"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stable_for_longer_than_the_timeout_is_refused_before_any_attempt() {
+        let probe = ReadyAt::new("a", Duration::ZERO);
+        let count = probe.attempts.clone();
+        let error = wait_for_all("test", vec![probe], stable(10, Duration::from_secs(10)))
+            .await
+            .unwrap_err();
+        assert!(matches!(error, Error::Usage(_)), "{error}");
+        assert!(error.to_string().contains("--stable-for 10s"), "{error}");
+        assert_eq!(count.load(Ordering::SeqCst), 0);
     }
 
     #[tokio::test(start_paused = true)]

@@ -55,20 +55,20 @@ struct Chmod {
     tally: Tally,
 }
 
-impl Visitor for Chmod {
-    fn visit(&mut self, entry: &Entry<'_>) -> Result<Next> {
+impl Chmod {
+    fn change(&mut self, entry: &Entry<'_>) -> Result<()> {
         let Some(meta) = entry.meta else {
-            return Ok(Next::Descend);
+            return Ok(());
         };
         if entry.kind == Kind::Symlink {
             self.tally
                 .skipped(entry.path, "a symbolic link has no mode of its own");
-            return Ok(Next::Descend);
+            return Ok(());
         }
         let new = self.mode.apply(meta.mode, entry.kind == Kind::Directory);
         if new == meta.mode {
             self.tally.unchanged(entry.path);
-            return Ok(Next::Descend);
+            return Ok(());
         }
         let done = match entry.dir {
             Some(dir) => rustix::fs::fchmod(dir, RawMode::from_raw_mode(new)).map(|()| true),
@@ -87,7 +87,26 @@ impl Visitor for Chmod {
                 ));
             }
         }
+        Ok(())
+    }
+}
+
+impl Visitor for Chmod {
+    fn visit(&mut self, entry: &Entry<'_>) -> Result<Next> {
+        // A named directory walked into changes last, once all below it has: its mode is
+        // what --if-root-differs reads as "done", so a walk cut short must not leave it
+        // looking finished.
+        if !(entry.depth == 0 && entry.dir.is_some()) {
+            self.change(entry)?;
+        }
         Ok(Next::Descend)
+    }
+
+    fn leave(&mut self, entry: &Entry<'_>) -> Result<()> {
+        if entry.depth == 0 {
+            self.change(entry)?;
+        }
+        Ok(())
     }
 
     fn skipped(&mut self, path: &Path, why: Skipped) {

@@ -53,14 +53,14 @@ struct Chown {
     tally: Tally,
 }
 
-impl Visitor for Chown {
-    fn visit(&mut self, entry: &Entry<'_>) -> Result<Next> {
+impl Chown {
+    fn change(&mut self, entry: &Entry<'_>) -> Result<()> {
         let Some(meta) = entry.meta else {
-            return Ok(Next::Descend);
+            return Ok(());
         };
         if self.ids.matches(meta.uid, meta.gid) {
             self.tally.unchanged(entry.path);
-            return Ok(Next::Descend);
+            return Ok(());
         }
         let uid = self.ids.uid.map(Uid::from_raw);
         let gid = self.ids.gid.map(Gid::from_raw);
@@ -86,7 +86,26 @@ impl Visitor for Chown {
                 ));
             }
         }
+        Ok(())
+    }
+}
+
+impl Visitor for Chown {
+    fn visit(&mut self, entry: &Entry<'_>) -> Result<Next> {
+        // A named directory walked into changes last, once all below it has: its owner is
+        // what --if-root-differs reads as "done", so a walk cut short (a permission error,
+        // a kill) must not leave it looking finished.
+        if !(entry.depth == 0 && entry.dir.is_some()) {
+            self.change(entry)?;
+        }
         Ok(Next::Descend)
+    }
+
+    fn leave(&mut self, entry: &Entry<'_>) -> Result<()> {
+        if entry.depth == 0 {
+            self.change(entry)?;
+        }
+        Ok(())
     }
 
     fn skipped(&mut self, path: &Path, why: Skipped) {

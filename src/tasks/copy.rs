@@ -12,6 +12,7 @@
 //!   link planted in DEST never leads the copy out of it: a link at a file's place is
 //!   replaced by the renamed file, a link at a directory's place is an error.
 
+use std::collections::HashMap;
 use std::ffi::{CStr, CString, OsStr, OsString};
 use std::fs::File;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -130,6 +131,7 @@ fn run(args: &CopyArgs) -> Result<()> {
             target: &job.target,
             top: (parent, job.target_name.clone()),
             dirs: Vec::new(),
+            copied: HashMap::new(),
             tally: &mut tally,
         };
         let options = walk::Options {
@@ -340,7 +342,19 @@ struct Copier<'a> {
     /// The destination directory of each directory being copied, and whether its mode,
     /// owner and times are to be set when it is left (not for one --if-absent kept).
     dirs: Vec<(OwnedFd, bool)>,
+    /// Files with more than one name, by (device, inode), and where their first copy went
+    /// (relative to `top.0`): a second name becomes a hard link to it, as `cp -a` does.
+    copied: HashMap<(u64, u64), PathBuf>,
     tally: &'a mut Tally,
+}
+
+/// How a file came to be at its temp name.
+enum Made {
+    /// Copied (or made, for a FIFO, socket or device); `(device, inode)` of a source with
+    /// more names, to link them to this copy.
+    Copied(Option<(u64, u64)>),
+    /// A hard link to the copy of an earlier name of the same file.
+    Linked,
 }
 
 /// Where an entry of the source goes.
@@ -492,19 +506,80 @@ impl Copier<'_> {
         }
         let temp = temp_name(place.name);
         let result = match entry.kind {
-            Kind::Symlink => self.copy_link(entry, &place, &temp, &shown),
+            Kind::Symlink => self
+                .copy_link(entry, &place, &temp, &shown)
+                .map(|()| Made::Copied(None)),
+            Kind::Other => self.make_special(entry, &place, &temp, &shown),
             _ => self.copy_file(entry, &place, &temp, &shown),
         };
-        let renamed = result.and_then(|()| {
+        let renamed = result.and_then(|made| {
             rustix::fs::renameat(place.dir, &temp, place.dir, place.name)
                 .map_err(|errno| self.fail(errno, "renaming into place", &shown))
+                .map(|()| made)
         });
         if renamed.is_err() {
             let _ = rustix::fs::unlinkat(place.dir, &temp, AtFlags::empty());
         }
-        renamed?;
+        if let Made::Copied(Some(key)) = renamed? {
+            let below = entry.path.strip_prefix(self.src).unwrap_or(Path::new(""));
+            let relative = Path::new(OsStr::from_bytes(self.top.1.to_bytes())).join(below);
+            self.copied.entry(key).or_insert(relative);
+        }
         self.tally.changed(&shown);
         Ok(())
+    }
+
+    /// Makes `temp` a hard link to the copy of an earlier name of the same file. The copy
+    /// is found below the top of the destination without following any link (a link
+    /// planted there since cannot redirect it); where that fails (a kernel without
+    /// openat2, a filesystem refusing links), the caller copies the file instead.
+    fn link_to_copy(&self, first: &Path, place: &Place<'_>, temp: &CStr) -> bool {
+        use rustix::fs::ResolveFlags;
+        let (Some(parent), Some(name)) = (first.parent(), first.file_name()) else {
+            return false;
+        };
+        let parent = if parent.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            parent
+        };
+        let Ok(dir) = rustix::fs::openat2(
+            &self.top.0,
+            parent,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Perm::empty(),
+            ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+        ) else {
+            return false;
+        };
+        rustix::fs::linkat(&dir, name, place.dir, temp, AtFlags::empty()).is_ok()
+    }
+
+    /// A FIFO, socket or device, made anew with the source's mode, owner and times, as
+    /// `cp -a` does (a device needs CAP_MKNOD: without it, it is skipped with a warning).
+    fn make_special(
+        &self,
+        entry: &Entry<'_>,
+        place: &Place<'_>,
+        temp: &CStr,
+        shown: &Path,
+    ) -> Result<Made> {
+        let stat = rustix::fs::statat(entry.parent, entry.name, AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(|e| self.fail(e, "examining", entry.path))?;
+        let kind = rustix::fs::FileType::from_raw_mode(stat.st_mode);
+        let mode = self.mode_for(stat.st_mode, false);
+        rustix::fs::mknodat(
+            place.dir,
+            temp,
+            kind,
+            Perm::from_raw_mode(0o600),
+            stat.st_rdev,
+        )
+        .map_err(|e| self.fail(e, "making", shown))?;
+        rustix::fs::chmodat(place.dir, temp, Perm::from_raw_mode(mode), AtFlags::empty())
+            .map_err(|e| self.fail(e, "changing the mode of", shown))?;
+        self.owner_and_times_at(place, temp, &stat, shown)?;
+        Ok(Made::Copied(None))
     }
 
     fn copy_file(
@@ -513,7 +588,7 @@ impl Copier<'_> {
         place: &Place<'_>,
         temp: &CStr,
         shown: &Path,
-    ) -> Result<()> {
+    ) -> Result<Made> {
         let source = rustix::fs::openat(
             entry.parent,
             entry.name,
@@ -522,6 +597,14 @@ impl Copier<'_> {
         )
         .map_err(|errno| self.fail(errno, "reading", entry.path))?;
         let stat = rustix::fs::fstat(&source).map_err(|e| self.fail(e, "examining", entry.path))?;
+        // The fields' types differ between architectures.
+        #[allow(clippy::unnecessary_cast)]
+        let key = (stat.st_nlink > 1).then_some((stat.st_dev as u64, stat.st_ino as u64));
+        if let Some(first) = key.and_then(|key| self.copied.get(&key))
+            && self.link_to_copy(first, place, temp)
+        {
+            return Ok(Made::Linked);
+        }
         let copy = rustix::fs::openat(
             place.dir,
             temp,
@@ -550,7 +633,7 @@ impl Copier<'_> {
             .map_err(|e| self.fail(e, "changing the mode of", shown))?;
         rustix::fs::futimens(&copy, &times(&stat))
             .map_err(|e| self.fail(e, "setting the times of", shown))?;
-        Ok(())
+        Ok(Made::Copied(key))
     }
 
     fn copy_link(
@@ -566,11 +649,23 @@ impl Copier<'_> {
             .map_err(|e| self.fail(e, "reading the link", entry.path))?;
         rustix::fs::symlinkat(target.as_c_str(), place.dir, temp)
             .map_err(|e| self.fail(e, "making the link", shown))?;
+        self.owner_and_times_at(place, temp, &stat, shown)
+    }
+
+    /// The source's owner (see [`Copier::owner_for`]) and times, given to what was just
+    /// made at `temp` (a link, a FIFO), never through a link.
+    fn owner_and_times_at(
+        &self,
+        place: &Place<'_>,
+        temp: &CStr,
+        stat: &rustix::fs::Stat,
+        shown: &Path,
+    ) -> Result<()> {
         if let Some((uid, gid)) = self.owner_for(stat.st_uid, stat.st_gid) {
             rustix::fs::chownat(place.dir, temp, uid, gid, AtFlags::SYMLINK_NOFOLLOW)
                 .map_err(|e| self.fail(e, "changing the owner of", shown))?;
         }
-        rustix::fs::utimensat(place.dir, temp, &times(&stat), AtFlags::SYMLINK_NOFOLLOW)
+        rustix::fs::utimensat(place.dir, temp, &times(stat), AtFlags::SYMLINK_NOFOLLOW)
             .map_err(|e| self.fail(e, "setting the times of", shown))?;
         Ok(())
     }
@@ -588,17 +683,20 @@ impl Visitor for Copier<'_> {
         match entry.kind {
             Kind::Directory => self.directory(entry),
             Kind::File | Kind::Symlink => self.file_or_link(entry).map(|()| Next::Skip),
-            Kind::Other => {
-                report::warn(
-                    "copy.skipped",
-                    format!(
-                        "not copied: {} is a device, FIFO or socket",
-                        entry.path.display()
-                    ),
-                );
-                self.tally.skipped(entry.path, "a device, FIFO or socket");
-                Ok(Next::Skip)
-            }
+            Kind::Other => match self.file_or_link(entry) {
+                Err(_) if !rustix::process::geteuid().is_root() && is_device(entry) => {
+                    report::warn(
+                        "copy.skipped",
+                        format!(
+                            "not copied: {} is a device, which only root with CAP_MKNOD can make",
+                            entry.path.display()
+                        ),
+                    );
+                    self.tally.skipped(entry.path, "a device");
+                    Ok(Next::Skip)
+                }
+                done => done.map(|()| Next::Skip),
+            },
         }
     }
 
@@ -646,6 +744,16 @@ impl Visitor for Copier<'_> {
     fn action(&self) -> &str {
         "copying"
     }
+}
+
+fn is_device(entry: &Entry<'_>) -> bool {
+    use rustix::fs::FileType;
+    rustix::fs::statat(entry.parent, entry.name, AtFlags::SYMLINK_NOFOLLOW).is_ok_and(|stat| {
+        matches!(
+            FileType::from_raw_mode(stat.st_mode),
+            FileType::CharacterDevice | FileType::BlockDevice
+        )
+    })
 }
 
 fn times(stat: &rustix::fs::Stat) -> Timestamps {

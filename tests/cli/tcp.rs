@@ -2,6 +2,8 @@
 
 use std::io::Read;
 use std::net::TcpListener;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::Duration;
 
@@ -295,4 +297,73 @@ fn verbose_shows_the_addresses_resolved_and_each_address_tried_once() {
     wait(true)
         .assert_code(0)
         .assert_stderr_contains(&format!("{target}: 127.0.0.1:{port}: connected\n"));
+}
+
+/// Accepts on `port` in the background until the returned guard is dropped, then closes
+/// the port (connections are refused again).
+fn accept_until_dropped(port: u16) -> impl Drop {
+    struct Open(Arc<AtomicBool>, Option<thread::JoinHandle<()>>);
+    impl Drop for Open {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+            if let Some(thread) = self.1.take() {
+                thread.join().unwrap();
+            }
+        }
+    }
+    let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let closed = Arc::new(AtomicBool::new(false));
+    let stop = closed.clone();
+    let thread = thread::spawn(move || {
+        while !stop.load(Ordering::SeqCst) {
+            match listener.accept() {
+                Ok((stream, _)) => drop(stream),
+                Err(_) => thread::sleep(Duration::from_millis(5)),
+            }
+        }
+    });
+    Open(closed, Some(thread))
+}
+
+#[test]
+fn stable_for_is_not_fooled_by_a_port_that_closes_again() {
+    let sandbox = Sandbox::new();
+    let port = free_port("127.0.0.1");
+    let first_start = accept_until_dropped(port);
+    let waiter = sandbox
+        .initbox()
+        .args(["wait-for-tcp", &format!("127.0.0.1:{port}")])
+        .args(["--stable-for", "10s", "--timeout", "2m"])
+        .spawn();
+    waiter.wait_for_stderr(
+        "confirming it stays ready for 10s (--stable-for)",
+        Duration::from_secs(30),
+    );
+    // The temporary server of an image's init scripts stops before the real one starts.
+    drop(first_start);
+    waiter.wait_for_stderr("then not: connection refused", Duration::from_secs(30));
+    let _for_good = accept_until_dropped(port);
+    let output = waiter.wait();
+    output
+        .assert_code(0)
+        .assert_stderr_contains(&format!("127.0.0.1:{port} is ready after"));
+    assert_eq!(
+        output.stderr.matches("confirming it stays ready").count(),
+        2,
+        "{}",
+        output.stderr
+    );
+}
+
+#[test]
+fn stable_for_that_cannot_fit_in_the_timeout_is_a_usage_error() {
+    let sandbox = Sandbox::new();
+    sandbox
+        .initbox()
+        .args(["wait-for-tcp", "127.0.0.1:9", "--stable-for", "1m"])
+        .args(["--timeout", "30s"])
+        .run()
+        .assert_code(2)
+        .assert_stderr_contains("--stable-for 1m can never be met within the timeout of 30s");
 }

@@ -737,3 +737,74 @@ fn write_owner_as_an_unprivileged_user_fails_with_the_remedy() {
         .assert_stderr_contains("runAsUser: 0");
     assert!(entries(&dest).is_empty(), "{:?}", entries(&dest));
 }
+
+#[test]
+fn copy_keeps_hard_links_fifos_and_devices_as_cp_a_does() {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let sandbox = Sandbox::new();
+    let src = sandbox.path("src");
+    std::fs::create_dir_all(src.join("a")).unwrap();
+    std::fs::create_dir_all(src.join("b")).unwrap();
+    std::fs::write(src.join("a/data"), "shared\n").unwrap();
+    std::fs::hard_link(src.join("a/data"), src.join("b/same")).unwrap();
+    std::fs::hard_link(src.join("a/data"), src.join("top-name")).unwrap();
+    let fifo = std::ffi::CString::new(path_str(&src.join("a/pipe"))).unwrap();
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        fifo.as_c_str(),
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o640),
+        0,
+    )
+    .unwrap();
+    std::fs::set_permissions(src.join("a/pipe"), std::fs::Permissions::from_mode(0o640)).unwrap();
+    let root = crate::support::is_root();
+    if root {
+        let null = std::ffi::CString::new(path_str(&src.join("a/null"))).unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            null.as_c_str(),
+            rustix::fs::FileType::CharacterDevice,
+            rustix::fs::Mode::from_raw_mode(0o666),
+            rustix::fs::makedev(1, 3),
+        )
+        .unwrap();
+    }
+    let dest = sandbox.path("dest");
+    sandbox
+        .initbox()
+        .args(["copy", path_str(&src), path_str(&dest)])
+        .run()
+        .assert_code(0);
+
+    let meta = |name: &str| std::fs::symlink_metadata(dest.join(name)).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(dest.join("b/same")).unwrap(),
+        "shared\n"
+    );
+    assert_eq!(
+        meta("a/data").ino(),
+        meta("b/same").ino(),
+        "one file, two names"
+    );
+    assert_eq!(meta("a/data").ino(), meta("top-name").ino());
+    assert_eq!(meta("a/data").nlink(), 3);
+    assert_ne!(
+        meta("a/data").ino(),
+        std::fs::metadata(src.join("a/data")).unwrap().ino()
+    );
+    assert!(meta("a/pipe").file_type().is_fifo());
+    assert_eq!(mode(&dest.join("a/pipe")), 0o640);
+    if root {
+        assert!(meta("a/null").file_type().is_char_device());
+        assert_eq!(meta("a/null").rdev(), rustix::fs::makedev(1, 3));
+    }
+    // A re-run replaces each name atomically and keeps the names together.
+    sandbox
+        .initbox()
+        .args(["copy", &format!("{}/.", path_str(&src)), path_str(&dest)])
+        .run()
+        .assert_code(0);
+    assert_eq!(meta("a/data").ino(), meta("b/same").ino());
+    assert_eq!(meta("a/data").nlink(), 3);
+}

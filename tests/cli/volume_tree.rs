@@ -598,6 +598,14 @@ fn the_volume_tasks_run_as_pipeline_steps() {
     assert_eq!(state(&data.join("keep")).mode, 0o660);
 }
 
+/// A sandbox uid 65532 may enter, and a copy of the binary it may run.
+fn nonroot_sandbox() -> (Sandbox, tempfile::TempDir, PathBuf) {
+    let sandbox = Sandbox::new();
+    std::fs::set_permissions(sandbox.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (keep, binary) = nonroot_copy();
+    (sandbox, keep, binary)
+}
+
 /// uid 65532 (the distroless `nonroot` user), as an init container without runAsUser: 0.
 fn as_nonroot(sandbox: &Sandbox, binary: &Path, args: &[&str]) -> crate::support::Output {
     sandbox
@@ -619,9 +627,7 @@ fn a_permission_error_is_fatal_at_once_with_the_remedy() {
     if !need_root() {
         return;
     }
-    let sandbox = Sandbox::new();
-    std::fs::set_permissions(sandbox.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let (_keep, binary) = nonroot_copy();
+    let (sandbox, _keep, binary) = nonroot_sandbox();
     let root = sandbox.path("vol");
     volume(&root, 2, 3);
     let mine = sandbox.path("mine");
@@ -630,12 +636,12 @@ fn a_permission_error_is_fatal_at_once_with_the_remedy() {
     let r = path_str(&root);
     as_nonroot(&sandbox, &binary, &["chown", "-R", "65532", r])
         .assert_code(1)
-        .assert_stderr_contains(&format!("changing the owner of {r}: "))
+        .assert_stderr_contains(&format!("changing the owner of {r}/"))
         .assert_stderr_contains("runAsUser: 0")
         .assert_stderr_contains("CAP_CHOWN");
     as_nonroot(&sandbox, &binary, &["chmod", "-R", "o-rwx", r])
         .assert_code(1)
-        .assert_stderr_contains(&format!("changing the mode of {r}: "))
+        .assert_stderr_contains(&format!("changing the mode of {r}/"))
         .assert_stderr_contains("CAP_FOWNER");
     as_nonroot(&sandbox, &binary, &["remove", &format!("{r}/d0")])
         .assert_code(1)
@@ -665,4 +671,47 @@ fn a_permission_error_is_fatal_at_once_with_the_remedy() {
     ))
     .assert_stderr_contains("CAP_DAC_READ_SEARCH");
     assert_eq!(state(&root).uid, 0);
+}
+
+#[test]
+fn a_tree_walk_cut_short_leaves_its_top_unchanged_so_if_root_differs_redoes_it() {
+    if !need_root() {
+        return;
+    }
+    let (sandbox, _keep, binary) = nonroot_sandbox();
+    // The user's own volume (group 0, as a fresh volume often is) with one file that is
+    // not theirs: the walk changes what it may, then fails on that file.
+    let root = sandbox.path("vol");
+    std::fs::create_dir_all(root.join("a")).unwrap();
+    std::fs::write(root.join("a/mine"), "").unwrap();
+    std::fs::write(root.join("a/roots"), "").unwrap();
+    for entry in ["", "a", "a/mine"] {
+        std::os::unix::fs::lchown(root.join(entry), Some(65532), Some(0)).unwrap();
+    }
+    std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o750)).unwrap();
+    let r = path_str(&root);
+    for args in [
+        ["chown", "-R", "--if-root-differs", "65532:65532", r],
+        ["chmod", "-R", "--if-root-differs", "0700", r],
+    ] {
+        as_nonroot(&sandbox, &binary, &args)
+            .assert_code(1)
+            .assert_stderr_contains(&format!("{r}/a/roots"));
+        // The top is what --if-root-differs reads: it must still say "not done".
+        let top = state(&root);
+        assert_eq!((top.gid, top.mode), (0, 0o750), "{}", args[0]);
+        as_nonroot(&sandbox, &binary, &args)
+            .assert_code(1)
+            .assert_stderr_contains(&format!("{r}/a/roots"));
+    }
+    // Once the file is the user's too, the re-run finishes and only then marks the top.
+    std::os::unix::fs::lchown(root.join("a/roots"), Some(65532), Some(0)).unwrap();
+    as_nonroot(
+        &sandbox,
+        &binary,
+        &["chown", "-R", "--if-root-differs", "65532:65532", r],
+    )
+    .assert_code(0);
+    assert_eq!(state(&root).gid, 65532);
+    assert_eq!(state(&root.join("a/roots")).gid, 65532);
 }

@@ -1781,3 +1781,284 @@ fn entrypoint_handoff_waits_then_becomes_the_server() {
     }
     kube.expect_log(container, "mydb:5432 is ready");
 }
+
+/// A directory on the host that a pod's emptyDir `volume` becomes (a hostPath, as a
+/// PersistentVolume would be), so the test sees what the pod left in it and a second pod
+/// finds what the first one wrote. Owned by `owner`, as fsGroup would make a volume.
+fn host_volume(kube: &KubePlay, volume: &str, owner: Option<u32>) -> PathBuf {
+    let dir = kube.path(&format!("volume-{volume}"));
+    std::fs::create_dir(&dir).unwrap();
+    if let Some(id) = owner {
+        std::os::unix::fs::chown(&dir, Some(id), Some(id)).unwrap();
+    }
+    dir
+}
+
+fn as_host_path(manifest: Manifest, emptydir: &str, dir: &Path) -> Manifest {
+    let indent = emptydir.len() - emptydir.trim_start().len();
+    let volume = format!(
+        "{:indent$}hostPath: {{path: {}, type: Directory}}\n",
+        "",
+        dir.display()
+    );
+    manifest.patch(emptydir, &volume)
+}
+
+fn owner_of(path: &Path) -> (u32, u32) {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::symlink_metadata(path)
+        .unwrap_or_else(|error| panic!("{}: {error}", path.display()));
+    (meta.uid(), meta.gid())
+}
+
+#[test]
+fn volume_permissions_owns_the_volume_but_not_what_a_planted_link_points_to() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let _serial = crate::support::one_at_a_time();
+    let Some(kube) = KubePlay::new(
+        "volume_permissions_owns_the_volume_but_not_what_a_planted_link_points_to",
+        &[],
+    ) else {
+        return;
+    };
+    // A volume that already holds data (a restarted StatefulSet), with lost+found, and a
+    // link planted by whoever wrote the volume last, pointing at a file outside it.
+    let volume = host_volume(&kube, "data", None);
+    let outside = kube.path("outside-secret");
+    std::fs::write(&outside, "root's\n").unwrap();
+    std::fs::create_dir_all(volume.join("old/base")).unwrap();
+    std::fs::write(volume.join("old/base/1259"), "table\n").unwrap();
+    std::fs::create_dir(volume.join("lost+found")).unwrap();
+    std::os::unix::fs::symlink(&outside, volume.join("old/escape")).unwrap();
+    let pod = as_host_path(
+        Manifest::example("volume-permissions.yaml"),
+        "      emptyDir: {}\n",
+        &volume,
+    );
+    let init = "postgresql-with-volume-permissions-volume-permissions";
+    let app = "postgresql-with-volume-permissions-postgresql";
+    kube.play_ok(&pod);
+    kube.expect_exited(init, 0);
+    kube.expect_running(app);
+    kube.expect_in_order(&[init, app]);
+
+    let mut wrong = Vec::new();
+    for entry in ["", "data", "old", "old/base", "old/base/1259", "old/escape"] {
+        if owner_of(&volume.join(entry)) != (1001, 1001) {
+            wrong.push(format!("{entry}: {:?}", owner_of(&volume.join(entry))));
+        }
+    }
+    let data_mode = std::fs::metadata(volume.join("data"))
+        .unwrap()
+        .permissions()
+        .mode();
+    if !wrong.is_empty() || data_mode & 0o7777 != 0o700 {
+        kube.fail(&format!(
+            "everything but lost+found should belong to 1001:1001 and data be 0700 \
+             (is {data_mode:o}): {wrong:?}"
+        ));
+    }
+    if owner_of(&volume.join("lost+found")) != (0, 0) || owner_of(&outside) != (0, 0) {
+        kube.fail(&format!(
+            "lost+found {:?} and the file the link points to {:?} must keep root",
+            owner_of(&volume.join("lost+found")),
+            owner_of(&outside)
+        ));
+    }
+
+    // The pod restarts: the volume's top has the owner, so the tree is not walked again.
+    let ctime = |path: &Path| std::fs::symlink_metadata(path).unwrap().ctime_nsec();
+    let before = ctime(&volume.join("old/base/1259"));
+    kube.down();
+    kube.play_ok(&pod);
+    kube.expect_exited(init, 0);
+    kube.expect_log(init, "its tree is left as is (--if-root-differs)");
+    if ctime(&volume.join("old/base/1259")) != before {
+        kube.fail("a restart must not change the files again");
+    }
+}
+
+#[test]
+fn seed_config_once_seeds_a_new_volume_and_keeps_an_edited_copy() {
+    use std::os::unix::fs::PermissionsExt;
+    let _serial = crate::support::one_at_a_time();
+    let Some(kube) = KubePlay::new(
+        "seed_config_once_seeds_a_new_volume_and_keeps_an_edited_copy",
+        &[],
+    ) else {
+        return;
+    };
+    let volume = host_volume(&kube, "data", Some(65532));
+    let pod = as_host_path(
+        Manifest::example("seed-config-once.yaml"),
+        "      emptyDir: {}  # a PersistentVolumeClaim in a real deployment\n",
+        &volume,
+    );
+    let containers = [
+        "seed-config-once-seed",
+        "seed-config-once-marker",
+        "seed-config-once-app",
+    ];
+    kube.play_ok(&pod);
+    kube.expect_exited(containers[0], 0);
+    kube.expect_exited(containers[1], 0);
+    kube.expect_running(containers[2]);
+    kube.expect_in_order(&containers);
+    let read = |name: &str| std::fs::read_to_string(volume.join(name)).unwrap_or_default();
+    let mode = std::fs::metadata(volume.join("app.conf"))
+        .map(|meta| meta.permissions().mode() & 0o7777)
+        .unwrap_or(0);
+    if read("app.conf") != "port = 8080\nlog_level = info\n" || mode != 0o640 {
+        kube.fail(&format!("app.conf (mode {mode:o}):\n{}", read("app.conf")));
+    }
+    if read("instance.conf") != "instance = seed-config-once\n" {
+        kube.fail(&format!("instance.conf:\n{}", read("instance.conf")));
+    }
+    if std::fs::read_dir(&volume).unwrap().count() != 2 {
+        kube.fail("the volume should hold app.conf and instance.conf only");
+    }
+
+    // The application edits its copy; the next start of the pod keeps it.
+    std::fs::write(volume.join("app.conf"), "port = 9090\n").unwrap();
+    kube.down();
+    kube.play_ok(&pod);
+    kube.expect_exited(containers[0], 0);
+    kube.expect_exited(containers[1], 0);
+    if read("app.conf") != "port = 9090\n"
+        || read("instance.conf") != "instance = seed-config-once\n"
+    {
+        kube.fail(&format!(
+            "a restart must keep the edited app.conf:\n{}",
+            read("app.conf")
+        ));
+    }
+}
+
+#[test]
+fn install_into_app_image_copies_with_the_binary_the_app_image_lacks() {
+    let _serial = crate::support::one_at_a_time();
+    let Some(kube) = KubePlay::new(
+        "install_into_app_image_copies_with_the_binary_the_app_image_lacks",
+        &[],
+    ) else {
+        return;
+    };
+    // The application's image: its configuration and nothing else, no shell, no initbox.
+    let app_image = "example.test/app:1.4";
+    let conf = kube.path("context/appconf");
+    std::fs::create_dir_all(conf.join("conf.d")).unwrap();
+    std::fs::write(conf.join("app.conf"), "listen = 8080\n").unwrap();
+    std::fs::write(conf.join("conf.d/extra.conf"), "debug = false\n").unwrap();
+    kube.build_from_text(app_image, "FROM scratch\nCOPY appconf /opt/app/conf\n");
+    let tools = host_volume(&kube, "tools", Some(65532));
+    let work = host_volume(&kube, "work", Some(65532));
+    let pod = Manifest::example("install-into-app-image.yaml").patch(
+        "      image: ghcr.io/initbox/initbox:0.1\n      command: [\"/tools/initbox\"]\n",
+        &format!("      image: {app_image}\n      command: [\"/tools/initbox\"]\n"),
+    );
+    let pod = as_host_path(
+        pod.patch(
+            "    - name: tools\n      emptyDir: {}\n",
+            "    - name: tools\n      TOOLS\n",
+        ),
+        "      TOOLS\n",
+        &tools,
+    );
+    let pod = as_host_path(pod, "      emptyDir: {}\n", &work);
+    let containers = [
+        "install-into-app-image-install-initbox",
+        "install-into-app-image-copy-conf",
+        "install-into-app-image-app",
+    ];
+    kube.play_ok(&pod);
+    kube.expect_exited(containers[0], 0);
+    kube.expect_exited(containers[1], 0);
+    kube.expect_running(containers[2]);
+    kube.expect_in_order(&containers);
+    let installed = std::fs::read(tools.join("initbox")).unwrap_or_default();
+    let binary = std::fs::read(static_binary().unwrap()).unwrap();
+    if installed != binary {
+        kube.fail("/tools/initbox should be the image's binary");
+    }
+    let read = |name: &str| std::fs::read_to_string(work.join(name)).unwrap_or_default();
+    if read("conf/app.conf") != "listen = 8080\n"
+        || read("conf/conf.d/extra.conf") != "debug = false\n"
+    {
+        kube.fail(&format!(
+            "/work/conf should hold the app image's configuration: {:?}",
+            std::fs::read_dir(&work).map(|d| d.count())
+        ));
+    }
+}
+
+/// vm.max_map_count as it was, put back when the test ends however it ends: the key is the
+/// whole machine's.
+struct MaxMapCount(String);
+
+const MAX_MAP_COUNT: &str = "/proc/sys/vm/max_map_count";
+
+impl MaxMapCount {
+    fn save() -> MaxMapCount {
+        MaxMapCount(std::fs::read_to_string(MAX_MAP_COUNT).unwrap())
+    }
+    fn set(&self, value: u64) {
+        std::fs::write(MAX_MAP_COUNT, value.to_string()).unwrap();
+    }
+    fn get(&self) -> u64 {
+        std::fs::read_to_string(MAX_MAP_COUNT)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    }
+}
+
+impl Drop for MaxMapCount {
+    fn drop(&mut self) {
+        let _ = std::fs::write(MAX_MAP_COUNT, self.0.trim());
+    }
+}
+
+#[test]
+fn elasticsearch_sysctl_raises_max_map_count_only_where_it_is_lower() {
+    let _serial = crate::support::one_at_a_time();
+    let Some(kube) = KubePlay::new(
+        "elasticsearch_sysctl_raises_max_map_count_only_where_it_is_lower",
+        &[],
+    ) else {
+        return;
+    };
+    let saved = MaxMapCount::save();
+    let init = "elasticsearch-sysctl-sysctl";
+    let app = "elasticsearch-sysctl-elasticsearch";
+    let example = Manifest::example("elasticsearch-sysctl.yaml");
+    let unprivileged =
+        || Manifest::example("elasticsearch-sysctl.yaml").patch("        privileged: true\n", "");
+
+    // A node with the kernel's default: only the privileged container can raise it.
+    saved.set(65530);
+    if kube.play(&unprivileged()).code == 0 {
+        kube.fail("without privileges, raising vm.max_map_count must fail");
+    }
+    kube.expect_exited(init, 1);
+    kube.expect_log(init, "privileged");
+    kube.expect_never_started(app);
+    kube.down();
+    kube.play_ok(&example);
+    kube.expect_exited(init, 0);
+    kube.expect_running(app);
+    if saved.get() != 262_144 {
+        kube.fail(&format!("vm.max_map_count is {}, not 262144", saved.get()));
+    }
+    kube.down();
+
+    // A node its administrator prepared: nothing to write, so no privileges are needed,
+    // and a higher value is never lowered.
+    saved.set(524_288);
+    kube.play_ok(&unprivileged());
+    kube.expect_exited(init, 0);
+    kube.expect_running(app);
+    if saved.get() != 524_288 {
+        kube.fail(&format!("vm.max_map_count is {}, not 524288", saved.get()));
+    }
+}
