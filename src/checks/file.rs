@@ -304,7 +304,9 @@ impl crate::cli::Task for FileArgs {
 
 pub async fn run(args: FileArgs) -> Result<()> {
     let options = args.wait.options();
-    let track_changes = false;
+    // With --stable-for, "ready for that long" becomes "unchanged for that long": a file
+    // still being written changes size or mtime between two looks.
+    let track_changes = !options.stable_for.is_zero();
     let probes = args
         .paths
         .iter()

@@ -282,3 +282,24 @@ fn pipeline_steps_wait_for_files_and_sockets() {
         .assert_code(0)
         .assert_stderr_contains("accepted a connection");
 }
+
+#[test]
+fn stable_for_waits_until_size_and_mtime_stop_changing() {
+    let sandbox = Sandbox::new();
+    let path = sandbox.write("dump.sql", "part 1\n");
+    let waiter = sandbox
+        .initbox()
+        .args(["wait-for-file", path_str(&path), "--stable-for", "5s"])
+        .args(["--timeout", "60s"])
+        .spawn();
+    waiter.wait_for_stderr("confirming it stays ready for 5s (--stable-for)", SEEN);
+    // Still being written: the next look sees another size, and the wait starts over.
+    let mut file = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+    std::io::Write::write_all(&mut file, b"part 2\n").unwrap();
+    drop(file);
+    waiter.wait_for_stderr("then not: changed since the last look: a regular file, 14 bytes", SEEN);
+    waiter
+        .wait()
+        .assert_code(0)
+        .assert_stderr_contains("a regular file, 14 bytes");
+}

@@ -251,3 +251,26 @@ fn a_pipeline_step_waits_for_grpc() {
         .assert_code(0)
         .assert_stderr_contains("service 'app' SERVING");
 }
+
+#[test]
+fn stable_for_is_met_only_after_the_server_came_back_and_stayed() {
+    let Some(mut server) = GrpcServer::start(GrpcOptions::default()) else {
+        return;
+    };
+    let sandbox = Sandbox::new();
+    let waiter = sandbox
+        .initbox()
+        .args(["wait-for-grpc", &server.address(), "--stable-for", "10s"])
+        .args(["--timeout", "120s"])
+        .spawn();
+    waiter.wait_for_stderr("confirming it stays ready for 10s", SEEN);
+    // The "ready twice" restart: the first ready run is broken, the second one counts.
+    server.stop();
+    waiter.wait_for_stderr("then not: connection refused", SEEN);
+    server.restart();
+    let output = waiter.wait();
+    output
+        .assert_code(0)
+        .assert_stderr_contains(&format!("{} is ready after", server.address()));
+    assert_eq!(output.stderr.matches("confirming it stays ready").count(), 2, "{}", output.stderr);
+}
