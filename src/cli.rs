@@ -243,6 +243,10 @@ WaitForDns(DnsArgs),
 WaitForTcp(TcpArgs),
 /// Wait until HTTP(S) endpoints answer with an accepted status (like an httpGet probe).
 WaitForHttp(HttpArgs),
+/// Wait until Redis servers answer PING (replaces `until redis-cli ping; do sleep 2; done`).
+WaitForRedis(crate::checks::redis::RedisArgs),
+/// Wait until MySQL/MariaDB servers accept connections (replaces `until mysqladmin ping; do sleep 2; done`).
+WaitForMysql(crate::checks::mysql::MysqlArgs),
 /// Wait until gRPC servers report SERVING (grpc.health.v1, like grpc-health-probe).
 WaitForGrpc(crate::checks::grpc::GrpcArgs),
 /// Wait until files exist, with a type, a size or contents.

@@ -143,6 +143,42 @@ fn usage_errors_exit_2_naming_the_bad_value() {
                 &["wait-for-tcp", "a:1", "--interval", "inf"],
                 "invalid duration 'inf'",
             ),
+            // wait-for-redis
+            bad(2, &["wait-for-redis"], "<HOST[:PORT]|URL>"),
+            bad(2, &["wait-for-redis", "cache:0"], "port 0"),
+            bad(
+                2,
+                &["wait-for-redis", "http://cache/"],
+                "redis:// or rediss://",
+            ),
+            bad(
+                2,
+                &["wait-for-redis", "redis://cache/x"],
+                "not a Redis database number",
+            ),
+            bad(
+                2,
+                &["wait-for-redis", "cache", "--role", "leader"],
+                "master, replica",
+            ),
+            // wait-for-mysql
+            bad(2, &["wait-for-mysql"], "<HOST[:PORT]|URL>"),
+            bad(2, &["wait-for-mysql", "db:0"], "port 0"),
+            bad(
+                2,
+                &["wait-for-mysql", "postgres://db/x"],
+                "mysql:// or mariadb://",
+            ),
+            bad(
+                2,
+                &["wait-for-mysql", "db", "--tls", "prefer"],
+                "disable, require",
+            ),
+            bad(
+                2,
+                &["wait-for-mysql", "db", "--database", "x"],
+                "needs a login",
+            ),
             // wait-for-dns
             bad(2, &["wait-for-dns", ""], "the name is empty"),
             bad(

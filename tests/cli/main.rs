@@ -18,6 +18,8 @@ mod file_wait;
 mod git_clone;
 mod grpc;
 mod http;
+mod mysql;
+mod redis;
 mod register;
 mod run;
 mod secrets;

@@ -662,6 +662,16 @@ fn sigterm_to_pid_1_ends_every_waiting_command_within_a_second() {
             "waiting for sleep 300",
         ),
         waiting(
+            "wait-for-redis",
+            &["wait-for-redis", &refused],
+            "is not ready",
+        ),
+        waiting(
+            "wait-for-mysql",
+            &["wait-for-mysql", &refused],
+            "is not ready",
+        ),
+        waiting(
             "wait-for-http",
             &["wait-for-http", &unavailable.url("/healthz")],
             "is not ready",
@@ -822,6 +832,7 @@ fn every_waiting_command_ends_within_50ms_of_its_deadline() {
     let (silent_port, _silent) = silent_server();
     let refused = format!("127.0.0.1:{}", free_port("127.0.0.1"));
     let silent_http = format!("http://127.0.0.1:{silent_port}/data");
+    let silent_tcp = format!("127.0.0.1:{silent_port}");
     let fetched = sandbox.path("fetched/data");
     let cloned = sandbox.path("cloned");
     let step_timeout = sandbox.write(
@@ -904,6 +915,30 @@ fn every_waiting_command_ends_within_50ms_of_its_deadline() {
                 "sleep",
                 "60",
             ],
+            1000,
+        ),
+        deadline_case(
+            "wait-for-redis",
+            "refused",
+            &["wait-for-redis", &refused, "--timeout", "1s"],
+            1000,
+        ),
+        deadline_case(
+            "wait-for-redis",
+            "a PING in flight",
+            &["wait-for-redis", &silent_tcp, "--timeout", "1s"],
+            1000,
+        ),
+        deadline_case(
+            "wait-for-mysql",
+            "refused",
+            &["wait-for-mysql", &refused, "--timeout", "1s"],
+            1000,
+        ),
+        deadline_case(
+            "wait-for-mysql",
+            "a greeting awaited",
+            &["wait-for-mysql", &silent_tcp, "--timeout", "1s"],
             1000,
         ),
         deadline_case(

@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use crate::support::dns_server::DnsServer;
 use crate::support::http_server::{HttpServer, reply};
+use crate::support::mysql_server::{self, MariaDb};
+use crate::support::redis_server::{self, RedisServer};
 use crate::support::{
     Cmd, Running, Sandbox, counting_listener, eventually, free_port, need_root, open_fds,
     static_binary,
@@ -23,6 +25,12 @@ const ATTEMPTS_LIMIT: Duration = Duration::from_secs(180);
 /// Samples the descriptors after the first 200 attempts and after 10 000, counted by
 /// `attempts` (the server's view), then ends the wait.
 fn fds_stay_flat(running: Running, attempts: impl Fn() -> usize) {
+    fds_stay_flat_over(running, attempts, ATTEMPTS);
+}
+
+/// [`fds_stay_flat`] over `total` attempts, for probes whose attempts cost a real server a
+/// login (10 000 of them would take minutes).
+fn fds_stay_flat_over(running: Running, attempts: impl Fn() -> usize, total: usize) {
     assert!(
         eventually(Duration::from_secs(30), || attempts() >= 200),
         "the first 200 attempts did not happen; stderr:\n{}",
@@ -31,7 +39,7 @@ fn fds_stay_flat(running: Running, attempts: impl Fn() -> usize) {
     let early = open_fds(running.pid());
     assert!(early > 0, "could not read the descriptors");
     assert!(
-        eventually(ATTEMPTS_LIMIT, || attempts() >= ATTEMPTS),
+        eventually(ATTEMPTS_LIMIT, || attempts() >= total),
         "only {} attempts; stderr:\n{}",
         attempts(),
         running.stderr_so_far()
@@ -62,6 +70,69 @@ fn tcp_probes_do_not_leak_sockets() {
             .spawn(),
         move || *accepted.lock().unwrap(),
     );
+}
+
+/// A Redis server's count of the connections it accepted.
+fn redis_connections(server: &RedisServer) -> usize {
+    let info = server.cli(&["info", "stats"]);
+    info.lines()
+        .find_map(|line| line.strip_prefix("total_connections_received:"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn redis_probes_do_not_leak_sockets() {
+    let _serial = crate::support::one_at_a_time();
+    if !redis_server::available() {
+        return;
+    }
+    let sandbox = Sandbox::new();
+    // A master asked to be a replica: every attempt connects, PINGs and is told "not yet".
+    let server = RedisServer::start(&[]);
+    let running = sandbox
+        .initbox()
+        .args([
+            "-q",
+            "wait-for-redis",
+            &server.address(),
+            "--role",
+            "replica",
+        ])
+        .args(["--interval", "1ms"])
+        .spawn();
+    // Each poll is a redis-cli connection too, seldom enough not to matter.
+    fds_stay_flat_over(running, || redis_connections(&server), 3_000);
+}
+
+#[test]
+fn mysql_probes_do_not_leak_sockets() {
+    let _serial = crate::support::one_at_a_time();
+    if !mysql_server::available() {
+        return;
+    }
+    let sandbox = Sandbox::new();
+    // A database that does not exist: every attempt logs in and is told "not yet".
+    let server = MariaDb::start(&[]);
+    let running = sandbox
+        .initbox()
+        .args(["-q", "wait-for-mysql", "--interval", "1ms"])
+        .arg(format!(
+            "mysql://{}@{}/missing",
+            mysql_server::USER,
+            server.address()
+        ))
+        .env("MYSQL_PWD", mysql_server::PASSWORD)
+        .spawn();
+    let connections = || {
+        server
+            .sql("SHOW GLOBAL STATUS LIKE 'Connections'")
+            .split_whitespace()
+            .nth(1)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    fds_stay_flat_over(running, connections, 2_000);
 }
 
 #[test]

@@ -40,6 +40,16 @@ fn the_cli_and_the_file_give_identical_commands_for_every_task() {
             &["http://api/healthz"],
             r#"{urls: ["http://api/healthz"]}"#,
         ),
+        (
+            "wait-for-redis",
+            &["redis://app@cache/1", "--role", "replica", "--tls"],
+            r#"{targets: ["redis://app@cache/1"], role: replica, tls: true}"#,
+        ),
+        (
+            "wait-for-mysql",
+            &["db", "--user", "app", "--tls", "require"],
+            r#"{targets: [db], user: app, tls: require}"#,
+        ),
         ("ping", &["10.0.0.1"], "{hosts: [10.0.0.1]}"),
         // Checks of issue 15: gRPC health, files, unix sockets, a command.
         (

@@ -7,6 +7,8 @@ pub mod dns_server;
 pub mod git_server;
 pub mod grpc_server;
 pub mod http_server;
+pub mod mysql_server;
+pub mod redis_server;
 
 use std::io::{BufRead, BufReader};
 use std::net::{TcpListener, TcpStream};
