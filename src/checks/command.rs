@@ -36,7 +36,6 @@ pub struct CommandArgs {
         required = true,
         value_name = "CMD",
         trailing_var_arg = true,
-        allow_hyphen_values = true,
         num_args = 1..
     )]
     pub command: Vec<OsString>,

@@ -294,10 +294,16 @@ fn stable_for_waits_until_size_and_mtime_stop_changing() {
         .spawn();
     waiter.wait_for_stderr("confirming it stays ready for 5s (--stable-for)", SEEN);
     // Still being written: the next look sees another size, and the wait starts over.
-    let mut file = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap();
     std::io::Write::write_all(&mut file, b"part 2\n").unwrap();
     drop(file);
-    waiter.wait_for_stderr("then not: changed since the last look: a regular file, 14 bytes", SEEN);
+    waiter.wait_for_stderr(
+        "then not: changed since the last look: a regular file, 14 bytes",
+        SEEN,
+    );
     waiter
         .wait()
         .assert_code(0)

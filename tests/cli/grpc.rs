@@ -272,5 +272,10 @@ fn stable_for_is_met_only_after_the_server_came_back_and_stayed() {
     output
         .assert_code(0)
         .assert_stderr_contains(&format!("{} is ready after", server.address()));
-    assert_eq!(output.stderr.matches("confirming it stays ready").count(), 2, "{}", output.stderr);
+    assert_eq!(
+        output.stderr.matches("confirming it stays ready").count(),
+        2,
+        "{}",
+        output.stderr
+    );
 }

@@ -645,7 +645,11 @@ fn sigterm_to_pid_1_ends_every_waiting_command_within_a_second() {
             "NXDOMAIN",
         ),
         waiting("wait-for-tcp", &["wait-for-tcp", &refused], "is not ready"),
-        waiting("wait-for-grpc", &["wait-for-grpc", &refused], "is not ready"),
+        waiting(
+            "wait-for-grpc",
+            &["wait-for-grpc", &refused],
+            "is not ready",
+        ),
         waiting(
             "wait-for-file",
             &["wait-for-file", &missing_path],
@@ -658,7 +662,13 @@ fn sigterm_to_pid_1_ends_every_waiting_command_within_a_second() {
         ),
         waiting(
             "wait-for-command",
-            &["wait-for-command", "--attempt-timeout", "5m", "sleep", "300"],
+            &[
+                "wait-for-command",
+                "--attempt-timeout",
+                "5m",
+                "sleep",
+                "300",
+            ],
             "waiting for sleep 300",
         ),
         waiting(
