@@ -366,12 +366,12 @@ fn http_bodies_are_read_only_up_to_a_cap() {
 fn attempts_reported(stderr: &str) -> usize {
     stderr
         .lines()
+        .rev()
         .filter(|line| line.contains("still waiting"))
-        .filter_map(|line| {
+        .find_map(|line| {
             let open = line.rfind(" (")?;
             line[open + 2..].split(' ').next()?.parse().ok()
         })
-        .last()
         .unwrap_or(0)
 }
 
