@@ -141,10 +141,7 @@ impl GrpcProbe {
             .uri(format!("{scheme}://{}{CHECK_PATH}", self.target))
             .header("content-type", "application/grpc")
             .header("te", "trailers")
-            .header(
-                "grpc-timeout",
-                format!("{}m", self.deadline.as_millis().max(1)),
-            )
+            .header("grpc-timeout", grpc_timeout(self.deadline))
             .header("user-agent", concat!("initbox/", env!("CARGO_PKG_VERSION")))
             .body(())
             .map_err(|e| Failure::Fatal(Error::Usage(format!("building the request: {e}"))))?;
@@ -266,6 +263,16 @@ struct Abort(tokio::task::JoinHandle<std::result::Result<(), h2::Error>>);
 impl Drop for Abort {
     fn drop(&mut self) {
         self.0.abort();
+    }
+}
+
+/// `grpc-timeout`: at most 8 digits and a unit; milliseconds, or seconds when longer.
+fn grpc_timeout(limit: Duration) -> String {
+    let millis = limit.as_millis().max(1);
+    if millis <= 99_999_999 {
+        format!("{millis}m")
+    } else {
+        format!("{}S", limit.as_secs().min(99_999_999))
     }
 }
 
@@ -590,6 +597,13 @@ mod tests {
         assert!(unframe(b"\x01\x00\x00\x00\x02\x08\x01").is_err());
         assert!(unframe(b"\x00\x00\x00\x00\x03\x08\x01").is_err());
         assert!(unframe(b"\x00\x00\x00\x00\x02\x08\x01\x00").is_err());
+    }
+
+    #[test]
+    fn the_deadline_sent_fits_grpc_timeouts_eight_digits() {
+        assert_eq!(grpc_timeout(Duration::from_secs(2)), "2000m");
+        assert_eq!(grpc_timeout(Duration::ZERO), "1m");
+        assert_eq!(grpc_timeout(Duration::from_secs(200_000)), "200000S");
     }
 
     #[test]
