@@ -249,6 +249,14 @@ WaitForPostgres(crate::checks::postgres::PostgresArgs),
 WaitForRedis(crate::checks::redis::RedisArgs),
 /// Wait until MySQL/MariaDB servers accept connections (replaces `until mysqladmin ping; do sleep 2; done`).
 WaitForMysql(crate::checks::mysql::MysqlArgs),
+/// Wait until gRPC servers report SERVING (grpc.health.v1, like grpc-health-probe).
+WaitForGrpc(crate::checks::grpc::GrpcArgs),
+/// Wait until files exist, with a type, a size or contents.
+WaitForFile(crate::checks::file::FileArgs),
+/// Wait until unix sockets accept connections.
+WaitForSocket(crate::checks::socket::SocketArgs),
+/// Wait until a command succeeds (replaces `until CMD; do sleep 2; done`).
+WaitForCommand(crate::checks::command::CommandArgs),
 /// Send ICMP echo requests, or wait until a host answers them.
 Ping(PingArgs),
 /// Wait until NATS servers answer, and accept a login when given one.

@@ -301,6 +301,28 @@ fn usage_errors_exit_2_naming_the_bad_value() {
                 &["wait-for-amqp", "mq", "--user", "app"],
                 "a login as 'app' needs a password",
             ),
+            // wait-for-grpc, wait-for-file, wait-for-socket, wait-for-command
+            bad(2, &["wait-for-grpc"], "<HOST:PORT>"),
+            bad(2, &["wait-for-grpc", "api"], "missing :PORT"),
+            bad(
+                2,
+                &["wait-for-grpc", "api:50051", "--insecure"],
+                "'--insecure': only applies with --tls",
+            ),
+            bad(2, &["wait-for-file"], "<PATH>"),
+            bad(2, &["wait-for-file", "/f", "--type", "pipe"], "'pipe'"),
+            bad(
+                2,
+                &["wait-for-file", "/f", "--contains", "("],
+                "not a regular expression",
+            ),
+            bad(2, &["wait-for-socket"], "<PATH>"),
+            bad(2, &["wait-for-command"], "<CMD>"),
+            bad(
+                2,
+                &["wait-for-command", "--timeout", "soon", "true"],
+                "'soon'",
+            ),
             // ping
             bad(2, &["ping"], "<HOST>"),
             bad(2, &["ping", ""], "the host is empty"),
@@ -816,6 +838,7 @@ fn a_host_that_cannot_be_a_dns_name_is_a_usage_error_for_every_command_with_a_ho
     let cases = [
         vec!["wait-for-dns".to_owned(), long.clone()],
         vec!["wait-for-tcp".to_owned(), format!("{long}:80")],
+        vec!["wait-for-grpc".to_owned(), format!("{long}:50051")],
         vec!["ping".to_owned(), long.clone()],
         vec!["wait-for-http".to_owned(), format!("http://{long}/")],
         vec!["register".to_owned(), format!("http://{long}/register")],

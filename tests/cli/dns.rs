@@ -344,6 +344,7 @@ fn names_that_cannot_be_dns_names_are_usage_errors_before_any_query() {
         let commands = [
             vec!["wait-for-dns".to_owned(), name.to_owned()],
             vec!["wait-for-tcp".to_owned(), format!("{name}:5432")],
+            vec!["wait-for-grpc".to_owned(), format!("{name}:50051")],
             vec!["ping".to_owned(), name.to_owned()],
         ];
         let covered: Vec<&str> = commands.iter().map(|c| c[0].as_str()).collect();

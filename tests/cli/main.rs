@@ -8,13 +8,16 @@ mod support;
 
 mod amqp;
 mod bad_input;
+mod command_wait;
 mod conventions;
 mod dns;
 mod docs;
 mod exec;
 mod exit_codes;
 mod fetch;
+mod file_wait;
 mod git_clone;
+mod grpc;
 mod http;
 mod mysql;
 mod postgres;

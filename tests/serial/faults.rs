@@ -621,6 +621,7 @@ fn sigterm_to_pid_1_ends_every_waiting_command_within_a_second() {
     let dns = DnsServer::start();
     let unavailable = HttpServer::start(vec![reply(503, "not yet")]);
     let refused = format!("127.0.0.1:{}", free_port("127.0.0.1"));
+    let missing_path = path_str(&sandbox.path("missing")).to_owned();
     let pipeline = sandbox.write(
         "pipeline.yaml",
         &format!(
@@ -648,6 +649,32 @@ fn sigterm_to_pid_1_ends_every_waiting_command_within_a_second() {
             "wait-for-postgres",
             &["wait-for-postgres", &refused],
             "is not ready",
+        ),
+        waiting(
+            "wait-for-grpc",
+            &["wait-for-grpc", &refused],
+            "is not ready",
+        ),
+        waiting(
+            "wait-for-file",
+            &["wait-for-file", &missing_path],
+            "is not ready",
+        ),
+        waiting(
+            "wait-for-socket",
+            &["wait-for-socket", &missing_path],
+            "is not ready",
+        ),
+        waiting(
+            "wait-for-command",
+            &[
+                "wait-for-command",
+                "--attempt-timeout",
+                "5m",
+                "sleep",
+                "300",
+            ],
+            "waiting for sleep 300",
         ),
         waiting(
             "wait-for-redis",
@@ -854,6 +881,7 @@ fn every_waiting_command_ends_within_50ms_of_its_deadline() {
     );
     let nameserver = dns.nameserver();
     let silent_nameserver = silent_dns.local_addr().unwrap().to_string();
+    let missing_path = path_str(&sandbox.path("missing")).to_owned();
     let mut cases = vec![
         deadline_case(
             "wait-for-dns",
@@ -897,6 +925,38 @@ fn every_waiting_command_ends_within_50ms_of_its_deadline() {
             "wait-for-postgres",
             "an answer awaited",
             &["wait-for-postgres", &silent_tcp, "--timeout", "1s"],
+            1000,
+        ),
+        deadline_case(
+            "wait-for-grpc",
+            "refused",
+            &["wait-for-grpc", &refused, "--timeout", "1s"],
+            1000,
+        ),
+        deadline_case(
+            "wait-for-file",
+            "missing",
+            &["wait-for-file", &missing_path, "--timeout", "1s"],
+            1000,
+        ),
+        deadline_case(
+            "wait-for-socket",
+            "missing",
+            &["wait-for-socket", &missing_path, "--timeout", "1s"],
+            1000,
+        ),
+        deadline_case(
+            "wait-for-command",
+            "a command still running",
+            &[
+                "wait-for-command",
+                "--timeout",
+                "1s",
+                "--attempt-timeout",
+                "30s",
+                "sleep",
+                "60",
+            ],
             1000,
         ),
         deadline_case(

@@ -433,3 +433,86 @@ fn postgres_probes_do_not_leak_sockets() {
     running.signal("TERM");
     running.wait().assert_code(143);
 }
+
+/// The attempts made so far, as the last "still waiting … (N attempts)" line says.
+fn attempts_reported(stderr: &str) -> usize {
+    stderr
+        .lines()
+        .rev()
+        .filter(|line| line.contains("still waiting"))
+        .find_map(|line| {
+            let open = line.rfind(" (")?;
+            line[open + 2..].split(' ').next()?.parse().ok()
+        })
+        .unwrap_or(0)
+}
+
+/// Descriptors (and, for commands, children) sampled at the first and the second progress
+/// line (10 s and 20 s into the wait, every attempt back to back in between): for checks
+/// whose attempts are too slow for 10 000 in a test's time (an HTTP/2 exchange with a
+/// Python server, a process started per attempt), thousands within 30 s.
+fn fds_flat_across_progress_lines(running: Running, what: &str) {
+    running.wait_for_stderr("still waiting", Duration::from_secs(30));
+    let early = open_fds(running.pid());
+    let early_attempts = attempts_reported(&running.stderr_so_far());
+    assert!(
+        eventually(Duration::from_secs(30), || {
+            attempts_reported(&running.stderr_so_far()) > early_attempts
+        }),
+        "no second progress line; stderr:\n{}",
+        running.stderr_so_far()
+    );
+    let late = open_fds(running.pid());
+    let late_attempts = attempts_reported(&running.stderr_so_far());
+    assert!(
+        late_attempts >= early_attempts + 500,
+        "{what}: only {} attempts between the samples",
+        late_attempts - early_attempts
+    );
+    assert!(
+        late <= early + 3,
+        "{what}: descriptors grew from {early} to {late} over {} attempts",
+        late_attempts - early_attempts
+    );
+    assert!(
+        crate::support::children(running.pid()).len() <= 1,
+        "{what}: children left: {:?}",
+        crate::support::children(running.pid())
+    );
+    running.signal("TERM");
+    running.wait().assert_code(143);
+}
+
+#[test]
+fn grpc_probes_do_not_leak_connections() {
+    use crate::support::grpc_server::{GrpcOptions, GrpcServer};
+    let _serial = crate::support::one_at_a_time();
+    let Some(server) = GrpcServer::start(GrpcOptions {
+        app_not_serving: true,
+        ..GrpcOptions::default()
+    }) else {
+        return;
+    };
+    let sandbox = Sandbox::new();
+    fds_flat_across_progress_lines(
+        sandbox
+            .initbox()
+            .args(["wait-for-grpc", &server.address(), "--service", "app"])
+            .args(["--interval", "1ms"])
+            .spawn(),
+        "wait-for-grpc",
+    );
+}
+
+#[test]
+fn command_probes_leave_no_descriptor_or_process_behind() {
+    let _serial = crate::support::one_at_a_time();
+    let sandbox = Sandbox::new();
+    fds_flat_across_progress_lines(
+        sandbox
+            .initbox()
+            .args(["wait-for-command", "--interval", "1ms", "false"])
+            .spawn(),
+        "wait-for-command",
+    );
+}

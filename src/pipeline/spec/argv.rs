@@ -34,6 +34,9 @@ struct TaskArg {
     switch: bool,
     repeatable: bool,
     required: bool,
+    /// Takes every word after its first (wait-for-command's CMD ARGS...): only the first
+    /// is refused when it starts with '-'.
+    trailing: bool,
     /// `Name: value` for `--header`, `key=value` for the other maps.
     header_style: bool,
     /// How clap names the argument in its errors: `--timeout <DURATION>` or `<DURATION>`.
@@ -69,6 +72,7 @@ fn task_args(task: &clap::Command) -> Vec<TaskArg> {
                 repeatable: matches!(action, ArgAction::Append)
                     || arg.get_num_args().is_some_and(|n| n.max_values() > 1),
                 required: arg.is_required_set(),
+                trailing: arg.is_trailing_var_arg_set(),
                 index: positional_ids
                     .iter()
                     .position(|id| *id == arg.get_id().as_str()),
@@ -161,7 +165,7 @@ impl<'a> TaskBody<'a> {
         let (step, task) = (self.step, self.task);
         let before = problems.list.len();
         let mut words: Vec<String> = vec!["initbox".into(), task.into()];
-        let mut positionals: Vec<(usize, String, At, Vec<String>)> = Vec::new();
+        let mut positionals: Vec<(usize, String, At, Vec<String>, bool)> = Vec::new();
         let mut unverifiable: Vec<String> = Vec::new();
         for (key, node) in &self.entries {
             let Some(arg) = self.args.iter().find(|a| a.key == *key) else {
@@ -200,7 +204,9 @@ impl<'a> TaskBody<'a> {
                 (Some(long), _) => {
                     words.extend(values.into_iter().map(|v| format!("--{long}={v}")));
                 }
-                (None, Some(index)) => positionals.push((index, key.clone(), node.at, values)),
+                (None, Some(index)) => {
+                    positionals.push((index, key.clone(), node.at, values, arg.trailing))
+                }
                 (None, None) => {}
             }
         }
@@ -216,9 +222,10 @@ impl<'a> TaskBody<'a> {
             return None;
         }
         positionals.sort_by_key(|(index, ..)| *index);
-        for (_, key, at, values) in positionals {
-            for value in values {
-                if value.starts_with('-') && value != "-" {
+        for (_, key, at, values, trailing) in positionals {
+            for (i, value) in values.into_iter().enumerate() {
+                // After the first word of a trailing list clap reads every word as a value.
+                if value.starts_with('-') && value != "-" && !(trailing && i > 0) {
                     problems.add(
                         at,
                         format!(

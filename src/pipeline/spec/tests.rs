@@ -56,6 +56,41 @@ fn the_cli_and_the_file_give_identical_commands_for_every_task() {
             r#"{targets: [db], user: app, tls: require}"#,
         ),
         ("ping", &["10.0.0.1"], "{hosts: [10.0.0.1]}"),
+        // Checks of issue 15: gRPC health, files, unix sockets, a command.
+        (
+            "wait-for-grpc",
+            &[
+                "api:50051",
+                "--service",
+                "app",
+                "--tls",
+                "--cacert",
+                "/ca.pem",
+            ],
+            r#"{targets: ["api:50051"], service: [app], tls: true, cacert: [/ca.pem]}"#,
+        ),
+        (
+            "wait-for-file",
+            &[
+                "/w/ready",
+                "--type",
+                "file",
+                "--non-empty",
+                "--contains",
+                "^ok$",
+            ],
+            r#"{paths: [/w/ready], type: file, non-empty: true, contains: "^ok$"}"#,
+        ),
+        (
+            "wait-for-socket",
+            &["/run/app.sock"],
+            "{paths: [/run/app.sock]}",
+        ),
+        (
+            "wait-for-command",
+            &["pg_isready", "-h", "db", "--timeout", "1s"],
+            "{command: [pg_isready, -h, db, --timeout, 1s]}",
+        ),
         (
             "register",
             &["http://mgmt/register"],
