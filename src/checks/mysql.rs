@@ -41,7 +41,7 @@ pub enum TlsMode {
 pub struct MysqlArgs {
     /// Servers as HOST, HOST:PORT (3306 by default) or mysql://[USER@]HOST[:PORT][/DATABASE].
     #[arg(required = true, value_name = "HOST[:PORT]|URL",
-          value_parser = service::TargetParser::<Service<Mysql>>::new())]
+          value_parser = crate::http_client::Unechoed(<Service<Mysql> as std::str::FromStr>::from_str))]
     pub targets: Vec<Service<Mysql>>,
     /// Log in as this user and run `SELECT 1` (needs a password).
     #[arg(long, env = "INITBOX_USER", value_name = "NAME")]

@@ -60,7 +60,7 @@ pub struct RedisArgs {
     /// Servers as HOST, HOST:PORT (6379 by default) or redis://[USER@]HOST[:PORT][/DB]
     /// (rediss:// for TLS).
     #[arg(required = true, value_name = "HOST[:PORT]|URL",
-          value_parser = service::TargetParser::<Target>::new())]
+          value_parser = crate::http_client::Unechoed(<Target as std::str::FromStr>::from_str))]
     pub targets: Vec<Target>,
     /// Log in as this ACL user (Redis 6+); without it, AUTH uses the default user.
     #[arg(long, env = "INITBOX_USER", value_name = "NAME")]

@@ -235,57 +235,6 @@ pub fn password(file: Option<&Path>, env: &str) -> Result<Option<String>> {
     }
 }
 
-/// The clap value parser for a target that may hold a secret (a URL with a password): clap's
-/// own parser repeats the value in its error (`invalid value 'redis://app:pw@…'`), which
-/// would print the very password the error is about; this one gives the parse error alone.
-/// Use it as `#[arg(value_parser = service::TargetParser::<T>::new())]`.
-pub struct TargetParser<T>(PhantomData<fn() -> T>);
-
-impl<T> TargetParser<T> {
-    pub fn new() -> Self {
-        TargetParser(PhantomData)
-    }
-}
-
-impl<T> Default for TargetParser<T> {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl<T> Clone for TargetParser<T> {
-    fn clone(&self) -> Self {
-        Self::new()
-    }
-}
-
-impl<T> clap::builder::TypedValueParser for TargetParser<T>
-where
-    T: FromStr<Err = String> + Clone + Send + Sync + 'static,
-{
-    type Value = T;
-
-    fn parse_ref(
-        &self,
-        command: &clap::Command,
-        arg: Option<&clap::Arg>,
-        value: &std::ffi::OsStr,
-    ) -> std::result::Result<T, clap::Error> {
-        let arg = arg.map(ToString::to_string).unwrap_or_default();
-        let invalid = |why: String| {
-            clap::Error::raw(
-                clap::error::ErrorKind::ValueValidation,
-                format!("invalid value for '{arg}': {why}\n"),
-            )
-            .with_cmd(command)
-        };
-        let text = value
-            .to_str()
-            .ok_or_else(|| invalid("it is not valid UTF-8".into()))?;
-        text.parse().map_err(invalid)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
