@@ -249,6 +249,12 @@ WaitForPostgres(crate::checks::postgres::PostgresArgs),
 WaitForRedis(crate::checks::redis::RedisArgs),
 /// Wait until MySQL/MariaDB servers accept connections (replaces `until mysqladmin ping; do sleep 2; done`).
 WaitForMysql(crate::checks::mysql::MysqlArgs),
+/// Wait until NATS servers answer, and accept a login when given one.
+WaitForNats(crate::checks::nats::NatsArgs),
+/// Wait until ZooKeeper servers serve requests (`srvr` shows a Mode, not just `imok`).
+WaitForZookeeper(crate::checks::zookeeper::ZooKeeperArgs),
+/// Wait until AMQP 0-9-1 brokers (RabbitMQ) answer, and open a vhost when given a login.
+WaitForAmqp(crate::checks::amqp::AmqpArgs),
 /// Wait until gRPC servers report SERVING (grpc.health.v1, like grpc-health-probe).
 WaitForGrpc(crate::checks::grpc::GrpcArgs),
 /// Wait until files exist, with a type, a size or contents.
@@ -259,12 +265,6 @@ WaitForSocket(crate::checks::socket::SocketArgs),
 WaitForCommand(crate::checks::command::CommandArgs),
 /// Send ICMP echo requests, or wait until a host answers them.
 Ping(PingArgs),
-/// Wait until NATS servers answer, and accept a login when given one.
-WaitForNats(crate::checks::nats::NatsArgs),
-/// Wait until ZooKeeper servers serve requests (`srvr` shows a Mode, not just `imok`).
-WaitForZookeeper(crate::checks::zookeeper::ZooKeeperArgs),
-/// Wait until AMQP 0-9-1 brokers (RabbitMQ) answer, and open a vhost when given a login.
-WaitForAmqp(crate::checks::amqp::AmqpArgs),
 /// Register this pod with a remote service over HTTP.
 Register(RegisterArgs),
 /// Download a URL into a file, atomically.
@@ -450,7 +450,8 @@ pub fn usage_message(error: &clap::Error, argv: &[OsString]) -> String {
 /// A clap error's text as one line: the usage block, the "for more information" footer and
 /// the tip about `--` dropped, clap's indented lists (missing arguments) joined in.
 pub fn one_line(error: &clap::Error) -> String {
-    let rendered = error.render().to_string();
+    // A refused value is quoted as typed: a URL in it may hold a password not yet concealed.
+    let rendered = crate::redact::mask_userinfo(&error.render().to_string());
     let mut parts: Vec<String> = Vec::new();
     for line in rendered.lines() {
         let line = line.trim();

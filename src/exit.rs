@@ -59,12 +59,12 @@ pub const TABLE: &[(ExitCode, &str, &str)] = &[
     (
         ExitCode::CannotExecute,
         "command not executable",
-        "the `-- CMD` could not be executed",
+        "the `-- CMD` (or the command of `wait-for-command`) could not be executed",
     ),
     (
         ExitCode::CommandNotFound,
         "command not found",
-        "the `-- CMD` was not found",
+        "the `-- CMD` (or the command of `wait-for-command`) was not found",
     ),
     (
         ExitCode::Interrupted,

@@ -288,6 +288,32 @@ pub fn percent_decoded(text: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Every URL's userinfo in `text` masked: `scheme://user:password@host/…` becomes
+/// `scheme://***@host/…`, wherever it stands (a whole value, or inside a message that
+/// quotes one). For what is shown of a value refused before its secrets could be concealed:
+/// clap's usage errors quote the refused value as typed.
+pub fn mask_userinfo(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(found) = rest.find("://") {
+        let start = found + 3;
+        let authority_end = rest[start..]
+            .find(|c: char| "/?#'\"".contains(c) || c.is_whitespace())
+            .map_or(rest.len(), |i| start + i);
+        match rest[start..authority_end].rfind('@') {
+            Some(at) => {
+                out.push_str(&rest[..start]);
+                out.push_str("***");
+                out.push_str(&rest[start + at..authority_end]);
+            }
+            None => out.push_str(&rest[..authority_end]),
+        }
+        rest = &rest[authority_end..];
+    }
+    out.push_str(rest);
+    out
+}
+
 /// Reads a one-line secret (token, password) from a file, trimmed, and conceals it. The
 /// error names the file, never its contents.
 pub fn read_secret_file(path: &Path, what: &str) -> Result<String> {
@@ -309,6 +335,20 @@ pub fn read_secret_file(path: &Path, what: &str) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn userinfo_is_masked_in_any_text() {
+        assert_eq!(
+            mask_userinfo("invalid value 'postgres://app:pw@db/x' for '<URL>': bad"),
+            "invalid value 'postgres://***@db/x' for '<URL>': bad"
+        );
+        assert_eq!(
+            mask_userinfo("a://u@h b://h c://x:y@z"),
+            "a://***@h b://h c://***@z"
+        );
+        assert_eq!(mask_userinfo("no url, a@b: c"), "no url, a@b: c");
+        assert_eq!(mask_userinfo("redis://:pw@h:6379"), "redis://***@h:6379");
+    }
 
     #[test]
     fn userinfo_never_shows() {

@@ -16,7 +16,7 @@ use crate::{expand, redact};
 /// may still carry a real password.
 pub fn parse_url(text: &str) -> Result<Url, String> {
     let url = Url::parse(text.trim());
-    let shown = without_userinfo(text);
+    let shown = redact::mask_userinfo(text);
     let text = shown.as_str();
     let url = url.map_err(|e| format!("'{text}' is not a valid URL: {e}"))?;
     // Whatever else is wrong with it, its password is a secret from here on.
@@ -79,20 +79,6 @@ impl<T: Clone + Send + Sync + 'static> clap::builder::TypedValueParser for Unech
             )
             .with_cmd(command)
         })
-    }
-}
-
-/// `scheme://user:password@host/…` as `scheme://***@host/…`; anything else as given.
-fn without_userinfo(text: &str) -> String {
-    let Some(start) = text.find("://").map(|i| i + 3) else {
-        return text.to_owned();
-    };
-    let authority_end = text[start..]
-        .find(['/', '?', '#'])
-        .map_or(text.len(), |i| start + i);
-    match text[start..authority_end].rfind('@') {
-        Some(at) => format!("{}***{}", &text[..start], &text[start + at..]),
-        None => text.to_owned(),
     }
 }
 

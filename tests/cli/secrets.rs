@@ -404,3 +404,49 @@ fn a_header_built_from_a_secret_is_concealed_when_a_server_echoes_it() {
         );
     }
 }
+
+/// Every command that takes a server, a host or a URL, given a URL with a password where it
+/// takes one: whatever it thinks of the value, no message repeats the password (clap quotes
+/// a refused value as typed; a check's own error may too).
+#[test]
+fn a_password_in_a_refused_target_never_shows() {
+    let names = [
+        "HOST:PORT",
+        "HOST",
+        "NAME",
+        "URL",
+        "SERVER",
+        "HOST[:PORT]|URL",
+        "REPO",
+    ];
+    let commands = crate::support::commands_taking(&names);
+    let sandbox = Sandbox::new();
+    let mut covered = Vec::new();
+    for command in &commands {
+        for url in [
+            "ftp://app:leak-pw-4711@db.test/x",
+            "postgres://app:leak-pw-4711@db.test:0/x",
+            "redis://:leak-pw-4711@[::1",
+        ] {
+            let mut args = vec![*command, url];
+            // The second positional some take (git-clone's DEST).
+            if *command == "git-clone" {
+                args.push("dest");
+            }
+            let output = sandbox
+                .initbox()
+                .args(&args)
+                .args(["--timeout", "1s"])
+                .run();
+            assert!(
+                !output.stderr.contains("leak-pw-4711") && !output.stdout.contains("leak-pw-4711"),
+                "{args:?}: {}{}",
+                output.stdout,
+                output.stderr
+            );
+        }
+        covered.push(*command);
+    }
+    assert!(commands.contains(&"wait-for-postgres") && commands.contains(&"fetch"));
+    crate::support::assert_covers(&covered, &commands, "refused targets");
+}

@@ -82,16 +82,36 @@ pub struct GitCloneArgs {
 /// credentials it carried (if any).
 fn parse_repo(text: &str) -> std::result::Result<(gix::Url, Option<Credentials>), String> {
     let port_zero = || format!("'{}': port 0 cannot be connected to", redact_repo(text));
-    let mut url = gix::url::parse(text.trim()).map_err(|_| {
-        if reqwest::Url::parse(text.trim()).is_ok_and(|url| url.port() == Some(0)) {
-            return port_zero();
-        }
+    let not_a_repo = || {
         format!(
             "'{}' is not a git repository URL (expected https://, http://, git://, file://, \
              ssh:// or user@host:path)",
             redact_repo(text)
         )
+    };
+    let mut url = gix::url::parse(text.trim()).map_err(|_| {
+        if reqwest::Url::parse(text.trim()).is_ok_and(|url| url.port() == Some(0)) {
+            return port_zero();
+        }
+        not_a_repo()
     })?;
+    use gix::url::Scheme;
+    if !matches!(
+        url.scheme,
+        Scheme::Http | Scheme::Https | Scheme::Git | Scheme::Ssh | Scheme::File
+    ) {
+        return Err(not_a_repo());
+    }
+    if let Some(password) = url.password() {
+        redact::conceal(password);
+        if !matches!(url.scheme, Scheme::Http | Scheme::Https) {
+            return Err(format!(
+                "'{}': a password in a {} URL is never sent (only https:// sends one); remove it",
+                redact_repo(text),
+                url.scheme.as_str()
+            ));
+        }
+    }
     if url.port == Some(0) {
         return Err(port_zero());
     }
@@ -158,7 +178,7 @@ fn check_ref(text: &str) -> std::result::Result<String, String> {
 fn redact_repo(text: &str) -> String {
     match reqwest::Url::parse(text) {
         Ok(url) => redact::url(&url),
-        Err(_) => text.to_owned(),
+        Err(_) => redact::mask_userinfo(text),
     }
 }
 

@@ -8,10 +8,10 @@ pub mod git_server;
 pub mod grpc_server;
 pub mod http_server;
 pub mod mysql_server;
-pub mod postgres_server;
-pub mod redis_server;
 pub mod nats_server;
+pub mod postgres_server;
 pub mod rabbitmq_server;
+pub mod redis_server;
 pub mod zookeeper_server;
 
 use std::io::{BufRead, BufReader};
