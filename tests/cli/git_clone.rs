@@ -832,24 +832,3 @@ fn run_check_refuses_a_bad_repo_a_bad_ref_and_a_password_over_plain_http() {
         output.stderr
     );
 }
-
-#[test]
-fn git_daemon_is_asked_for_the_urls_host_name_not_the_address_it_resolved_to() {
-    let sandbox = Sandbox::new();
-    let base = sandbox.path("srv");
-    // The daemon serves by host name: asked with host=127.0.0.1, it finds no "app".
-    let repo = TestRepo::create(&base.join("code.example.test"), "app");
-    let daemon = GitDaemon::start_virtual_hosts(&base);
-    let dns = crate::support::dns_server::DnsServer::start();
-    dns.add_a("code.example.test.", "127.0.0.1");
-    let dest = sandbox.path("work");
-    sandbox
-        .initbox()
-        .args(["git-clone", "--depth", "1", "--ref", "v1"])
-        .arg(format!("git://code.example.test:{}/app", daemon.port))
-        .arg(&dest)
-        .args(["--nameserver", &dns.nameserver()])
-        .run()
-        .assert_code(0);
-    assert_clean_checkout(&dest, &repo.first);
-}

@@ -321,26 +321,15 @@ impl Probe for CloneProbe {
     async fn attempt(&self) -> Attempt {
         let mut request = self.request.clone();
         if request.url.scheme == gix::url::Scheme::Git
-            && let Some(host) = request.url.host().map(str::to_owned)
+            && let Some(host) = request.url.host()
+            && host.parse::<std::net::IpAddr>().is_err()
         {
-            // IP literals come back as they are, without a lookup.
-            let addresses = match request.resolver.lookup_ip(&host).await {
-                Ok(addresses) => addresses,
+            match request.resolver.lookup_ip(host).await {
+                Ok(addresses) => {
+                    request.url = transfer::resolved_url(&request.url, addresses.first().copied())
+                }
                 Err(failure) => return failure.into(),
-            };
-            let port = request.url.port;
-            request.daemon = Some(transfer::GitDaemon {
-                addresses: addresses
-                    .iter()
-                    .map(|ip| std::net::SocketAddr::new(*ip, port.unwrap_or(9418)))
-                    .collect(),
-                host: host
-                    .trim_start_matches('[')
-                    .trim_end_matches(']')
-                    .to_owned(),
-                port,
-            });
-            request.url = transfer::resolved_url(&request.url, addresses.first().copied());
+            }
         }
         let interrupt = Arc::new(AtomicBool::new(false));
         let state = Arc::new(Mutex::new(AttemptState::default()));
@@ -639,7 +628,6 @@ pub async fn run(args: GitCloneArgs) -> Result<()> {
         tls: args.tls.clone(),
         resolver,
         connect_timeout,
-        daemon: None,
     };
     let label = match &reference {
         Reference::RemoteHead => repo.clone(),

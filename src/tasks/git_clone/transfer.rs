@@ -74,19 +74,6 @@ pub struct CloneRequest {
     pub tls: TlsArgs,
     pub resolver: Resolver,
     pub connect_timeout: Duration,
-    /// For git://: where the daemon was found this attempt, and the name it is asked for.
-    pub daemon: Option<GitDaemon>,
-}
-
-/// A git daemon to talk to over our own connection (see [`daemon_connection`]).
-#[derive(Clone, Debug)]
-pub struct GitDaemon {
-    /// The addresses the host resolved to, tried in order.
-    pub addresses: Vec<std::net::SocketAddr>,
-    /// The host as the URL names it, sent as the daemon's `host=` (virtual hosting), never
-    /// the address it resolved to.
-    pub host: String,
-    pub port: Option<u16>,
 }
 
 /// Clones into `dir` (which must exist and be empty) and returns the commit checked out.
@@ -170,15 +157,7 @@ fn clone_with_progress(
     };
     let (resolver, connect_timeout) = (request.resolver.clone(), request.connect_timeout);
     let credentials = request.credentials.clone();
-    let daemon = request.daemon.clone();
-    let repository_path = request.url.path.clone();
     prepare = prepare.configure_connection(move |connection| {
-        if let Some(ours) = daemon
-            .as_ref()
-            .and_then(|daemon| daemon_connection(daemon, &repository_path, connect_timeout))
-        {
-            *connection.transport_mut() = ours;
-        }
         if let Some(tls) = &tls {
             connection.set_transport_options(http_options(
                 tls.clone(),
@@ -217,35 +196,6 @@ fn clone_with_progress(
         )))
     })?;
     Ok(head.to_string())
-}
-
-/// A git:// connection of our own, for gix to speak the protocol over: gix writes each
-/// pkt-line in several small writes to a socket without TCP_NODELAY, and each request then
-/// waits out a delayed ACK (about 40 ms, three times in a shallow clone). Ours has Nagle off
-/// and a buffered writer (gix flushes it at the end of each request), the attempt's connect
-/// timeout, and the URL's host name in `host=`. `None` (the transport gix opened stays) when
-/// no address connects; gix's own connection then reports the error.
-fn daemon_connection(
-    daemon: &GitDaemon,
-    path: &gix::bstr::BString,
-    connect_timeout: Duration,
-) -> Option<Box<dyn gix::protocol::transport::client::blocking_io::Transport + Send>> {
-    use gix::protocol::transport::client::git;
-    let stream = daemon
-        .addresses
-        .iter()
-        .find_map(|address| std::net::TcpStream::connect_timeout(address, connect_timeout).ok())?;
-    stream.set_nodelay(true).ok()?;
-    let writer = std::io::BufWriter::new(stream.try_clone().ok()?);
-    Some(Box::new(git::blocking_io::Connection::new(
-        stream,
-        writer,
-        gix::protocol::transport::Protocol::V2,
-        path.clone(),
-        Some((daemon.host.clone(), daemon.port)),
-        git::ConnectMode::Daemon,
-        false,
-    )))
 }
 
 /// gix's HTTP options with a reqwest client set up like every other initbox HTTP client:

@@ -104,17 +104,6 @@ impl GitDaemon {
 
     /// On a given port (for a server that appears later).
     pub fn start_on(base: &Path, port: u16) -> GitDaemon {
-        Self::spawn(base, port, format!("--base-path={}", base.display()))
-    }
-
-    /// Virtual hosting: a request for `/NAME` with `host=HOST` is served from
-    /// `base/HOST/NAME` (git daemon's `--interpolated-path`).
-    pub fn start_virtual_hosts(base: &Path) -> GitDaemon {
-        let interpolated = format!("--interpolated-path={}/%H%D", base.display());
-        Self::spawn(base, free_port("127.0.0.1"), interpolated)
-    }
-
-    fn spawn(base: &Path, port: u16, paths: String) -> GitDaemon {
         let child = Command::new("git")
             .args([
                 "daemon",
@@ -123,7 +112,7 @@ impl GitDaemon {
                 "--listen=127.0.0.1",
             ])
             .arg(format!("--port={port}"))
-            .arg(paths)
+            .arg(format!("--base-path={}", base.display()))
             .arg(base)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
