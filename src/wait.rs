@@ -90,6 +90,16 @@ impl<T> From<Failure> for Attempt<T> {
     }
 }
 
+/// An attempt that either saw the target ready (saying what it saw) or failed.
+impl From<std::result::Result<String, Failure>> for Attempt {
+    fn from(result: std::result::Result<String, Failure>) -> Self {
+        match result {
+            Ok(detail) => Attempt::ready(detail),
+            Err(failure) => failure.into(),
+        }
+    }
+}
+
 /// One check of one target. Implementations make a single attempt: no loops, no sleeps.
 pub trait Probe: Send + Sync + 'static {
     /// What a ready attempt produces for the caller (register: the response body); `()`

@@ -171,10 +171,7 @@ impl Probe for AmqpProbe {
     }
 
     async fn attempt(&self) -> Attempt {
-        match self.exchange().await {
-            Ok(detail) => Attempt::ready(detail),
-            Err(failure) => failure.into(),
-        }
+        self.exchange().await.into()
     }
 }
 
@@ -214,7 +211,7 @@ impl AmqpProbe {
             return Err(Failure::Fatal(Error::Failed(format!(
                 "{}: the server does not offer PLAIN login (it offers: {})",
                 self.label,
-                shorten(&start.mechanisms)
+                service::shorten(&start.mechanisms)
             ))));
         }
         send(&mut stream, &start_ok(login)).await?;
@@ -262,7 +259,7 @@ impl AmqpProbe {
             Ok(close) => close,
             Err(why) => return Failure::Retry(format!("reading Connection.Close: {why}")),
         };
-        let words = format!("{code} {}", redact::scrub(&shorten(&text)));
+        let words = format!("{code} {}", redact::scrub(&service::shorten(&text)));
         match code {
             ACCESS_REFUSED => Failure::Fatal(Error::Failed(format!(
                 "{}: the server refused user {} {doing} (vhost {}): {words}",
@@ -496,8 +493,8 @@ fn parse_start(args: &[u8]) -> Parsed<Start> {
     let mut product = None;
     let mut version = None;
     cursor.table(0, &mut |name, value| match name {
-        "product" => product = Some(shorten(value)),
-        "version" => version = Some(shorten(value)),
+        "product" => product = Some(service::shorten(value)),
+        "version" => version = Some(service::shorten(value)),
         _ => {}
     })?;
     let mechanisms = String::from_utf8_lossy(cursor.long_bytes()?).into_owned();
@@ -623,19 +620,6 @@ fn close() -> Vec<u8> {
     let mut args = Writer::default();
     args.u16(200).short_string("ready check done").u16(0).u16(0);
     method_frame(CLOSE, &args.bytes)
-}
-
-/// A server's words, cut to a length that fits a log line.
-fn shorten(text: &str) -> String {
-    const LIMIT: usize = 200;
-    let clean: String = text
-        .chars()
-        .map(|c| if c.is_control() { '?' } else { c })
-        .collect();
-    match clean.char_indices().nth(LIMIT) {
-        Some((at, _)) => format!("{}…", &clean[..at]),
-        None => clean,
-    }
 }
 
 impl crate::cli::Task for AmqpArgs {

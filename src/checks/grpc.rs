@@ -81,10 +81,7 @@ impl Probe for GrpcProbe {
     }
 
     async fn attempt(&self) -> Attempt {
-        match self.check().await {
-            Ok(detail) => Attempt::ready(detail),
-            Err(failure) => failure.into(),
-        }
+        self.check().await.into()
     }
 }
 

@@ -434,10 +434,7 @@ impl Probe for MysqlProbe {
     }
 
     async fn attempt(&self) -> Attempt {
-        match self.try_once().await {
-            Ok(detail) => Attempt::ready(detail),
-            Err(failure) => failure.into(),
-        }
+        self.try_once().await.into()
     }
 }
 

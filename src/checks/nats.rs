@@ -142,10 +142,7 @@ impl Probe for NatsProbe {
     }
 
     async fn attempt(&self) -> Attempt {
-        match self.exchange().await {
-            Ok(detail) => Attempt::ready(detail),
-            Err(failure) => failure.into(),
-        }
+        self.exchange().await.into()
     }
 }
 
@@ -237,7 +234,7 @@ impl NatsProbe {
             } else if !line.starts_with("INFO ") {
                 return Err(Failure::Retry(format!(
                     "unexpected answer to CONNECT: {}",
-                    shorten(&line)
+                    service::shorten(&line)
                 )));
             }
         }
@@ -268,7 +265,7 @@ async fn read_info<S: AsyncBufRead + Unpin>(stream: &mut S) -> std::result::Resu
     let Some(json) = line.strip_prefix("INFO ") else {
         return Err(Failure::Retry(format!(
             "the server did not start with INFO (is this a NATS port?): {}",
-            shorten(&line)
+            service::shorten(&line)
         )));
     };
     let value: serde_json::Value = serde_json::from_str(json.trim())
@@ -279,7 +276,7 @@ async fn read_info<S: AsyncBufRead + Unpin>(stream: &mut S) -> std::result::Resu
         .and_then(serde_json::Value::as_str)
         .unwrap_or("(version unknown)");
     Ok(Info {
-        version: shorten(version),
+        version: service::shorten(version),
         tls_required: flag("tls_required"),
         tls_available: flag("tls_available"),
         auth_required: flag("auth_required"),
@@ -315,19 +312,6 @@ async fn read_line<S: AsyncBufRead + Unpin>(
     }
     let text = String::from_utf8_lossy(&line);
     Ok(text.trim_end_matches(['\r', '\n']).to_owned())
-}
-
-/// A server's words, cut to a length that fits a log line.
-fn shorten(text: &str) -> String {
-    const LIMIT: usize = 200;
-    let clean: String = text
-        .chars()
-        .map(|c| if c.is_control() { '?' } else { c })
-        .collect();
-    match clean.char_indices().nth(LIMIT) {
-        Some((at, _)) => format!("{}…", &clean[..at]),
-        None => clean,
-    }
 }
 
 impl crate::cli::Task for NatsArgs {

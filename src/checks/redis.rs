@@ -426,10 +426,7 @@ impl Probe for RedisProbe {
             }
             None => self.exchange(stream).await,
         };
-        match outcome {
-            Ok(detail) => Attempt::ready(detail),
-            Err(failure) => failure.into(),
-        }
+        outcome.into()
     }
 }
 

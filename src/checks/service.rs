@@ -235,6 +235,20 @@ pub fn password(file: Option<&Path>, env: &str) -> Result<Option<String>> {
     }
 }
 
+/// What a server said, fit for a message: control characters (a hostile or confused server
+/// could move the cursor, clear the screen) replaced by `?`, at most 200 characters.
+pub fn shorten(text: &str) -> String {
+    const LIMIT: usize = 200;
+    let clean: String = text
+        .chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect();
+    match clean.char_indices().nth(LIMIT) {
+        Some((at, _)) => format!("{}…", &clean[..at]),
+        None => clean,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -154,7 +154,7 @@ fn judge(answer: &str, wanted: Option<Mode>) -> Attempt {
         return Attempt::Fatal(Error::Failed(format!(
             "the server refuses the srvr command ('{}'); add it to zoo.cfg: \
              4lw.commands.whitelist=srvr,ruok (ZOO_4LW_COMMANDS_WHITELIST in the official image)",
-            shorten(text.lines().next().unwrap_or(text))
+            service::shorten(text.lines().next().unwrap_or(text))
         )));
     }
     let field = |name: &str| {
@@ -164,35 +164,22 @@ fn judge(answer: &str, wanted: Option<Mode>) -> Attempt {
     let Some(mode) = field("Mode:") else {
         return Attempt::NotYet(format!(
             "unexpected answer to srvr (is this a ZooKeeper port?): {}",
-            shorten(text.lines().next().unwrap_or(text))
+            service::shorten(text.lines().next().unwrap_or(text))
         ));
     };
     // `3.8.0-<commit>, built on …`: the release is what a person recognises.
     let version = field("Zookeeper version:")
         .map(|v| v.split([',', '-']).next().unwrap_or(v).trim().to_owned())
         .filter(|v| !v.is_empty())
-        .map(|v| format!("ZooKeeper {}", shorten(&v)))
+        .map(|v| format!("ZooKeeper {}", service::shorten(&v)))
         .unwrap_or_else(|| "ZooKeeper".into());
-    let mode = shorten(mode);
+    let mode = service::shorten(mode);
     if let Some(wanted) = wanted
         && !mode.eq_ignore_ascii_case(&wanted.to_string())
     {
         return Attempt::NotYet(format!("serving as {mode}, not yet as {wanted}"));
     }
     Attempt::ready(format!("serving as {mode} ({version})"))
-}
-
-/// A server's words, cut to a length that fits a log line.
-fn shorten(text: &str) -> String {
-    const LIMIT: usize = 200;
-    let clean: String = text
-        .chars()
-        .map(|c| if c.is_control() { '?' } else { c })
-        .collect();
-    match clean.char_indices().nth(LIMIT) {
-        Some((at, _)) => format!("{}…", &clean[..at]),
-        None => clean,
-    }
 }
 
 impl crate::cli::Task for ZooKeeperArgs {
