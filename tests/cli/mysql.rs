@@ -8,8 +8,8 @@ use std::io::Read;
 use std::net::TcpStream;
 use std::time::Duration;
 
+use crate::support::TlsFiles;
 use crate::support::mysql_server::{self, MariaDb, PASSWORD, USER};
-use crate::support::redis_server::TlsFiles;
 use crate::support::{Sandbox, free_port, path_str};
 
 const SEEN: Duration = Duration::from_secs(60);

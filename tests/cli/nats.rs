@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use crate::support::nats_server::{NatsConfig, NatsServer, tls_files};
+use crate::support::TlsFiles;
+use crate::support::nats_server::{NatsConfig, NatsServer};
 use crate::support::{Output, Sandbox};
 
 const PASSWORD: &str = "nats-s3cret-pw";
@@ -138,7 +139,7 @@ fn a_token_login_is_checked_and_a_wrong_token_ends_with_exit_1() {
 #[test]
 fn a_server_that_requires_tls_is_checked_against_the_ca_and_an_unknown_ca_is_exit_1() {
     let sandbox = Sandbox::new();
-    let files = tls_files(sandbox.dir.path());
+    let files = TlsFiles::new(sandbox.dir.path());
     let Some(server) = NatsServer::start(NatsConfig {
         tls: Some((files.cert.clone(), files.key.clone())),
         ..with_user()

@@ -4,7 +4,8 @@
 
 use std::time::Duration;
 
-use crate::support::redis_server::{self, RedisServer, TlsFiles};
+use crate::support::TlsFiles;
+use crate::support::redis_server::{self, RedisServer};
 use crate::support::{Sandbox, free_port};
 
 const SEEN: Duration = Duration::from_secs(30);
@@ -184,7 +185,7 @@ fn tls_with_the_servers_ca_is_ready_and_an_unknown_ca_is_fatal() {
     }
     let sandbox = Sandbox::new();
     let files = TlsFiles::new(&sandbox.path(""));
-    let args = files.redis_args();
+    let args = redis_server::tls_args(&files);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let server = RedisServer::start(&args);
     let ca = files.ca.to_str().unwrap();

@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::nats_server::{TlsFiles, tls_files};
+use super::TlsFiles;
 use super::{free_port, kill, skip};
 
 const BIN: &str = "/usr/lib/rabbitmq/bin";
@@ -109,7 +109,7 @@ impl RabbitServer {
             .prefix("rabbit")
             .tempdir_in("/tmp")
             .unwrap();
-        let tls = tls_files(dir.path());
+        let tls = TlsFiles::new(dir.path());
         RabbitServer {
             port: free_port("127.0.0.1"),
             tls_port: free_port("127.0.0.1"),

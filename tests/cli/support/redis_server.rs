@@ -3,10 +3,11 @@
 //! and a certificate for localhost and 127.0.0.1) that the TLS tests of the protocol checks
 //! hand to real servers.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use super::TlsFiles;
 use super::{eventually, free_port, path_str, skip};
 
 /// How long a server may take to say it is ready (a loaded 2-core machine).
@@ -158,49 +159,17 @@ impl Drop for RedisServer {
     }
 }
 
-/// A fresh CA and a server certificate for localhost and 127.0.0.1, as PEM files in `dir`.
-pub struct TlsFiles {
-    pub ca: PathBuf,
-    pub cert: PathBuf,
-    pub key: PathBuf,
-}
-
-impl TlsFiles {
-    pub fn new(dir: &Path) -> TlsFiles {
-        use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "initbox test CA");
-        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
-        let key = KeyPair::generate().unwrap();
-        let params =
-            CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
-        let cert = params.signed_by(&key, &ca).unwrap();
-        let files = TlsFiles {
-            ca: dir.join("ca.pem"),
-            cert: dir.join("server.pem"),
-            key: dir.join("server.key"),
-        };
-        std::fs::write(&files.ca, ca.pem()).unwrap();
-        std::fs::write(&files.cert, cert.pem()).unwrap();
-        std::fs::write(&files.key, key.serialize_pem()).unwrap();
-        files
-    }
-
-    /// The redis-server arguments that serve TLS with these files.
-    pub fn redis_args(&self) -> Vec<String> {
-        vec![
-            "--tls-port".into(),
-            "--tls-cert-file".into(),
-            path_str(&self.cert).into(),
-            "--tls-key-file".into(),
-            path_str(&self.key).into(),
-            "--tls-ca-cert-file".into(),
-            path_str(&self.ca).into(),
-            "--tls-auth-clients".into(),
-            "no".into(),
-        ]
-    }
+/// The redis-server arguments that serve TLS with `files`.
+pub fn tls_args(files: &TlsFiles) -> Vec<String> {
+    vec![
+        "--tls-port".into(),
+        "--tls-cert-file".into(),
+        path_str(&files.cert).into(),
+        "--tls-key-file".into(),
+        path_str(&files.key).into(),
+        "--tls-ca-cert-file".into(),
+        path_str(&files.ca).into(),
+        "--tls-auth-clients".into(),
+        "no".into(),
+    ]
 }
