@@ -10,7 +10,9 @@
 //! the probe's [`Probe::Output`].
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::Duration;
 
 use tokio::task::JoinSet;
@@ -113,6 +115,12 @@ pub trait Probe: Send + Sync + 'static {
     /// a task that does something says what it did (`registered with …`).
     fn ready_phrase(&self) -> String {
         format!("{} is ready", self.target())
+    }
+    /// True when attempts only look (a connection, a query, a request that changes
+    /// nothing), so that a new one may start while an earlier one still waits for an
+    /// answer. Never for an attempt with an effect (register, a command, a download).
+    fn may_overlap(&self) -> bool {
+        false
     }
 }
 
@@ -278,155 +286,296 @@ fn announce_start(what: &str, names: &[String], options: &WaitOptions) {
         .emit();
 }
 
+/// How many attempts of one target may be under way at once, for a probe whose attempts
+/// may overlap ([`Probe::may_overlap`]).
+pub const MAX_IN_FLIGHT: usize = 4;
+
+/// An attempt under way: its start, and the future that ends in its outcome.
+type InFlight<'a, T> = Pin<Box<dyn Future<Output = (Instant, Attempt<T>)> + Send + 'a>>;
+
 /// Probes one target until it is ready or fatal. The caller owns the deadline.
+///
+/// Attempts start on the schedule of [`pause_after`]. A probe whose attempts may overlap
+/// gets a new one at its due time even while earlier ones are still waiting for an answer
+/// (up to [`MAX_IN_FLIGHT`]), so one connection a starting server never answers does not
+/// hold the wait up for the whole `--attempt-timeout`. An answer older than one already
+/// judged is stale and ignored.
 async fn watch<P: Probe>(
     probe: P,
     options: WaitOptions,
     start: Instant,
     state: Arc<Mutex<Progress>>,
 ) -> Result<ReadyTarget<P::Output>> {
-    let target = probe.target().to_owned();
-    let mut attempts = 0u32;
-    let mut last_reason: Option<String> = None;
-    let mut last_line = start;
-    // The start of the first attempt of the current run of ready ones (`--stable-for`).
-    let mut ready_since: Option<Instant> = None;
+    let overlapping = probe.may_overlap() && matches!(options.attempt, AttemptBound::Engine(_));
+    let limit = if overlapping { MAX_IN_FLIGHT } else { 1 };
+    let mut judge = Judge::new(probe.target().to_owned(), options, start, state);
+    let mut in_flight: Vec<InFlight<'_, P::Output>> = Vec::new();
+    let mut last_started: Option<Instant> = None;
     loop {
-        let attempt_start = Instant::now();
-        attempts += 1;
-        let outcome = match options.attempt {
-            AttemptBound::Probe(_) => probe.attempt().await,
-            AttemptBound::Engine(limit) => {
-                match tokio::time::timeout(limit, probe.attempt()).await {
-                    Ok(outcome) => outcome,
-                    Err(_) => Attempt::NotYet(no_answer_within(limit)),
+        enum Next<T> {
+            Start,
+            Done(Instant, Attempt<T>),
+        }
+        let due = judge.next_due(last_started);
+        let next = tokio::select! {
+            biased;
+            (started, outcome) = first_done(&mut in_flight), if !in_flight.is_empty() => {
+                Next::Done(started, outcome)
+            }
+            _ = tokio::time::sleep_until(due), if in_flight.len() < limit => Next::Start,
+        };
+        match next {
+            Next::Start => {
+                let started = Instant::now();
+                last_started = Some(started);
+                in_flight.push(Box::pin(one_attempt(&probe, options, started)));
+            }
+            Next::Done(started, outcome) => {
+                if let Some(verdict) = judge.judge(started, outcome, &probe) {
+                    return verdict;
                 }
             }
+        }
+    }
+}
+
+/// Runs one attempt, cut at the attempt timeout when the engine bounds it, and turned
+/// around for `--invert`.
+async fn one_attempt<P: Probe>(
+    probe: &P,
+    options: WaitOptions,
+    started: Instant,
+) -> (Instant, Attempt<P::Output>) {
+    let outcome = match options.attempt {
+        AttemptBound::Probe(_) => probe.attempt().await,
+        AttemptBound::Engine(limit) => match tokio::time::timeout(limit, probe.attempt()).await {
+            Ok(outcome) => outcome,
+            Err(_) => Attempt::NotYet(no_answer_within(limit)),
+        },
+    };
+    let outcome = if options.invert {
+        invert(outcome)
+    } else {
+        outcome
+    };
+    (started, outcome)
+}
+
+/// The first of the attempts under way to end, taken out of the list.
+async fn first_done<T>(in_flight: &mut Vec<InFlight<'_, T>>) -> (Instant, Attempt<T>) {
+    std::future::poll_fn(|cx| {
+        for index in 0..in_flight.len() {
+            if let Poll::Ready(done) = in_flight[index].as_mut().poll(cx) {
+                drop(in_flight.remove(index));
+                return Poll::Ready(done);
+            }
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+/// What the outcomes of one target's attempts add up to, and the lines that say so: the
+/// change of reason, the progress every ~10 s, the `--stable-for` run, ready.
+struct Judge {
+    target: String,
+    options: WaitOptions,
+    start: Instant,
+    state: Arc<Mutex<Progress>>,
+    attempts: u32,
+    last_reason: Option<String>,
+    last_line: Instant,
+    /// The start of the first attempt of the current run of ready ones (`--stable-for`).
+    ready_since: Option<Instant>,
+    /// The start of the newest attempt judged: an answer from an older one is stale.
+    newest_judged: Option<Instant>,
+    /// A target that asked for a pause (HTTP 503, 429) is not tried again before this.
+    not_before: Option<Instant>,
+}
+
+impl Judge {
+    fn new(
+        target: String,
+        options: WaitOptions,
+        start: Instant,
+        state: Arc<Mutex<Progress>>,
+    ) -> Self {
+        Judge {
+            target,
+            options,
+            start,
+            state,
+            attempts: 0,
+            last_reason: None,
+            last_line: start,
+            ready_since: None,
+            newest_judged: None,
+            not_before: None,
+        }
+    }
+
+    /// When the next attempt is due, given the start of the latest one (none yet: now).
+    fn next_due(&self, last_started: Option<Instant>) -> Instant {
+        let Some(last) = last_started else {
+            return Instant::now();
         };
-        let outcome = if options.invert {
-            invert(outcome)
-        } else {
-            outcome
+        let due = match self.ready_since {
+            // Confirming goes on at the fast rate, up to the moment the run is long enough.
+            Some(since) => (last + self.options.interval.min(FAST_INTERVAL))
+                .min(since + self.options.stable_for),
+            None => last + pause_after(last.duration_since(self.start), self.options.interval),
         };
-        let backoff = match &outcome {
-            Attempt::Backoff { after, .. } => Some(*after),
-            _ => None,
-        };
+        match self.not_before {
+            Some(not_before) => due.max(not_before),
+            None => due,
+        }
+    }
+
+    /// Takes in the outcome of the attempt started at `started`: `Some` ends the wait.
+    fn judge<P: Probe>(
+        &mut self,
+        started: Instant,
+        outcome: Attempt<P::Output>,
+        probe: &P,
+    ) -> Option<Result<ReadyTarget<P::Output>>> {
+        self.attempts += 1;
+        if self.newest_judged.is_some_and(|newest| started < newest) {
+            self.progress().attempts = self.attempts;
+            return None;
+        }
+        self.newest_judged = Some(started);
+        let options = self.options;
+        if let Attempt::Backoff { after, .. } = &outcome {
+            self.not_before = Some(Instant::now() + *after);
+        }
         let unconfirmed = match (&outcome, options.stable_for.is_zero()) {
             (Attempt::Ready { detail, .. }, false) => {
-                let since = *ready_since.get_or_insert_with(|| {
-                    announce_confirming(&target, detail, options.stable_for);
-                    attempt_start
+                let since = *self.ready_since.get_or_insert_with(|| {
+                    announce_confirming(&self.target, detail, options.stable_for);
+                    started
                 });
-                attempt_start.duration_since(since) < options.stable_for
+                started.duration_since(since) < options.stable_for
             }
             _ => false,
         };
         if let (Some(since), Attempt::NotYet(reason) | Attempt::Backoff { reason, .. }) =
-            (ready_since, &outcome)
+            (self.ready_since, &outcome)
         {
             report::Event::new(
                 report::Level::Info,
                 "wait.unstable",
                 format!(
-                    "{target} was ready for {}, then not: {reason}; waiting for it to stay ready for {}",
-                    Elapsed(attempt_start.duration_since(since)),
+                    "{} was ready for {}, then not: {reason}; waiting for it to stay ready for {}",
+                    self.target,
+                    Elapsed(started.duration_since(since)),
                     Elapsed(options.stable_for)
                 ),
+            )
+            .field("target", self.target.clone())
+            .field("reason", reason.clone())
+            .field("attempts", self.attempts)
+            .emit();
+            self.ready_since = None;
+            // Said just now; the same reason again is news only after the next ready run.
+            self.last_reason = Some(reason.clone());
+            self.last_line = Instant::now();
+        }
+        let ready_since = self.ready_since;
+        self.progress().ready_since = ready_since;
+        match outcome {
+            Attempt::Ready { .. } if unconfirmed => {
+                self.progress().attempts = self.attempts;
+                None
+            }
+            Attempt::Ready { detail, output } => Some(Ok(self.ready(detail, output, probe))),
+            Attempt::Fatal(error) => Some(Err(error.for_target(&self.target))),
+            Attempt::NotYet(reason) | Attempt::Backoff { reason, .. } => {
+                self.not_ready(reason);
+                None
+            }
+        }
+    }
+
+    fn progress(&self) -> std::sync::MutexGuard<'_, Progress> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn ready<P: Probe>(
+        &self,
+        detail: String,
+        output: P::Output,
+        probe: &P,
+    ) -> ReadyTarget<P::Output> {
+        self.progress().ready = true;
+        let attempts = self.attempts;
+        let elapsed = self.start.elapsed();
+        let plural = report::plural(attempts as usize);
+        let phrase = probe.ready_phrase();
+        let message = if detail.is_empty() {
+            format!(
+                "{phrase} after {} ({attempts} attempt{plural})",
+                Elapsed(elapsed)
+            )
+        } else {
+            format!(
+                "{phrase} after {} ({attempts} attempt{plural}): {detail}",
+                Elapsed(elapsed)
+            )
+        };
+        report::Event::new(report::Level::Info, "wait.ready", message)
+            .field("target", self.target.clone())
+            .field("attempts", attempts)
+            .field("elapsed_ms", elapsed.as_millis() as u64)
+            .field("detail", detail.clone())
+            .emit();
+        ReadyTarget {
+            target: self.target.clone(),
+            detail,
+            attempts,
+            elapsed,
+            output,
+        }
+    }
+
+    /// A not-ready outcome: said when the reason changes, and every ~10 s while it does not.
+    fn not_ready(&mut self, reason: String) {
+        let target = &self.target;
+        let attempts = self.attempts;
+        {
+            let mut progress = self.progress();
+            progress.attempts = attempts;
+            progress.last_reason = Some(reason.clone());
+        }
+        let now = Instant::now();
+        if self.last_reason.as_deref() != Some(reason.as_str()) {
+            report::Event::new(
+                report::Level::Info,
+                "wait.not_ready",
+                format!("{target} is not ready: {reason}"),
             )
             .field("target", target.clone())
             .field("reason", reason.clone())
             .field("attempts", attempts)
             .emit();
-            ready_since = None;
-            // Said just now; the same reason again is news only after the next ready run.
-            last_reason = Some(reason.clone());
-            last_line = Instant::now();
+            self.last_reason = Some(reason);
+            self.last_line = now;
+        } else if now.duration_since(self.last_line) >= PROGRESS_EVERY {
+            let elapsed = now.duration_since(self.start);
+            report::Event::new(
+                report::Level::Info,
+                "wait.progress",
+                format!(
+                    "still waiting for {target} after {} ({attempts} attempts): {reason}",
+                    Elapsed(elapsed)
+                ),
+            )
+            .field("target", target.clone())
+            .field("reason", reason)
+            .field("attempts", attempts)
+            .field("elapsed_ms", elapsed.as_millis() as u64)
+            .emit();
+            self.last_line = now;
         }
-        state.lock().unwrap_or_else(|p| p.into_inner()).ready_since = ready_since;
-        match outcome {
-            Attempt::Ready { .. } if unconfirmed => {
-                state.lock().unwrap_or_else(|p| p.into_inner()).attempts = attempts;
-                // Confirming goes on at the fast rate, up to the moment the run is long enough.
-                let confirmed_at = ready_since.unwrap_or(attempt_start) + options.stable_for;
-                let next = (attempt_start + options.interval.min(FAST_INTERVAL)).min(confirmed_at);
-                tokio::time::sleep_until(next.max(Instant::now())).await;
-                continue;
-            }
-            Attempt::Ready { detail, output } => {
-                state.lock().unwrap_or_else(|p| p.into_inner()).ready = true;
-                let elapsed = start.elapsed();
-                let plural = report::plural(attempts as usize);
-                let phrase = probe.ready_phrase();
-                let message = if detail.is_empty() {
-                    format!(
-                        "{phrase} after {} ({attempts} attempt{plural})",
-                        Elapsed(elapsed)
-                    )
-                } else {
-                    format!(
-                        "{phrase} after {} ({attempts} attempt{plural}): {detail}",
-                        Elapsed(elapsed)
-                    )
-                };
-                report::Event::new(report::Level::Info, "wait.ready", message)
-                    .field("target", target.clone())
-                    .field("attempts", attempts)
-                    .field("elapsed_ms", elapsed.as_millis() as u64)
-                    .field("detail", detail.clone())
-                    .emit();
-                return Ok(ReadyTarget {
-                    target,
-                    detail,
-                    attempts,
-                    elapsed,
-                    output,
-                });
-            }
-            Attempt::Fatal(error) => return Err(error.for_target(&target)),
-            Attempt::NotYet(reason) | Attempt::Backoff { reason, .. } => {
-                {
-                    let mut progress = state.lock().unwrap_or_else(|p| p.into_inner());
-                    progress.attempts = attempts;
-                    progress.last_reason = Some(reason.clone());
-                }
-                let now = Instant::now();
-                if last_reason.as_deref() != Some(reason.as_str()) {
-                    report::Event::new(
-                        report::Level::Info,
-                        "wait.not_ready",
-                        format!("{target} is not ready: {reason}"),
-                    )
-                    .field("target", target.clone())
-                    .field("reason", reason.clone())
-                    .field("attempts", attempts)
-                    .emit();
-                    last_reason = Some(reason);
-                    last_line = now;
-                } else if now.duration_since(last_line) >= PROGRESS_EVERY {
-                    report::Event::new(
-                        report::Level::Info,
-                        "wait.progress",
-                        format!(
-                            "still waiting for {target} after {} ({attempts} attempts): {reason}",
-                            Elapsed(now.duration_since(start))
-                        ),
-                    )
-                    .field("target", target.clone())
-                    .field("reason", reason)
-                    .field("attempts", attempts)
-                    .field("elapsed_ms", now.duration_since(start).as_millis() as u64)
-                    .emit();
-                    last_line = now;
-                }
-            }
-        }
-        let pause = pause_after(attempt_start.duration_since(start), options.interval);
-        let next = match backoff {
-            Some(after) => (attempt_start + pause).max(Instant::now() + after),
-            None => attempt_start + pause,
-        };
-        tokio::time::sleep_until(next).await;
     }
 }
 
@@ -956,5 +1105,140 @@ mod tests {
         assert_eq!(ready[0].attempts, 1);
         assert_eq!(ready[0].detail, "no longer ready: not yet");
         assert!(ready[0].output.is_empty());
+    }
+
+    /// A read-only probe whose attempt `n` (from 1) takes `answer(n).0` and then says
+    /// `answer(n).1`; it counts the attempts under way at once.
+    struct Overlapping {
+        overlap: bool,
+        answer: fn(u32) -> (Duration, bool),
+        started: AtomicU32,
+        under_way: Arc<AtomicU32>,
+        most_under_way: Arc<AtomicU32>,
+    }
+
+    impl Overlapping {
+        fn new(overlap: bool, answer: fn(u32) -> (Duration, bool)) -> Self {
+            Overlapping {
+                overlap,
+                answer,
+                started: AtomicU32::new(0),
+                under_way: Arc::default(),
+                most_under_way: Arc::default(),
+            }
+        }
+    }
+
+    /// Counts an attempt as under way until it is dropped (answered or abandoned).
+    struct UnderWay(Arc<AtomicU32>);
+    impl Drop for UnderWay {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    impl Probe for Overlapping {
+        type Output = ();
+        fn target(&self) -> &str {
+            "zk"
+        }
+        fn may_overlap(&self) -> bool {
+            self.overlap
+        }
+        async fn attempt(&self) -> Attempt {
+            let n = self.started.fetch_add(1, Ordering::SeqCst) + 1;
+            let now = self.under_way.fetch_add(1, Ordering::SeqCst) + 1;
+            self.most_under_way.fetch_max(now, Ordering::SeqCst);
+            let _under_way = UnderWay(self.under_way.clone());
+            let (takes, ready) = (self.answer)(n);
+            tokio::time::sleep(takes).await;
+            if ready {
+                Attempt::ready("serving")
+            } else {
+                Attempt::NotYet("not serving".into())
+            }
+        }
+    }
+
+    /// The first connection is never answered (a server that accepted it before it served);
+    /// every later one is answered at once.
+    fn first_unanswered(n: u32) -> (Duration, bool) {
+        match n {
+            1 => (Duration::from_secs(3600), false),
+            _ => (Duration::ZERO, true),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_never_answered_does_not_hold_up_an_overlapping_probe() {
+        let start = Instant::now();
+        let probe = Overlapping::new(true, first_unanswered);
+        wait_for_all("test", vec![probe], options(60))
+            .await
+            .unwrap();
+        // The second attempt starts at its due time while the first still waits.
+        assert_eq!(start.elapsed(), FAST_INTERVAL);
+
+        // A probe whose attempts may not overlap waits the first one out.
+        let start = Instant::now();
+        let probe = Overlapping::new(false, first_unanswered);
+        wait_for_all("test", vec![probe], options(60))
+            .await
+            .unwrap();
+        assert_eq!(start.elapsed(), Duration::from_secs(2));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn overlapping_attempts_are_bounded() {
+        fn never_answered(_: u32) -> (Duration, bool) {
+            (Duration::from_secs(3600), false)
+        }
+        for (overlap, most) in [(true, MAX_IN_FLIGHT as u32), (false, 1)] {
+            let probe = Overlapping::new(overlap, never_answered);
+            let (under_way, most_under_way) =
+                (probe.under_way.clone(), probe.most_under_way.clone());
+            let error = wait_for_all("test", vec![probe], options(5))
+                .await
+                .unwrap_err();
+            assert_eq!(
+                most_under_way.load(Ordering::SeqCst),
+                most,
+                "overlap {overlap}"
+            );
+            // The timeout aborted the target's task, which drops every attempt still under
+            // way once the runtime has run it (an aborted task goes at its next turn).
+            tokio::task::yield_now().await;
+            assert_eq!(under_way.load(Ordering::SeqCst), 0);
+            assert_eq!(
+                error.to_string(),
+                "timed out after 5s waiting for zk (last error: no answer within 2s (--attempt-timeout))"
+            );
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stale_answer_does_not_break_a_stable_for_run() {
+        // The first attempt's "not serving" comes back at 300 ms, after the second attempt
+        // (50 ms) saw the server serving: it is older news and ignored.
+        fn slow_first(n: u32) -> (Duration, bool) {
+            match n {
+                1 => (Duration::from_millis(300), false),
+                _ => (Duration::ZERO, true),
+            }
+        }
+        let start = Instant::now();
+        let probe = Overlapping::new(true, slow_first);
+        let opts = stable(60, Duration::from_millis(500));
+        wait_for_all("test", vec![probe], opts).await.unwrap();
+        assert_eq!(start.elapsed(), FAST_INTERVAL + Duration::from_millis(500));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_attempt_the_probe_bounds_never_overlaps() {
+        let probe = Overlapping::new(true, first_unanswered);
+        let most_under_way = probe.most_under_way.clone();
+        let opts = options(1).bounded_by_probe();
+        wait_for_all("test", vec![probe], opts).await.unwrap_err();
+        assert_eq!(most_under_way.load(Ordering::SeqCst), 1);
     }
 }

@@ -170,6 +170,10 @@ impl Probe for AmqpProbe {
         &self.label
     }
 
+    fn may_overlap(&self) -> bool {
+        true
+    }
+
     async fn attempt(&self) -> Attempt {
         self.exchange().await.into()
     }

@@ -205,6 +205,10 @@ impl Probe for DnsProbe {
         &self.name
     }
 
+    fn may_overlap(&self) -> bool {
+        true
+    }
+
     async fn attempt(&self) -> Attempt {
         let (answered_as, answers): (String, Vec<Answer>) = match self.kind {
             None => match self.resolver.resolve_ip(&self.name).await {

@@ -80,6 +80,10 @@ impl Probe for GrpcProbe {
         &self.label
     }
 
+    fn may_overlap(&self) -> bool {
+        true
+    }
+
     async fn attempt(&self) -> Attempt {
         self.check().await.into()
     }

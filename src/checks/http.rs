@@ -68,6 +68,11 @@ impl Probe for HttpProbe {
         &self.label
     }
 
+    /// GET, HEAD and OPTIONS only look; any other method may change something.
+    fn may_overlap(&self) -> bool {
+        matches!(self.method, Method::GET | Method::HEAD | Method::OPTIONS)
+    }
+
     async fn attempt(&self) -> Attempt {
         let request =
             http_client::request(&self.client, &self.method, &self.url, &self.headers, None);

@@ -433,6 +433,10 @@ impl Probe for MysqlProbe {
         &self.label
     }
 
+    fn may_overlap(&self) -> bool {
+        true
+    }
+
     async fn attempt(&self) -> Attempt {
         self.try_once().await.into()
     }

@@ -141,6 +141,10 @@ impl Probe for NatsProbe {
         &self.label
     }
 
+    fn may_overlap(&self) -> bool {
+        true
+    }
+
     async fn attempt(&self) -> Attempt {
         self.exchange().await.into()
     }

@@ -173,6 +173,10 @@ impl Probe for PostgresProbe {
         &self.label
     }
 
+    fn may_overlap(&self) -> bool {
+        true
+    }
+
     async fn attempt(&self) -> Attempt {
         let address = self.target.service.address();
         let (stream, addr) = match service::connect(&self.resolver, &address).await {

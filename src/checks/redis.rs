@@ -412,6 +412,10 @@ impl Probe for RedisProbe {
         &self.label
     }
 
+    fn may_overlap(&self) -> bool {
+        true
+    }
+
     async fn attempt(&self) -> Attempt {
         let (stream, _addr) = match service::connect(&self.resolver, &self.target.address()).await {
             Ok(connected) => connected,

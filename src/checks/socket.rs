@@ -36,6 +36,10 @@ impl Probe for SocketProbe {
         &self.label
     }
 
+    fn may_overlap(&self) -> bool {
+        true
+    }
+
     async fn attempt(&self) -> Attempt {
         match UnixStream::connect(&self.path).await {
             // Dropping the stream closes it: the server sees a client that left at once.

@@ -121,6 +121,10 @@ impl Probe for TcpProbe {
         &self.label
     }
 
+    fn may_overlap(&self) -> bool {
+        true
+    }
+
     async fn attempt(&self) -> Attempt {
         // IP literals come back as they are, without a lookup.
         let ips = match self.resolver.lookup_ip(&self.target.host).await {

@@ -102,6 +102,10 @@ impl Probe for ZooKeeperProbe {
         &self.label
     }
 
+    fn may_overlap(&self) -> bool {
+        true
+    }
+
     async fn attempt(&self) -> Attempt {
         let answer = match self.ask_srvr().await {
             Ok(answer) => answer,
