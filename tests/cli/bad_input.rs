@@ -484,6 +484,31 @@ fn usage_errors_exit_2_naming_the_bad_value() {
                 &["write", "/f", "--content", "a", "--owner", "x:y:z"],
                 "'x:y:z' is not an owner",
             ),
+            bad(2, &["replace", "/f"], "--literal <OLD> <NEW> or --regex"),
+            bad(2, &["replace", "/f", "--literal", "a"], "--literal"),
+            bad(
+                2,
+                &["replace", "/f", "--regex", "(", "x"],
+                "invalid value '(' for '--regex'",
+            ),
+            bad(
+                2,
+                &[
+                    "replace",
+                    "/f",
+                    "--literal",
+                    "a",
+                    "b",
+                    "--expect-count",
+                    "many",
+                ],
+                "'many' is not a count",
+            ),
+            bad(
+                2,
+                &["replace", "/f", "--literal", "", "b"],
+                "the text to replace is empty",
+            ),
             // run and the rest
             bad(2, &["run"], "--file"),
             bad(2, &["completions", "tcsh"], "'tcsh'"),

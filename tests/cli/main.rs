@@ -24,6 +24,7 @@ mod nats;
 mod postgres;
 mod redis;
 mod register;
+mod replace;
 mod run;
 mod secrets;
 mod sleep;

@@ -803,6 +803,7 @@ const NO_DEADLINE: &[(&str, &str)] = &[
     ("sysctl", "writes and reads /proc/sys once, never waits"),
     ("install", "copies one file once, never waits"),
     ("write", "writes one file once, never waits"),
+    ("replace", "edits files once, never waits"),
     ("copy", "copies a tree once, never waits"),
 ];
 

@@ -171,6 +171,21 @@ fn the_cli_and_the_file_give_identical_commands_for_every_task() {
             &["--contents", "--one-file-system", "/data"],
             "{paths: [/data], contents: true, one-file-system: true}",
         ),
+        (
+            "replace",
+            &[
+                "--literal",
+                "__HOST__",
+                "db",
+                "--regex",
+                "^port=.*",
+                "port=5432",
+                "--expect-count",
+                "2",
+                "/config/app.conf",
+            ],
+            "{files: [/config/app.conf], literal: {__HOST__: db}, regex: [['^port=.*', port=5432]], expect-count: 2}",
+        ),
     ];
     let mut covered: Vec<&str> = cases.iter().map(|(task, ..)| *task).collect();
     covered.sort();
