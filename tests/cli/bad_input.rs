@@ -288,6 +288,24 @@ fn usage_errors_exit_2_naming_the_bad_value() {
                 &["wait-for-zookeeper", "zk", "--mode", "candidate"],
                 "'candidate' is not a ZooKeeper mode",
             ),
+            // wait-for-kafka
+            bad(2, &["wait-for-kafka"], "<BROKER>"),
+            bad(2, &["wait-for-kafka", "kafka:0"], "port 0"),
+            bad(
+                2,
+                &["wait-for-kafka", "kafka", "--min-brokers", "0"],
+                "--min-brokers",
+            ),
+            bad(
+                2,
+                &["wait-for-kafka", "kafka://app@kafka:9092"],
+                "PLAINTEXT listeners only",
+            ),
+            bad(
+                2,
+                &["wait-for-kafka", "amqp://kafka"],
+                "must start with kafka://",
+            ),
             // wait-for-amqp
             bad(2, &["wait-for-amqp"], "<SERVER>"),
             bad(2, &["wait-for-amqp", "amqp://mq:0/"], "port 0"),
