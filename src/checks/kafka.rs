@@ -587,3 +587,131 @@ pub async fn run(args: KafkaArgs) -> Result<()> {
         .collect();
     wait::wait_for_all("kafka", probes, options).await.map(drop)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hex(text: &str) -> Vec<u8> {
+        (0..text.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn an_unsupported_version_answer_is_read_in_the_v0_layout() {
+        // Kafka 4.1's answer to ApiVersions v9, after the correlation id: error 35, one
+        // entry (ApiVersions, v0-v4), no throttle time, no tags.
+        let body = hex("002300000001001200000004");
+        match parse_api_versions(&body, 9).unwrap() {
+            ApiVersionsAnswer::Unsupported { max } => assert_eq!(max, 4),
+            _ => panic!("not read as UNSUPPORTED_VERSION"),
+        }
+    }
+
+    #[test]
+    fn a_flexible_answer_gives_the_metadata_range() {
+        // error 0; a compact array of 2 entries (written 3), each with an empty tag
+        // buffer: Metadata v0-v12, ApiVersions v0-v4; throttle_time_ms; no tags.
+        let body = hex("00000300030000000c00001200000004000000000000");
+        match parse_api_versions(&body, 3).unwrap() {
+            ApiVersionsAnswer::Ok(metadata) => assert_eq!(metadata, Some((0, 12))),
+            _ => panic!("not read as a success"),
+        }
+    }
+
+    #[test]
+    fn metadata_answers_are_read_in_the_flexible_and_the_old_layout() {
+        // v12: throttle; brokers (1): node 1, host "127.0.0.1", port 9092, rack null, no
+        // tags; cluster "abc"; controller 1; the rest (topics, tags) is not read.
+        let v12 = hex(concat!(
+            "000000000200000001",
+            "0a3132372e302e302e31",
+            "000023840000",
+            "04616263",
+            "000000010100"
+        ));
+        assert_eq!(
+            parse_metadata(&v12, 12).unwrap(),
+            Metadata {
+                version: 12,
+                brokers: vec![1],
+                cluster_id: Some("abc".into()),
+                controller_id: 1,
+            }
+        );
+        // v1: no throttle, INT32 arrays and INT16 strings, no cluster id.
+        let v1 = hex(concat!(
+            "0000000100000007",
+            "00093132372e302e302e31",
+            "00002384ffff",
+            "00000007"
+        ));
+        assert_eq!(
+            parse_metadata(&v1, 1).unwrap(),
+            Metadata {
+                version: 1,
+                brokers: vec![7],
+                cluster_id: None,
+                controller_id: 7,
+            }
+        );
+        assert!(parse_metadata(&v12[..10], 12).is_err());
+    }
+
+    #[test]
+    fn metadata_without_controller_is_not_yet_and_too_few_brokers_counts_them() {
+        let none = Metadata {
+            version: 12,
+            brokers: vec![1],
+            cluster_id: Some("c".into()),
+            controller_id: -1,
+        };
+        match judge(&none, 1) {
+            Attempt::NotYet(reason) => {
+                assert_eq!(
+                    reason,
+                    "no controller yet (controller_id -1; 1 broker listed)"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+        let two = Metadata {
+            brokers: vec![1, 2],
+            controller_id: 2,
+            ..none
+        };
+        match judge(&two, 3) {
+            Attempt::NotYet(reason) => assert_eq!(reason, "2 of 3 brokers (controller 2)"),
+            other => panic!("{other:?}"),
+        }
+        match judge(&two, 2) {
+            Attempt::Ready { detail, .. } => {
+                assert_eq!(detail, "2 brokers, controller 2, cluster c (Metadata v12)")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn lengths_past_the_end_are_refused_without_allocating() {
+        // An array announcing 2^31-1 entries in a 4-byte body.
+        let mut r = Reader::new(&[0x7f, 0xff, 0xff, 0xff]);
+        assert!(
+            r.array_len(false)
+                .unwrap_err()
+                .contains("2147483647 entries")
+        );
+        // A string of 0x7fff bytes with two bytes behind it.
+        let mut r = Reader::new(&[0x7f, 0xff, b'a', b'b']);
+        assert!(
+            r.nullable_string(false)
+                .unwrap_err()
+                .contains("runs past the end")
+        );
+        // A varint that never ends.
+        let mut r = Reader::new(&[0xff; 8]);
+        assert!(r.uvarint().unwrap_err().contains("longer than 5 bytes"));
+    }
+}

@@ -531,7 +531,7 @@ fn configuration_errors_exit_78_naming_the_file_or_variable() {
     );
     let unknown_task = sandbox.write(
         "unknown.yaml",
-        "steps:\n  - name: a\n    wait-for-kafka: {}\n",
+        "steps:\n  - name: a\n    wait-for-xyzzy: {}\n",
     );
     let yaml_syntax = sandbox.write("syntax.yaml", "steps: [\n");
     let (t, u, s, c, k, y) = (
@@ -582,7 +582,7 @@ fn configuration_errors_exit_78_naming_the_file_or_variable() {
             bad(
                 78,
                 &["run", "-f", k],
-                &format!("{k}:3:21: step 'a': unknown task or key 'wait-for-kafka'"),
+                &format!("{k}:3:21: step 'a': unknown task or key 'wait-for-xyzzy'"),
             ),
             bad(78, &["run", "-f", y], &format!("{y}:1:")),
             bad(
