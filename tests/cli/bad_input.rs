@@ -298,8 +298,23 @@ fn usage_errors_exit_2_naming_the_bad_value() {
             ),
             bad(
                 2,
-                &["wait-for-kafka", "kafka://app@kafka:9092"],
-                "PLAINTEXT listeners only",
+                &["wait-for-kafka", "kafka", "--password-file", "/p"],
+                "--password-file needs --user",
+            ),
+            bad(
+                2,
+                &["wait-for-kafka", "kafka", "--user", "app"],
+                "needs a password: use --password-file (or KAFKA_PASSWORD)",
+            ),
+            bad(
+                2,
+                &["wait-for-kafka", "kafka", "--sasl-mechanism", "GSSAPI"],
+                "'GSSAPI' is not a SASL mechanism",
+            ),
+            bad(
+                2,
+                &["wait-for-kafka", "kafka://kafka:9092/orders"],
+                "a Kafka broker is only HOST:PORT",
             ),
             bad(
                 2,

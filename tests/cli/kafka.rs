@@ -7,7 +7,7 @@ use std::net::TcpListener;
 use std::time::Duration;
 
 use crate::support::http_server::{HttpServer, reply};
-use crate::support::kafka_server::{self, KafkaServer};
+use crate::support::kafka_server::{self, KafkaServer, PASSWORD, USER};
 use crate::support::{Sandbox, counting_listener, free_port};
 
 #[test]
@@ -32,7 +32,10 @@ fn waits_for_a_broker_that_starts_after_the_waiter_and_names_the_controller() {
 #[test]
 fn min_brokers_two_against_one_broker_times_out_naming_1_of_2() {
     let sandbox = Sandbox::new();
-    let Some((broker, _)) = kafka_server::shared() else {
+    let Some(kafka_server::Listeners {
+        plaintext: broker, ..
+    }) = kafka_server::shared()
+    else {
         return;
     };
     sandbox
@@ -47,7 +50,10 @@ fn min_brokers_two_against_one_broker_times_out_naming_1_of_2() {
 #[test]
 fn a_bootstrap_list_checks_every_broker_named() {
     let sandbox = Sandbox::new();
-    let Some((broker, _)) = kafka_server::shared() else {
+    let Some(kafka_server::Listeners {
+        plaintext: broker, ..
+    }) = kafka_server::shared()
+    else {
         return;
     };
     let missing = format!("127.0.0.1:{}", free_port("127.0.0.1"));
@@ -67,7 +73,7 @@ fn a_bootstrap_list_checks_every_broker_named() {
 #[test]
 fn a_controller_listener_ends_the_wait_at_once_naming_the_broker_listener() {
     let sandbox = Sandbox::new();
-    let Some((_, controller)) = kafka_server::shared() else {
+    let Some(kafka_server::Listeners { controller, .. }) = kafka_server::shared() else {
         return;
     };
     sandbox
@@ -136,6 +142,168 @@ fn a_server_announcing_a_huge_answer_is_refused_before_any_allocation() {
 }
 
 #[test]
+fn tls_with_the_brokers_ca_is_ready_and_says_tls() {
+    let sandbox = Sandbox::new();
+    let Some(listeners) = kafka_server::shared() else {
+        return;
+    };
+    sandbox
+        .initbox()
+        .args(["wait-for-kafka", &listeners.ssl, "--tls", "--cacert"])
+        .arg(&listeners.ca)
+        .args(["--timeout", "1m"])
+        .run()
+        .assert_code(0)
+        .assert_stderr_contains("1 broker, controller 1, cluster ")
+        .assert_stderr_contains("(Metadata v12, TLS)");
+}
+
+#[test]
+fn tls_to_a_certificate_of_an_unknown_ca_ends_at_once_with_exit_1() {
+    let sandbox = Sandbox::new();
+    let Some(listeners) = kafka_server::shared() else {
+        return;
+    };
+    sandbox
+        .initbox()
+        .args(["wait-for-kafka", &listeners.ssl, "--tls", "--timeout", "1m"])
+        .run()
+        .assert_code(1)
+        .assert_stderr_contains("certificate");
+}
+
+#[test]
+fn an_ssl_listener_without_tls_is_not_ready_and_says_to_add_tls() {
+    let sandbox = Sandbox::new();
+    let Some(listeners) = kafka_server::shared() else {
+        return;
+    };
+    sandbox
+        .initbox()
+        .args(["wait-for-kafka", &listeners.ssl, "--timeout", "2s"])
+        .run()
+        .assert_code(124)
+        .assert_stderr_contains("answered ApiVersions with TLS: an SSL listener? Add --tls");
+}
+
+#[test]
+fn a_sasl_login_is_ready_and_names_the_user_and_mechanism() {
+    let sandbox = Sandbox::new();
+    let Some(listeners) = kafka_server::shared() else {
+        return;
+    };
+    let password = sandbox.write("password", PASSWORD);
+    let scram = sandbox
+        .initbox()
+        .args(["wait-for-kafka", &listeners.sasl, "--user", USER])
+        .arg("--password-file")
+        .arg(&password)
+        .args(["--timeout", "1m"])
+        .run();
+    scram
+        .assert_code(0)
+        .assert_stderr_contains("(Metadata v12, user app via SCRAM-SHA-512)");
+    // PLAIN, with the password from the environment and the user from the URL.
+    let plain = sandbox
+        .initbox()
+        .args([
+            "wait-for-kafka",
+            &format!("kafka://{USER}@{}", listeners.sasl),
+        ])
+        .args(["--sasl-mechanism", "plain", "--timeout", "1m"])
+        .env("KAFKA_PASSWORD", PASSWORD)
+        .run();
+    plain
+        .assert_code(0)
+        .assert_stderr_contains("user app via PLAIN");
+    for output in [&scram, &plain] {
+        assert!(!output.stderr.contains(PASSWORD) && !output.stdout.contains(PASSWORD));
+    }
+}
+
+#[test]
+fn a_wrong_password_ends_at_once_with_exit_1_and_shows_no_password() {
+    let sandbox = Sandbox::new();
+    let Some(listeners) = kafka_server::shared() else {
+        return;
+    };
+    let wrong = "wrong-kafka-pw-8812";
+    let password = sandbox.write("password", wrong);
+    for mechanism in ["SCRAM-SHA-512", "PLAIN"] {
+        let output = sandbox
+            .initbox()
+            .args(["wait-for-kafka", &listeners.sasl, "--user", USER])
+            .arg("--password-file")
+            .arg(&password)
+            .args(["--sasl-mechanism", mechanism, "--timeout", "1m", "-v"])
+            .run();
+        output
+            .assert_code(1)
+            .assert_stderr_contains(&format!(
+                "the broker refused the login as app via {mechanism}"
+            ))
+            .assert_stderr_contains("SASL_AUTHENTICATION_FAILED");
+        for secret in [wrong, PASSWORD] {
+            assert!(
+                !output.stderr.contains(secret) && !output.stdout.contains(secret),
+                "{output:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_sasl_listener_without_a_login_is_not_ready_and_says_it_may_need_one() {
+    let sandbox = Sandbox::new();
+    let Some(listeners) = kafka_server::shared() else {
+        return;
+    };
+    sandbox
+        .initbox()
+        .args(["wait-for-kafka", &listeners.sasl, "--timeout", "2s"])
+        .run()
+        .assert_code(124)
+        .assert_stderr_contains(
+            "closed the connection instead of answering Metadata (does this listener require SASL?",
+        );
+}
+
+#[test]
+fn a_login_at_a_listener_without_sasl_ends_at_once() {
+    let sandbox = Sandbox::new();
+    let Some(listeners) = kafka_server::shared() else {
+        return;
+    };
+    sandbox
+        .initbox()
+        .args(["wait-for-kafka", &listeners.plaintext, "--user", USER])
+        .args(["--timeout", "1m"])
+        .env("KAFKA_PASSWORD", PASSWORD)
+        .run()
+        .assert_code(1)
+        .assert_stderr_contains("the listener takes no SASL login");
+}
+
+#[test]
+fn a_mechanism_the_listener_does_not_enable_ends_at_once_naming_those_it_does() {
+    let sandbox = Sandbox::new();
+    let Some(listeners) = kafka_server::shared() else {
+        return;
+    };
+    sandbox
+        .initbox()
+        .args(["wait-for-kafka", &listeners.sasl, "--user", USER])
+        .args(["--sasl-mechanism", "SCRAM-SHA-256", "--timeout", "1m"])
+        .env("KAFKA_PASSWORD", PASSWORD)
+        .run()
+        .assert_code(1)
+        .assert_stderr_contains(
+            "does not enable SASL SCRAM-SHA-256 (it enables SCRAM-SHA-512, PLAIN): pass \
+             --sasl-mechanism SCRAM-SHA-512",
+        );
+}
+
+#[test]
 fn sigterm_while_waiting_exits_143() {
     let sandbox = Sandbox::new();
     let port = free_port("127.0.0.1");
@@ -152,7 +320,10 @@ fn sigterm_while_waiting_exits_143() {
 #[test]
 fn a_pipeline_step_waits_for_kafka() {
     let sandbox = Sandbox::new();
-    let Some((broker, _)) = kafka_server::shared() else {
+    let Some(kafka_server::Listeners {
+        plaintext: broker, ..
+    }) = kafka_server::shared()
+    else {
         return;
     };
     let pipeline = sandbox.write(
@@ -175,7 +346,10 @@ fn a_pipeline_step_waits_for_kafka() {
 #[test]
 fn many_attempts_against_too_few_brokers_leave_no_descriptor_open() {
     let sandbox = Sandbox::new();
-    let Some((broker, _)) = kafka_server::shared() else {
+    let Some(kafka_server::Listeners {
+        plaintext: broker, ..
+    }) = kafka_server::shared()
+    else {
         return;
     };
     let running = sandbox

@@ -147,8 +147,18 @@ fn the_cli_and_the_file_give_identical_commands_for_every_task() {
         ),
         (
             "wait-for-kafka",
-            &["kafka-0.kafka:9092,kafka-1.kafka", "--min-brokers", "2"],
-            r#"{brokers: ["kafka-0.kafka:9092,kafka-1.kafka"], min-brokers: 2}"#,
+            &[
+                "kafka-0.kafka:9092,kafka-1.kafka",
+                "--min-brokers",
+                "2",
+                "--user",
+                "app",
+                "--sasl-mechanism",
+                "PLAIN",
+                "--tls",
+            ],
+            r#"{brokers: ["kafka-0.kafka:9092,kafka-1.kafka"], min-brokers: 2, user: app,
+                sasl-mechanism: PLAIN, tls: true}"#,
         ),
         (
             "wait-for-amqp",

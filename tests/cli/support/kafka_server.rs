@@ -1,14 +1,20 @@
 //! A real Apache Kafka 4 broker on 127.0.0.1, for wait-for-kafka: one KRaft node that is
 //! both broker and controller, from the jars `tests/servers/kafka fetch` brings from Maven
-//! Central (cached under target/ by version). Each start is seconds of JVM, so the tests
-//! that only read share one broker ([`shared`]), and the others start as few as they can.
+//! Central (cached under target/ by version), with four listeners: PLAINTEXT, CONTROLLER,
+//! SSL (a test CA's certificate for localhost) and SASL_PLAINTEXT (SCRAM-SHA-512 and PLAIN
+//! for [`USER`]). Each start is seconds of JVM, so the tests that only read share one
+//! broker ([`shared`]), and the others start as few as they can.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use super::{free_port, kill, skip};
+use super::{TlsFiles, free_port, kill, skip};
+
+/// The SASL user every broker knows, by SCRAM-SHA-512 and by PLAIN.
+pub const USER: &str = "app";
+pub const PASSWORD: &str = "kafka-pw-5531";
 
 /// What the broker logs once its listeners accept requests.
 const STARTED: &str = "Kafka Server started";
@@ -63,6 +69,9 @@ pub fn libs() -> Option<&'static Path> {
 pub struct KafkaServer {
     pub port: u16,
     pub controller_port: u16,
+    pub ssl_port: u16,
+    pub sasl_port: u16,
+    pub tls: TlsFiles,
     libs: &'static Path,
     dir: tempfile::TempDir,
     child: Option<Child>,
@@ -74,9 +83,9 @@ static SHARED: std::sync::Mutex<Option<KafkaServer>> = std::sync::Mutex::new(Non
 static SHARED_STARTED: std::sync::Once = std::sync::Once::new();
 
 /// The broker the read-only tests share: started by the first test that asks, stopped
-/// (and its directory removed) when the test binary exits. Returns the addresses of its
-/// broker and controller listeners (`127.0.0.1:PORT`), or None when Kafka is missing.
-pub fn shared() -> Option<(String, String)> {
+/// (and its directory removed) when the test binary exits. Returns its listeners, or None
+/// when Kafka is missing.
+pub fn shared() -> Option<Listeners> {
     libs()?;
     SHARED_STARTED.call_once(|| {
         let server = KafkaServer::start();
@@ -84,11 +93,7 @@ pub fn shared() -> Option<(String, String)> {
         stop_shared_at_exit();
     });
     let guard = SHARED.lock().unwrap();
-    let server = guard.as_ref().expect("the shared Kafka broker");
-    Some((
-        server.address(),
-        format!("127.0.0.1:{}", server.controller_port),
-    ))
+    Some(guard.as_ref().expect("the shared Kafka broker").listeners())
 }
 
 #[allow(unsafe_code)]
@@ -105,7 +110,29 @@ fn stop_shared_at_exit() {
     }
 }
 
+/// Where a broker listens, as wait-for-kafka arguments.
+#[derive(Clone)]
+pub struct Listeners {
+    /// `127.0.0.1:PORT` of the PLAINTEXT listener.
+    pub plaintext: String,
+    pub controller: String,
+    /// `localhost:PORT`: the name the certificate is for.
+    pub ssl: String,
+    pub sasl: String,
+    pub ca: PathBuf,
+}
+
 impl KafkaServer {
+    pub fn listeners(&self) -> Listeners {
+        Listeners {
+            plaintext: self.address(),
+            controller: format!("127.0.0.1:{}", self.controller_port),
+            ssl: format!("localhost:{}", self.ssl_port),
+            sasl: format!("127.0.0.1:{}", self.sasl_port),
+            ca: self.tls.ca.clone(),
+        }
+    }
+
     /// A broker on free ports, started and accepting requests; None when Kafka is missing.
     pub fn start() -> Option<KafkaServer> {
         let libs = libs()?;
@@ -115,7 +142,7 @@ impl KafkaServer {
                 return Some(server);
             }
         }
-        panic!("Kafka did not start on any of five pairs of free ports");
+        panic!("Kafka did not start on any of five sets of free ports");
     }
 
     /// A broker to be started later on its ports with [`KafkaServer::restart`].
@@ -124,11 +151,23 @@ impl KafkaServer {
     }
 
     fn unstarted(libs: &'static Path) -> KafkaServer {
+        let dir = tempfile::tempdir().unwrap();
+        let tls = TlsFiles::new(dir.path());
+        // Kafka's PEM key store is one file: the private key (PKCS#8) and the chain.
+        let keystore = format!(
+            "{}{}",
+            std::fs::read_to_string(&tls.key).unwrap(),
+            std::fs::read_to_string(&tls.cert).unwrap()
+        );
+        std::fs::write(dir.path().join("keystore.pem"), keystore).unwrap();
         KafkaServer {
             port: free_port("127.0.0.1"),
             controller_port: free_port("127.0.0.1"),
+            ssl_port: free_port("127.0.0.1"),
+            sasl_port: free_port("127.0.0.1"),
+            tls,
             libs,
-            dir: tempfile::tempdir().unwrap(),
+            dir,
             child: None,
             formatted: false,
             starts: 0,
@@ -175,20 +214,34 @@ impl KafkaServer {
     fn write_config(&self) -> PathBuf {
         let dir = self.dir.path();
         let (port, controller) = (self.port, self.controller_port);
+        let (ssl, sasl) = (self.ssl_port, self.sasl_port);
         let text = format!(
             "process.roles=broker,controller\n\
              node.id=1\n\
-             listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}\n\
-             advertised.listeners=PLAINTEXT://127.0.0.1:{port}\n\
+             listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller},\
+             SSL://127.0.0.1:{ssl},SASL_PLAINTEXT://127.0.0.1:{sasl}\n\
+             advertised.listeners=PLAINTEXT://127.0.0.1:{port},SSL://localhost:{ssl},\
+             SASL_PLAINTEXT://127.0.0.1:{sasl}\n\
              controller.listener.names=CONTROLLER\n\
-             listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT\n\
+             inter.broker.listener.name=PLAINTEXT\n\
+             listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SSL:SSL,\
+             SASL_PLAINTEXT:SASL_PLAINTEXT\n\
              controller.quorum.voters=1@127.0.0.1:{controller}\n\
-             log.dirs={}\n\
+             log.dirs={data}\n\
              offsets.topic.replication.factor=1\n\
              transaction.state.log.replication.factor=1\n\
              transaction.state.log.min.isr=1\n\
-             group.initial.rebalance.delay.ms=0\n",
-            dir.join("data").display()
+             group.initial.rebalance.delay.ms=0\n\
+             listener.name.ssl.ssl.keystore.type=PEM\n\
+             listener.name.ssl.ssl.keystore.location={keystore}\n\
+             listener.name.sasl_plaintext.sasl.enabled.mechanisms=SCRAM-SHA-512,PLAIN\n\
+             listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config=\
+             org.apache.kafka.common.security.scram.ScramLoginModule required;\n\
+             listener.name.sasl_plaintext.plain.sasl.jaas.config=\
+             org.apache.kafka.common.security.plain.PlainLoginModule required \
+             user_{USER}=\"{PASSWORD}\";\n",
+            data = dir.join("data").display(),
+            keystore = dir.join("keystore.pem").display(),
         );
         std::fs::write(dir.join("log4j2.properties"), LOG4J2).unwrap();
         let file = dir.join("server.properties");
@@ -211,6 +264,9 @@ impl KafkaServer {
                 "-c",
             ])
             .arg(config)
+            // KRaft keeps SCRAM credentials in the metadata log: they are written here.
+            .arg("--add-scram")
+            .arg(format!("SCRAM-SHA-512=[name={USER},password={PASSWORD}]"))
             .output()
             .expect("running kafka.tools.StorageTool");
         assert!(
@@ -256,6 +312,8 @@ impl KafkaServer {
                 // A port was taken meanwhile: new ones (the data dir has no port in it).
                 self.port = free_port("127.0.0.1");
                 self.controller_port = free_port("127.0.0.1");
+                self.ssl_port = free_port("127.0.0.1");
+                self.sasl_port = free_port("127.0.0.1");
                 return false;
             }
             if Instant::now() > deadline {
@@ -297,22 +355,10 @@ impl Drop for KafkaServer {
 
 /// A cluster id as Kafka writes them: 16 random bytes in unpadded URL-safe base64.
 fn cluster_id() -> String {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    use base64::Engine;
     let mut bytes = [0u8; 16];
     std::fs::File::open("/dev/urandom")
         .and_then(|mut random| std::io::Read::read_exact(&mut random, &mut bytes))
         .expect("reading /dev/urandom");
-    let bits: u128 = u128::from_be_bytes(bytes);
-    // 22 characters of 6 bits cover 132 bits; the first two bits come from zero padding.
-    (0..22)
-        .map(|i| {
-            let shift = 128i32 - 6 * (i + 1) as i32;
-            let index = if shift >= 0 {
-                (bits >> shift) & 0x3f
-            } else {
-                (bits << -shift) & 0x3f
-            };
-            ALPHABET[index as usize] as char
-        })
-        .collect()
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }

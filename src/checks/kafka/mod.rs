@@ -1,34 +1,41 @@
-//! wait-for-kafka: one attempt = connect, an ApiVersions request (what
-//! `kafka-broker-api-versions.sh` sends), then a Metadata request that lists no topics:
-//! ready when the broker answers with a known controller and enough brokers. A port that
-//! merely accepts, or a broker still without a controller, is not ready. The few
-//! big-endian structs are written by hand (a client crate would bring a whole producer and
-//! consumer); every length the server sends is checked before anything is allocated.
+//! wait-for-kafka: one attempt = connect (TLS with --tls), an ApiVersions request (what
+//! `kafka-broker-api-versions.sh` sends), a SASL login when given a user, then a Metadata
+//! request that lists no topics: ready when the broker answers with a known controller and
+//! enough brokers. A port that merely accepts, or a broker still without a controller, is
+//! not ready. The few big-endian structs are written by hand (a client crate would bring a
+//! whole producer and consumer); see wire.rs for the framing and its bounds.
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+mod sasl;
+mod wire;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::checks::service::{self, Protocol, Service};
 use crate::exec::Then;
 use crate::exit::{Error, Result};
-use crate::http_client::Unechoed;
+use crate::http_client::{self, TlsArgs, Unechoed};
 use crate::resolve::{Resolver, ResolverArgs};
 use crate::wait::{self, Attempt, Failure, Probe, WaitArgs};
 
-/// The largest response we read. ApiVersions and a Metadata answer without topics take a
-/// few KiB even for a large cluster; a bigger length prefix is not a Kafka broker talking
-/// (or is an attack), and is refused before any buffer is allocated.
-const MAX_RESPONSE: usize = 1024 * 1024;
+pub use sasl::Mechanism;
+use wire::{Reader, error_name, io_failure, put_compact_string, receive, send};
 
 const API_METADATA: i16 = 3;
+const API_SASL_HANDSHAKE: i16 = 17;
 const API_VERSIONS: i16 = 18;
+const API_SASL_AUTHENTICATE: i16 = 36;
 /// The ApiVersions version sent first: flexible (v3 and later), known to every broker since
 /// Kafka 2.4. An older broker answers UNSUPPORTED_VERSION with its range, and is asked again.
 const API_VERSIONS_FIRST: i16 = 3;
 /// The Metadata versions this file can write and read (v13 only adds a trailing error code).
 const METADATA_VERSIONS: std::ops::RangeInclusive<i16> = 1..=12;
 const UNSUPPORTED_VERSION: i16 = 35;
-const CLIENT_ID: &str = "initbox";
+/// The environment variable a password may come from (Kafka's tools have none of their
+/// own: they read client.properties).
+const PASSWORD_ENV: &str = "KAFKA_PASSWORD";
 
 /// Kafka as [`Service`] parses it: `HOST`, `HOST:PORT` or `kafka://HOST:PORT`.
 pub struct Kafka;
@@ -37,8 +44,7 @@ impl Protocol for Kafka {
     const NAME: &'static str = "Kafka";
     const SCHEMES: &'static [&'static str] = &["kafka"];
     const DEFAULT_PORT: u16 = 9092;
-    const PASSWORD_SOURCE: &'static str =
-        "nothing: wait-for-kafka speaks to PLAINTEXT listeners only, without SASL";
+    const PASSWORD_SOURCE: &'static str = "--password-file (or KAFKA_PASSWORD)";
 }
 
 /// Wait until Kafka brokers answer ApiVersions and Metadata with a known controller.
@@ -57,6 +63,38 @@ pub struct KafkaArgs {
     #[arg(long, env = "INITBOX_MIN_BROKERS", value_name = "N", default_value_t = 1,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub min_brokers: u32,
+    /// Log in with SASL as this user (with --password-file or KAFKA_PASSWORD) before
+    /// asking for metadata, as a SASL_PLAINTEXT or SASL_SSL listener demands.
+    #[arg(
+        long,
+        env = "INITBOX_USER",
+        value_name = "NAME",
+        help_heading = "Login"
+    )]
+    pub user: Option<String>,
+    /// Read the password for --user from this file (never logged).
+    #[arg(
+        long,
+        env = "INITBOX_PASSWORD_FILE",
+        value_name = "FILE",
+        help_heading = "Login"
+    )]
+    pub password_file: Option<PathBuf>,
+    /// The SASL mechanism for --user: SCRAM-SHA-512, SCRAM-SHA-256 or PLAIN (PLAIN sends
+    /// the password as it is: use it over --tls).
+    #[arg(
+        long,
+        env = "INITBOX_SASL_MECHANISM",
+        value_name = "MECHANISM",
+        default_value = "SCRAM-SHA-512",
+        help_heading = "Login"
+    )]
+    pub sasl_mechanism: Mechanism,
+    /// Speak TLS from the start (an SSL or SASL_SSL listener).
+    #[arg(long, env = "INITBOX_TLS", help_heading = "TLS")]
+    pub tls: bool,
+    #[command(flatten)]
+    pub tls_files: TlsArgs,
     #[command(flatten)]
     pub wait: WaitArgs,
     #[command(flatten)]
@@ -67,12 +105,6 @@ pub struct KafkaArgs {
 
 fn parse_broker(text: &str) -> std::result::Result<Service<Kafka>, String> {
     let broker: Service<Kafka> = text.trim().parse()?;
-    if broker.user.is_some() {
-        return Err(format!(
-            "'{text}' names a user, but wait-for-kafka speaks to PLAINTEXT listeners only \
-             (no SASL yet)"
-        ));
-    }
     if broker.path.is_some() || !broker.query.is_empty() {
         return Err(format!(
             "'{text}' has a path or a query; a Kafka broker is only HOST:PORT"
@@ -86,6 +118,8 @@ pub struct KafkaProbe {
     label: String,
     resolver: Resolver,
     min_brokers: u32,
+    login: Option<Arc<sasl::Login>>,
+    tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Probe for KafkaProbe {
@@ -101,28 +135,55 @@ impl Probe for KafkaProbe {
     }
 
     async fn attempt(&self) -> Attempt {
-        let (mut stream, _) = match service::connect(&self.resolver, &self.broker.address()).await {
-            Ok(connected) => connected,
-            Err(failure) => return failure.into(),
-        };
-        let versions = match api_versions(&mut stream).await {
-            Ok(versions) => versions,
-            Err(failure) => return failure.into(),
-        };
-        let metadata = match metadata(&mut stream, &versions).await {
-            Ok(metadata) => metadata,
-            Err(failure) => return failure.into(),
-        };
-        judge(&metadata, self.min_brokers)
+        match self.exchange().await {
+            Ok(attempt) => attempt,
+            Err(failure) => failure.into(),
+        }
+    }
+}
+
+impl KafkaProbe {
+    async fn exchange(&self) -> std::result::Result<Attempt, Failure> {
+        let (stream, _) = service::connect(&self.resolver, &self.broker.address()).await?;
+        match &self.tls {
+            Some(config) => {
+                let stream = service::start_tls(stream, &self.broker.host, config.clone()).await?;
+                self.converse(stream, ", TLS").await
+            }
+            None => self.converse(stream, "").await,
+        }
+    }
+
+    async fn converse<S>(&self, mut stream: S, over: &str) -> std::result::Result<Attempt, Failure>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let versions = api_versions(&mut stream).await?;
+        let mut seen = over.to_owned();
+        if let Some(login) = &self.login {
+            sasl::authenticate(&mut stream, login, &versions).await?;
+            seen.push_str(&format!(", user {} via {}", login.user, login.mechanism));
+        }
+        let metadata = metadata(&mut stream, &versions).await?;
+        Ok(judge(&metadata, self.min_brokers, &seen))
     }
 }
 
 /// What the broker said of its ApiVersions: the request version it answered, and the
-/// Metadata range it accepts.
+/// range of each API it lists.
 #[derive(Debug, PartialEq, Eq)]
 struct Versions {
     api_versions: i16,
-    metadata: Option<(i16, i16)>,
+    ranges: Vec<(i16, i16, i16)>,
+}
+
+impl Versions {
+    fn range(&self, api: i16) -> Option<(i16, i16)> {
+        self.ranges
+            .iter()
+            .find(|(key, ..)| *key == api)
+            .map(|&(_, min, max)| (min, max))
+    }
 }
 
 /// The part of a Metadata answer readiness needs.
@@ -137,12 +198,15 @@ struct Metadata {
 
 /// ApiVersions, first as v3; a broker that does not know v3 answers UNSUPPORTED_VERSION in
 /// the v0 layout with its own range, and is asked again on the same connection.
-async fn api_versions(stream: &mut TcpStream) -> std::result::Result<Versions, Failure> {
+async fn api_versions<S>(stream: &mut S) -> std::result::Result<Versions, Failure>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let mut version = API_VERSIONS_FIRST;
     for correlation in 1..=2 {
         let mut body = Vec::new();
         if version >= 3 {
-            put_compact_string(&mut body, CLIENT_ID);
+            put_compact_string(&mut body, wire::CLIENT_ID);
             put_compact_string(&mut body, env!("CARGO_PKG_VERSION"));
             body.push(0); // no tagged fields
         }
@@ -164,10 +228,10 @@ async fn api_versions(stream: &mut TcpStream) -> std::result::Result<Versions, F
             ))
         })?;
         match answer {
-            ApiVersionsAnswer::Ok(metadata) => {
+            ApiVersionsAnswer::Ok(ranges) => {
                 return Ok(Versions {
                     api_versions: version,
-                    metadata,
+                    ranges,
                 });
             }
             ApiVersionsAnswer::Unsupported { max } if max < version && max >= 0 => version = max,
@@ -186,8 +250,8 @@ async fn api_versions(stream: &mut TcpStream) -> std::result::Result<Versions, F
 }
 
 enum ApiVersionsAnswer {
-    /// The Metadata range, when the broker lists Metadata at all.
-    Ok(Option<(i16, i16)>),
+    /// Each API the broker lists: (key, min, max).
+    Ok(Vec<(i16, i16, i16)>),
     /// UNSUPPORTED_VERSION, with the broker's highest ApiVersions version.
     Unsupported {
         max: i16,
@@ -204,21 +268,20 @@ fn parse_api_versions(
     // An UNSUPPORTED_VERSION answer is laid out as v0, whatever version was asked.
     let flexible = version >= 3 && error != UNSUPPORTED_VERSION;
     let count = r.array_len(flexible)?;
-    let mut metadata = None;
+    let mut ranges = Vec::with_capacity(count);
     let mut own = None;
     for _ in 0..count {
         let (key, min, max) = (r.i16()?, r.i16()?, r.i16()?);
         if flexible {
             r.skip_tags()?;
         }
-        match key {
-            API_METADATA => metadata = Some((min, max)),
-            API_VERSIONS => own = Some(max),
-            _ => {}
+        if key == API_VERSIONS {
+            own = Some(max);
         }
+        ranges.push((key, min, max));
     }
     Ok(match error {
-        0 => ApiVersionsAnswer::Ok(metadata),
+        0 => ApiVersionsAnswer::Ok(ranges),
         UNSUPPORTED_VERSION => ApiVersionsAnswer::Unsupported {
             max: own.unwrap_or(0),
         },
@@ -227,11 +290,11 @@ fn parse_api_versions(
 }
 
 /// A Metadata request for no topics (an empty list; a null one would mean all topics).
-async fn metadata(
-    stream: &mut TcpStream,
-    versions: &Versions,
-) -> std::result::Result<Metadata, Failure> {
-    let Some((min, max)) = versions.metadata else {
+async fn metadata<S>(stream: &mut S, versions: &Versions) -> std::result::Result<Metadata, Failure>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let Some((min, max)) = versions.range(API_METADATA) else {
         // A KRaft controller listener answers ApiVersions with its own APIs only: the port
         // is the wrong one, and stays so.
         return Err(Failure::Fatal(Error::Failed(format!(
@@ -313,7 +376,8 @@ fn parse_metadata(frame: &[u8], version: i16) -> std::result::Result<Metadata, S
 }
 
 /// What a Metadata answer means.
-fn judge(metadata: &Metadata, min_brokers: u32) -> Attempt {
+/// `seen` is what else the attempt saw (`, TLS, user app via SCRAM-SHA-512`).
+fn judge(metadata: &Metadata, min_brokers: u32, seen: &str) -> Attempt {
     let count = metadata.brokers.len();
     let plural = if count == 1 { "broker" } else { "brokers" };
     if metadata.controller_id < 0 {
@@ -334,230 +398,9 @@ fn judge(metadata: &Metadata, min_brokers: u32) -> Attempt {
         .map(|id| format!(", cluster {}", service::shorten(id)))
         .unwrap_or_default();
     Attempt::ready(format!(
-        "{count} {plural}, controller {}{cluster} (Metadata v{})",
+        "{count} {plural}, controller {}{cluster} (Metadata v{}{seen})",
         metadata.controller_id, metadata.version
     ))
-}
-
-/// Writes one request: a length prefix, request header v1 (v2 when flexible: a tag
-/// buffer after the client id), the body.
-async fn send(
-    stream: &mut TcpStream,
-    api: i16,
-    version: i16,
-    correlation: i32,
-    flexible: bool,
-    body: &[u8],
-) -> std::io::Result<()> {
-    let mut header = Vec::with_capacity(32);
-    header.extend_from_slice(&api.to_be_bytes());
-    header.extend_from_slice(&version.to_be_bytes());
-    header.extend_from_slice(&correlation.to_be_bytes());
-    header.extend_from_slice(&(CLIENT_ID.len() as i16).to_be_bytes());
-    header.extend_from_slice(CLIENT_ID.as_bytes());
-    if flexible {
-        header.push(0);
-    }
-    let size = (header.len() + body.len()) as i32;
-    let mut request = Vec::with_capacity(4 + size as usize);
-    request.extend_from_slice(&size.to_be_bytes());
-    request.extend_from_slice(&header);
-    request.extend_from_slice(body);
-    stream.write_all(&request).await
-}
-
-/// Reads one response and returns its body: the length is checked before the buffer is
-/// allocated, the correlation id must be ours, and a flexible header's tags are skipped.
-async fn receive(
-    stream: &mut TcpStream,
-    api: &str,
-    correlation: i32,
-    flexible_header: bool,
-) -> std::result::Result<Vec<u8>, Failure> {
-    let mut prefix = [0u8; 4];
-    if let Err(error) = stream.read_exact(&mut prefix).await {
-        return Err(match error.kind() {
-            std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset => {
-                Failure::Retry(closed(api))
-            }
-            _ => io_failure(&format!("reading the answer to {api}"), &error),
-        });
-    }
-    if &prefix == b"HTTP" {
-        return Err(Failure::Retry(format!(
-            "the server answered {api} in HTTP (is this a Kafka port?)"
-        )));
-    }
-    let size = i32::from_be_bytes(prefix);
-    if size < 4 || size as usize > MAX_RESPONSE {
-        return Err(Failure::Retry(format!(
-            "the server announced an answer to {api} of {} bytes, over the {} MiB limit or \
-             too short (is this a Kafka port?)",
-            u32::from_be_bytes(prefix),
-            MAX_RESPONSE / (1024 * 1024)
-        )));
-    }
-    let mut frame = vec![0u8; size as usize];
-    stream
-        .read_exact(&mut frame)
-        .await
-        .map_err(|e| io_failure(&format!("reading the answer to {api}"), &e))?;
-    let mut r = Reader::new(&frame);
-    let got = r.i32().map_err(Failure::Retry)?;
-    if got != correlation {
-        return Err(Failure::Retry(format!(
-            "the answer to {api} has correlation id {got}, not {correlation} (is this a Kafka \
-             port?)"
-        )));
-    }
-    if flexible_header {
-        r.skip_tags()
-            .map_err(|why| Failure::Retry(format!("the answer to {api} is malformed ({why})")))?;
-    }
-    let start = r.pos;
-    frame.drain(..start);
-    Ok(frame)
-}
-
-fn closed(api: &str) -> String {
-    if api == "ApiVersions" {
-        "the server closed the connection without answering ApiVersions (is this a PLAINTEXT \
-         Kafka listener? SSL and SASL listeners are not supported yet)"
-            .into()
-    } else {
-        format!(
-            "the broker closed the connection instead of answering {api} (does this listener \
-             require SASL? wait-for-kafka speaks PLAINTEXT only)"
-        )
-    }
-}
-
-fn io_failure(action: &str, error: &std::io::Error) -> Failure {
-    Failure::Retry(format!("{action}: {}", crate::reason::io(error)))
-}
-
-fn put_compact_string(buf: &mut Vec<u8>, text: &str) {
-    put_uvarint(buf, text.len() as u64 + 1);
-    buf.extend_from_slice(text.as_bytes());
-}
-
-fn put_uvarint(buf: &mut Vec<u8>, mut value: u64) {
-    while value >= 0x80 {
-        buf.push((value as u8) | 0x80);
-        value >>= 7;
-    }
-    buf.push(value as u8);
-}
-
-/// A bounded reader over one response: every length is checked against what is left.
-struct Reader<'a> {
-    buf: &'a [u8],
-    pos: usize,
-}
-
-impl<'a> Reader<'a> {
-    fn new(buf: &'a [u8]) -> Self {
-        Reader { buf, pos: 0 }
-    }
-
-    fn take(&mut self, n: usize) -> std::result::Result<&'a [u8], String> {
-        let left = self.buf.len() - self.pos;
-        if n > left {
-            return Err(format!(
-                "a field of {n} bytes runs past the end ({left} left)"
-            ));
-        }
-        let bytes = &self.buf[self.pos..self.pos + n];
-        self.pos += n;
-        Ok(bytes)
-    }
-
-    fn i16(&mut self) -> std::result::Result<i16, String> {
-        Ok(i16::from_be_bytes(self.take(2)?.try_into().unwrap()))
-    }
-
-    fn i32(&mut self) -> std::result::Result<i32, String> {
-        Ok(i32::from_be_bytes(self.take(4)?.try_into().unwrap()))
-    }
-
-    fn uvarint(&mut self) -> std::result::Result<u64, String> {
-        let mut value = 0u64;
-        for shift in (0..35).step_by(7) {
-            let byte = self.take(1)?[0];
-            value |= u64::from(byte & 0x7f) << shift;
-            if byte & 0x80 == 0 {
-                return Ok(value);
-            }
-        }
-        Err("a varint longer than 5 bytes".into())
-    }
-
-    /// An array's element count: INT32 (-1 = null, read as empty), or a compact uvarint
-    /// of count + 1 in flexible versions. Each element takes at least one byte, so a count
-    /// over what is left is refused rather than looped over.
-    fn array_len(&mut self, flexible: bool) -> std::result::Result<usize, String> {
-        let count = if flexible {
-            self.uvarint()?.saturating_sub(1) as usize
-        } else {
-            self.i32()?.max(0) as usize
-        };
-        let left = self.buf.len() - self.pos;
-        if count > left {
-            return Err(format!("an array of {count} entries in {left} bytes"));
-        }
-        Ok(count)
-    }
-
-    /// A string, or None when null (length -1, or compact length 0).
-    fn nullable_string(&mut self, flexible: bool) -> std::result::Result<Option<String>, String> {
-        let len = if flexible {
-            match self.uvarint()? {
-                0 => return Ok(None),
-                n => (n - 1) as usize,
-            }
-        } else {
-            match self.i16()? {
-                n if n < 0 => return Ok(None),
-                n => n as usize,
-            }
-        };
-        Ok(Some(String::from_utf8_lossy(self.take(len)?).into_owned()))
-    }
-
-    fn string(&mut self, flexible: bool) -> std::result::Result<String, String> {
-        self.nullable_string(flexible)?
-            .ok_or_else(|| "a null string where one is required".into())
-    }
-
-    /// Skips a tagged-fields section (count, then tag, size and bytes for each).
-    fn skip_tags(&mut self) -> std::result::Result<(), String> {
-        let count = self.uvarint()?;
-        for _ in 0..count {
-            self.uvarint()?;
-            let size = self.uvarint()?;
-            self.take(usize::try_from(size).map_err(|_| "a tagged field too large")?)?;
-        }
-        Ok(())
-    }
-}
-
-/// The names of the error codes an ApiVersions answer can carry, as Kafka spells them.
-fn error_name(code: i16) -> String {
-    let name = match code {
-        -1 => "UNKNOWN_SERVER_ERROR",
-        7 => "REQUEST_TIMED_OUT",
-        8 => "BROKER_NOT_AVAILABLE",
-        14 => "COORDINATOR_LOAD_IN_PROGRESS",
-        15 => "COORDINATOR_NOT_AVAILABLE",
-        31 => "CLUSTER_AUTHORIZATION_FAILED",
-        33 => "UNSUPPORTED_SASL_MECHANISM",
-        34 => "ILLEGAL_SASL_STATE",
-        35 => "UNSUPPORTED_VERSION",
-        42 => "INVALID_REQUEST",
-        58 => "SASL_AUTHENTICATION_FAILED",
-        _ => return format!("error code {code}"),
-    };
-    format!("{name} (error code {code})")
 }
 
 impl crate::cli::Task for KafkaArgs {
@@ -570,21 +413,62 @@ impl crate::cli::Task for KafkaArgs {
     }
 }
 
+/// The login a broker gets: --user or the URL's user, with the password.
+fn login(
+    args: &KafkaArgs,
+    broker: &Service<Kafka>,
+    password: &Option<String>,
+) -> Result<Option<sasl::Login>> {
+    let Some(user) = args.user.clone().or_else(|| broker.user.clone()) else {
+        if args.password_file.is_some() {
+            return Err(Error::Usage(
+                "--password-file needs --user (or a user in the kafka:// URL)".into(),
+            ));
+        }
+        return Ok(None);
+    };
+    let Some(password) = password.clone() else {
+        return Err(Error::Usage(format!(
+            "a SASL login as '{user}' needs a password: use --password-file (or {PASSWORD_ENV})"
+        )));
+    };
+    Ok(Some(sasl::Login {
+        user,
+        password,
+        mechanism: args.sasl_mechanism,
+    }))
+}
+
 pub async fn run(args: KafkaArgs) -> Result<()> {
     let options = args.wait.options();
     let resolver = args
         .resolver
         .resolver(args.wait.retry.attempt_timeout.get());
-    let probes = args
-        .brokers
-        .into_iter()
-        .map(|broker| KafkaProbe {
+    let wants_login = args.user.is_some() || args.brokers.iter().any(|b| b.user.is_some());
+    let password = if wants_login {
+        service::password(args.password_file.as_deref(), PASSWORD_ENV)?
+    } else {
+        None
+    };
+    let tls = if args.tls {
+        let mut config = http_client::tls_config(&args.tls_files)?;
+        // Kafka's SSL listeners negotiate no ALPN.
+        config.alpn_protocols = Vec::new();
+        Some(Arc::new(config))
+    } else {
+        None
+    };
+    let mut probes = Vec::new();
+    for broker in &args.brokers {
+        probes.push(KafkaProbe {
             label: broker.to_string(),
-            broker,
+            login: login(&args, broker, &password)?.map(Arc::new),
+            broker: broker.clone(),
             resolver: resolver.clone(),
             min_brokers: args.min_brokers,
-        })
-        .collect();
+            tls: tls.clone(),
+        });
+    }
     wait::wait_for_all("kafka", probes, options).await.map(drop)
 }
 
@@ -616,7 +500,7 @@ mod tests {
         // buffer: Metadata v0-v12, ApiVersions v0-v4; throttle_time_ms; no tags.
         let body = hex("00000300030000000c00001200000004000000000000");
         match parse_api_versions(&body, 3).unwrap() {
-            ApiVersionsAnswer::Ok(metadata) => assert_eq!(metadata, Some((0, 12))),
+            ApiVersionsAnswer::Ok(ranges) => assert_eq!(ranges, [(3, 0, 12), (18, 0, 4)]),
             _ => panic!("not read as a success"),
         }
     }
@@ -668,7 +552,7 @@ mod tests {
             cluster_id: Some("c".into()),
             controller_id: -1,
         };
-        match judge(&none, 1) {
+        match judge(&none, 1, "") {
             Attempt::NotYet(reason) => {
                 assert_eq!(
                     reason,
@@ -682,36 +566,18 @@ mod tests {
             controller_id: 2,
             ..none
         };
-        match judge(&two, 3) {
+        match judge(&two, 3, "") {
             Attempt::NotYet(reason) => assert_eq!(reason, "2 of 3 brokers (controller 2)"),
             other => panic!("{other:?}"),
         }
-        match judge(&two, 2) {
+        match judge(&two, 2, ", TLS") {
             Attempt::Ready { detail, .. } => {
-                assert_eq!(detail, "2 brokers, controller 2, cluster c (Metadata v12)")
+                assert_eq!(
+                    detail,
+                    "2 brokers, controller 2, cluster c (Metadata v12, TLS)"
+                )
             }
             other => panic!("{other:?}"),
         }
-    }
-
-    #[test]
-    fn lengths_past_the_end_are_refused_without_allocating() {
-        // An array announcing 2^31-1 entries in a 4-byte body.
-        let mut r = Reader::new(&[0x7f, 0xff, 0xff, 0xff]);
-        assert!(
-            r.array_len(false)
-                .unwrap_err()
-                .contains("2147483647 entries")
-        );
-        // A string of 0x7fff bytes with two bytes behind it.
-        let mut r = Reader::new(&[0x7f, 0xff, b'a', b'b']);
-        assert!(
-            r.nullable_string(false)
-                .unwrap_err()
-                .contains("runs past the end")
-        );
-        // A varint that never ends.
-        let mut r = Reader::new(&[0xff; 8]);
-        assert!(r.uvarint().unwrap_err().contains("longer than 5 bytes"));
     }
 }
