@@ -8,6 +8,8 @@ pub mod walk;
 
 use std::ffi::OsString;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 pub use mode::Mode;
@@ -49,19 +51,38 @@ pub fn remedy(capability: &str) -> String {
 }
 
 /// The counts a command reports: one summary line at the end, and a progress line about
-/// every 10 s while a long tree is walked.
+/// every 10 s while a long tree is walked. A walk shared among threads gives each thread a
+/// [`Tally::fork`]: the counts of each are its own (remove compares its own skips), and
+/// their sum is what the lines say.
 #[derive(Debug)]
 pub struct Tally {
     command: &'static str,
     /// How the counts are named: `changed`/`unchanged`, `removed`/`absent`, …
     words: (&'static str, &'static str),
+    /// This tally's own counts.
     pub changed: u64,
     pub unchanged: u64,
     pub skipped: u64,
-    start: Instant,
-    last_line: Instant,
+    /// What of the own counts is already in `shared`.
+    flushed: [u64; 3],
+    shared: Arc<SharedCounts>,
     /// Entries since the clock was last read (reading it for every file would cost).
     since_check: u32,
+}
+
+/// A fork's counts reach the sum when its thread ends.
+impl Drop for Tally {
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
+
+/// The sum of the counts of a tally and its forks, and when the last progress line was.
+#[derive(Debug)]
+struct SharedCounts {
+    counts: [AtomicU64; 3],
+    start: Instant,
+    last_line: Mutex<Instant>,
 }
 
 impl Tally {
@@ -73,10 +94,42 @@ impl Tally {
             changed: 0,
             unchanged: 0,
             skipped: 0,
-            start: now,
-            last_line: now,
+            flushed: [0; 3],
+            shared: Arc::new(SharedCounts {
+                counts: Default::default(),
+                start: now,
+                last_line: Mutex::new(now),
+            }),
             since_check: 0,
         }
+    }
+
+    /// A tally for another thread of the same walk: its counts start at zero and add to
+    /// this one's in every line.
+    pub fn fork(&self) -> Self {
+        Tally {
+            command: self.command,
+            words: self.words,
+            changed: 0,
+            unchanged: 0,
+            skipped: 0,
+            flushed: [0; 3],
+            shared: self.shared.clone(),
+            since_check: 0,
+        }
+    }
+
+    /// Takes in the counts of a fork whose thread is done, so this tally's own counts are
+    /// the whole walk's again.
+    pub fn absorb(&mut self, mut fork: Tally) {
+        fork.flush();
+        self.changed += fork.changed;
+        self.unchanged += fork.unchanged;
+        self.skipped += fork.skipped;
+        // Already in the shared sum, through the fork.
+        self.flushed[0] += fork.changed;
+        self.flushed[1] += fork.unchanged;
+        self.flushed[2] += fork.skipped;
     }
 
     /// Names the counts otherwise: `removed` and `absent` for remove.
@@ -117,71 +170,90 @@ impl Tally {
         self.tick(path);
     }
 
-    fn counts(&self) -> String {
-        let mut text = format!(
-            "{} {}, {} {}",
-            self.changed, self.words.0, self.unchanged, self.words.1
-        );
-        if self.skipped > 0 {
-            text.push_str(&format!(", {} skipped", self.skipped));
+    /// Adds what this tally counted since the last time to the shared sum (once per 1024
+    /// entries, not per entry: threads would fight over the counters' cache line).
+    fn flush(&mut self) -> [u64; 3] {
+        let own = [self.changed, self.unchanged, self.skipped];
+        let mut sum = [0; 3];
+        for (i, counter) in self.shared.counts.iter().enumerate() {
+            let delta = own[i] - self.flushed[i];
+            sum[i] = counter.fetch_add(delta, Ordering::Relaxed) + delta;
+        }
+        self.flushed = own;
+        sum
+    }
+
+    fn counts(&self, [changed, unchanged, skipped]: [u64; 3]) -> String {
+        let mut text = format!("{changed} {}, {unchanged} {}", self.words.0, self.words.1);
+        if skipped > 0 {
+            text.push_str(&format!(", {skipped} skipped"));
         }
         text
     }
 
     fn tick(&mut self, path: &Path) {
-        if !self.progress_due(Instant::now()) {
+        let now = Instant::now();
+        if !self.progress_due(now) {
             return;
         }
-        let now = self.last_line;
+        let [changed, unchanged, skipped] = self.flush();
         report::Event::new(
             report::Level::Info,
             &format!("{}.progress", self.command),
             format!(
                 "{}: still working after {}: {}, now at {}",
                 self.command,
-                Elapsed(now.duration_since(self.start)),
-                self.counts(),
+                Elapsed(now.duration_since(self.shared.start)),
+                self.counts([changed, unchanged, skipped]),
                 path.display()
             ),
         )
-        .field("changed", self.changed)
-        .field("unchanged", self.unchanged)
-        .field("skipped", self.skipped)
+        .field("changed", changed)
+        .field("unchanged", unchanged)
+        .field("skipped", skipped)
         .emit();
     }
 
     /// Whether this entry is the one to print a progress line at: the clock is read once
     /// every 1024 entries (not per entry, on a walk of millions), and a line is due
-    /// [`PROGRESS_EVERY`] after the last one.
+    /// [`PROGRESS_EVERY`] after the last one of any thread.
     fn progress_due(&mut self, now: Instant) -> bool {
         self.since_check += 1;
         if self.since_check < 1024 {
             return false;
         }
         self.since_check = 0;
-        if now.duration_since(self.last_line) < PROGRESS_EVERY {
+        self.flush();
+        let mut last_line = self
+            .shared
+            .last_line
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if now.duration_since(*last_line) < PROGRESS_EVERY {
             return false;
         }
-        self.last_line = now;
+        *last_line = now;
         true
     }
 
-    /// The summary line: `chown: 12034 changed, 3 unchanged, 1 skipped in 0.8s`.
-    pub fn finish(&self) {
-        let elapsed = self.start.elapsed();
+    /// The summary line: `chown: 12034 changed, 3 unchanged, 1 skipped in 0.8s`, with the
+    /// counts of every fork (ended by then: the walk's threads are joined).
+    pub fn finish(&mut self) {
+        let [changed, unchanged, skipped] = self.flush();
+        let elapsed = self.shared.start.elapsed();
         report::Event::new(
             report::Level::Info,
             &format!("{}.done", self.command),
             format!(
                 "{}: {} in {}",
                 self.command,
-                self.counts(),
+                self.counts([changed, unchanged, skipped]),
                 Elapsed(elapsed)
             ),
         )
-        .field("changed", self.changed)
-        .field("unchanged", self.unchanged)
-        .field("skipped", self.skipped)
+        .field("changed", changed)
+        .field("unchanged", unchanged)
+        .field("skipped", skipped)
         .field("elapsed_ms", elapsed.as_millis() as u64)
         .emit();
     }
@@ -212,7 +284,7 @@ mod tests {
     #[test]
     fn a_progress_line_is_due_every_ten_seconds_checked_once_per_1024_entries() {
         let mut tally = Tally::new("chown");
-        let start = tally.start;
+        let start = tally.shared.start;
         let at = |secs: u64| start + Duration::from_secs(secs);
         let due = |tally: &mut Tally, now: Instant, entries: usize| {
             (0..entries).filter(|_| tally.progress_due(now)).count()

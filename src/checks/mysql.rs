@@ -44,14 +44,29 @@ pub struct MysqlArgs {
           value_parser = crate::http_client::Unechoed(<Service<Mysql> as std::str::FromStr>::from_str))]
     pub targets: Vec<Service<Mysql>>,
     /// Log in as this user and run `SELECT 1` (needs a password).
-    #[arg(long, env = "INITBOX_USER", value_name = "NAME")]
+    #[arg(
+        long,
+        env = "INITBOX_USER",
+        value_name = "NAME",
+        help_heading = "Login"
+    )]
     pub user: Option<String>,
     /// The password of --user, from this file (else MYSQL_PWD, when set): a wrong one ends
     /// the wait at once with exit code 1.
-    #[arg(long, env = "INITBOX_PASSWORD_FILE", value_name = "FILE")]
+    #[arg(
+        long,
+        env = "INITBOX_PASSWORD_FILE",
+        value_name = "FILE",
+        help_heading = "Login"
+    )]
     pub password_file: Option<PathBuf>,
     /// Also wait until this database exists (and the user may use it).
-    #[arg(long, env = "INITBOX_DATABASE", value_name = "NAME")]
+    #[arg(
+        long,
+        env = "INITBOX_DATABASE",
+        value_name = "NAME",
+        help_heading = "Login"
+    )]
     pub database: Option<String>,
     /// TLS: disable or require.
     #[arg(

@@ -38,14 +38,29 @@ pub struct PostgresArgs {
     /// real login and `SELECT 1`; without either it only asks whether the server accepts
     /// connections, as pg_isready does.
     /// Else PGUSER, as libpq.
-    #[arg(long, env = "INITBOX_USER", value_name = "NAME")]
+    #[arg(
+        long,
+        env = "INITBOX_USER",
+        value_name = "NAME",
+        help_heading = "Login"
+    )]
     pub user: Option<String>,
     /// The database to log in to (a URL's path wins); default: the user name, as libpq.
     /// Else PGDATABASE.
-    #[arg(long, env = "INITBOX_DATABASE", value_name = "NAME")]
+    #[arg(
+        long,
+        env = "INITBOX_DATABASE",
+        value_name = "NAME",
+        help_heading = "Login"
+    )]
     pub database: Option<String>,
     /// Read the password from this file (whitespace around it is dropped); else PGPASSWORD.
-    #[arg(long, env = "INITBOX_PASSWORD_FILE", value_name = "FILE")]
+    #[arg(
+        long,
+        env = "INITBOX_PASSWORD_FILE",
+        value_name = "FILE",
+        help_heading = "Login"
+    )]
     pub password_file: Option<PathBuf>,
     /// disable: plain text; prefer: TLS when the server offers it, unverified; require: TLS
     /// or fail, unverified; verify-full: TLS with the certificate checked (chain and name).

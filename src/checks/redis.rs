@@ -63,11 +63,21 @@ pub struct RedisArgs {
           value_parser = crate::http_client::Unechoed(<Target as std::str::FromStr>::from_str))]
     pub targets: Vec<Target>,
     /// Log in as this ACL user (Redis 6+); without it, AUTH uses the default user.
-    #[arg(long, env = "INITBOX_USER", value_name = "NAME")]
+    #[arg(
+        long,
+        env = "INITBOX_USER",
+        value_name = "NAME",
+        help_heading = "Login"
+    )]
     pub user: Option<String>,
     /// Log in with the password in this file (else REDISCLI_AUTH, when set): a wrong one
     /// ends the wait at once with exit code 1.
-    #[arg(long, env = "INITBOX_PASSWORD_FILE", value_name = "FILE")]
+    #[arg(
+        long,
+        env = "INITBOX_PASSWORD_FILE",
+        value_name = "FILE",
+        help_heading = "Login"
+    )]
     pub password_file: Option<PathBuf>,
     /// Speak TLS from the start (as rediss:// does), checking the server's certificate.
     #[arg(long, env = "INITBOX_TLS")]

@@ -9,6 +9,7 @@
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use rustix::fs::{AtFlags, CWD, FileType, Mode as RawMode, OFlags};
 use rustix::io::Errno;
@@ -123,11 +124,91 @@ impl Visitor for Chmod {
             volume::remedy("the CAP_FOWNER capability")
         ))
     }
+
+    fn fork(&self) -> Option<Self> {
+        Some(Chmod {
+            mode: self.mode.clone(),
+            tally: self.tally.fork(),
+        })
+    }
+
+    fn join(&mut self, fork: Self) {
+        self.tally.absorb(fork.tally);
+    }
 }
 
 /// Changes the mode of `name` in `parent` without following a link: `false` when the
 /// entry is no longer the one examined (replaced by a link or another file).
 fn chmod_nofollow(
+    parent: BorrowedFd<'_>,
+    name: &std::ffi::CStr,
+    meta: &Meta,
+    mode: u32,
+) -> rustix::io::Result<bool> {
+    match fchmodat2_nofollow(parent, name, mode) {
+        Some(Ok(())) => Ok(true),
+        // The name is a symbolic link now, swapped in since it was examined.
+        Some(Err(Errno::OPNOTSUPP)) => Ok(false),
+        // Before the call has ever worked, EPERM may be a seccomp profile that does not
+        // know it: the descriptor route tells (and then is the route from now on).
+        Some(Err(Errno::PERM)) if FCHMODAT2.load(Ordering::Relaxed) == UNKNOWN => {
+            let done = chmod_through_descriptor(parent, name, meta, mode);
+            if done.is_ok() {
+                FCHMODAT2.store(ABSENT, Ordering::Relaxed);
+            }
+            done
+        }
+        Some(Err(errno)) => Err(errno),
+        None => chmod_through_descriptor(parent, name, meta, mode),
+    }
+}
+
+/// Whether the kernel has `fchmodat2` (Linux 6.6): unknown until first asked.
+static FCHMODAT2: AtomicU8 = AtomicU8::new(UNKNOWN);
+const UNKNOWN: u8 = 0;
+const PRESENT: u8 = 1;
+const ABSENT: u8 = 2;
+
+/// `fchmodat2(parent, name, mode, AT_SYMLINK_NOFOLLOW)`: one system call, by name, that
+/// refuses a symbolic link instead of following it. `None` where the kernel (or a seccomp
+/// profile that predates the call) answers ENOSYS: then the caller goes through a
+/// descriptor.
+#[allow(unsafe_code)]
+fn fchmodat2_nofollow(
+    parent: BorrowedFd<'_>,
+    name: &std::ffi::CStr,
+    mode: u32,
+) -> Option<rustix::io::Result<()>> {
+    if FCHMODAT2.load(Ordering::Relaxed) == ABSENT {
+        return None;
+    }
+    // SAFETY: the descriptor is open for the call's duration, the name is a NUL-terminated
+    // string that outlives it, and the kernel only reads both.
+    let done = unsafe {
+        libc::syscall(
+            libc::SYS_fchmodat2,
+            parent.as_raw_fd(),
+            name.as_ptr(),
+            mode as libc::c_uint,
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    if done == 0 {
+        FCHMODAT2.store(PRESENT, Ordering::Relaxed);
+        return Some(Ok(()));
+    }
+    let errno = Errno::from_io_error(&std::io::Error::last_os_error()).unwrap_or(Errno::IO);
+    if errno == Errno::NOSYS {
+        FCHMODAT2.store(ABSENT, Ordering::Relaxed);
+        return None;
+    }
+    Some(Err(errno))
+}
+
+/// The route without `fchmodat2`: open the entry `O_PATH | O_NOFOLLOW`, check it is the one
+/// examined, and change it through `/proc/self/fd` (a link swapped in after the check
+/// cannot redirect a change made through the descriptor).
+fn chmod_through_descriptor(
     parent: BorrowedFd<'_>,
     name: &std::ffi::CStr,
     meta: &Meta,

@@ -119,6 +119,17 @@ impl Visitor for Chown {
     fn remedy(&self, _errno: Errno) -> Option<String> {
         Some(volume::remedy("the CAP_CHOWN capability"))
     }
+
+    fn fork(&self) -> Option<Self> {
+        Some(Chown {
+            ids: self.ids,
+            tally: self.tally.fork(),
+        })
+    }
+
+    fn join(&mut self, fork: Self) {
+        self.tally.absorb(fork.tally);
+    }
 }
 
 fn run(args: &ChownArgs) -> Result<()> {

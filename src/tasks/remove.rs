@@ -159,6 +159,19 @@ impl Visitor for Remove {
             ),
         })
     }
+
+    /// A fork's skips are its own: a directory it leaves in place holds what it skipped.
+    fn fork(&self) -> Option<Self> {
+        Some(Remove {
+            contents: self.contents,
+            tally: self.tally.fork(),
+            skipped_at: Vec::new(),
+        })
+    }
+
+    fn join(&mut self, fork: Self) {
+        self.tally.absorb(fork.tally);
+    }
 }
 
 fn run(args: &RemoveArgs) -> Result<()> {
