@@ -222,6 +222,25 @@ fn a_sasl_login_is_ready_and_names_the_user_and_mechanism() {
 }
 
 #[test]
+fn a_scram_login_over_tls_to_a_sasl_ssl_listener_is_ready() {
+    let sandbox = Sandbox::new();
+    let Some(listeners) = kafka_server::shared() else {
+        return;
+    };
+    let password = sandbox.write("password", PASSWORD);
+    sandbox
+        .initbox()
+        .args(["wait-for-kafka", &listeners.sasl_ssl, "--tls", "--cacert"])
+        .arg(&listeners.ca)
+        .args(["--user", USER, "--password-file"])
+        .arg(&password)
+        .args(["--timeout", "1m"])
+        .run()
+        .assert_code(0)
+        .assert_stderr_contains("(Metadata v12, TLS, user app via SCRAM-SHA-512)");
+}
+
+#[test]
 fn a_wrong_password_ends_at_once_with_exit_1_and_shows_no_password() {
     let sandbox = Sandbox::new();
     let Some(listeners) = kafka_server::shared() else {

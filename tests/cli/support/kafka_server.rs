@@ -1,8 +1,8 @@
 //! A real Apache Kafka 4 broker on 127.0.0.1, for wait-for-kafka: one KRaft node that is
 //! both broker and controller, from the jars `tests/servers/kafka fetch` brings from Maven
-//! Central (cached under target/ by version), with four listeners: PLAINTEXT, CONTROLLER,
-//! SSL (a test CA's certificate for localhost) and SASL_PLAINTEXT (SCRAM-SHA-512 and PLAIN
-//! for [`USER`]). Each start is seconds of JVM, so the tests that only read share one
+//! Central (cached under target/ by version), with five listeners: PLAINTEXT, CONTROLLER,
+//! SSL (a test CA's certificate for localhost), SASL_PLAINTEXT (SCRAM-SHA-512 and PLAIN for
+//! [`USER`]) and SASL_SSL (both at once). Each start is seconds of JVM, so the tests that only read share one
 //! broker ([`shared`]), and the others start as few as they can.
 
 use std::path::{Path, PathBuf};
@@ -71,6 +71,7 @@ pub struct KafkaServer {
     pub controller_port: u16,
     pub ssl_port: u16,
     pub sasl_port: u16,
+    pub sasl_ssl_port: u16,
     pub tls: TlsFiles,
     libs: &'static Path,
     dir: tempfile::TempDir,
@@ -119,6 +120,8 @@ pub struct Listeners {
     /// `localhost:PORT`: the name the certificate is for.
     pub ssl: String,
     pub sasl: String,
+    /// `localhost:PORT`.
+    pub sasl_ssl: String,
     pub ca: PathBuf,
 }
 
@@ -129,6 +132,7 @@ impl KafkaServer {
             controller: format!("127.0.0.1:{}", self.controller_port),
             ssl: format!("localhost:{}", self.ssl_port),
             sasl: format!("127.0.0.1:{}", self.sasl_port),
+            sasl_ssl: format!("localhost:{}", self.sasl_ssl_port),
             ca: self.tls.ca.clone(),
         }
     }
@@ -165,6 +169,7 @@ impl KafkaServer {
             controller_port: free_port("127.0.0.1"),
             ssl_port: free_port("127.0.0.1"),
             sasl_port: free_port("127.0.0.1"),
+            sasl_ssl_port: free_port("127.0.0.1"),
             tls,
             libs,
             dir,
@@ -214,18 +219,19 @@ impl KafkaServer {
     fn write_config(&self) -> PathBuf {
         let dir = self.dir.path();
         let (port, controller) = (self.port, self.controller_port);
-        let (ssl, sasl) = (self.ssl_port, self.sasl_port);
+        let (ssl, sasl, sasl_ssl) = (self.ssl_port, self.sasl_port, self.sasl_ssl_port);
         let text = format!(
             "process.roles=broker,controller\n\
              node.id=1\n\
              listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller},\
-             SSL://127.0.0.1:{ssl},SASL_PLAINTEXT://127.0.0.1:{sasl}\n\
+             SSL://127.0.0.1:{ssl},SASL_PLAINTEXT://127.0.0.1:{sasl},\
+             SASL_SSL://127.0.0.1:{sasl_ssl}\n\
              advertised.listeners=PLAINTEXT://127.0.0.1:{port},SSL://localhost:{ssl},\
-             SASL_PLAINTEXT://127.0.0.1:{sasl}\n\
+             SASL_PLAINTEXT://127.0.0.1:{sasl},SASL_SSL://localhost:{sasl_ssl}\n\
              controller.listener.names=CONTROLLER\n\
              inter.broker.listener.name=PLAINTEXT\n\
              listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SSL:SSL,\
-             SASL_PLAINTEXT:SASL_PLAINTEXT\n\
+             SASL_PLAINTEXT:SASL_PLAINTEXT,SASL_SSL:SASL_SSL\n\
              controller.quorum.voters=1@127.0.0.1:{controller}\n\
              log.dirs={data}\n\
              offsets.topic.replication.factor=1\n\
@@ -239,7 +245,12 @@ impl KafkaServer {
              org.apache.kafka.common.security.scram.ScramLoginModule required;\n\
              listener.name.sasl_plaintext.plain.sasl.jaas.config=\
              org.apache.kafka.common.security.plain.PlainLoginModule required \
-             user_{USER}=\"{PASSWORD}\";\n",
+             user_{USER}=\"{PASSWORD}\";\n\
+             listener.name.sasl_ssl.ssl.keystore.type=PEM\n\
+             listener.name.sasl_ssl.ssl.keystore.location={keystore}\n\
+             listener.name.sasl_ssl.sasl.enabled.mechanisms=SCRAM-SHA-512\n\
+             listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=\
+             org.apache.kafka.common.security.scram.ScramLoginModule required;\n",
             data = dir.join("data").display(),
             keystore = dir.join("keystore.pem").display(),
         );
@@ -314,6 +325,7 @@ impl KafkaServer {
                 self.controller_port = free_port("127.0.0.1");
                 self.ssl_port = free_port("127.0.0.1");
                 self.sasl_port = free_port("127.0.0.1");
+                self.sasl_ssl_port = free_port("127.0.0.1");
                 return false;
             }
             if Instant::now() > deadline {
