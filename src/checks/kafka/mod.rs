@@ -37,7 +37,7 @@ const UNSUPPORTED_VERSION: i16 = 35;
 /// own: they read client.properties).
 const PASSWORD_ENV: &str = "KAFKA_PASSWORD";
 
-/// Kafka as [`Service`] parses it: `HOST`, `HOST:PORT` or `kafka://HOST:PORT`.
+/// Kafka as [`Service`] parses it: `HOST`, `HOST:PORT` or `kafka://[USER@]HOST[:PORT]`.
 pub struct Kafka;
 
 impl Protocol for Kafka {
@@ -50,8 +50,9 @@ impl Protocol for Kafka {
 /// Wait until Kafka brokers answer ApiVersions and Metadata with a known controller.
 #[derive(Debug, Clone, clap::Args)]
 pub struct KafkaArgs {
-    /// Brokers as HOST or HOST:PORT (default port 9092), or one comma-separated
-    /// bootstrap list (`kafka-0:9092,kafka-1:9092`); every one named is checked.
+    /// Brokers as HOST, HOST:PORT (default port 9092) or kafka://[USER@]HOST[:PORT], or one
+    /// comma-separated bootstrap list (`kafka-0:9092,kafka-1:9092`); every one named is
+    /// checked.
     #[arg(
         required = true,
         value_name = "BROKER",
