@@ -253,6 +253,8 @@ WaitForMysql(crate::checks::mysql::MysqlArgs),
 WaitForNats(crate::checks::nats::NatsArgs),
 /// Wait until ZooKeeper servers serve requests (`srvr` shows a Mode, not just `imok`).
 WaitForZookeeper(crate::checks::zookeeper::ZooKeeperArgs),
+/// Wait until Kafka brokers answer with a controller (replaces `until kafka-broker-api-versions.sh --bootstrap-server kafka:9092; do sleep 2; done`).
+WaitForKafka(crate::checks::kafka::KafkaArgs),
 /// Wait until AMQP 0-9-1 brokers (RabbitMQ) answer, and open a vhost when given a login.
 WaitForAmqp(crate::checks::amqp::AmqpArgs),
 /// Wait until gRPC servers report SERVING (grpc.health.v1, like grpc-health-probe).

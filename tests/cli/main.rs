@@ -19,6 +19,7 @@ mod file_wait;
 mod git_clone;
 mod grpc;
 mod http;
+mod kafka;
 mod mysql;
 mod nats;
 mod postgres;
