@@ -55,7 +55,7 @@ pub enum FileKind {
 #[derive(Clone)]
 pub struct Pattern {
     text: String,
-    regex: regex_lite::Regex,
+    regex: regex::Regex,
 }
 
 impl std::fmt::Debug for Pattern {
@@ -66,7 +66,7 @@ impl std::fmt::Debug for Pattern {
 
 fn parse_regex(text: &str) -> std::result::Result<Pattern, String> {
     // As grep: `^` and `$` match at the start and end of every line.
-    let regex = regex_lite::Regex::new(&format!("(?m){text}"))
+    let regex = regex::Regex::new(&format!("(?m){text}"))
         .map_err(|e| format!("not a regular expression: {e}"))?;
     Ok(Pattern {
         text: text.to_owned(),

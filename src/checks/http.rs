@@ -2,7 +2,7 @@
 //! is in the accepted ranges (the Kubernetes httpGet rule, 200-399, by default) and the
 //! body matches `--body-regex` when one is given.
 
-use regex_lite::Regex;
+use regex::Regex;
 use reqwest::{Method, Url};
 
 use crate::exec::Then;

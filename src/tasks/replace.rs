@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use clap::{ArgMatches, Args, FromArgMatches};
-use regex_lite::{Regex, RegexBuilder};
+use regex::{Regex, RegexBuilder};
 
 use crate::atomic_file::AtomicFile;
 use crate::exec::Then;
@@ -66,6 +66,9 @@ struct ReplaceFlags {
         help_heading = "Edits"
     )]
     expect_count: ExpectCount,
+    /// NEW and REPLACEMENT as given: no $(VAR) expansion.
+    #[arg(long, env = "INITBOX_RAW", help_heading = "Edits")]
+    raw: bool,
     #[command(flatten)]
     then: Then,
 }
@@ -77,6 +80,8 @@ pub struct ReplaceArgs {
     /// In the order given on the command line.
     pub edits: Vec<Edit>,
     pub expect_count: ExpectCount,
+    /// No `$(VAR)` expansion of the replacements.
+    pub raw: bool,
     pub then: Then,
 }
 
@@ -198,6 +203,7 @@ impl FromArgMatches for ReplaceArgs {
             files: flags.files,
             edits: edits.into_iter().map(|(_, edit)| edit).collect(),
             expect_count: flags.expect_count,
+            raw: flags.raw,
             then: flags.then,
         })
     }
@@ -238,6 +244,7 @@ struct Edited {
 }
 
 fn run(args: &ReplaceArgs) -> Result<()> {
+    let edits = expanded(&args.edits, args.raw)?;
     // Every file is read and edited before any is written: one edit that fails in one file
     // leaves them all as they were.
     let mut edited = Vec::with_capacity(args.files.len());
@@ -246,7 +253,7 @@ fn run(args: &ReplaceArgs) -> Result<()> {
         let (meta, original) = read(file)?;
         let mut content = original;
         let mut replacements = 0;
-        for edit in &args.edits {
+        for edit in &edits {
             let (next, matches) = apply(edit, &content, file)?;
             if !args.expect_count.allows(matches) {
                 mismatches.push(format!(
@@ -312,6 +319,39 @@ fn run(args: &ReplaceArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The edits with `$(VAR)` expanded in their replacements (not in the text looked for,
+/// where `$(…)` is more often the placeholder itself), so a Secret can be written as
+/// `$$(DB_PASSWORD)` in a manifest and reach the file without ever being on the command
+/// line. A replacement that came from a variable is concealed like every secret.
+fn expanded(edits: &[Edit], raw: bool) -> Result<Vec<Edit>> {
+    edits
+        .iter()
+        .map(|edit| {
+            if raw {
+                return Ok(edit.clone());
+            }
+            let (flag, text) = match edit {
+                Edit::Literal { new, .. } => ("--literal", new),
+                Edit::Regex { replacement, .. } => ("--regex", replacement),
+            };
+            let value = crate::expand::flag(text, flag)?;
+            if value != *text {
+                crate::redact::conceal(&value);
+            }
+            Ok(match edit {
+                Edit::Literal { old, .. } => Edit::Literal {
+                    old: old.clone(),
+                    new: value,
+                },
+                Edit::Regex { pattern, .. } => Edit::Regex {
+                    pattern: pattern.clone(),
+                    replacement: value,
+                },
+            })
+        })
+        .collect()
 }
 
 /// The file's metadata and bytes, opened without following a link.

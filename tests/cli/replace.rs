@@ -298,3 +298,49 @@ fn replace_runs_as_a_pipeline_step_with_a_map_of_edits() {
             "replace.literal: expected a map {OLD: NEW}, a pair [OLD, NEW] or a list of pairs",
         );
 }
+
+#[test]
+fn a_variable_in_a_replacement_is_expanded_by_initbox_so_no_secret_is_on_the_command_line() {
+    let sandbox = Sandbox::new();
+    let conf = sandbox.write("a.conf", "password = __PASSWORD__\nhome = __HOME__\n");
+    sandbox
+        .initbox()
+        .env("DB_PASSWORD", "from-the-secret")
+        .args(["replace", path_str(&conf)])
+        .args(["--literal", "__PASSWORD__", "$(DB_PASSWORD)"])
+        .args(["--literal", "__HOME__", "$$(HOME)"])
+        .run()
+        .assert_code(0);
+    assert_eq!(
+        fs::read_to_string(&conf).unwrap(),
+        "password = from-the-secret\nhome = $(HOME)\n"
+    );
+    // --raw: as given; an undefined variable is a configuration error naming the flag.
+    let conf = sandbox.write("b.conf", "x = __X__\n");
+    sandbox
+        .initbox()
+        .args([
+            "replace",
+            path_str(&conf),
+            "--raw",
+            "--literal",
+            "__X__",
+            "$(NOT_SET)",
+        ])
+        .run()
+        .assert_code(0);
+    assert_eq!(fs::read_to_string(&conf).unwrap(), "x = $(NOT_SET)\n");
+    sandbox
+        .initbox()
+        .args([
+            "replace",
+            path_str(&conf),
+            "--literal",
+            "$(NOT_SET)",
+            "$(ALSO_NOT_SET)",
+        ])
+        .run()
+        .assert_code(78)
+        .assert_stderr_contains("--literal: ")
+        .assert_stderr_contains("ALSO_NOT_SET");
+}
