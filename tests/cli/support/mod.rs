@@ -11,6 +11,7 @@ pub mod mysql_server;
 pub mod nats_server;
 pub mod postgres_server;
 pub mod rabbitmq_server;
+pub mod sshd;
 pub mod redis_server;
 pub mod zookeeper_server;
 
