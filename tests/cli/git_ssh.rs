@@ -119,7 +119,9 @@ fn scp_like_syntax_reaches_the_server_on_port_22() {
 #[test]
 fn a_passphrase_protected_key_logs_in_with_its_passphrase_file() {
     let sandbox = Sandbox::new();
-    let Some((server, known)) = server(&sandbox) else { return };
+    let Some((server, known)) = server(&sandbox) else {
+        return;
+    };
     let dest = sandbox.path("checkout");
     initbox(&sandbox)
         .args(["git-clone", &server.url("app.git")])
@@ -138,7 +140,9 @@ fn a_passphrase_protected_key_logs_in_with_its_passphrase_file() {
 #[test]
 fn rsa_and_ecdsa_keys_log_in() {
     let sandbox = Sandbox::new();
-    let Some((server, known)) = server(&sandbox) else { return };
+    let Some((server, known)) = server(&sandbox) else {
+        return;
+    };
     for kind in ["rsa", "ecdsa"] {
         let dest = sandbox.path(&format!("checkout-{kind}"));
         initbox(&sandbox)
@@ -157,7 +161,9 @@ fn rsa_and_ecdsa_keys_log_in() {
 #[test]
 fn the_keys_are_tried_in_order_until_the_server_accepts_one() {
     let sandbox = Sandbox::new();
-    let Some((server, known)) = server(&sandbox) else { return };
+    let Some((server, known)) = server(&sandbox) else {
+        return;
+    };
     let dest = sandbox.path("checkout");
     initbox(&sandbox)
         .args(["git-clone", &server.url("app.git")])
@@ -280,7 +286,9 @@ fn only_the_host_key_types_known_hosts_holds_are_negotiated() {
 #[test]
 fn a_key_the_server_refuses_ends_at_once_with_exit_1() {
     let sandbox = Sandbox::new();
-    let Some((server, known)) = server(&sandbox) else { return };
+    let Some((server, known)) = server(&sandbox) else {
+        return;
+    };
     // Retried, this would run into the deadline and exit 124.
     initbox(&sandbox)
         .args(["git-clone", &server.url("app.git")])
@@ -299,7 +307,9 @@ fn a_key_the_server_refuses_ends_at_once_with_exit_1() {
 #[test]
 fn a_missing_repository_ends_at_once_with_the_servers_message() {
     let sandbox = Sandbox::new();
-    let Some((server, known)) = server(&sandbox) else { return };
+    let Some((server, known)) = server(&sandbox) else {
+        return;
+    };
     initbox(&sandbox)
         .args(["git-clone", &server.url("nothing-here.git")])
         .arg(sandbox.path("checkout"))
@@ -343,7 +353,9 @@ fn a_clone_started_before_sshd_waits_for_it() {
 #[test]
 fn a_shallow_clone_of_a_branch_over_ssh() {
     let sandbox = Sandbox::new();
-    let Some((server, known)) = server(&sandbox) else { return };
+    let Some((server, known)) = server(&sandbox) else {
+        return;
+    };
     let dest = sandbox.path("checkout");
     initbox(&sandbox)
         .args(["git-clone", &server.url("app.git")])
@@ -410,7 +422,9 @@ fn no_known_hosts_file_is_a_usage_error_before_connecting() {
 #[test]
 fn git_sync_variables_name_the_key_and_known_hosts_files() {
     let sandbox = Sandbox::new();
-    let Some((server, known)) = server(&sandbox) else { return };
+    let Some((server, known)) = server(&sandbox) else {
+        return;
+    };
     let dest = sandbox.path("checkout");
     initbox(&sandbox)
         .env("GITSYNC_SSH_KEY_FILE", server.key("ed25519"))
@@ -425,7 +439,9 @@ fn git_sync_variables_name_the_key_and_known_hosts_files() {
 #[test]
 fn a_pipeline_step_clones_over_ssh() {
     let sandbox = Sandbox::new();
-    let Some((server, known)) = server(&sandbox) else { return };
+    let Some((server, known)) = server(&sandbox) else {
+        return;
+    };
     let dest = sandbox.path("checkout");
     let pipeline = sandbox.write(
         "pipeline.yaml",
@@ -451,7 +467,9 @@ fn a_pipeline_step_clones_over_ssh() {
 #[test]
 fn keys_and_passphrases_never_appear_in_any_output() {
     let sandbox = Sandbox::new();
-    let Some((server, known)) = server(&sandbox) else { return };
+    let Some((server, known)) = server(&sandbox) else {
+        return;
+    };
     let wrong = "wr0ng-passphrase-that-must-never-show-up";
     let wrong_file = sandbox.write("wrong-passphrase", &format!("{wrong}\n"));
     let key_text = std::fs::read_to_string(server.key("ed25519_enc")).unwrap();
@@ -492,5 +510,8 @@ fn keys_and_passphrases_never_appear_in_any_output() {
         assert!(!out.contains(&key_body), "the key leaked:\n{out}");
     }
     let config = std::fs::read_to_string(dest.join(".git/config")).unwrap();
-    assert!(!config.contains(PASSPHRASE) && !config.contains("passphrase"), "{config}");
+    assert!(
+        !config.contains(PASSPHRASE) && !config.contains("passphrase"),
+        "{config}"
+    );
 }

@@ -98,7 +98,12 @@ pub struct GitCloneArgs {
     )]
     pub ssh_known_hosts_file: Option<PathBuf>,
     /// The user to log in as over ssh (default: the URL's user, else git).
-    #[arg(long, env = "INITBOX_SSH_USER", value_name = "NAME", help_heading = "SSH")]
+    #[arg(
+        long,
+        env = "INITBOX_SSH_USER",
+        value_name = "NAME",
+        help_heading = "SSH"
+    )]
     pub ssh_user: Option<String>,
     /// Accept any host key without checking it. INSECURE: anyone on the network path can
     /// pose as the server; warns at every use, never the default.
@@ -285,7 +290,8 @@ impl GitCloneArgs {
         };
         if key_files.is_empty() {
             return Err(Error::Usage(format!(
-                "{} is an ssh repository: give its deploy key with --ssh-key-file FILE                  (or INITBOX_SSH_KEY_FILE, GITSYNC_SSH_KEY_FILE)",
+                "{} is an ssh repository: give its deploy key with --ssh-key-file FILE \
+                 (or INITBOX_SSH_KEY_FILE, GITSYNC_SSH_KEY_FILE)",
                 repo_id(url)
             )));
         }
@@ -300,7 +306,10 @@ impl GitCloneArgs {
                 })
                 .ok_or_else(|| {
                     Error::Usage(format!(
-                        "{} is an ssh repository: give the server's host keys with                          --ssh-known-hosts-file FILE (or INITBOX_SSH_KNOWN_HOSTS_FILE,                          GITSYNC_SSH_KNOWN_HOSTS_FILE; make one with `ssh-keyscan -H HOST`),                          or --ssh-insecure-accept-any-host-key to not check them",
+                        "{} is an ssh repository: give the server's host keys with \
+                         --ssh-known-hosts-file FILE (or INITBOX_SSH_KNOWN_HOSTS_FILE, \
+                         GITSYNC_SSH_KNOWN_HOSTS_FILE; make one with `ssh-keyscan -H HOST`), \
+                         or --ssh-insecure-accept-any-host-key to not check them",
                         repo_id(url)
                     ))
                 })?;

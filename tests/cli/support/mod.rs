@@ -11,8 +11,8 @@ pub mod mysql_server;
 pub mod nats_server;
 pub mod postgres_server;
 pub mod rabbitmq_server;
-pub mod sshd;
 pub mod redis_server;
+pub mod sshd;
 pub mod zookeeper_server;
 
 use std::io::{BufRead, BufReader};

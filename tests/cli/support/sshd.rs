@@ -104,7 +104,10 @@ pub trait SshFiles {
     /// A host public key line (`ssh-ed25519 AAAA…`) of `kind` (ed25519, ecdsa).
     fn host_key(&self, kind: &str) -> String {
         let text = std::fs::read_to_string(self.dir().join(format!("host_{kind}.pub"))).unwrap();
-        text.split_whitespace().take(2).collect::<Vec<_>>().join(" ")
+        text.split_whitespace()
+            .take(2)
+            .collect::<Vec<_>>()
+            .join(" ")
     }
 
     /// A known_hosts line for this server holding `key_line`.
@@ -186,7 +189,10 @@ impl Sshd {
             server.port = free_port("127.0.0.1");
             server.write_config();
         }
-        panic!("sshd did not start on any of five free ports:\n{}", server.log());
+        panic!(
+            "sshd did not start on any of five free ports:\n{}",
+            server.log()
+        );
     }
 
     /// Keys, repositories and configuration for a server on `port`, not started yet (for a
@@ -194,7 +200,10 @@ impl Sshd {
     pub fn prepared(port: u16) -> Sshd {
         ensure_user();
         std::fs::create_dir_all("/run/sshd").unwrap();
-        let dir = tempfile::Builder::new().prefix("sshd").tempdir_in("/tmp").unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("sshd")
+            .tempdir_in("/tmp")
+            .unwrap();
         use std::os::unix::fs::PermissionsExt;
         // The user must reach the repositories through it.
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -213,8 +222,7 @@ impl Sshd {
             let file = d.join("keys").join(name);
             keygen(&file, kind, passphrase);
             if name != "stranger" {
-                authorized
-                    .push_str(&std::fs::read_to_string(file.with_extension("pub")).unwrap());
+                authorized.push_str(&std::fs::read_to_string(file.with_extension("pub")).unwrap());
             }
         }
         std::fs::write(d.join("authorized_keys"), authorized).unwrap();
@@ -340,7 +348,15 @@ fn ensure_user() {
     };
     if !exists() {
         let _ = Command::new("useradd")
-            .args(["--system", "--no-create-home", "--home-dir", "/", "--shell", "/bin/sh", USER])
+            .args([
+                "--system",
+                "--no-create-home",
+                "--home-dir",
+                "/",
+                "--shell",
+                "/bin/sh",
+                USER,
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
@@ -355,7 +371,16 @@ fn ensure_user() {
 
 fn keygen(file: &Path, kind: &str, passphrase: &str) {
     let mut command = Command::new("ssh-keygen");
-    command.args(["-q", "-t", kind, "-N", passphrase, "-C", "initbox-test", "-f"]);
+    command.args([
+        "-q",
+        "-t",
+        kind,
+        "-N",
+        passphrase,
+        "-C",
+        "initbox-test",
+        "-f",
+    ]);
     command.arg(file);
     if kind == "rsa" {
         command.args(["-b", "2048"]);

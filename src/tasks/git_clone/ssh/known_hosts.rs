@@ -268,7 +268,10 @@ mod tests {
     #[test]
     fn a_port_other_than_22_needs_the_bracketed_name() {
         let file = KnownHosts::parse(&format!("git.example {ED25519_A}\n"));
-        assert_eq!(file.verify("git.example", 22, &key(ED25519_A)), Verdict::Trusted);
+        assert_eq!(
+            file.verify("git.example", 22, &key(ED25519_A)),
+            Verdict::Trusted
+        );
         assert!(matches!(
             file.verify("git.example", 2222, &key(ED25519_A)),
             Verdict::Unknown { .. }
@@ -285,7 +288,10 @@ mod tests {
         let file = KnownHosts::parse(&format!(
             "# comment\n\ngit.example {ED25519_A}\n@revoked * {ED25519_A}\n"
         ));
-        assert_eq!(file.verify("git.example", 22, &key(ED25519_A)), Verdict::Revoked);
+        assert_eq!(
+            file.verify("git.example", 22, &key(ED25519_A)),
+            Verdict::Revoked
+        );
     }
 
     #[test]
@@ -304,8 +310,14 @@ mod tests {
         let file = KnownHosts::parse(&format!(
             "*.example,!evil.example {ED25519_B}\n*.example {ED25519_A}\n"
         ));
-        assert_eq!(file.verify("git.example", 22, &key(ED25519_A)), Verdict::Trusted);
-        assert_eq!(file.verify("git.example", 22, &key(ED25519_B)), Verdict::Trusted);
+        assert_eq!(
+            file.verify("git.example", 22, &key(ED25519_A)),
+            Verdict::Trusted
+        );
+        assert_eq!(
+            file.verify("git.example", 22, &key(ED25519_B)),
+            Verdict::Trusted
+        );
         assert_eq!(
             file.verify("evil.example", 22, &key(ED25519_B)),
             Verdict::Changed {

@@ -224,15 +224,19 @@ impl Session {
         ));
         let session = match session {
             Ok(Ok(session)) => session,
-            Ok(Err(failure)) => return Err(host_key_failure(&target, settings, &seen).unwrap_or(failure)),
+            Ok(Err(failure)) => {
+                return Err(host_key_failure(&target, settings, &seen).unwrap_or(failure));
+            }
             Err(_) => {
-                return Err(host_key_failure(&target, settings, &seen).unwrap_or_else(|| {
-                    Failure::Retry(format!(
-                        "no ssh session with {} within {}",
-                        target.label(),
-                        crate::duration::Elapsed(timeout)
-                    ))
-                }));
+                return Err(
+                    host_key_failure(&target, settings, &seen).unwrap_or_else(|| {
+                        Failure::Retry(format!(
+                            "no ssh session with {} within {}",
+                            target.label(),
+                            crate::duration::Elapsed(timeout)
+                        ))
+                    }),
+                );
             }
         };
         Ok(Session {
@@ -245,7 +249,12 @@ impl Session {
     }
 
     /// A new exec channel running `git-upload-pack` on the repository, as gix's transport.
-    pub fn transport(&self) -> Result<Box<dyn gix::protocol::transport::client::blocking_io::Transport + Send>, ChannelError> {
+    pub fn transport(
+        &self,
+    ) -> Result<
+        Box<dyn gix::protocol::transport::client::blocking_io::Transport + Send>,
+        ChannelError,
+    > {
         let command = self.target.command();
         let open = async {
             let channel = self.handle.channel_open_session().await?;
@@ -255,7 +264,10 @@ impl Session {
             channel.exec(true, command.as_bytes()).await?;
             Ok::<_, russh::Error>(channel)
         };
-        let channel = match self.runtime.block_on(tokio::time::timeout(self.timeout, open)) {
+        let channel = match self
+            .runtime
+            .block_on(tokio::time::timeout(self.timeout, open))
+        {
             Ok(Ok(channel)) => channel,
             Ok(Err(error)) => {
                 return Err(ChannelError(format!(
@@ -349,10 +361,12 @@ async fn open_session(
         .map_err(|e| match e {
             // The host-key verdict replaces this (see `host_key_failure`).
             russh::Error::UnknownKey => Failure::Fatal(Error::Failed("host key refused".into())),
-            russh::Error::NoCommonAlgo { kind, theirs, .. } => Failure::Fatal(Error::Failed(format!(
-                "{label} and initbox share no {kind:?} algorithm (the server offers {})",
-                theirs.join(", ")
-            ))),
+            russh::Error::NoCommonAlgo { kind, theirs, .. } => {
+                Failure::Fatal(Error::Failed(format!(
+                    "{label} and initbox share no {kind:?} algorithm (the server offers {})",
+                    theirs.join(", ")
+                )))
+            }
             other => Failure::Retry(format!("the ssh handshake with {label} failed: {other}")),
         })?;
     let session_error =
@@ -565,9 +579,7 @@ impl Read for ChannelReader {
             }
             match self.runtime.block_on(self.channel.wait()) {
                 Some(ChannelMsg::Data { data }) => self.pending = data,
-                Some(ChannelMsg::ExtendedData { data, .. }) => {
-                    self.stderr.push(&self.label, &data)
-                }
+                Some(ChannelMsg::ExtendedData { data, .. }) => self.stderr.push(&self.label, &data),
                 Some(ChannelMsg::ExitStatus { exit_status }) => {
                     self.exit_status = Some(exit_status)
                 }
@@ -640,21 +652,22 @@ mod tests {
 
     #[test]
     fn scp_like_and_ssh_urls_name_the_path_as_git_does() {
-        let url = gix::url::parse("git@git.example:org/repo.git".into()).unwrap();
+        let url = gix::url::parse(gix::bstr::BStr::new("git@git.example:org/repo.git")).unwrap();
         let target = Target::of(&url, &settings(None));
         assert_eq!(
             (target.user.as_str(), target.host.as_str(), target.port),
             ("git", "git.example", 22)
         );
         assert_eq!(target.command(), "git-upload-pack 'org/repo.git'");
-        let url = gix::url::parse("ssh://deploy@[::1]:2222/srv/it's.git".into()).unwrap();
+        let url =
+            gix::url::parse(gix::bstr::BStr::new("ssh://deploy@[::1]:2222/srv/it's.git")).unwrap();
         let target = Target::of(&url, &settings(Some("bot")));
         assert_eq!(
             (target.user.as_str(), target.host.as_str(), target.port),
             ("bot", "::1", 2222)
         );
         assert_eq!(target.command(), "git-upload-pack '/srv/it'\\''s.git'");
-        let url = gix::url::parse("ssh://h/~alice/repo.git".into()).unwrap();
+        let url = gix::url::parse(gix::bstr::BStr::new("ssh://h/~alice/repo.git")).unwrap();
         assert_eq!(
             Target::of(&url, &settings(None)).command(),
             "git-upload-pack '~alice/repo.git'"
