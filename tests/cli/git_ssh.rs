@@ -515,3 +515,33 @@ fn keys_and_passphrases_never_appear_in_any_output() {
         "{config}"
     );
 }
+
+#[test]
+fn one_ssh_session_serves_every_connection_of_a_clone() {
+    let sandbox = Sandbox::new();
+    if !sshd::available() {
+        return;
+    }
+    // A server of its own: its log counts this clone's logins and commands alone.
+    let server = Sshd::start();
+    let known = sandbox.write(
+        "known_hosts",
+        &server.known_hosts_line(&server.host_key("ed25519")),
+    );
+    let dest = sandbox.path("checkout");
+    // A shallow clone of a branch connects twice (the ref first, then the pack).
+    initbox(&sandbox)
+        .args(["git-clone", &server.url("app.git")])
+        .arg(&dest)
+        .args(["--ref", "feature"])
+        .arg("--ssh-key-file")
+        .arg(server.key("ed25519"))
+        .arg("--ssh-known-hosts-file")
+        .arg(&known)
+        .run()
+        .assert_code(0);
+    assert_eq!(head(&dest), server.repo.feature);
+    let log = server.log();
+    assert_eq!(log.matches("Accepted publickey").count(), 1, "{log}");
+    assert_eq!(log.matches("Starting session: command").count(), 2, "{log}");
+}

@@ -86,6 +86,7 @@ impl KnownHosts {
             .iter()
             .map(|e| e.key.algorithm().as_str().to_owned())
             .collect();
+        known.sort();
         known.dedup();
         Verdict::Changed { known }
     }
