@@ -545,3 +545,31 @@ fn one_ssh_session_serves_every_connection_of_a_clone() {
     assert_eq!(log.matches("Accepted publickey").count(), 1, "{log}");
     assert_eq!(log.matches("Starting session: command").count(), 2, "{log}");
 }
+
+#[test]
+fn a_server_that_drops_the_connection_is_retried_until_the_deadline() {
+    let sandbox = Sandbox::new();
+    // Accepts and closes at once, before any SSH banner: what a restarting server does.
+    let listener = counting_listener("127.0.0.1");
+    let key = sandbox.path("key");
+    let status = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&key)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    initbox(&sandbox)
+        .args([
+            "git-clone",
+            &format!("ssh://git@127.0.0.1:{}/srv/app.git", listener.port),
+        ])
+        .arg(sandbox.path("checkout"))
+        .arg("--ssh-key-file")
+        .arg(&key)
+        .arg("--ssh-insecure-accept-any-host-key")
+        .args(["--timeout", "3s"])
+        .run()
+        .assert_code(124)
+        .assert_stderr_contains("ssh handshake");
+    assert!(*listener.accepted.lock().unwrap() > 1, "retried");
+}
