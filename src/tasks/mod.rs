@@ -10,6 +10,7 @@ pub mod link;
 pub mod mkdir;
 pub mod register;
 pub mod remove;
+pub mod replace;
 pub mod sleep;
 pub mod sysctl;
 pub mod template;

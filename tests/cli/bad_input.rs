@@ -288,6 +288,39 @@ fn usage_errors_exit_2_naming_the_bad_value() {
                 &["wait-for-zookeeper", "zk", "--mode", "candidate"],
                 "'candidate' is not a ZooKeeper mode",
             ),
+            // wait-for-kafka
+            bad(2, &["wait-for-kafka"], "<BROKER>"),
+            bad(2, &["wait-for-kafka", "kafka:0"], "port 0"),
+            bad(
+                2,
+                &["wait-for-kafka", "kafka", "--min-brokers", "0"],
+                "--min-brokers",
+            ),
+            bad(
+                2,
+                &["wait-for-kafka", "kafka", "--password-file", "/p"],
+                "--password-file needs --user",
+            ),
+            bad(
+                2,
+                &["wait-for-kafka", "kafka", "--user", "app"],
+                "needs a password: use --password-file (or KAFKA_PASSWORD)",
+            ),
+            bad(
+                2,
+                &["wait-for-kafka", "kafka", "--sasl-mechanism", "GSSAPI"],
+                "'GSSAPI' is not a SASL mechanism",
+            ),
+            bad(
+                2,
+                &["wait-for-kafka", "kafka://kafka:9092/orders"],
+                "a Kafka broker is only HOST:PORT",
+            ),
+            bad(
+                2,
+                &["wait-for-kafka", "amqp://kafka"],
+                "must start with kafka://",
+            ),
             // wait-for-amqp
             bad(2, &["wait-for-amqp"], "<SERVER>"),
             bad(2, &["wait-for-amqp", "amqp://mq:0/"], "port 0"),
@@ -489,6 +522,31 @@ fn usage_errors_exit_2_naming_the_bad_value() {
                 &["write", "/f", "--content", "a", "--owner", "x:y:z"],
                 "'x:y:z' is not an owner",
             ),
+            bad(2, &["replace", "/f"], "--literal <OLD> <NEW> or --regex"),
+            bad(2, &["replace", "/f", "--literal", "a"], "--literal"),
+            bad(
+                2,
+                &["replace", "/f", "--regex", "(", "x"],
+                "invalid value '(' for '--regex'",
+            ),
+            bad(
+                2,
+                &[
+                    "replace",
+                    "/f",
+                    "--literal",
+                    "a",
+                    "b",
+                    "--expect-count",
+                    "many",
+                ],
+                "'many' is not a count",
+            ),
+            bad(
+                2,
+                &["replace", "/f", "--literal", "", "b"],
+                "the text to replace is empty",
+            ),
             // run and the rest
             bad(2, &["run"], "--file"),
             bad(2, &["completions", "tcsh"], "'tcsh'"),
@@ -518,7 +576,7 @@ fn configuration_errors_exit_78_naming_the_file_or_variable() {
     );
     let unknown_task = sandbox.write(
         "unknown.yaml",
-        "steps:\n  - name: a\n    wait-for-kafka: {}\n",
+        "steps:\n  - name: a\n    wait-for-xyzzy: {}\n",
     );
     let yaml_syntax = sandbox.write("syntax.yaml", "steps: [\n");
     let (t, u, s, c, k, y) = (
@@ -569,7 +627,7 @@ fn configuration_errors_exit_78_naming_the_file_or_variable() {
             bad(
                 78,
                 &["run", "-f", k],
-                &format!("{k}:3:21: step 'a': unknown task or key 'wait-for-kafka'"),
+                &format!("{k}:3:21: step 'a': unknown task or key 'wait-for-xyzzy'"),
             ),
             bad(78, &["run", "-f", y], &format!("{y}:1:")),
             bad(

@@ -416,6 +416,7 @@ fn a_password_in_a_refused_target_never_shows() {
         "NAME",
         "URL",
         "SERVER",
+        "BROKER",
         "HOST[:PORT]|URL",
         "REPO",
     ];

@@ -697,6 +697,11 @@ fn sigterm_to_pid_1_ends_every_waiting_command_within_a_second() {
             "is not ready",
         ),
         waiting(
+            "wait-for-kafka",
+            &["wait-for-kafka", &refused],
+            "is not ready",
+        ),
+        waiting(
             "wait-for-amqp",
             &["wait-for-amqp", &refused],
             "is not ready",
@@ -803,6 +808,7 @@ const NO_DEADLINE: &[(&str, &str)] = &[
     ("sysctl", "writes and reads /proc/sys once, never waits"),
     ("install", "copies one file once, never waits"),
     ("write", "writes one file once, never waits"),
+    ("replace", "edits files once, never waits"),
     ("copy", "copies a tree once, never waits"),
 ];
 
@@ -1063,6 +1069,25 @@ fn every_waiting_command_ends_within_50ms_of_its_deadline() {
             "an attempt in flight",
             &[
                 "wait-for-zookeeper",
+                &silent_tcp,
+                "--timeout",
+                "1s",
+                "--attempt-timeout",
+                "5s",
+            ],
+            1000,
+        ),
+        deadline_case(
+            "wait-for-kafka",
+            "refused",
+            &["wait-for-kafka", &refused, "--timeout", "1s"],
+            1000,
+        ),
+        deadline_case(
+            "wait-for-kafka",
+            "an attempt in flight",
+            &[
+                "wait-for-kafka",
                 &silent_tcp,
                 "--timeout",
                 "1s",

@@ -39,6 +39,9 @@ struct TaskArg {
     trailing: bool,
     /// `Name: value` for `--header`, `key=value` for the other maps.
     header_style: bool,
+    /// Two values per use (`--literal OLD NEW`): written as a map (`{OLD: NEW}`), a pair
+    /// (`[OLD, NEW]`) or a list of pairs.
+    pairs: bool,
     /// How clap names the argument in its errors: `--timeout <DURATION>` or `<DURATION>`.
     value_name: Option<String>,
 }
@@ -64,6 +67,9 @@ fn task_args(task: &clap::Command) -> Vec<TaskArg> {
             let action = arg.get_action();
             TaskArg {
                 header_style: key == "header",
+                pairs: arg
+                    .get_num_args()
+                    .is_some_and(|n| n.min_values() == 2 && n.max_values() == 2),
                 value_name: arg
                     .get_value_names()
                     .and_then(|names| names.first())
@@ -201,6 +207,12 @@ impl<'a> TaskBody<'a> {
                 unverifiable.push(key.clone());
             }
             match (&arg.long, arg.index) {
+                (Some(long), _) if arg.pairs => {
+                    for pair in values.chunks(2) {
+                        words.push(format!("--{long}"));
+                        words.extend(pair.iter().cloned());
+                    }
+                }
                 (Some(long), _) => {
                     words.extend(values.into_iter().map(|v| format!("--{long}={v}")));
                 }
@@ -253,6 +265,9 @@ impl<'a> TaskBody<'a> {
         problems: &mut Problems,
     ) -> Option<Vec<(String, At)>> {
         let task = self.task;
+        if arg.pairs {
+            return self.raw_pairs(key, node, problems);
+        }
         Some(match &node.value {
             Value::List(items) if arg.repeatable => items
                 .iter()
@@ -297,6 +312,55 @@ impl<'a> TaskBody<'a> {
                 }
             },
         })
+    }
+
+    /// The values of a two-value flag, two by two: a map's keys and values, one pair
+    /// `[OLD, NEW]`, or a list of pairs.
+    fn raw_pairs(
+        &self,
+        key: &str,
+        node: &Node,
+        problems: &mut Problems,
+    ) -> Option<Vec<(String, At)>> {
+        let task = self.task;
+        let pair = |item: &Node| -> Option<Vec<(String, At)>> {
+            match &item.value {
+                Value::List(two) if two.len() == 2 => two
+                    .iter()
+                    .map(|value| value.value.scalar().map(|text| (text, value.at)))
+                    .collect(),
+                _ => None,
+            }
+        };
+        let values = match &node.value {
+            Value::Map(entries) => entries
+                .iter()
+                .map(|(name, item)| {
+                    item.value
+                        .scalar()
+                        .map(|text| vec![(name.clone(), item.at), (text, item.at)])
+                })
+                .collect::<Option<Vec<_>>>()
+                .map(|pairs| pairs.concat()),
+            Value::List(items) if items.iter().all(|item| item.value.scalar().is_some()) => {
+                pair(node)
+            }
+            Value::List(items) => items
+                .iter()
+                .map(pair)
+                .collect::<Option<Vec<_>>>()
+                .map(|pairs| pairs.concat()),
+            _ => None,
+        };
+        if values.is_none() {
+            problems.add(
+                node.at,
+                format!(
+                    "{task}.{key}: expected a map {{OLD: NEW}}, a pair [OLD, NEW] or a list of pairs"
+                ),
+            );
+        }
+        values
     }
 
     /// Parses the command line with the CLI's definition; a refusal is reported on the key

@@ -134,7 +134,7 @@ fn the_cli_and_the_file_give_identical_commands_for_every_task() {
             &["/opt/conf", "/w/", "--exclude", "*.tmp", "--if-absent"],
             r#"{paths: [/opt/conf, /w/], exclude: ["*.tmp"], if-absent: true}"#,
         ),
-        // Brokers: NATS, ZooKeeper, AMQP.
+        // Brokers: NATS, ZooKeeper, Kafka, AMQP.
         (
             "wait-for-nats",
             &["nats://app@bus:4222", "--password-file", "/s/pw", "--tls"],
@@ -144,6 +144,21 @@ fn the_cli_and_the_file_give_identical_commands_for_every_task() {
             "wait-for-zookeeper",
             &["zk-0.zk:2181", "zk-1.zk", "--mode", "leader"],
             r#"{servers: ["zk-0.zk:2181", zk-1.zk], mode: leader}"#,
+        ),
+        (
+            "wait-for-kafka",
+            &[
+                "kafka-0.kafka:9092,kafka-1.kafka",
+                "--min-brokers",
+                "2",
+                "--user",
+                "app",
+                "--sasl-mechanism",
+                "PLAIN",
+                "--tls",
+            ],
+            r#"{brokers: ["kafka-0.kafka:9092,kafka-1.kafka"], min-brokers: 2, user: app,
+                sasl-mechanism: PLAIN, tls: true}"#,
         ),
         (
             "wait-for-amqp",
@@ -170,6 +185,21 @@ fn the_cli_and_the_file_give_identical_commands_for_every_task() {
             "remove",
             &["--contents", "--one-file-system", "/data"],
             "{paths: [/data], contents: true, one-file-system: true}",
+        ),
+        (
+            "replace",
+            &[
+                "--literal",
+                "__HOST__",
+                "db",
+                "--regex",
+                "^port=.*",
+                "port=5432",
+                "--expect-count",
+                "2",
+                "/config/app.conf",
+            ],
+            "{files: [/config/app.conf], literal: {__HOST__: db}, regex: [['^port=.*', port=5432]], expect-count: 2}",
         ),
     ];
     let mut covered: Vec<&str> = cases.iter().map(|(task, ..)| *task).collect();
