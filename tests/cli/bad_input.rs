@@ -443,6 +443,11 @@ fn usage_errors_exit_2_naming_the_bad_value() {
                 "'a..b' is not a valid branch or tag name",
             ),
             bad(2, &["git-clone", "https://h:0/r.git", "d"], "port 0"),
+            bad(
+                2,
+                &["git-clone", "git@git.example:team/app.git", "d"],
+                "--ssh-key-file FILE",
+            ),
             // template
             bad(2, &["template", "t.j2"], "<DEST>"),
             bad(
@@ -683,17 +688,31 @@ fn configuration_errors_exit_78_naming_the_file_or_variable() {
         !Path::new(&out).exists(),
         "nothing written on a configuration error"
     );
-    // git-clone over ssh without an ssh program (a scratch image).
+    // git-clone over ssh: a deploy key that cannot be read (in a scratch image too).
     check(
         &bad(
             78,
-            &["git-clone", "git@git.example:team/app.git", "d"],
-            "needs an ssh program",
+            &[
+                "git-clone",
+                "git@git.example:team/app.git",
+                "d",
+                "--ssh-key-file",
+                "/nonexistent/deploy-key",
+                "--ssh-insecure-accept-any-host-key",
+            ],
+            "reading ssh key file /nonexistent/deploy-key",
         ),
         &sandbox
             .initbox()
             .env("PATH", sandbox.path("empty-bin"))
-            .args(["git-clone", "git@git.example:team/app.git", "d"])
+            .args([
+                "git-clone",
+                "git@git.example:team/app.git",
+                "d",
+                "--ssh-key-file",
+                "/nonexistent/deploy-key",
+                "--ssh-insecure-accept-any-host-key",
+            ])
             .run(),
     );
 }

@@ -17,6 +17,7 @@ mod exit_codes;
 mod fetch;
 mod file_wait;
 mod git_clone;
+mod git_ssh;
 mod grpc;
 mod http;
 mod kafka;

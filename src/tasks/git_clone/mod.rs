@@ -8,6 +8,7 @@
 
 mod destination;
 mod integrity;
+mod ssh;
 mod transfer;
 
 use std::collections::HashMap;
@@ -68,6 +69,51 @@ pub struct GitCloneArgs {
     /// Replace DEST's contents even when it is not a checkout of REPO.
     #[arg(long, env = "INITBOX_FORCE")]
     pub force: bool,
+    /// A private key for ssh:// and user@host:path repositories (OpenSSH format: ed25519,
+    /// ecdsa or rsa); repeatable, tried in order. Also read from GITSYNC_SSH_KEY_FILE;
+    /// default /etc/git-secret/ssh when that file exists (git-sync's).
+    #[arg(
+        long = "ssh-key-file",
+        env = "INITBOX_SSH_KEY_FILE",
+        value_name = "FILE",
+        help_heading = "SSH"
+    )]
+    pub ssh_key_file: Vec<PathBuf>,
+    /// Read the passphrase of encrypted --ssh-key-file keys from this file (never logged).
+    #[arg(
+        long,
+        env = "INITBOX_SSH_KEY_PASSPHRASE_FILE",
+        value_name = "FILE",
+        help_heading = "SSH"
+    )]
+    pub ssh_key_passphrase_file: Option<PathBuf>,
+    /// The known_hosts file that must hold the server's host key (plain or hashed lines,
+    /// [host]:port, @revoked). Also read from GITSYNC_SSH_KNOWN_HOSTS_FILE; default
+    /// /etc/git-secret/known_hosts when that file exists (git-sync's).
+    #[arg(
+        long,
+        env = "INITBOX_SSH_KNOWN_HOSTS_FILE",
+        value_name = "FILE",
+        help_heading = "SSH"
+    )]
+    pub ssh_known_hosts_file: Option<PathBuf>,
+    /// The user to log in as over ssh (default: the URL's user, else git).
+    #[arg(
+        long,
+        env = "INITBOX_SSH_USER",
+        value_name = "NAME",
+        help_heading = "SSH"
+    )]
+    pub ssh_user: Option<String>,
+    /// Accept any host key without checking it. INSECURE: anyone on the network path can
+    /// pose as the server; warns at every use, never the default.
+    #[arg(
+        long,
+        env = "INITBOX_SSH_INSECURE_ACCEPT_ANY_HOST_KEY",
+        conflicts_with = "ssh_known_hosts_file",
+        help_heading = "SSH"
+    )]
+    pub ssh_insecure_accept_any_host_key: bool,
     #[command(flatten)]
     pub tls: TlsArgs,
     #[command(flatten)]
@@ -231,6 +277,79 @@ impl GitCloneArgs {
         // clap refuses --password-file without --username (`requires`), at parse time.
         Ok(from_url)
     }
+
+    /// Keys, known_hosts and user for an ssh URL, read before anything is touched: a
+    /// missing key or known_hosts is a usage error (exit 2), an unreadable one a
+    /// configuration error (exit 78).
+    fn ssh_settings(&self, url: &gix::Url) -> Result<ssh::SshSettings> {
+        let key_files = match self.ssh_key_file.as_slice() {
+            [] => git_sync_fallback("GITSYNC_SSH_KEY_FILE", GIT_SYNC_KEY_FILE)
+                .into_iter()
+                .collect(),
+            given => given.to_vec(),
+        };
+        if key_files.is_empty() {
+            return Err(Error::Usage(format!(
+                "{} is an ssh repository: give its deploy key with --ssh-key-file FILE \
+                 (or INITBOX_SSH_KEY_FILE, GITSYNC_SSH_KEY_FILE)",
+                repo_id(url)
+            )));
+        }
+        let host_keys = if self.ssh_insecure_accept_any_host_key {
+            ssh::HostKeys::AcceptAny
+        } else {
+            let file = self
+                .ssh_known_hosts_file
+                .clone()
+                .or_else(|| {
+                    git_sync_fallback("GITSYNC_SSH_KNOWN_HOSTS_FILE", GIT_SYNC_KNOWN_HOSTS_FILE)
+                })
+                .ok_or_else(|| {
+                    Error::Usage(format!(
+                        "{} is an ssh repository: give the server's host keys with \
+                         --ssh-known-hosts-file FILE (or INITBOX_SSH_KNOWN_HOSTS_FILE, \
+                         GITSYNC_SSH_KNOWN_HOSTS_FILE; make one with `ssh-keyscan -H HOST`), \
+                         or --ssh-insecure-accept-any-host-key to not check them",
+                        repo_id(url)
+                    ))
+                })?;
+            let known = ssh::KnownHosts::read(&file).map_err(|e| {
+                Error::Config(format!(
+                    "reading known_hosts file {}: {}",
+                    file.display(),
+                    reason::io(&e)
+                ))
+            })?;
+            ssh::HostKeys::Verify { file, known }
+        };
+        let passphrase = self
+            .ssh_key_passphrase_file
+            .as_deref()
+            .map(|file| crate::redact::read_secret_file(file, "ssh key passphrase file"))
+            .transpose()?;
+        let keys = key_files
+            .iter()
+            .map(|file| ssh::load_key(file, passphrase.as_deref()))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(ssh::SshSettings {
+            keys,
+            host_keys,
+            user: self.ssh_user.clone(),
+        })
+    }
+}
+
+/// git-sync's default paths (its Secret mounted at /etc/git-secret), so its manifests
+/// move over with only the image changed.
+const GIT_SYNC_KEY_FILE: &str = "/etc/git-secret/ssh";
+const GIT_SYNC_KNOWN_HOSTS_FILE: &str = "/etc/git-secret/known_hosts";
+
+/// A file named by git-sync's variable, else git-sync's default path when it exists.
+fn git_sync_fallback(variable: &str, default: &str) -> Option<PathBuf> {
+    match crate::expand::var(variable) {
+        Some(path) if !path.is_empty() => Some(PathBuf::from(path)),
+        _ => Some(PathBuf::from(default)).filter(|path| path.is_file()),
+    }
 }
 
 struct CloneProbe {
@@ -330,6 +449,20 @@ impl Probe for CloneProbe {
                 }
                 Err(failure) => return failure.into(),
             }
+        }
+        // ssh: the connection goes to the resolved address, the host-key check uses the
+        // name in the URL.
+        if request.url.scheme == gix::url::Scheme::Ssh
+            && let Some(host) = request.url.host()
+        {
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            request.ssh_address = match host.parse::<std::net::IpAddr>() {
+                Ok(ip) => Some(ip),
+                Err(_) => match request.resolver.lookup_ip(host).await {
+                    Ok(addresses) => addresses.first().copied(),
+                    Err(failure) => return failure.into(),
+                },
+            };
         }
         let interrupt = Arc::new(AtomicBool::new(false));
         let state = Arc::new(Mutex::new(AttemptState::default()));
@@ -494,13 +627,10 @@ pub async fn run(args: GitCloneArgs) -> Result<()> {
     if url.scheme == gix::url::Scheme::Http && credentials.is_some() {
         return Err(Error::Usage(plain_http_credentials(&url)));
     }
-    if url.scheme == gix::url::Scheme::Ssh && transfer::find_ssh().is_none() {
-        return Err(Error::Config(format!(
-            "{} needs an ssh program, and there is none on PATH (scratch images have none: \
-             use an https:// URL with --token-file, or an image with ssh)",
-            repo_id(&url)
-        )));
-    }
+    let ssh = match url.scheme {
+        gix::url::Scheme::Ssh => Some(Arc::new(args.ssh_settings(&url)?)),
+        _ => None,
+    };
     let reference = Reference::parse(args.reference.as_deref());
     let repo = repo_id(&url);
     let claim = match options.timeout {
@@ -628,6 +758,8 @@ pub async fn run(args: GitCloneArgs) -> Result<()> {
         tls: args.tls.clone(),
         resolver,
         connect_timeout,
+        ssh,
+        ssh_address: None,
     };
     let label = match &reference {
         Reference::RemoteHead => repo.clone(),

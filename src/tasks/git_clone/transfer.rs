@@ -1,10 +1,10 @@
 //! The clone itself, with gix, in-process (no git binary: it must work in a scratch
-//! image): every transport gix has (https and http through the shared TLS and resolver
-//! setup, git://, file://, ssh where an ssh binary exists), credentials handed over by a
-//! callback so they never reach `.git/config`, progress lines every few seconds, and
-//! failures sorted into "retry" (the network) and "stop" (auth, a missing ref).
+//! image): https and http through the shared TLS and resolver setup, git://, file://, and
+//! ssh through initbox's own SSH client (see `ssh`: no ssh program), credentials handed
+//! over by a callback so they never reach `.git/config`, progress lines every few seconds,
+//! and failures sorted into "retry" (the network) and "stop" (auth, a missing ref).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -17,6 +17,8 @@ use crate::report;
 use crate::resolve::Resolver;
 use crate::size::ByteSize;
 use crate::wait::Failure;
+
+use super::ssh;
 
 /// How often a long clone says how far it got.
 const PROGRESS_EVERY: Duration = Duration::from_secs(2);
@@ -74,6 +76,11 @@ pub struct CloneRequest {
     pub tls: TlsArgs,
     pub resolver: Resolver,
     pub connect_timeout: Duration,
+    /// For ssh:// and user@host:path URLs: keys, known_hosts, user.
+    pub ssh: Option<Arc<ssh::SshSettings>>,
+    /// The address the host of an ssh URL resolved to (this attempt's lookup); the URL
+    /// keeps the name, which known_hosts is checked against.
+    pub ssh_address: Option<std::net::IpAddr>,
 }
 
 /// Clones into `dir` (which must exist and be empty) and returns the commit checked out.
@@ -106,6 +113,22 @@ fn clone_with_progress(
             ))));
         }
     }
+    // One SSH session per clone, opened before anything is written: a refused host key or
+    // login leaves nothing behind. Each gix connect gets a channel of its own on it.
+    let ssh_session = match (&request.ssh, &request.url.scheme) {
+        (Some(settings), gix::url::Scheme::Ssh) => {
+            let address = request.ssh_address.ok_or_else(|| {
+                Failure::Retry(format!("{} has no address", request.url.to_bstring()))
+            })?;
+            Some(Arc::new(ssh::Session::connect(
+                ssh::Target::of(&request.url, settings),
+                address,
+                settings,
+                request.connect_timeout,
+            )?))
+        }
+        _ => None,
+    };
     let mut prepare = gix::clone::PrepareFetch::new(
         request.url.clone(),
         dir,
@@ -158,6 +181,11 @@ fn clone_with_progress(
     let (resolver, connect_timeout) = (request.resolver.clone(), request.connect_timeout);
     let credentials = request.credentials.clone();
     prepare = prepare.configure_connection(move |connection| {
+        // gix made its own ssh transport, which would run an ssh program at the handshake
+        // (it spawns on demand, so nothing has run yet): replaced by a channel of ours.
+        if let Some(session) = &ssh_session {
+            *connection.transport_mut() = session.transport().map_err(gix::Error::from_error)?;
+        }
         if let Some(tls) = &tls {
             connection.set_transport_options(http_options(
                 tls.clone(),
@@ -241,6 +269,9 @@ fn classify(
     }
     let causes = causes(error);
     if let Some(failure) = write_failure(causes.iter().copied(), dir) {
+        return failure;
+    }
+    if let Some(failure) = ssh::failure_in(causes.iter().copied()) {
         return failure;
     }
     if let Some(tls) = causes
@@ -518,18 +549,4 @@ pub fn resolved_url(url: &gix::Url, address: Option<std::net::IpAddr>) -> gix::U
         });
     }
     url
-}
-
-/// The ssh binary gix would run, if there is one on PATH.
-pub fn find_ssh() -> Option<PathBuf> {
-    let program = std::env::var_os("GIT_SSH_COMMAND")
-        .or_else(|| std::env::var_os("GIT_SSH"))
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("ssh"));
-    if program.components().count() > 1 {
-        return program.exists().then_some(program);
-    }
-    std::env::split_paths(&std::env::var_os("PATH")?)
-        .map(|dir| dir.join(&program))
-        .find(|candidate| candidate.is_file())
 }

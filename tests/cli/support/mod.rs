@@ -13,6 +13,7 @@ pub mod nats_server;
 pub mod postgres_server;
 pub mod rabbitmq_server;
 pub mod redis_server;
+pub mod sshd;
 pub mod zookeeper_server;
 
 use std::io::{BufRead, BufReader};
