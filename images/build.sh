@@ -82,7 +82,7 @@ case "$TARGET" in
     # default probe cannot find the function in a static binary and falls back to
     # /dev/urandom, which an empty root does not have. RUSTFLAGS replaces the rustflags of
     # .cargo/config.toml, so the unwind-table setting is repeated here.
-    export RUSTFLAGS="-C target-feature=+crt-static -C force-unwind-tables=no --cfg getrandom_backend=\"linux_getrandom\""
+    export RUSTFLAGS="-C target-feature=+crt-static -C force-unwind-tables=no -C link-arg=-Wl,-z,pack-relative-relocs --cfg getrandom_backend=\"linux_getrandom\""
     ;;
 esac
 

@@ -49,7 +49,7 @@ pub const TABLE: &[(ExitCode, &str, &str)] = &[
     (
         ExitCode::Config,
         "configuration error",
-        "configuration error: invalid pipeline file, template syntax error, undefined variable, bad data file, unreadable token/CA file, no nameserver configured, no ssh program for an ssh URL, …",
+        "configuration error: invalid pipeline file, template syntax error, undefined variable, bad data file, unreadable token/CA file, no nameserver configured, an unreadable ssh key, passphrase or known_hosts file, …",
     ),
     (
         ExitCode::TimedOut,

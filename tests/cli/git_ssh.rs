@@ -19,6 +19,24 @@ fn initbox(sandbox: &Sandbox) -> Cmd {
     sandbox.initbox().env("PATH", &empty)
 }
 
+/// `initbox git-clone URL DEST --ssh-key-file KEY --ssh-known-hosts-file KNOWN`, with an
+/// empty PATH.
+fn ssh_clone(
+    sandbox: &Sandbox,
+    url: &str,
+    dest: impl AsRef<std::ffi::OsStr>,
+    key: impl AsRef<std::ffi::OsStr>,
+    known: impl AsRef<std::ffi::OsStr>,
+) -> Cmd {
+    initbox(sandbox)
+        .args(["git-clone", url])
+        .arg(dest)
+        .arg("--ssh-key-file")
+        .arg(key)
+        .arg("--ssh-known-hosts-file")
+        .arg(known)
+}
+
 /// The shared server and a known_hosts file (plain) for it in the sandbox.
 fn server(sandbox: &Sandbox) -> Option<(SharedSshd, PathBuf)> {
     let server = sshd::shared()?;
@@ -59,13 +77,7 @@ fn clones_over_ssh_with_an_ed25519_key_and_a_hashed_known_hosts_line_without_an_
     );
     let dest = sandbox.path("checkout");
     let key = server.key("ed25519");
-    initbox(&sandbox)
-        .args(["git-clone", &server.url("app.git")])
-        .arg(&dest)
-        .arg("--ssh-key-file")
-        .arg(&key)
-        .arg("--ssh-known-hosts-file")
-        .arg(&known)
+    ssh_clone(&sandbox, &server.url("app.git"), &dest, &key, &known)
         .run()
         .assert_code(0)
         .assert_stderr_contains("checked out commit");
@@ -145,15 +157,15 @@ fn rsa_and_ecdsa_keys_log_in() {
     };
     for kind in ["rsa", "ecdsa"] {
         let dest = sandbox.path(&format!("checkout-{kind}"));
-        initbox(&sandbox)
-            .args(["git-clone", &server.url("app.git")])
-            .arg(&dest)
-            .arg("--ssh-key-file")
-            .arg(server.key(kind))
-            .arg("--ssh-known-hosts-file")
-            .arg(&known)
-            .run()
-            .assert_code(0);
+        ssh_clone(
+            &sandbox,
+            &server.url("app.git"),
+            &dest,
+            server.key(kind),
+            &known,
+        )
+        .run()
+        .assert_code(0);
         assert_eq!(head(&dest), server.repo_main, "{kind}");
     }
 }
@@ -185,15 +197,15 @@ fn an_unknown_host_key_ends_at_once_with_its_fingerprint_and_the_keyscan_hint() 
     let Some(server) = sshd::shared() else { return };
     let known = sandbox.write("known_hosts", "# no line for this server\n");
     let dest = sandbox.path("checkout");
-    let output = initbox(&sandbox)
-        .args(["git-clone", &server.url("app.git")])
-        .arg(&dest)
-        .arg("--ssh-key-file")
-        .arg(server.key("ed25519"))
-        .arg("--ssh-known-hosts-file")
-        .arg(&known)
-        .args(["--timeout", "60s"])
-        .run();
+    let output = ssh_clone(
+        &sandbox,
+        &server.url("app.git"),
+        &dest,
+        server.key("ed25519"),
+        &known,
+    )
+    .args(["--timeout", "60s"])
+    .run();
     output
         .assert_code(1)
         .assert_stderr_contains("host key of 127.0.0.1")
@@ -224,18 +236,18 @@ fn a_changed_host_key_ends_at_once() {
         &server.known_hosts_line(other_key.trim()),
         false,
     );
-    initbox(&sandbox)
-        .args(["git-clone", &server.url("app.git")])
-        .arg(sandbox.path("checkout"))
-        .arg("--ssh-key-file")
-        .arg(server.key("ed25519"))
-        .arg("--ssh-known-hosts-file")
-        .arg(&known)
-        .args(["--timeout", "60s"])
-        .run()
-        .assert_code(1)
-        .assert_stderr_contains("HOST KEY CHANGED")
-        .assert_stderr_contains(&fingerprint(&server.dir.join("host_ed25519.pub")));
+    ssh_clone(
+        &sandbox,
+        &server.url("app.git"),
+        sandbox.path("checkout"),
+        server.key("ed25519"),
+        &known,
+    )
+    .args(["--timeout", "60s"])
+    .run()
+    .assert_code(1)
+    .assert_stderr_contains("HOST KEY CHANGED")
+    .assert_stderr_contains(&fingerprint(&server.dir.join("host_ed25519.pub")));
 }
 
 #[test]
@@ -247,17 +259,17 @@ fn a_revoked_host_key_is_refused_even_when_another_line_accepts_it() {
         "known_hosts",
         &format!("{}@revoked * {key}\n", server.known_hosts_line(&key)),
     );
-    initbox(&sandbox)
-        .args(["git-clone", &server.url("app.git")])
-        .arg(sandbox.path("checkout"))
-        .arg("--ssh-key-file")
-        .arg(server.key("ed25519"))
-        .arg("--ssh-known-hosts-file")
-        .arg(&known)
-        .args(["--timeout", "60s"])
-        .run()
-        .assert_code(1)
-        .assert_stderr_contains("revoked");
+    ssh_clone(
+        &sandbox,
+        &server.url("app.git"),
+        sandbox.path("checkout"),
+        server.key("ed25519"),
+        &known,
+    )
+    .args(["--timeout", "60s"])
+    .run()
+    .assert_code(1)
+    .assert_stderr_contains("revoked");
 }
 
 #[test]
@@ -271,15 +283,15 @@ fn only_the_host_key_types_known_hosts_holds_are_negotiated() {
         true,
     );
     let dest = sandbox.path("checkout");
-    initbox(&sandbox)
-        .args(["git-clone", &server.url("app.git")])
-        .arg(&dest)
-        .arg("--ssh-key-file")
-        .arg(server.key("ed25519"))
-        .arg("--ssh-known-hosts-file")
-        .arg(&known)
-        .run()
-        .assert_code(0);
+    ssh_clone(
+        &sandbox,
+        &server.url("app.git"),
+        &dest,
+        server.key("ed25519"),
+        &known,
+    )
+    .run()
+    .assert_code(0);
     assert_eq!(head(&dest), server.repo_main);
 }
 
@@ -290,18 +302,18 @@ fn a_key_the_server_refuses_ends_at_once_with_exit_1() {
         return;
     };
     // Retried, this would run into the deadline and exit 124.
-    initbox(&sandbox)
-        .args(["git-clone", &server.url("app.git")])
-        .arg(sandbox.path("checkout"))
-        .arg("--ssh-key-file")
-        .arg(server.key("stranger"))
-        .arg("--ssh-known-hosts-file")
-        .arg(&known)
-        .args(["--timeout", "60s"])
-        .run()
-        .assert_code(1)
-        .assert_stderr_contains("refused the key")
-        .assert_stderr_contains(&format!("user '{}'", sshd::USER));
+    ssh_clone(
+        &sandbox,
+        &server.url("app.git"),
+        sandbox.path("checkout"),
+        server.key("stranger"),
+        &known,
+    )
+    .args(["--timeout", "60s"])
+    .run()
+    .assert_code(1)
+    .assert_stderr_contains("refused the key")
+    .assert_stderr_contains(&format!("user '{}'", sshd::USER));
 }
 
 #[test]
@@ -310,17 +322,17 @@ fn a_missing_repository_ends_at_once_with_the_servers_message() {
     let Some((server, known)) = server(&sandbox) else {
         return;
     };
-    initbox(&sandbox)
-        .args(["git-clone", &server.url("nothing-here.git")])
-        .arg(sandbox.path("checkout"))
-        .arg("--ssh-key-file")
-        .arg(server.key("ed25519"))
-        .arg("--ssh-known-hosts-file")
-        .arg(&known)
-        .args(["--timeout", "60s"])
-        .run()
-        .assert_code(1)
-        .assert_stderr_contains("does not appear to be a git repository");
+    ssh_clone(
+        &sandbox,
+        &server.url("nothing-here.git"),
+        sandbox.path("checkout"),
+        server.key("ed25519"),
+        &known,
+    )
+    .args(["--timeout", "60s"])
+    .run()
+    .assert_code(1)
+    .assert_stderr_contains("does not appear to be a git repository");
 }
 
 #[test]
@@ -335,15 +347,15 @@ fn a_clone_started_before_sshd_waits_for_it() {
         &server.known_hosts_line(&server.host_key("ed25519")),
     );
     let dest = sandbox.path("checkout");
-    let running = initbox(&sandbox)
-        .args(["git-clone", &server.url("app.git")])
-        .arg(&dest)
-        .arg("--ssh-key-file")
-        .arg(server.key("ed25519"))
-        .arg("--ssh-known-hosts-file")
-        .arg(&known)
-        .args(["--timeout", "50s"])
-        .spawn();
+    let running = ssh_clone(
+        &sandbox,
+        &server.url("app.git"),
+        &dest,
+        server.key("ed25519"),
+        &known,
+    )
+    .args(["--timeout", "50s"])
+    .spawn();
     running.wait_for_stderr("connection refused", Duration::from_secs(30));
     assert!(server.listen(), "the port was taken meanwhile");
     running.wait().assert_code(0);
