@@ -68,9 +68,12 @@ impl Probe for HttpProbe {
         &self.label
     }
 
-    /// GET, HEAD and OPTIONS only look; any other method may change something.
+    /// GET, HEAD and OPTIONS only look; any other method may change something. An attempt
+    /// that reads the body for --body-regex holds up to 1 MiB of it: those do not overlap,
+    /// so waiting stays within its memory bound.
     fn may_overlap(&self) -> bool {
         matches!(self.method, Method::GET | Method::HEAD | Method::OPTIONS)
+            && self.body_regex.is_none()
     }
 
     async fn attempt(&self) -> Attempt {
