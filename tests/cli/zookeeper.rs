@@ -195,19 +195,5 @@ fn stable_for_is_not_fooled_by_a_server_that_restarts() {
 
 #[test]
 fn the_kubernetes_example_is_a_valid_command_line() {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("examples/kubernetes/wait-for-zookeeper.yaml");
-    let text = std::fs::read_to_string(path).unwrap();
-    let args: Vec<&str> = text
-        .lines()
-        .skip_while(|line| line.trim() != "args:")
-        .skip(1)
-        .map_while(|line| line.trim().strip_prefix("- "))
-        .collect();
-    assert_eq!(args.first(), Some(&"wait-for-zookeeper"), "{args:?}");
-    let argv = std::iter::once("initbox").chain(args.iter().copied());
-    assert!(
-        initbox::cli::parse_from(argv).is_ok(),
-        "the example's args do not parse: {args:?}"
-    );
+    crate::support::assert_example_args_parse("wait-for-zookeeper.yaml", "wait-for-zookeeper");
 }

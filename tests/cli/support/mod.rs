@@ -650,3 +650,25 @@ impl TlsFiles {
         files
     }
 }
+
+/// The first `args:` list of an example manifest under examples/kubernetes/ starts with
+/// `command` and parses with the CLI's own definition.
+#[track_caller]
+pub fn assert_example_args_parse(example: &str, command: &str) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples/kubernetes")
+        .join(example);
+    let text = std::fs::read_to_string(path).unwrap();
+    let args: Vec<&str> = text
+        .lines()
+        .skip_while(|line| line.trim() != "args:")
+        .skip(1)
+        .map_while(|line| line.trim().strip_prefix("- "))
+        .collect();
+    assert_eq!(args.first(), Some(&command), "{args:?}");
+    let argv = std::iter::once("initbox").chain(args.iter().copied());
+    assert!(
+        initbox::cli::parse_from(argv).is_ok(),
+        "the example's args do not parse: {args:?}"
+    );
+}
