@@ -238,8 +238,7 @@ impl crate::cli::Task for ReplaceArgs {
 struct Edited {
     file: PathBuf,
     meta: fs::Metadata,
-    original_len: usize,
-    content: Option<Vec<u8>>,
+    content: Vec<u8>,
     replacements: usize,
 }
 
@@ -268,7 +267,12 @@ fn run(args: &ReplaceArgs) -> Result<()> {
                 content = next;
             }
         }
-        edited.push((file.clone(), meta, content, replacements));
+        edited.push(Edited {
+            file: file.clone(),
+            meta,
+            content,
+            replacements,
+        });
     }
     if !mismatches.is_empty() {
         let hint = if args.expect_count
@@ -285,29 +289,15 @@ fn run(args: &ReplaceArgs) -> Result<()> {
             mismatches.join("; ")
         )));
     }
-    let edited: Vec<Edited> = edited
-        .into_iter()
-        .map(|(file, meta, content, replacements)| {
-            let original_len = meta.len() as usize;
-            Edited {
-                file,
-                meta,
-                original_len,
-                content: Some(content),
-                replacements,
-            }
-        })
-        .collect();
-    for mut file in edited {
-        let content = file.content.take().unwrap_or_default();
-        if file.replacements == 0 || unchanged(&file, &content)? {
+    for file in edited {
+        if file.replacements == 0 || unchanged(&file)? {
             report::info(
                 "replace.unchanged",
                 format!("replace {}: unchanged", file.file.display()),
             );
             continue;
         }
-        write(&file, &content)?;
+        write(&file)?;
         report::info(
             "replace.done",
             format!(
@@ -446,16 +436,16 @@ fn apply(edit: &Edit, content: &[u8], file: &Path) -> Result<(Option<Vec<u8>>, u
 
 /// Whether the edited bytes are those already in the file (an edit that put back what it
 /// found): then the file is not rewritten.
-fn unchanged(file: &Edited, content: &[u8]) -> Result<bool> {
-    if content.len() != file.original_len {
+fn unchanged(file: &Edited) -> Result<bool> {
+    if file.content.len() as u64 != file.meta.len() {
         return Ok(false);
     }
     let (_, current) = read(&file.file)?;
-    Ok(current == content)
+    Ok(current == file.content)
 }
 
 /// Writes the edited content in place of the file, with its mode, and its owner when root.
-fn write(file: &Edited, content: &[u8]) -> Result<()> {
+fn write(file: &Edited) -> Result<()> {
     let fail = |error: io::Error| {
         Error::Failed(format!(
             "cannot write {}: {}",
@@ -465,7 +455,7 @@ fn write(file: &Edited, content: &[u8]) -> Result<()> {
     };
     let mode = file.meta.mode() & 0o7777;
     let mut atomic = AtomicFile::create(&file.file, Some(mode)).map_err(fail)?;
-    atomic.write_all(content).map_err(fail)?;
+    atomic.write_all(&file.content).map_err(fail)?;
     if rustix::process::geteuid().is_root() {
         let written: &File = atomic.as_file();
         std::os::unix::fs::fchown(written, Some(file.meta.uid()), Some(file.meta.gid()))
