@@ -220,6 +220,35 @@ fn the_cli_and_the_file_give_identical_commands_for_every_task() {
     }
 }
 
+/// The `pipeline` fuzz target mutates with `fuzz/pipeline.dict`: a task or key missing there
+/// is fuzzed blind, so a new command's names must be added to it.
+#[test]
+fn the_fuzz_dictionary_knows_every_task_and_key() {
+    let dictionary = include_str!("../../../fuzz/pipeline.dict");
+    let cli = cli::command();
+    let mut missing = Vec::new();
+    for task in task_names() {
+        let command = cli.find_subcommand(&task).expect("a task is a subcommand");
+        let keys = command
+            .get_arguments()
+            .filter(|arg| arg.get_id() != "help")
+            .map(|arg| {
+                arg.get_long()
+                    .map_or_else(|| arg.get_id().to_string(), str::to_owned)
+            });
+        for word in std::iter::once(task.clone()).chain(keys) {
+            if !dictionary.contains(&format!("\"{word}\"")) {
+                missing.push(format!("\"{word}\" (of {task})"));
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "fuzz/pipeline.dict lacks: {}",
+        missing.join(", ")
+    );
+}
+
 #[test]
 fn keys_map_to_flags_lists_maps_and_switches() {
     let pipeline = load_ok(
