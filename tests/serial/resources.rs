@@ -22,6 +22,19 @@ const ATTEMPTS: usize = 10_000;
 /// 10 000 attempts at one per millisecond take 10–30 s on a busy machine.
 const ATTEMPTS_LIMIT: Duration = Duration::from_secs(180);
 
+/// The descriptors a waiting process holds between attempts: the fewest of a few samples
+/// a couple of milliseconds apart. One sample may catch an attempt in flight (a socket, a
+/// child's pipes, up to the engine's overlapping attempts); a leak stays in every sample.
+fn settled_fds(pid: u32) -> usize {
+    (0..25)
+        .map(|_| {
+            std::thread::sleep(Duration::from_millis(2));
+            open_fds(pid)
+        })
+        .min()
+        .unwrap_or(0)
+}
+
 /// Samples the descriptors after the first 200 attempts and after 10 000, counted by
 /// `attempts` (the server's view), then ends the wait.
 fn fds_stay_flat(running: Running, attempts: impl Fn() -> usize) {
@@ -36,7 +49,7 @@ fn fds_stay_flat_over(running: Running, attempts: impl Fn() -> usize, total: usi
         "the first 200 attempts did not happen; stderr:\n{}",
         running.stderr_so_far()
     );
-    let early = open_fds(running.pid());
+    let early = settled_fds(running.pid());
     assert!(early > 0, "could not read the descriptors");
     assert!(
         eventually(ATTEMPTS_LIMIT, || attempts() >= total),
@@ -44,7 +57,7 @@ fn fds_stay_flat_over(running: Running, attempts: impl Fn() -> usize, total: usi
         attempts(),
         running.stderr_so_far()
     );
-    let late = open_fds(running.pid());
+    let late = settled_fds(running.pid());
     // A socket of an attempt in flight at the moment of sampling is allowed.
     assert!(
         late <= early + 3,
@@ -421,14 +434,14 @@ fn postgres_probes_do_not_leak_sockets() {
         "the first 200 attempts did not happen; stderr:\n{}",
         running.stderr_so_far()
     );
-    let early = open_fds(running.pid());
+    let early = settled_fds(running.pid());
     assert!(early > 0, "could not read the descriptors");
     assert!(
         eventually(ATTEMPTS_LIMIT, || attempts() >= 2_000),
         "only {} attempts",
         attempts()
     );
-    let late = open_fds(running.pid());
+    let late = settled_fds(running.pid());
     assert!(late <= early + 3, "descriptors grew from {early} to {late}");
     running.signal("TERM");
     running.wait().assert_code(143);
@@ -453,7 +466,7 @@ fn attempts_reported(stderr: &str) -> usize {
 /// Python server, a process started per attempt), thousands within 30 s.
 fn fds_flat_across_progress_lines(running: Running, what: &str) {
     running.wait_for_stderr("still waiting", Duration::from_secs(30));
-    let early = open_fds(running.pid());
+    let early = settled_fds(running.pid());
     let early_attempts = attempts_reported(&running.stderr_so_far());
     assert!(
         eventually(Duration::from_secs(30), || {
@@ -462,7 +475,7 @@ fn fds_flat_across_progress_lines(running: Running, what: &str) {
         "no second progress line; stderr:\n{}",
         running.stderr_so_far()
     );
-    let late = open_fds(running.pid());
+    let late = settled_fds(running.pid());
     let late_attempts = attempts_reported(&running.stderr_so_far());
     assert!(
         late_attempts >= early_attempts + 500,
