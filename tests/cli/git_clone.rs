@@ -832,3 +832,27 @@ fn run_check_refuses_a_bad_repo_a_bad_ref_and_a_password_over_plain_http() {
         output.stderr
     );
 }
+
+#[test]
+fn git_daemon_is_asked_for_the_urls_host_name_not_the_address_it_resolved_to() {
+    let sandbox = Sandbox::new();
+    let base = sandbox.path("srv");
+    // The daemon serves by host name: asked with host=127.0.0.1, it finds no "app".
+    let repo = TestRepo::create(&base.join("code.example.test"), "app");
+    let daemon = GitDaemon::start_virtual_hosts(&base);
+    let dns = crate::support::dns_server::DnsServer::start();
+    dns.add_a("code.example.test.", "127.0.0.1");
+    let dest = sandbox.path("work");
+    let url = format!("git://code.example.test:{}/app", daemon.port);
+    sandbox
+        .initbox()
+        .args(["git-clone", "--depth", "1", "--ref", "v1"])
+        .arg(&url)
+        .arg(&dest)
+        .args(["--nameserver", &dns.nameserver()])
+        .run()
+        .assert_code(0);
+    assert_clean_checkout(&dest, &repo.first);
+    // The checkout records the URL as given, not an address or anything gix was pointed at.
+    assert_eq!(git(&dest, &["config", "remote.origin.url"]), url);
+}

@@ -1540,6 +1540,96 @@ fn git_clone_into_emptydir_checks_out_the_tag_with_the_token() {
 }
 
 #[test]
+fn git_clone_ssh_deploy_key_clones_over_the_built_in_ssh_client() {
+    use crate::support::sshd::{self, SshFiles, Sshd, USER};
+    let _serial = crate::support::one_at_a_time();
+    if !sshd::available() {
+        return;
+    }
+    let Some(kube) = KubePlay::new(
+        "git_clone_ssh_deploy_key_clones_over_the_built_in_ssh_client",
+        &["git"],
+    ) else {
+        return;
+    };
+    // sshd on port 22 of the test's namespace, where the hostNetwork pod runs: the
+    // example's scp-like URL has no port.
+    let server = Sshd::prepared(22);
+    let config = server.config_on_port_22();
+    let log = server.dir().join("sshd.log");
+    let started = kube
+        .in_netns(
+            "/usr/sbin/sshd",
+            &["-f", config.to_str().unwrap(), "-E", log.to_str().unwrap()],
+        )
+        .status()
+        .expect("starting sshd in the test's namespace");
+    assert!(started.success(), "sshd did not start: {}", server.log());
+    let _stop_sshd = StopByPidFile(server.dir().join("sshd22.pid"));
+    let known_hosts = server.write_known_hosts(
+        &kube.path("known_hosts"),
+        &format!("git.example {}\n", server.host_key("ed25519")),
+        true,
+    );
+    let key = std::fs::read_to_string(server.key("ed25519")).unwrap();
+    kube.secret(
+        "git-creds",
+        &[
+            ("ssh", key.as_str()),
+            (
+                "known_hosts",
+                &std::fs::read_to_string(known_hosts).unwrap(),
+            ),
+        ],
+    );
+    kube.resolve_to_loopback(&["git.example"]);
+    let repository = server.dir().join("srv/app.git");
+    let pod = Manifest::example("git-clone-ssh-deploy-key.yaml")
+        .host_network()
+        .secret_volume_not_optional("git-creds")
+        // The test server's user, repository and tag.
+        .patch(
+            "        - git@git.example:team/site.git\n",
+            &format!("        - {USER}@git.example:{}\n", repository.display()),
+        )
+        .patch("        - v1.4.0\n", "        - v1\n");
+    kube.play_ok(&pod);
+    kube.expect_exited("site-from-ssh-clone", 0);
+    kube.expect_running("site-from-ssh-web");
+    kube.expect_in_order(&["site-from-ssh-clone", "site-from-ssh-web"]);
+    let html = "/usr/share/nginx/html";
+    let (_, conf) = kube.read("site-from-ssh-web", &format!("{html}/conf/app.conf"));
+    let (_, marker) = kube.read(
+        "site-from-ssh-web",
+        &format!("{html}/.git/initbox-checkout.json"),
+    );
+    if conf != "port = 8080\n" || !marker.contains(&server.repo.first) {
+        kube.fail(&format!(
+            "the checkout is not v1's ({}): app.conf {conf:?}, marker {marker}",
+            server.repo.first
+        ));
+    }
+    let logs = kube.logs("site-from-ssh-clone");
+    if logs.contains("PRIVATE KEY") {
+        kube.fail(&format!("the key appears in the log:\n{logs}"));
+    }
+    if !server.log().contains("Accepted publickey for initboxgit") {
+        kube.fail(&format!("sshd saw no key login:\n{}", server.log()));
+    }
+}
+
+/// Ends a daemon by the PID file it wrote (sshd started in a namespace forks away).
+struct StopByPidFile(PathBuf);
+
+impl Drop for StopByPidFile {
+    fn drop(&mut self) {
+        if let Ok(pid) = std::fs::read_to_string(&self.0) {
+            let _ = Command::new("kill").args(["-TERM", pid.trim()]).status();
+        }
+    }
+}
+
+#[test]
 fn pipeline_configmap_runs_every_step_in_one_init_container() {
     let _serial = crate::support::one_at_a_time();
     let Some(kube) = KubePlay::new(

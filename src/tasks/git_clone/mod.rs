@@ -439,24 +439,16 @@ impl Probe for CloneProbe {
 
     async fn attempt(&self) -> Attempt {
         let mut request = self.request.clone();
-        if request.url.scheme == gix::url::Scheme::Git
-            && let Some(host) = request.url.host()
-            && host.parse::<std::net::IpAddr>().is_err()
-        {
-            match request.resolver.lookup_ip(host).await {
-                Ok(addresses) => {
-                    request.url = transfer::resolved_url(&request.url, addresses.first().copied())
-                }
-                Err(failure) => return failure.into(),
-            }
-        }
-        // ssh: the connection goes to the resolved address, the host-key check uses the
-        // name in the URL.
-        if request.url.scheme == gix::url::Scheme::Ssh
-            && let Some(host) = request.url.host()
+        // ssh and git://: we connect to the resolved address ourselves; the URL keeps the
+        // name, which known_hosts is checked against and which a git daemon is asked for
+        // (`host=`, its virtual hosting).
+        if matches!(
+            request.url.scheme,
+            gix::url::Scheme::Ssh | gix::url::Scheme::Git
+        ) && let Some(host) = request.url.host()
         {
             let host = host.trim_start_matches('[').trim_end_matches(']');
-            request.ssh_address = match host.parse::<std::net::IpAddr>() {
+            request.address = match host.parse::<std::net::IpAddr>() {
                 Ok(ip) => Some(ip),
                 Err(_) => match request.resolver.lookup_ip(host).await {
                     Ok(addresses) => addresses.first().copied(),
@@ -759,7 +751,7 @@ pub async fn run(args: GitCloneArgs) -> Result<()> {
         resolver,
         connect_timeout,
         ssh,
-        ssh_address: None,
+        address: None,
     };
     let label = match &reference {
         Reference::RemoteHead => repo.clone(),

@@ -78,9 +78,10 @@ pub struct CloneRequest {
     pub connect_timeout: Duration,
     /// For ssh:// and user@host:path URLs: keys, known_hosts, user.
     pub ssh: Option<Arc<ssh::SshSettings>>,
-    /// The address the host of an ssh URL resolved to (this attempt's lookup); the URL
-    /// keeps the name, which known_hosts is checked against.
-    pub ssh_address: Option<std::net::IpAddr>,
+    /// The address the host of an ssh or git:// URL resolved to (this attempt's lookup);
+    /// the URL keeps the name, which known_hosts is checked against and a git daemon is
+    /// asked for.
+    pub address: Option<std::net::IpAddr>,
 }
 
 /// Clones into `dir` (which must exist and be empty) and returns the commit checked out.
@@ -117,7 +118,7 @@ fn clone_with_progress(
     // login leaves nothing behind. Each gix connect gets a channel of its own on it.
     let ssh_session = match (&request.ssh, &request.url.scheme) {
         (Some(settings), gix::url::Scheme::Ssh) => {
-            let address = request.ssh_address.ok_or_else(|| {
+            let address = request.address.ok_or_else(|| {
                 Failure::Retry(format!("{} has no address", request.url.to_bstring()))
             })?;
             Some(Arc::new(ssh::Session::connect(
@@ -129,6 +130,11 @@ fn clone_with_progress(
         }
         _ => None,
     };
+    // git://: gix would open a TCP connection of its own before `configure_connection`
+    // runs, so an `insteadOf` rule (in memory only) points it at an ssh URL, whose transport
+    // gix only spawns at the handshake, and `configure_connection` puts our daemon
+    // connection in its place. `.git/config` and the reflog keep the URL as given.
+    let git_daemon = request.url.scheme == gix::url::Scheme::Git;
     let mut prepare = gix::clone::PrepareFetch::new(
         request.url.clone(),
         dir,
@@ -153,6 +159,12 @@ fn clone_with_progress(
     // `git clone --template=` would, leave them out: a staging directory abandoned at the
     // deadline is then a dozen entries quicker to remove.
     let _ = std::fs::remove_dir_all(dir.join(".git").join("hooks"));
+    if git_daemon {
+        prepare = prepare.with_in_memory_config_overrides([format!(
+            "url.{GIT_DAEMON_STAND_IN}.insteadOf={}",
+            request.url.to_bstring()
+        )]);
+    }
     if request.depth > 0 {
         let depth = std::num::NonZeroU32::new(request.depth).expect("depth > 0");
         prepare = prepare.with_shallow(gix::remote::fetch::Shallow::DepthAtRemote(depth));
@@ -180,7 +192,12 @@ fn clone_with_progress(
     };
     let (resolver, connect_timeout) = (request.resolver.clone(), request.connect_timeout);
     let credentials = request.credentials.clone();
+    let daemon = git_daemon.then(|| request.clone());
     prepare = prepare.configure_connection(move |connection| {
+        if let Some(request) = &daemon {
+            *connection.transport_mut() =
+                daemon_connection(request).map_err(gix::Error::from_error)?;
+        }
         // gix made its own ssh transport, which would run an ssh program at the handshake
         // (it spawns on demand, so nothing has run yet): replaced by a channel of ours.
         if let Some(session) = &ssh_session {
@@ -224,6 +241,47 @@ fn clone_with_progress(
         )))
     })?;
     Ok(head.to_string())
+}
+
+/// The URL gix is pointed at for a git:// clone (see `clone_with_progress`): never
+/// connected to, its transport is replaced before the handshake.
+const GIT_DAEMON_STAND_IN: &str = "ssh://git-daemon.initbox.invalid/repository";
+
+/// A git:// connection of our own, for gix to speak the protocol over: gix writes each
+/// pkt-line in several small writes to a socket without TCP_NODELAY, and each request then
+/// waits out a delayed ACK (about 40 ms, three times in a shallow clone). Ours has Nagle off
+/// and a buffered writer (gix flushes it at the end of each request), goes to the address
+/// this attempt resolved with the attempt's connect timeout, and asks the daemon for the
+/// URL's host name in `host=` (its virtual hosting), never the address.
+fn daemon_connection(
+    request: &CloneRequest,
+) -> std::io::Result<Box<dyn gix::protocol::transport::client::blocking_io::Transport + Send>> {
+    use gix::protocol::transport::client::git;
+    let host = request.url.host().unwrap_or_default();
+    let ip = request.address.ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::AddrNotAvailable,
+            format!("{host} has no address"),
+        )
+    })?;
+    let address = std::net::SocketAddr::new(ip, request.url.port.unwrap_or(9418));
+    let stream = std::net::TcpStream::connect_timeout(&address, request.connect_timeout)?;
+    stream.set_nodelay(true)?;
+    let writer = std::io::BufWriter::new(stream.try_clone()?);
+    Ok(Box::new(git::blocking_io::Connection::new(
+        stream,
+        writer,
+        gix::protocol::transport::Protocol::V2,
+        request.url.path.clone(),
+        Some((
+            host.trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned(),
+            request.url.port,
+        )),
+        git::ConnectMode::Daemon,
+        false,
+    )))
 }
 
 /// gix's HTTP options with a reqwest client set up like every other initbox HTTP client:
@@ -535,18 +593,4 @@ fn progress_line(
         parts.push(part);
     }
     parts.join(", ")
-}
-
-/// The path gix should clone from: for git:// the host is resolved through the shared
-/// resolver (search domains, `--nameserver`) and replaced by its address, as the other
-/// commands do; other schemes resolve inside their transport.
-pub fn resolved_url(url: &gix::Url, address: Option<std::net::IpAddr>) -> gix::Url {
-    let mut url = url.clone();
-    if let Some(ip) = address {
-        url.host = Some(match ip {
-            std::net::IpAddr::V4(v4) => v4.to_string(),
-            std::net::IpAddr::V6(v6) => format!("[{v6}]"),
-        });
-    }
-    url
 }

@@ -104,6 +104,21 @@ impl GitDaemon {
 
     /// On a given port (for a server that appears later).
     pub fn start_on(base: &Path, port: u16) -> GitDaemon {
+        Self::spawn(base, port, &format!("--base-path={}", base.display()))
+    }
+
+    /// A daemon with virtual hosts: `git://NAME/repo` is served from `base/NAME/repo`, by
+    /// the host name the client asks for (`host=`), not the address it connected to.
+    pub fn start_virtual_hosts(base: &Path) -> GitDaemon {
+        let port = free_port("127.0.0.1");
+        Self::spawn(
+            base,
+            port,
+            &format!("--interpolated-path={}/%H%D", base.display()),
+        )
+    }
+
+    fn spawn(base: &Path, port: u16, layout: &str) -> GitDaemon {
         let child = Command::new("git")
             .args([
                 "daemon",
@@ -112,7 +127,7 @@ impl GitDaemon {
                 "--listen=127.0.0.1",
             ])
             .arg(format!("--port={port}"))
-            .arg(format!("--base-path={}", base.display()))
+            .arg(layout)
             .arg(base)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
