@@ -344,3 +344,56 @@ fn a_variable_in_a_replacement_is_expanded_by_initbox_so_no_secret_is_on_the_com
         .assert_stderr_contains("--literal: ")
         .assert_stderr_contains("ALSO_NOT_SET");
 }
+
+#[test]
+fn the_config_from_default_example_edits_as_gnu_sed_does_and_stops_when_a_setting_is_gone() {
+    let sandbox = Sandbox::new();
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples/pipelines/config-from-default.yaml");
+    let default = "host = __DB_HOST__\nmax_connections = 100\n# log_destination = stderr\n";
+    let defaults = sandbox.path("defaults");
+    let config = sandbox.path("config");
+    fs::create_dir_all(&defaults).unwrap();
+    fs::create_dir_all(&config).unwrap();
+    fs::write(defaults.join("server.conf"), default).unwrap();
+    // No restarts: the failing run below is to end with its exit code.
+    let pipeline = sandbox.write(
+        "pipeline.yaml",
+        &("restartPolicy: Never\n".to_owned() + &fs::read_to_string(example).unwrap())
+            .replace("/defaults/", &format!("{}/", defaults.display()))
+            .replace("/config/", &format!("{}/", config.display())),
+    );
+    let run = || {
+        sandbox
+            .initbox()
+            .env("DB_HOST", "db.example")
+            .args(["run", "-f", path_str(&pipeline)])
+            .run()
+    };
+    run().assert_code(0);
+    let theirs = sed(
+        &sandbox,
+        "sed.conf",
+        default,
+        &[
+            "s/__DB_HOST__/db.example/",
+            "s/^max_connections *=.*/max_connections = 200/",
+            "s/^# *\\(log_destination\\)/\\1/",
+        ],
+    );
+    assert_eq!(
+        fs::read_to_string(config.join("server.conf")).unwrap(),
+        theirs
+    );
+
+    // A new image's default without the setting: sed would edit nothing and exit 0.
+    fs::write(defaults.join("server.conf"), "host = __DB_HOST__\n").unwrap();
+    run()
+        .assert_code(1)
+        .assert_stderr_contains("max_connections");
+    assert_eq!(
+        fs::read_to_string(config.join("server.conf")).unwrap(),
+        "host = __DB_HOST__\n",
+        "copied, and left unedited: no edit is half applied"
+    );
+}
