@@ -12,7 +12,10 @@ cd "$(dirname "$0")/.."
 
 echo "==> building initbox (release)"
 cargo build --release --quiet
-initbox=$PWD/target/release/initbox
+# Wherever cargo puts its builds (CARGO_TARGET_DIR, a config's build.target-dir, or target/).
+target_dir=$(cargo metadata --format-version 1 --no-deps |
+  python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+initbox=$target_dir/release/initbox
 
 workdir=$(mktemp -d)
 trap 'kill "${server_pid:-0}" 2>/dev/null || true; rm -rf "$workdir"' EXIT
