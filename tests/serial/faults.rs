@@ -245,11 +245,59 @@ fn sigkill_during_git_clone_leaves_dest_as_before_or_complete() {
     let base = sandbox.path("srv");
     let repo = big_repo(&base, "big");
     let daemon = GitDaemon::start(&base);
-    let url = daemon.url("big");
+    sigkill_during_clone(&sandbox, &repo, &daemon.url("big"), &[], TRIALS);
+}
+
+#[test]
+fn sigkill_during_git_clone_over_ssh_leaves_dest_as_before_or_complete() {
+    use crate::support::sshd::{self, SshFiles, Sshd, USER};
+    let _serial = crate::support::one_at_a_time();
+    if !need_root() || !sshd::available() {
+        return;
+    }
+    let sandbox = Sandbox::new();
+    let server = Sshd::start();
+    let served = server.dir().join("srv");
+    let repo = big_repo(&served, "big");
+    // git-upload-pack runs as the server's user, which must own what it serves.
+    let status = Command::new("chown")
+        .args(["-R", &format!("{USER}:{USER}")])
+        .arg(served.join("big"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let known_hosts = server.write_known_hosts(
+        &sandbox.path("known_hosts"),
+        &server.known_hosts_line(&server.host_key("ed25519")),
+        false,
+    );
+    let key = server.key("ed25519");
+    let ssh = [
+        "--ssh-key-file",
+        key.to_str().unwrap(),
+        "--ssh-known-hosts-file",
+        known_hosts.to_str().unwrap(),
+    ];
+    // Fewer trials than over git:// (the code under test after the transfer is the same;
+    // each trial is a login as well).
+    sigkill_during_clone(&sandbox, &repo, &server.url("big"), &ssh, TRIALS / 4);
+}
+
+/// kill -9 at seeded random moments of clones of `repo`'s tag `new` from `url` into a
+/// missing DEST, an empty volume and a volume holding the tag `old`: DEST is always as it
+/// was or the complete new checkout, and the next run always ends with the new one.
+fn sigkill_during_clone(
+    sandbox: &Sandbox,
+    repo: &BigRepo,
+    url: &str,
+    args: &[&str],
+    per_start: u32,
+) {
     let clone = |dest: &Path, reference: &str| {
         sandbox
             .initbox()
-            .args(["git-clone", &url, "--ref", reference])
+            .args(["git-clone", url, "--ref", reference])
+            .args(args)
             .arg(dest)
     };
     // A pristine checkout of the other ref, copied into the volume when a trial needs it
@@ -276,7 +324,7 @@ fn sigkill_during_git_clone_leaves_dest_as_before_or_complete() {
         CloneStart::OtherRef,
         CloneStart::Missing,
     ];
-    let trials = TRIALS / 2 * starts.len() as u32;
+    let trials = per_start / 2 * starts.len() as u32;
     let mut moments = KillMoments::new(took, trials);
     let mut installs_cut_short = 0;
     for trial in 0..trials {
