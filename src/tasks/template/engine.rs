@@ -185,29 +185,36 @@ pub fn reject_undefined(value: &Value) -> Result<(), JinjaError> {
 }
 
 fn find_undefined(value: &Value, budget: &mut usize) -> Option<Value> {
-    if value.is_undefined() {
-        return Some(value.clone());
-    }
-    if *budget == 0 {
-        return None;
-    }
-    *budget -= 1;
-    // Only lists and maps: their items can be read again; an iterator would be used up.
-    let is_map = match value.kind() {
-        ValueKind::Map => true,
-        ValueKind::Seq => false,
-        _ => return None,
-    };
-    for item in value.try_iter().ok()? {
-        if let Some(found) = find_undefined(&item, budget) {
-            return Some(found);
+    // Depth first with a stack of its own, not by recursion: a namespace can hold itself
+    // (`{% set ns.me = ns %}`), and the scan must end at the budget, not overflow the
+    // thread's stack (which aborted the process).
+    let mut pending = vec![value.clone()];
+    while let Some(value) = pending.pop() {
+        if value.is_undefined() {
+            return Some(value);
         }
-        if is_map
-            && let Ok(entry) = value.get_item(&item)
-            && let Some(found) = find_undefined(&entry, budget)
-        {
-            return Some(found);
+        if *budget == 0 {
+            return None;
         }
+        *budget -= 1;
+        // Only lists and maps: their items can be read again; an iterator would be used up.
+        let is_map = match value.kind() {
+            ValueKind::Map => true,
+            ValueKind::Seq => false,
+            _ => continue,
+        };
+        let Ok(items) = value.try_iter() else {
+            continue;
+        };
+        let mut children = Vec::new();
+        for item in items {
+            let entry = is_map.then(|| value.get_item(&item).ok()).flatten();
+            children.push(item);
+            children.extend(entry);
+        }
+        // Reversed onto the stack, so that the first undefined value in reading order is
+        // the one named.
+        pending.extend(children.into_iter().rev());
     }
     None
 }
