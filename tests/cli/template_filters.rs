@@ -664,3 +664,33 @@ fn the_helm_style_example_renders() {
         "orders"
     );
 }
+
+/// A namespace that holds itself is a value without end: every filter that walks it ends
+/// with exit 78 (or stops at its bound), never with a stack overflow that aborts the process.
+#[test]
+fn a_namespace_that_holds_itself_is_exit_78_not_a_crash() {
+    let sandbox = Sandbox::new();
+    let setup = "{% set ns = namespace(a=1) %}{% set ns.me = ns %}";
+    for filter in ["tojson", "toYaml", "toyaml"] {
+        fails_with(
+            &sandbox,
+            &format!("{setup}{{{{ ns | {filter} }}}}"),
+            &format!("{filter}: the value is nested more than 128 levels deep"),
+        );
+    }
+    // Twice itself: a walk that tried every path would never end.
+    fails_with(
+        &sandbox,
+        "{% set ns = namespace() %}{% set ns.a = ns %}{% set ns.b = ns %}{{ ns | tojson }}",
+        "tojson: the value is nested more than 128 levels deep",
+    );
+    // The engine's search for an undefined value in the arguments stops at its budget.
+    let src = sandbox.write("length.j2", &format!("{setup}{{{{ ns | length }}}}"));
+    let dest = sandbox.path("length.out");
+    sandbox
+        .initbox()
+        .args(["template", path_str(&src), path_str(&dest)])
+        .run()
+        .assert_code(0);
+    assert_eq!(std::fs::read_to_string(&dest).unwrap(), "2");
+}

@@ -24,6 +24,48 @@ use crate::redact;
 /// (`indent(4000000000)`) can allocate, far above any configuration file.
 const MAX_WIDTH: i64 = 1 << 20;
 
+/// The deepest a value may nest for `tojson` and `toyaml`: far beyond any configuration,
+/// and an end for a namespace that holds itself (`{% set ns.me = ns %}`).
+const MAX_DEPTH: usize = 128;
+
+fn too_deep(filter: &str) -> JinjaError {
+    own_error(format!(
+        "{filter}: the value is nested more than {MAX_DEPTH} levels deep (does it hold itself?)"
+    ))
+}
+
+/// Whether `value` nests deeper than [`MAX_DEPTH`]. Depth first, so that a value that
+/// holds itself is found after [`MAX_DEPTH`] steps; a wide value is looked at up to a
+/// budget of items, past which it is taken to be shallow enough.
+fn nests_too_deep(value: &Value) -> bool {
+    let mut budget = 1_000_000usize;
+    let mut pending = vec![(value.clone(), 0)];
+    while let Some((value, depth)) = pending.pop() {
+        if depth > MAX_DEPTH {
+            return true;
+        }
+        if budget == 0 {
+            return false;
+        }
+        budget -= 1;
+        let is_map = match value.kind() {
+            ValueKind::Map => true,
+            ValueKind::Seq | ValueKind::Iterable => false,
+            _ => continue,
+        };
+        let Ok(items) = value.try_iter() else {
+            continue;
+        };
+        for item in items {
+            if is_map && let Ok(entry) = value.get_item(&item) {
+                pending.push((entry, depth + 1));
+            }
+            pending.push((item, depth + 1));
+        }
+    }
+    false
+}
+
 /// Adds initbox's filters and functions to `env`, replacing the engine's own `indent`,
 /// `tojson`, `default`, `truncate`, `wordwrap` and `urlencode` where they differ from
 /// Jinja2's.
@@ -327,9 +369,11 @@ fn write_json(
     indent: Option<&str>,
     depth: usize,
 ) -> Result<(), JinjaError> {
-    reject_undefined(value)?;
-    if depth > 500 {
-        return Err(own_error("tojson: the value is nested too deep"));
+    if value.is_undefined() {
+        return Err(undefined(value));
+    }
+    if depth > MAX_DEPTH {
+        return Err(too_deep("tojson"));
     }
     // Python's separators: ", " and ": " on one line, "," and a line break with indent.
     let newline = |out: &mut String, depth: usize| {
@@ -1158,6 +1202,10 @@ fn b64decode(filter: &str, value: Value) -> Result<String, JinjaError> {
 /// Keys keep the order of the data (Helm sorts them).
 fn toyaml(filter: &str, value: Value) -> Result<String, JinjaError> {
     reject_undefined(&value)?;
+    // The serializer recurses: a value that holds itself would overflow the stack.
+    if nests_too_deep(&value) {
+        return Err(too_deep(filter));
+    }
     let yaml = serde_saphyr::to_string(&value)
         .map_err(|error| own_error(format!("{filter}: cannot serialize the value: {error}")))?;
     Ok(yaml.trim_end_matches('\n').to_owned())
