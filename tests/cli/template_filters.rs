@@ -671,10 +671,16 @@ fn the_helm_style_example_renders() {
 fn a_namespace_that_holds_itself_is_exit_78_not_a_crash() {
     let sandbox = Sandbox::new();
     let setup = "{% set ns = namespace(a=1) %}{% set ns.me = ns %}";
-    for filter in ["tojson", "toYaml", "toyaml"] {
+    for (filter, call) in [
+        ("tojson", "tojson"),
+        ("toYaml", "toYaml"),
+        ("toyaml", "toyaml"),
+        ("urlencode", "urlencode"),
+        ("regex_replace", "regex_replace('a', 'b')"),
+    ] {
         fails_with(
             &sandbox,
-            &format!("{setup}{{{{ ns | {filter} }}}}"),
+            &format!("{setup}{{{{ {{'k': ns}} | {call} }}}}"),
             &format!("{filter}: the value is nested more than 128 levels deep"),
         );
     }

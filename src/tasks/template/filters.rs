@@ -172,15 +172,18 @@ fn text_of<'a>(value: &'a Value, filter: &str) -> Result<&'a str, JinjaError> {
 
 /// Python's `str(value)`: what Jinja2's `urlencode` and Ansible's `regex_replace` work on
 /// when given something other than text.
-fn py_str(value: &Value) -> String {
-    match value.kind() {
+fn py_str(value: &Value, filter: &str) -> Result<String, JinjaError> {
+    Ok(match value.kind() {
         ValueKind::String => value.as_str().unwrap_or_default().to_owned(),
         ValueKind::Number if !value.is_integer() => match f64::try_from(value.clone()) {
             Ok(f) => python_float(f),
             Err(_) => value.to_string(),
         },
+        // The engine prints a list or map by recursion: one that holds itself would
+        // overflow the stack.
+        ValueKind::Seq | ValueKind::Map if nests_too_deep(value) => return Err(too_deep(filter)),
         _ => value.to_string(),
-    }
+    })
 }
 
 /// Python's `str.splitlines()`: every line boundary Python knows, `\r\n` as one, and no
@@ -764,14 +767,16 @@ fn urlencode(value: Value) -> Result<String, JinjaError> {
         .remove(b'~');
     const PATH: &AsciiSet = &QUERY.remove(b'/');
     let quote = |text: &[u8], set| percent_encode(text, set).to_string();
-    let query_part = |value: &Value| quote(py_str(value).as_bytes(), QUERY).replace("%20", "+");
+    let query_part = |value: &Value| -> Result<String, JinjaError> {
+        Ok(quote(py_str(value, "urlencode")?.as_bytes(), QUERY).replace("%20", "+"))
+    };
     match value.kind() {
         ValueKind::Bytes => Ok(quote(value.as_bytes().unwrap_or_default(), PATH)),
         ValueKind::Map => {
             let mut pairs = Vec::new();
             for key in value.try_iter()? {
                 let entry = value.get_item(&key)?;
-                pairs.push(format!("{}={}", query_part(&key), query_part(&entry)));
+                pairs.push(format!("{}={}", query_part(&key)?, query_part(&entry)?));
             }
             Ok(pairs.join("&"))
         }
@@ -785,11 +790,11 @@ fn urlencode(value: Value) -> Result<String, JinjaError> {
                 let [key, entry] = items.as_slice() else {
                     return Err(own_error("urlencode: a list must hold [key, value] pairs"));
                 };
-                pairs.push(format!("{}={}", query_part(key), query_part(entry)));
+                pairs.push(format!("{}={}", query_part(key)?, query_part(entry)?));
             }
             Ok(pairs.join("&"))
         }
-        _ => Ok(quote(py_str(&value).as_bytes(), PATH)),
+        _ => Ok(quote(py_str(&value, "urlencode")?.as_bytes(), PATH)),
     }
 }
 
@@ -1014,7 +1019,7 @@ fn regex_replace(value: Value, args: Rest<ValueOrKwargs>) -> Result<String, Jinj
             ],
         )?)
         .expect("six parameters");
-    let text = py_str(&value);
+    let text = py_str(&value, "regex_replace")?;
     let pattern = match &pattern {
         Some(pattern) => text_of(pattern, "regex_replace: pattern")?,
         None => "",
