@@ -1211,9 +1211,70 @@ fn toyaml(filter: &str, value: Value) -> Result<String, JinjaError> {
     if nests_too_deep(&value) {
         return Err(too_deep(filter));
     }
-    let yaml = serde_saphyr::to_string(&value)
+    let yaml = serde_saphyr::to_string(&HelmYaml(&value))
         .map_err(|error| own_error(format!("{filter}: cannot serialize the value: {error}")))?;
     Ok(yaml.trim_end_matches('\n').to_owned())
+}
+
+/// A value as `toYaml` writes it: a string that a YAML 1.1 reader (go-yaml v2, which Helm
+/// uses; PyYAML) would take for a time or a base-60 number (`12:30`, `2001-12-14`) in
+/// double quotes, as Helm writes it; the YAML 1.1 booleans (`yes`, `on`) the serializer
+/// quotes by itself.
+struct HelmYaml<'a>(&'a Value);
+
+impl serde::Serialize for HelmYaml<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{Error as _, SerializeMap as _, SerializeSeq as _};
+        let value = self.0;
+        let fail = |error: JinjaError| S::Error::custom(error.to_string());
+        match value.kind() {
+            ValueKind::String => {
+                let text = value.as_str().unwrap_or_default();
+                if retyped_by_yaml_1_1(text) {
+                    serde_saphyr::DoubleQuoted(text).serialize(serializer)
+                } else {
+                    value.serialize(serializer)
+                }
+            }
+            ValueKind::Seq | ValueKind::Iterable => {
+                let items: Vec<Value> = value.try_iter().map_err(fail)?.collect();
+                let mut seq = serializer.serialize_seq(Some(items.len()))?;
+                for item in &items {
+                    seq.serialize_element(&HelmYaml(item))?;
+                }
+                seq.end()
+            }
+            ValueKind::Map => {
+                let mut entries = Vec::new();
+                for key in value.try_iter().map_err(fail)? {
+                    let entry = value.get_item(&key).map_err(fail)?;
+                    entries.push((key, entry));
+                }
+                let mut map = serializer.serialize_map(Some(entries.len()))?;
+                for (key, entry) in &entries {
+                    map.serialize_entry(&HelmYaml(key), &HelmYaml(entry))?;
+                }
+                map.end()
+            }
+            _ => value.serialize(serializer),
+        }
+    }
+}
+
+/// Whether YAML 1.1 reads `text`, unquoted, as a timestamp or a base-60 number: go-yaml
+/// v2's `isBase60Float` and the timestamp forms it parses.
+fn retyped_by_yaml_1_1(text: &str) -> bool {
+    static PATTERN: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
+    let pattern = PATTERN.get_or_init(|| {
+        regex::Regex::new(concat!(
+            r"^(?:[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+(?:\.[0-9_]*)?",
+            r"|[0-9]{4}-[0-9]{1,2}-[0-9]{1,2}",
+            r"(?:[Tt][0-9]{1,2}:[0-9]{1,2}:[0-9]{1,2}(?:\.[0-9]+)?(?:Z|[-+][0-9]{2}:[0-9]{2})",
+            r"| [0-9]{1,2}:[0-9]{1,2}:[0-9]{1,2}(?:\.[0-9]+)?)?)$",
+        ))
+        .expect("the pattern is valid")
+    });
+    pattern.is_match(text)
 }
 
 /// `{{ file("/run/secrets/db-password") }}`: a file's contents, as written (add `| trim`
@@ -1418,6 +1479,22 @@ mod tests {
         );
         assert_eq!(ok("{{ empty | b64enc }}|{{ empty | b64dec }}|"), "||");
         assert_eq!(ok("{{ uni | b64enc | b64dec }}"), "día ☃ 𝄞");
+    }
+
+    /// What Helm 3 (sigs.k8s.io/yaml 1.4, go-yaml v2) writes for the same strings.
+    #[test]
+    fn toyaml_quotes_what_yaml_1_1_would_retype_as_helm_does() {
+        let out = ok(
+            "{{ ['12:30', '2001-12-14', '2001-12-14T21:59:43Z', '1:2', '190:20:30', \
+             '20:30.15', '12:60', '2001-12-14 21:59:43.10 -5', 'yes', 'on', '0644', 'é', \
+             {'12:30': '1_000'}] | toYaml }}",
+        );
+        assert_eq!(
+            out,
+            "- \"12:30\"\n- \"2001-12-14\"\n- \"2001-12-14T21:59:43Z\"\n- \"1:2\"\n\
+             - \"190:20:30\"\n- \"20:30.15\"\n- 12:60\n- 2001-12-14 21:59:43.10 -5\n\
+             - \"yes\"\n- \"on\"\n- \"0644\"\n- é\n- \"12:30\": \"1_000\""
+        );
     }
 
     #[test]
