@@ -8,6 +8,7 @@
 
 pub mod context;
 pub mod engine;
+mod filters;
 mod plan;
 mod source;
 

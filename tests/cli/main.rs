@@ -32,6 +32,7 @@ mod secrets;
 mod sleep;
 mod tcp;
 mod template;
+mod template_filters;
 mod volume_content;
 mod volume_tree;
 mod zookeeper;

@@ -262,7 +262,7 @@ fn load(file: &DataFile) -> Result<Value> {
 }
 
 /// YAML as template values: numbers as the integers or floats they are, keys as text.
-fn from_yaml(node: crate::pipeline::yaml::Node) -> Value {
+pub(super) fn from_yaml(node: crate::pipeline::yaml::Node) -> Value {
     use crate::pipeline::yaml::{NumberValue, Value as Yaml};
     match node.value {
         Yaml::Null => Value::from(()),

@@ -14,8 +14,6 @@
 
 use std::sync::Arc;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as BASE64;
 use minijinja::syntax::SyntaxConfig;
 use minijinja::value::{Rest, Value, ValueKind, ValueOrKwargs};
 use minijinja::{
@@ -23,8 +21,6 @@ use minijinja::{
 };
 
 use crate::exit::{Error, Result};
-use crate::reason;
-use crate::redact;
 
 /// The filters that may be given an undefined value: they exist to replace one (`default`,
 /// `d`) or to fail with the user's own message (`required`).
@@ -189,29 +185,36 @@ pub fn reject_undefined(value: &Value) -> Result<(), JinjaError> {
 }
 
 fn find_undefined(value: &Value, budget: &mut usize) -> Option<Value> {
-    if value.is_undefined() {
-        return Some(value.clone());
-    }
-    if *budget == 0 {
-        return None;
-    }
-    *budget -= 1;
-    // Only lists and maps: their items can be read again; an iterator would be used up.
-    let is_map = match value.kind() {
-        ValueKind::Map => true,
-        ValueKind::Seq => false,
-        _ => return None,
-    };
-    for item in value.try_iter().ok()? {
-        if let Some(found) = find_undefined(&item, budget) {
-            return Some(found);
+    // Depth first with a stack of its own, not by recursion: a namespace can hold itself
+    // (`{% set ns.me = ns %}`), and the scan must end at the budget, not overflow the
+    // thread's stack (which aborted the process).
+    let mut pending = vec![value.clone()];
+    while let Some(value) = pending.pop() {
+        if value.is_undefined() {
+            return Some(value);
         }
-        if is_map
-            && let Ok(entry) = value.get_item(&item)
-            && let Some(found) = find_undefined(&entry, budget)
-        {
-            return Some(found);
+        if *budget == 0 {
+            return None;
         }
+        *budget -= 1;
+        // Only lists and maps: their items can be read again; an iterator would be used up.
+        let is_map = match value.kind() {
+            ValueKind::Map => true,
+            ValueKind::Seq => false,
+            _ => continue,
+        };
+        let Ok(items) = value.try_iter() else {
+            continue;
+        };
+        let mut children = Vec::new();
+        for item in items {
+            let entry = is_map.then(|| value.get_item(&item).ok()).flatten();
+            children.push(item);
+            children.extend(entry);
+        }
+        // Reversed onto the stack, so that the first undefined value in reading order is
+        // the one named.
+        pending.extend(children.into_iter().rev());
     }
     None
 }
@@ -233,11 +236,7 @@ fn unchecked_environment() -> Environment<'static> {
     env.set_debug(true);
     // Python's str and dict methods (`.items()`, `.split()`, `.startswith()`…), as in Jinja2.
     env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
-    env.add_filter("required", required);
-    env.add_filter("b64encode", b64encode);
-    env.add_filter("b64decode", b64decode);
-    env.add_filter("toyaml", toyaml);
-    env.add_function("file", file);
+    super::filters::register(&mut env);
     env
 }
 
@@ -319,82 +318,6 @@ pub fn undefined(value: &Value) -> JinjaError {
         .get_attr("")
         .err()
         .unwrap_or_else(|| JinjaError::from(ErrorKind::UndefinedError))
-}
-
-fn text_of<'a>(value: &'a Value, filter: &str) -> Result<&'a str, JinjaError> {
-    if value.is_undefined() {
-        return Err(undefined(value));
-    }
-    value.as_str().ok_or_else(|| {
-        JinjaError::new(
-            ErrorKind::InvalidOperation,
-            format!("{filter} expects text, not {}", value.kind()),
-        )
-    })
-}
-
-/// `{{ db.password | required("set DB_PASSWORD") }}`: the value, unless it is undefined,
-/// none or empty, in which case rendering fails with the message.
-fn required(value: Value, message: Rest<Value>) -> Result<Value, JinjaError> {
-    // `Rest`, not `Option`: an undefined message must not pass for no message.
-    let message = match message.as_slice() {
-        [] => None,
-        [message] => {
-            reject_undefined(message)?;
-            Some(message.to_string())
-        }
-        _ => return Err(JinjaError::from(ErrorKind::TooManyArguments)),
-    };
-    let empty = value.is_none() || value.len() == Some(0);
-    match message {
-        _ if !value.is_undefined() && !empty => Ok(value),
-        None if value.is_undefined() => Err(undefined(&value)),
-        None => Err(own_error("required: the value is empty")),
-        Some(message) => Err(own_error(format!("required: {message}"))),
-    }
-}
-
-/// `{{ "user:pass" | b64encode }}`: standard base64, padded (as Kubernetes Secrets use).
-fn b64encode(value: Value) -> Result<String, JinjaError> {
-    if let Some(bytes) = value.as_bytes().filter(|_| value.as_str().is_none()) {
-        return Ok(BASE64.encode(bytes));
-    }
-    Ok(BASE64.encode(text_of(&value, "b64encode")?))
-}
-
-/// `{{ token_b64 | b64decode }}`: decodes standard base64 (line breaks ignored) into text.
-/// Errors never show the value: it is usually a secret.
-fn b64decode(value: Value) -> Result<String, JinjaError> {
-    let text = text_of(&value, "b64decode")?;
-    let compact: String = text.chars().filter(|c| !c.is_ascii_whitespace()).collect();
-    let bytes = BASE64
-        .decode(compact.as_bytes())
-        .map_err(|_| own_error("b64decode: the value is not valid base64"))?;
-    String::from_utf8(bytes)
-        .map_err(|_| own_error("b64decode: the decoded value is not UTF-8 text"))
-}
-
-/// `{{ db | toyaml }}`: the value as YAML, without the final newline so that it composes
-/// with `indent` (`{{ labels | toyaml | indent(4) }}`).
-fn toyaml(value: Value) -> Result<String, JinjaError> {
-    if value.is_undefined() {
-        return Err(undefined(&value));
-    }
-    let yaml = serde_saphyr::to_string(&value)
-        .map_err(|error| own_error(format!("toyaml: cannot serialize the value: {error}")))?;
-    Ok(yaml.trim_end_matches('\n').to_owned())
-}
-
-/// `{{ file("/run/secrets/db-password") }}`: a file's contents, as written (add `| trim`
-/// to drop a final newline). Relative paths are relative to the working directory. The
-/// contents are treated as a secret: masked in every log line, never in an error.
-fn file(path: &str) -> Result<String, JinjaError> {
-    let bytes = std::fs::read(path)
-        .map_err(|error| own_error(format!("file(\"{path}\"): {}", reason::io(&error))))?;
-    let text = String::from_utf8(bytes)
-        .map_err(|_| own_error(format!("file(\"{path}\"): the file is not UTF-8 text")))?;
-    redact::conceal(&text);
-    Ok(text)
 }
 
 #[cfg(test)]
