@@ -503,6 +503,42 @@ fn usage_errors_exit_2_naming_the_bad_value() {
                 &["copy", "--mode", "999", "/a", "/b"],
                 "'999' is not a file mode",
             ),
+            bad(2, &["extract", "/a.tgz"], "<DEST>"),
+            bad(
+                2,
+                &["extract", "/a.tgz", "/d", "--strip-components", "-1"],
+                "--strip-components",
+            ),
+            bad(
+                2,
+                &["extract", "/a.tgz", "/d", "--max-size", "lots"],
+                "'lots' is not a size",
+            ),
+            bad(
+                2,
+                &["extract", "/a.tgz", "/d", "--include", "["],
+                "'[' is not a glob pattern",
+            ),
+            bad(
+                2,
+                &["extract", "/a.tgz", "/d", "--max-entries", "many"],
+                "--max-entries",
+            ),
+            bad(
+                2,
+                &["fetch", "http://x/", "-o", "d", "--strip-components", "1"],
+                "--extract",
+            ),
+            bad(
+                2,
+                &["fetch", "http://x/", "-o", "-", "--extract"],
+                "--extract needs a directory for -o",
+            ),
+            bad(
+                2,
+                &["fetch", "http://x/", "-o", "d", "--extract", "--mode", "0644"],
+                "cannot be used with",
+            ),
             bad(2, &["install"], "<DIR>"),
             bad(2, &["link", "v2"], "<LINK>"),
             bad(2, &["sysctl", "vm.max_map_count"], "is not KEY=VALUE"),
