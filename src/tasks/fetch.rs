@@ -114,7 +114,19 @@ enum Sink {
     /// `-o -` with `--sha256`: held until the digest is known, bounded by `--max-size`.
     Spool(Vec<u8>),
     /// `--extract`: the archive, in a temp file beside the destination directory.
-    Archive(std::io::BufWriter<File>),
+    Archive(Spooled),
+}
+
+/// The spooled archive of `--extract`, removed however the attempt ends.
+struct Spooled {
+    writer: std::io::BufWriter<File>,
+    path: PathBuf,
+}
+
+impl Drop for Spooled {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
 }
 
 /// How much a file write gathers before it goes to the kernel.
@@ -129,7 +141,7 @@ impl Sink {
                 held.extend_from_slice(bytes);
                 Ok(())
             }
-            Sink::Archive(file) => file.write_all(bytes),
+            Sink::Archive(spooled) => spooled.writer.write_all(bytes),
         }
     }
 }
@@ -161,13 +173,21 @@ impl FetchProbe {
             let spool = spool_path(&self.output);
             // What a killed run left, or the previous attempt's partial download.
             let _ = std::fs::remove_file(&spool);
+            if let Some(parent) = spool.parent() {
+                let _ = std::fs::create_dir_all(parent);
+            }
             return std::fs::OpenOptions::new()
                 .read(true)
                 .write(true)
                 .create_new(true)
                 .mode(0o600)
                 .open(&spool)
-                .map(|file| Sink::Archive(std::io::BufWriter::with_capacity(WRITE_BUFFER, file)))
+                .map(|file| {
+                    Sink::Archive(Spooled {
+                        writer: std::io::BufWriter::with_capacity(WRITE_BUFFER, file),
+                        path: spool.clone(),
+                    })
+                })
                 .map_err(|e| {
                     Error::Failed(format!(
                         "cannot write {}: {}",
@@ -330,10 +350,9 @@ impl Probe for FetchProbe {
                 }
                 format!("wrote {} to stdout", ByteSize(received))
             }
-            Sink::Archive(buffered) => {
+            Sink::Archive(mut spooled) => {
                 let filters = self.extract.clone().expect("--extract");
-                let spool = spool_path(&self.output);
-                let unpacked = match buffered.into_inner() {
+                let unpacked = match spooled.writer.flush().and_then(|()| spooled.writer.get_ref().try_clone()) {
                     Ok(file) => {
                         let dest = self.output.clone();
                         let label = self.label.clone();
@@ -348,9 +367,9 @@ impl Probe for FetchProbe {
                         })
                         .await
                     }
-                    Err(error) => Err(self.write_error(error.error())),
+                    Err(error) => Err(self.write_error(&error)),
                 };
-                let _ = std::fs::remove_file(&spool);
+                drop(spooled);
                 if let Err(error) = unpacked {
                     return Attempt::Fatal(error);
                 }

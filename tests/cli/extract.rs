@@ -76,7 +76,7 @@ fn gnu_tar_archives_of_every_compression_unpack_as_tar_does_whatever_their_name(
         extract(&sandbox, &sandbox.path(name), &dest, &[])
             .assert_code(0)
             .assert_stderr_contains("extract ")
-            .assert_stderr_contains("6 files");
+            .assert_stderr_contains("4 files, 6 directories, 2 links");
         assert_eq!(describe(&dest, &[RECORD]), expected, "{flag}");
     }
 }
