@@ -352,7 +352,11 @@ impl Probe for FetchProbe {
             }
             Sink::Archive(mut spooled) => {
                 let filters = self.extract.clone().expect("--extract");
-                let unpacked = match spooled.writer.flush().and_then(|()| spooled.writer.get_ref().try_clone()) {
+                let unpacked = match spooled
+                    .writer
+                    .flush()
+                    .and_then(|()| spooled.writer.get_ref().try_clone())
+                {
                     Ok(file) => {
                         let dest = self.output.clone();
                         let label = self.label.clone();
@@ -361,7 +365,10 @@ impl Probe for FetchProbe {
                         crate::volume::blocking(move || {
                             let mut file = file;
                             file.rewind().map_err(|e| {
-                                Error::Failed(format!("cannot read the download: {}", reason::io(&e)))
+                                Error::Failed(format!(
+                                    "cannot read the download: {}",
+                                    reason::io(&e)
+                                ))
                             })?;
                             extract::install(file, &label, &dest, &filters, max_size, sha256)
                         })

@@ -536,7 +536,15 @@ fn usage_errors_exit_2_naming_the_bad_value() {
             ),
             bad(
                 2,
-                &["fetch", "http://x/", "-o", "d", "--extract", "--mode", "0644"],
+                &[
+                    "fetch",
+                    "http://x/",
+                    "-o",
+                    "d",
+                    "--extract",
+                    "--mode",
+                    "0644",
+                ],
                 "cannot be used with",
             ),
             bad(2, &["install"], "<DIR>"),

@@ -1724,7 +1724,8 @@ fn sigkill_during_extract_leaves_dest_as_before_or_complete() {
             );
         } else {
             assert!(
-                now.iter().all(|(name, _)| name != ".initbox-extract/archive.json")
+                now.iter()
+                    .all(|(name, _)| name != ".initbox-extract/archive.json")
                     || now == before,
                 "{context}: a half-installed DEST carries a record"
             );
@@ -1732,7 +1733,10 @@ fn sigkill_during_extract_leaves_dest_as_before_or_complete() {
         extract("v2.tgz", dest).run().assert_code(0);
         assert_eq!(extracted_files(dest), new_files, "{context}");
         assert!(!inner_staging.exists(), "{context}: staging left in DEST");
-        assert!(!sibling_staging.exists(), "{context}: staging left beside DEST");
+        assert!(
+            !sibling_staging.exists(),
+            "{context}: staging left beside DEST"
+        );
         if trial % 3 == 2 {
             std::fs::remove_dir_all(&missing).unwrap();
         } else {

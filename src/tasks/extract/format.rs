@@ -72,7 +72,13 @@ fn is_tar_header(head: &[u8]) -> bool {
     let sum: u32 = head[..SNIFF]
         .iter()
         .enumerate()
-        .map(|(i, b)| if (148..156).contains(&i) { 32 } else { *b as u32 })
+        .map(|(i, b)| {
+            if (148..156).contains(&i) {
+                32
+            } else {
+                *b as u32
+            }
+        })
         .sum();
     // An all-zero block sums to 256 with its blank checksum field: not a header.
     sum == stored && head[0] != 0
@@ -124,6 +130,10 @@ mod tests {
         ustar[0] = b'a';
         ustar[257..262].copy_from_slice(b"ustar");
         assert_eq!(detect(&ustar), Some(Format::Tar));
-        assert_eq!(detect(&[0u8; 512]), None, "an all-zero block is not a header");
+        assert_eq!(
+            detect(&[0u8; 512]),
+            None,
+            "an all-zero block is not a header"
+        );
     }
 }

@@ -26,9 +26,7 @@ use crate::reason;
 use crate::report;
 use crate::size::ByteSize;
 use crate::tasks::copy::{Glob, parse_glob};
-use crate::tasks::git_clone::destination::{
-    Destination, IGNORED_ENTRIES, Layout, remove_staging,
-};
+use crate::tasks::git_clone::destination::{Destination, IGNORED_ENTRIES, Layout, remove_staging};
 
 /// The directory in DEST that records what was extracted there (installed last: its
 /// presence says DEST is complete).
@@ -191,8 +189,16 @@ impl Record {
             sha256: sha256.to_owned(),
             format: format.to_owned(),
             strip_components: filters.strip_components,
-            include: filters.include.iter().map(|g| g.as_str().to_owned()).collect(),
-            exclude: filters.exclude.iter().map(|g| g.as_str().to_owned()).collect(),
+            include: filters
+                .include
+                .iter()
+                .map(|g| g.as_str().to_owned())
+                .collect(),
+            exclude: filters
+                .exclude
+                .iter()
+                .map(|g| g.as_str().to_owned())
+                .collect(),
             keep_setuid: filters.keep_setuid,
             same_owner: filters.same_owner,
         }
@@ -442,7 +448,9 @@ fn run(args: &ExtractArgs) -> Result<()> {
     let archive = File::open(&args.archive)
         .map_err(|e| Error::Failed(format!("cannot read {label}: {}", reason::io(&e))))?;
     if archive.metadata().is_ok_and(|m| m.is_dir()) {
-        return Err(Error::Failed(format!("cannot read {label}: it is a directory")));
+        return Err(Error::Failed(format!(
+            "cannot read {label}: it is a directory"
+        )));
     }
     install(
         archive,

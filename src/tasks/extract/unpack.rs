@@ -188,7 +188,9 @@ impl<'a> Unpacker<'a> {
                     (&mut entry)
                         .take(4096)
                         .read_to_end(&mut target)
-                        .map_err(|e| entry_error(&path, &format!("cannot read: {}", reason::io(&e))))?;
+                        .map_err(|e| {
+                            entry_error(&path, &format!("cannot read: {}", reason::io(&e)))
+                        })?;
                     Kind::Symlink(target)
                 }
                 Some(0o020000) => Kind::Refused("a character device"),
@@ -244,7 +246,10 @@ impl<'a> Unpacker<'a> {
         if RESERVED.iter().any(|r| components[0] == r.as_bytes()) {
             return Err(entry_error(
                 &header.path,
-                &format!("the name {} is initbox's own", String::from_utf8_lossy(&components[0])),
+                &format!(
+                    "the name {} is initbox's own",
+                    String::from_utf8_lossy(&components[0])
+                ),
             ));
         }
         let key = components.join(&b'/');
@@ -279,7 +284,7 @@ impl<'a> Unpacker<'a> {
         let mode = header.mode;
         match &header.kind {
             Kind::Directory => {
-                if self.written.get(&key).is_none() {
+                if !self.written.contains_key(&key) {
                     match rustix::fs::mkdirat(parent, name.as_slice(), Mode::from_raw_mode(0o700)) {
                         Ok(()) | Err(Errno::EXIST) => {}
                         Err(e) => return Err(write_error(&shown, e)),
@@ -314,8 +319,11 @@ impl<'a> Unpacker<'a> {
                 self.summary.bytes += copied;
                 let fd = file.as_fd();
                 self.set_owner(fd, None, header.owner, &shown)?;
-                rustix::fs::fchmod(fd, Mode::from_raw_mode(self.filters.mode(mode.unwrap_or(0o644))))
-                    .map_err(|e| write_error(&shown, e))?;
+                rustix::fs::fchmod(
+                    fd,
+                    Mode::from_raw_mode(self.filters.mode(mode.unwrap_or(0o644))),
+                )
+                .map_err(|e| write_error(&shown, e))?;
                 if let Some(mtime) = header.mtime {
                     rustix::fs::futimens(fd, &times(mtime)).map_err(|e| write_error(&shown, e))?;
                 }
@@ -394,22 +402,21 @@ impl<'a> Unpacker<'a> {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    return Err(entry_error(path, &format!("cannot read: {}", reason::io(&e))));
+                    return Err(entry_error(
+                        path,
+                        &format!("cannot read: {}", reason::io(&e)),
+                    ));
                 }
             };
             copied += read as u64;
             if copied > room {
                 return Err(entry_error(
                     path,
-                    &format!(
-                        "the unpacked total exceeds --max-size {}",
-                        self.max_size
-                    ),
+                    &format!("the unpacked total exceeds --max-size {}", self.max_size),
                 ));
             }
-            file.write_all(&self.buffer[..read]).map_err(|e| {
-                entry_error(path, &format!("cannot write: {}", reason::io(&e)))
-            })?;
+            file.write_all(&self.buffer[..read])
+                .map_err(|e| entry_error(path, &format!("cannot write: {}", reason::io(&e))))?;
         }
         if let Some(size) = declared
             && copied != size
@@ -455,7 +462,8 @@ impl<'a> Unpacker<'a> {
     /// Walks `dirs` from the root, one `O_NOFOLLOW` open per component, creating missing
     /// directories: a symbolic link (or file) on the way is refused, never followed.
     fn open_dirs(&mut self, dirs: &[Vec<u8>], path: &[u8]) -> Result<OwnedFd, Error> {
-        let mut fd = rustix::io::dup(&self.root).map_err(|e| write_error("the staging directory", e))?;
+        let mut fd =
+            rustix::io::dup(&self.root).map_err(|e| write_error("the staging directory", e))?;
         for (depth, name) in dirs.iter().enumerate() {
             let open = |at: &OwnedFd| {
                 rustix::fs::openat(

@@ -62,8 +62,7 @@ pub fn release_tree(root: &Path) {
     std::fs::create_dir_all(top.join("share/doc")).unwrap();
     std::fs::create_dir_all(top.join("empty")).unwrap();
     std::fs::write(top.join("bin/app"), "#!/bin/sh\necho app\n").unwrap();
-    std::fs::set_permissions(top.join("bin/app"), std::fs::Permissions::from_mode(0o755))
-        .unwrap();
+    std::fs::set_permissions(top.join("bin/app"), std::fs::Permissions::from_mode(0o755)).unwrap();
     let binary: Vec<u8> = (0..70_000u32).map(|i| (i * 7 % 251) as u8).collect();
     std::fs::write(top.join("lib/libfoo.so.1"), binary).unwrap();
     symlink("libfoo.so.1", top.join("lib/libfoo.so")).unwrap();
@@ -98,7 +97,11 @@ pub fn describe(dir: &Path, skip: &[&str]) -> Vec<String> {
                 walk(root, &path, skip, out);
             } else {
                 let data = std::fs::read(&path).unwrap();
-                let sum: u64 = data.iter().enumerate().map(|(i, b)| (i as u64 + 1) * *b as u64).sum();
+                let sum: u64 = data
+                    .iter()
+                    .enumerate()
+                    .map(|(i, b)| (i as u64 + 1) * *b as u64)
+                    .sum();
                 out.push(format!("{relative} {mode:o} {} bytes {sum}", data.len()));
             }
         }
