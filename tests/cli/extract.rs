@@ -467,6 +467,15 @@ fn duplicate_entries_are_refused() {
     );
     let output = extract(&sandbox, &archive, &dest, &[]);
     assert_refused(&sandbox, &output, "conf", "a duplicate entry");
+    // In a zip, where a reader that indexes entries by name would see only one of them.
+    let zip = sandbox.path("dup.zip");
+    python(
+        &zip,
+        "import warnings\nwarnings.simplefilter('ignore')\n\
+         z = zipped(); zadd(z, 'run.sh', b'checked'); zadd(z, 'run.sh', b'swapped'); z.close()",
+    );
+    let output = extract(&sandbox, &zip, &dest, &[]);
+    assert_refused(&sandbox, &output, "run.sh", "a duplicate entry");
 }
 
 #[test]

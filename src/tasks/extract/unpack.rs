@@ -163,8 +163,36 @@ impl<'a> Unpacker<'a> {
     }
 
     fn unpack_zip(&mut self, file: File) -> Result<(), Error> {
+        let directory = file.try_clone().map_err(unreadable)?;
         let mut archive = zip::ZipArchive::new(io::BufReader::with_capacity(COPY_BUFFER, file))
             .map_err(|e| unreadable(io::Error::other(e)))?;
+        // The zip crate indexes entries by name, so a second entry of the same name would
+        // vanish unseen: the central directory is read here too, and compared.
+        let start = archive.central_directory_start();
+        let names = central_directory_names(&directory, start, self.filters.max_entries + 1)
+            .or_else(|_| {
+                central_directory_names(
+                    &directory,
+                    start + archive.offset(),
+                    self.filters.max_entries + 1,
+                )
+            })
+            .map_err(unreadable)?;
+        if names.len() != archive.len() {
+            let mut seen = std::collections::HashSet::new();
+            if let Some(name) = names.iter().find(|name| !seen.insert(name.as_slice())) {
+                return Err(entry_error(
+                    name,
+                    "a duplicate entry: the archive holds this path more than once",
+                ));
+            }
+        }
+        if names.len() as u64 > self.filters.max_entries {
+            return Err(Error::Failed(format!(
+                "the archive has more than --max-entries {} entries; nothing was extracted",
+                self.filters.max_entries
+            )));
+        }
         // The central directory says how many entries there are: a bomb of entries is
         // refused before the first one is written.
         if archive.len() as u64 > self.filters.max_entries {
@@ -519,6 +547,38 @@ impl<'a> Unpacker<'a> {
         }
         Ok(())
     }
+}
+
+/// The names of a zip's central directory records, in order (at most `limit`), read with
+/// positioned reads from `start`.
+fn central_directory_names(file: &File, start: u64, limit: u64) -> io::Result<Vec<Vec<u8>>> {
+    use std::os::unix::fs::FileExt;
+    let mut names = Vec::new();
+    let mut at = start;
+    let mut fixed = [0u8; 46];
+    while (names.len() as u64) < limit {
+        match file.read_exact_at(&mut fixed, at) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof && !names.is_empty() => break,
+            Err(e) => return Err(e),
+        }
+        if fixed[..4] != *b"PK\x01\x02" {
+            if names.is_empty() && &fixed[..4] != b"PK\x05\x06" && &fixed[..4] != b"PK\x06\x06" {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "no central directory where the zip says it starts",
+                ));
+            }
+            break;
+        }
+        let field = |i: usize| u16::from_le_bytes([fixed[i], fixed[i + 1]]) as u64;
+        let (name_len, extra_len, comment_len) = (field(28), field(30), field(32));
+        let mut name = vec![0; name_len as usize];
+        file.read_exact_at(&mut name, at + 46)?;
+        names.push(name);
+        at += 46 + name_len + extra_len + comment_len;
+    }
+    Ok(names)
 }
 
 /// Owner ids as rustix takes them.
