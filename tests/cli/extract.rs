@@ -89,6 +89,20 @@ fn gnu_tar_archives_of_every_compression_unpack_as_tar_does_whatever_their_name(
             .assert_stderr_contains("4 files, 6 directories, 2 links");
         assert_eq!(describe(&dest, &[RECORD]), expected, "{flag}");
     }
+    // Concatenated compressed streams are one archive, as for gzip -d, xz -d and zstd -d.
+    for (tool, name) in [
+        ("gzip", "cat.tar.gz"),
+        ("xz", "cat.tar.xz"),
+        ("zstd", "cat.tar.zst"),
+    ] {
+        let script = format!(
+            "head -c 30000 plain.tar | {tool} -c > {name} && tail -c +30001 plain.tar | {tool} -c >> {name}"
+        );
+        run_in(sandbox.dir.path(), "sh", &["-c", &script]);
+        let dest = sandbox.path(&format!("dest-{name}"));
+        extract(&sandbox, &sandbox.path(name), &dest, &[]).assert_code(0);
+        assert_eq!(describe(&dest, &[RECORD]), expected, "{name}");
+    }
 }
 
 #[test]

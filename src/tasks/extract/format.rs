@@ -2,7 +2,7 @@
 //! URL often has none, or the wrong one), and the decoder that reads it.
 
 use std::fs::File;
-use std::io::{self, BufReader, Read, Seek, SeekFrom};
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
 
 /// The archive formats extract reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,13 +103,50 @@ pub fn tar_stream(format: Format, file: File) -> io::Result<Box<dyn Read>> {
         // Concatenated gzip members (as `cat a.gz b.gz` makes) are one stream, as for gzip.
         Format::TarGz => Box::new(flate2::bufread::MultiGzDecoder::new(file)),
         Format::TarXz => Box::new(lzma_rust2::XzReader::new(file, true)),
-        Format::TarZst => Box::new(
-            ruzstd::decoding::StreamingDecoder::new(file)
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?,
-        ),
+        Format::TarZst => Box::new(ZstdFrames::new(file)?),
         Format::TarBz2 => Box::new(bzip2::bufread::MultiBzDecoder::new(file)),
         Format::Zip => unreachable!("a zip archive is not a tar stream"),
     })
+}
+
+type ZstdDecoder<R> = ruzstd::decoding::StreamingDecoder<R, ruzstd::decoding::FrameDecoder>;
+
+/// A zstd stream of one or more frames (as `zstd` writes with `--rsyncable`, or as
+/// concatenated `.zst` files are), read as one: ruzstd's decoder reads one frame.
+struct ZstdFrames<R: BufRead> {
+    decoder: Option<ZstdDecoder<R>>,
+}
+
+impl<R: BufRead> ZstdFrames<R> {
+    fn new(input: R) -> io::Result<Self> {
+        Ok(ZstdFrames {
+            decoder: Some(ruzstd::decoding::StreamingDecoder::new(input).map_err(invalid)?),
+        })
+    }
+}
+
+fn invalid(error: impl std::fmt::Display) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, error.to_string())
+}
+
+impl<R: BufRead> Read for ZstdFrames<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            let Some(decoder) = self.decoder.as_mut() else {
+                return Ok(0);
+            };
+            let read = decoder.read(buf)?;
+            if read > 0 || buf.is_empty() {
+                return Ok(read);
+            }
+            // This frame is done: another one may follow.
+            let mut input = self.decoder.take().expect("a decoder").into_inner();
+            if input.fill_buf()?.is_empty() {
+                return Ok(0);
+            }
+            self.decoder = Some(ruzstd::decoding::StreamingDecoder::new(input).map_err(invalid)?);
+        }
+    }
 }
 
 #[cfg(test)]
