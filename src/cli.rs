@@ -297,6 +297,8 @@ Write(crate::tasks::write::WriteArgs),
 Replace(crate::tasks::replace::ReplaceArgs),
 /// Copy files and trees like `cp -a`, each file atomically, never through DEST's links.
 Copy(crate::tasks::copy::CopyArgs),
+/// Unpack a tar(.gz/.xz/.zst/.bz2) or zip archive into a directory, atomically (replaces `tar xzf … -C /dest`, `unzip`).
+Extract(crate::tasks::extract::ExtractArgs),
 /// Run a pipeline of these tasks with init-container semantics.
 Run(RunArgs),
 /// Print a shell completion script (bash, zsh, fish, elvish, powershell).

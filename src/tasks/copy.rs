@@ -58,7 +58,8 @@ pub struct CopyArgs {
     pub then: Then,
 }
 
-/// An `--exclude` pattern, checked when the flag is parsed.
+/// An `--exclude` pattern, checked when the flag is parsed (extract's --include and
+/// --exclude too).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Glob {
     pattern: glob::Pattern,
@@ -66,7 +67,7 @@ pub struct Glob {
     by_path: bool,
 }
 
-fn parse_glob(text: &str) -> Result<Glob, String> {
+pub(crate) fn parse_glob(text: &str) -> Result<Glob, String> {
     let trimmed = text.trim_matches('/');
     if trimmed.is_empty() {
         return Err(format!("'{text}' is not a pattern"));
@@ -86,7 +87,13 @@ const MATCH: glob::MatchOptions = glob::MatchOptions {
 };
 
 impl Glob {
-    fn matches(&self, name: &OsStr, below_src: &Path) -> bool {
+    /// The pattern as given (without leading and trailing slashes).
+    pub(crate) fn as_str(&self) -> &str {
+        self.pattern.as_str()
+    }
+
+    /// A pattern with a `/` matches `below_src`, the whole path; one without, `name`.
+    pub(crate) fn matches(&self, name: &OsStr, below_src: &Path) -> bool {
         if self.by_path {
             below_src
                 .to_str()

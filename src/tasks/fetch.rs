@@ -4,8 +4,14 @@
 //! matching `--sha256`, so a reader (or a restarted pod) never sees half a file. With
 //! `-o -` and `--sha256`, the download is held in memory (at most `--max-size`) and
 //! written to stdout only once its digest matched: only verified bytes leave initbox.
+//! With `--extract`, the download is spooled to a temp file beside the destination
+//! directory, verified, and only then unpacked by `extract`'s code (see
+//! [`crate::tasks::extract::install`]); with `--sha256` and a destination that already
+//! holds that archive, nothing is downloaded.
 
-use std::io::Write;
+use std::fs::File;
+use std::io::{Seek, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -25,6 +31,7 @@ use crate::reason;
 use crate::report;
 use crate::resolve::ResolverArgs;
 use crate::size::ByteSize;
+use crate::tasks::extract::{self, Filters};
 use crate::wait::RetryArgs;
 use crate::wait::{self, Attempt, PROGRESS_EVERY, Probe};
 
@@ -33,6 +40,15 @@ use crate::wait::{self, Attempt, PROGRESS_EVERY, Probe};
 #[command(mut_arg("attempt_timeout", |arg| arg
     .default_value("10s")
     .help("Give up on an attempt when connecting, or waiting for the next byte, takes this long")))]
+#[command(
+    mut_arg("strip_components", |arg| arg.requires("extract")),
+    mut_arg("include", |arg| arg.requires("extract")),
+    mut_arg("exclude", |arg| arg.requires("extract")),
+    mut_arg("max_entries", |arg| arg.requires("extract")),
+    mut_arg("keep_setuid", |arg| arg.requires("extract")),
+    mut_arg("same_owner", |arg| arg.requires("extract")),
+    mut_arg("force", |arg| arg.requires("extract")),
+)]
 pub struct FetchArgs {
     /// What to download; $(VAR) is expanded from the environment.
     #[arg(value_name = "URL", value_parser = Unechoed(check_url))]
@@ -54,7 +70,15 @@ pub struct FetchArgs {
     /// half a file either way).
     #[arg(long, env = "INITBOX_FSYNC")]
     pub fsync: bool,
-    /// Refuse a download larger than this (1048576, 512k, 100M, 1GiB).
+    /// Unpack the download (tar, tar.gz, tar.xz, tar.zst, tar.bz2 or zip, told by its
+    /// content) into the directory -o, as `extract` does; with --sha256 it is verified
+    /// before the first entry is unpacked.
+    #[arg(long, env = "INITBOX_EXTRACT", conflicts_with = "mode")]
+    pub extract: bool,
+    #[command(flatten)]
+    pub unpack: Filters,
+    /// Refuse a download larger than this (1048576, 512k, 100M, 1GiB); with --extract, also
+    /// an archive whose unpacked files add up to more.
     #[arg(
         long,
         env = "INITBOX_MAX_SIZE",
@@ -89,6 +113,20 @@ enum Sink {
     Stdout(std::io::Stdout),
     /// `-o -` with `--sha256`: held until the digest is known, bounded by `--max-size`.
     Spool(Vec<u8>),
+    /// `--extract`: the archive, in a temp file beside the destination directory.
+    Archive(Spooled),
+}
+
+/// The spooled archive of `--extract`, removed however the attempt ends.
+struct Spooled {
+    writer: std::io::BufWriter<File>,
+    path: PathBuf,
+}
+
+impl Drop for Spooled {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
 }
 
 /// How much a file write gathers before it goes to the kernel.
@@ -103,6 +141,7 @@ impl Sink {
                 held.extend_from_slice(bytes);
                 Ok(())
             }
+            Sink::Archive(spooled) => spooled.writer.write_all(bytes),
         }
     }
 }
@@ -117,6 +156,8 @@ struct FetchProbe {
     mode: Option<u32>,
     fsync: bool,
     max_size: ByteSize,
+    /// `--extract`'s filters.
+    extract: Option<Filters>,
     pause: Duration,
     /// `--attempt-timeout`, which the client applies to connecting and to each read.
     attempt_timeout: Duration,
@@ -128,6 +169,33 @@ impl FetchProbe {
     }
 
     fn open_sink(&self) -> std::result::Result<Sink, Error> {
+        if self.extract.is_some() {
+            let spool = spool_path(&self.output);
+            // What a killed run left, or the previous attempt's partial download.
+            let _ = std::fs::remove_file(&spool);
+            if let Some(parent) = spool.parent() {
+                let _ = std::fs::create_dir_all(parent);
+            }
+            return std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&spool)
+                .map(|file| {
+                    Sink::Archive(Spooled {
+                        writer: std::io::BufWriter::with_capacity(WRITE_BUFFER, file),
+                        path: spool.clone(),
+                    })
+                })
+                .map_err(|e| {
+                    Error::Failed(format!(
+                        "cannot write {}: {}",
+                        spool.display(),
+                        reason::io(&e)
+                    ))
+                });
+        }
         if self.to_stdout() {
             return Ok(match self.sha256 {
                 Some(_) => Sink::Spool(Vec::new()),
@@ -195,11 +263,10 @@ impl Probe for FetchProbe {
             Ok(sink) => sink,
             Err(error) => return Attempt::Fatal(error),
         };
-        // Hashing costs as much as the transfer on a fast link: only when asked to check.
-        let mut hash = self
-            .sha256
-            .as_ref()
-            .map(|_| digest::Context::new(&digest::SHA256));
+        // Hashing costs as much as the transfer on a fast link: only when asked to check,
+        // or to record what was extracted.
+        let mut hash = (self.sha256.is_some() || self.extract.is_some())
+            .then(|| digest::Context::new(&digest::SHA256));
         let mut received: u64 = 0;
         let start = Instant::now();
         let mut last_progress = start;
@@ -242,7 +309,9 @@ impl Probe for FetchProbe {
         if let (Some(expected), Some(actual)) = (&self.sha256, &actual)
             && expected != actual
         {
-            let kept = if self.to_stdout() {
+            let kept = if self.extract.is_some() {
+                "nothing was extracted"
+            } else if self.to_stdout() {
                 "nothing was written to stdout"
             } else {
                 "nothing was saved"
@@ -281,6 +350,42 @@ impl Probe for FetchProbe {
                 }
                 format!("wrote {} to stdout", ByteSize(received))
             }
+            Sink::Archive(mut spooled) => {
+                let filters = self.extract.clone().expect("--extract");
+                let unpacked = match spooled
+                    .writer
+                    .flush()
+                    .and_then(|()| spooled.writer.get_ref().try_clone())
+                {
+                    Ok(file) => {
+                        let dest = self.output.clone();
+                        let label = self.label.clone();
+                        let max_size = self.max_size;
+                        let sha256 = actual.clone();
+                        crate::volume::blocking(move || {
+                            let mut file = file;
+                            file.rewind().map_err(|e| {
+                                Error::Failed(format!(
+                                    "cannot read the download: {}",
+                                    reason::io(&e)
+                                ))
+                            })?;
+                            extract::install(file, &label, &dest, &filters, max_size, sha256)
+                        })
+                        .await
+                    }
+                    Err(error) => Err(self.write_error(&error)),
+                };
+                drop(spooled);
+                if let Err(error) = unpacked {
+                    return Attempt::Fatal(error);
+                }
+                format!(
+                    "downloaded {} and extracted it into {}",
+                    ByteSize(received),
+                    self.output.display()
+                )
+            }
         };
         let checked = if actual.is_some() {
             ", SHA-256 verified"
@@ -295,6 +400,20 @@ impl Probe for FetchProbe {
         };
         Attempt::ready(format!("{saved}{speed}{checked}"))
     }
+}
+
+/// Where `--extract` spools the archive: beside the destination directory, so that it is
+/// on a filesystem the pod can write to, and never inside what is being replaced.
+fn spool_path(dest: &Path) -> PathBuf {
+    let name = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "archive".into());
+    let parent = match dest.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    parent.join(format!(".{name}.initbox-download"))
 }
 
 fn describe_failure(error: &reqwest::Error, attempt_timeout: Duration) -> String {
@@ -337,6 +456,17 @@ impl crate::cli::Task for FetchArgs {
     fn then(&self) -> &[std::ffi::OsString] {
         &self.then.command
     }
+
+    fn validate(&self) -> std::result::Result<(), crate::cli::Invalid> {
+        if self.extract && self.output == Path::new("-") {
+            return Err(crate::cli::Invalid {
+                arg: "--output <FILE>".into(),
+                value: "-".into(),
+                reason: "--extract needs a directory for -o, not '-'".into(),
+            });
+        }
+        Ok(())
+    }
 }
 
 pub async fn run(args: FetchArgs) -> Result<()> {
@@ -348,7 +478,25 @@ pub async fn run(args: FetchArgs) -> Result<()> {
     let headers = args.request.headers()?;
     // The destination is checked before the first request, so a download that cannot be
     // saved is not made (and a directory is named as one, not found after the transfer).
-    if args.output != Path::new("-") {
+    if args.extract {
+        args.unpack.check_owner()?;
+        // The same archive (by --sha256) already unpacked there: nothing to download.
+        if let Some(sha256) = &args.sha256 {
+            let (dest, sha, filters) = (args.output.clone(), sha256.clone(), args.unpack.clone());
+            if crate::volume::blocking(move || extract::up_to_date(&dest, &sha, &filters)).await? {
+                report::info(
+                    "fetch.unchanged",
+                    format!(
+                        "fetch {}: {} already holds it (SHA-256 {sha256}); nothing downloaded",
+                        crate::redact::url(&url),
+                        args.output.display()
+                    ),
+                );
+                return Ok(());
+            }
+        }
+        extract::check_destination(&args.output)?;
+    } else if args.output != Path::new("-") {
         atomic_file::check_destination(&args.output).map_err(|e| {
             Error::Failed(format!(
                 "cannot write {}: {}",
@@ -378,6 +526,7 @@ pub async fn run(args: FetchArgs) -> Result<()> {
         mode: args.mode,
         fsync: args.fsync,
         max_size: args.max_size,
+        extract: args.extract.then_some(args.unpack),
         pause: options.interval,
         attempt_timeout,
     };

@@ -3,6 +3,7 @@
 pub mod chmod;
 pub mod chown;
 pub mod copy;
+pub mod extract;
 pub mod fetch;
 pub mod git_clone;
 pub mod install;

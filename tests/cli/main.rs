@@ -14,6 +14,7 @@ mod dns;
 mod docs;
 mod exec;
 mod exit_codes;
+mod extract;
 mod fetch;
 mod file_wait;
 mod git_clone;

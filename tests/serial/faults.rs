@@ -858,6 +858,7 @@ const NO_DEADLINE: &[(&str, &str)] = &[
     ("write", "writes one file once, never waits"),
     ("replace", "edits files once, never waits"),
     ("copy", "copies a tree once, never waits"),
+    ("extract", "unpacks one archive once, never waits"),
 ];
 
 /// One way a command reaches its deadline.
@@ -1674,4 +1675,121 @@ fn a_stalled_clone_ends_within_50ms_of_its_deadline_and_leaves_no_staging() {
             entries(&volume)
         );
     }
+}
+
+/// Every file under `dir` with its content, sorted: what a reader of DEST sees (the hidden
+/// staging directory of an extract left out).
+fn extracted_files(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut files: Vec<(String, Vec<u8>)> = tree(dir)
+        .into_iter()
+        .filter(|name| !name.ends_with('/') && !name.starts_with(".initbox-extract.staging"))
+        .map(|name| {
+            let data = std::fs::read(dir.join(&name)).unwrap_or_default();
+            (name, data)
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn sigkill_during_extract_leaves_dest_as_before_or_complete() {
+    let _serial = crate::support::one_at_a_time();
+    if !need_root() {
+        return;
+    }
+    let sandbox = Sandbox::new();
+    // Two releases of a few hundred files each, as tar.gz: v1 is what DEST holds before.
+    let mut rng = fastrand::Rng::with_seed(17);
+    for version in ["v1", "v2"] {
+        let top = sandbox.path(&format!("{version}/app"));
+        for dir in 0..8 {
+            std::fs::create_dir_all(top.join(format!("dir{dir}"))).unwrap();
+            for file in 0..50 {
+                let text = format!("{version} {dir} {file}\n{}", noise(&mut rng, 200));
+                std::fs::write(top.join(format!("dir{dir}/file{file}.txt")), text).unwrap();
+            }
+        }
+        let status = Command::new("tar")
+            .args(["czf", &format!("../{version}.tgz"), "app"])
+            .current_dir(sandbox.path(version))
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+    let extract = |archive: &str, dest: &Path| {
+        sandbox
+            .initbox()
+            .arg("extract")
+            .arg(sandbox.path(archive))
+            .arg(dest)
+    };
+    let volume = sandbox.path("volume");
+    let _mount = Mount::tmpfs(&volume);
+    let missing = sandbox.path("parent/dest");
+    let sibling_staging = sandbox.path("parent/.dest.initbox-extract");
+    let inner_staging = volume.join(".initbox-extract.staging");
+    let reference = sandbox.path("reference");
+    extract("v2.tgz", &reference).run().assert_code(0);
+    let new_files = extracted_files(&reference);
+    let pristine_old = sandbox.path("pristine-old");
+    extract("v1.tgz", &pristine_old).run().assert_code(0);
+    let old_files = extracted_files(&pristine_old);
+    let took = unkilled_run(|| {
+        copy_tree(&pristine_old, &volume);
+        let elapsed = extract("v2.tgz", &volume).run().assert_code(0).elapsed;
+        empty_dir(&volume);
+        elapsed
+    });
+    let trials = TRIALS * 3 / 2;
+    let mut moments = KillMoments::new(took, trials);
+    for trial in 0..trials {
+        // Over an older extract in a volume, into an empty volume, into a missing DEST.
+        let (dest, before) = match trial % 3 {
+            0 => {
+                copy_tree(&pristine_old, &volume);
+                (&volume, old_files.clone())
+            }
+            1 => (&volume, Vec::new()),
+            _ => (&missing, Vec::new()),
+        };
+        let at = moments.moment(trial);
+        let context = moments.context(trial, at);
+        kill_at(extract("v2.tgz", dest).spawn(), at);
+
+        if inner_staging.exists() || sibling_staging.exists() {
+            moments.mid_work += 1;
+        }
+        // A staged tree with its record is being installed: the next run finishes it first,
+        // and until then DEST carries no record of the new archive.
+        let installing = inner_staging.join(".initbox-extract/archive.json").exists();
+        let now = extracted_files(dest);
+        if !installing {
+            assert!(
+                now == before || now == new_files,
+                "{context}: DEST is neither the old content nor the complete new one ({} files)",
+                now.len()
+            );
+        } else {
+            assert!(
+                now.iter()
+                    .all(|(name, _)| name != ".initbox-extract/archive.json")
+                    || now == before,
+                "{context}: a half-installed DEST carries a record"
+            );
+        }
+        extract("v2.tgz", dest).run().assert_code(0);
+        assert_eq!(extracted_files(dest), new_files, "{context}");
+        assert!(!inner_staging.exists(), "{context}: staging left in DEST");
+        assert!(
+            !sibling_staging.exists(),
+            "{context}: staging left beside DEST"
+        );
+        if trial % 3 == 2 {
+            std::fs::remove_dir_all(&missing).unwrap();
+        } else {
+            empty_dir(&volume);
+        }
+    }
+    moments.assert_enough_mid_work("an extract");
 }

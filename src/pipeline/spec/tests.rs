@@ -134,6 +134,20 @@ fn the_cli_and_the_file_give_identical_commands_for_every_task() {
             &["/opt/conf", "/w/", "--exclude", "*.tmp", "--if-absent"],
             r#"{paths: [/opt/conf, /w/], exclude: ["*.tmp"], if-absent: true}"#,
         ),
+        (
+            "extract",
+            &[
+                "/dl/app.tgz",
+                "/opt/app",
+                "--strip-components",
+                "1",
+                "--include",
+                "bin/*",
+                "--max-size",
+                "100M",
+            ],
+            r#"{archive: /dl/app.tgz, dest: /opt/app, strip-components: 1, include: ["bin/*"], max-size: 100M}"#,
+        ),
         // Brokers: NATS, ZooKeeper, Kafka, AMQP.
         (
             "wait-for-nats",

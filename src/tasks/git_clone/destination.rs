@@ -14,6 +14,9 @@
 //! run finishes before doing anything else ([`Destination::recover`]). A DEST without
 //! `.git` is never a checkout; a `.git` without the marker is never one of ours.
 //!
+//! The same protocol installs `extract`'s archives: a [`Layout`] names the staging
+//! directories, the entry that makes DEST complete (`.git` here) and the marker inside it.
+//!
 //! A complete checkout is also checked against its commit on every re-run
 //! ([`Destination::verify`]: the index's stat data first, content only where it differs),
 //! and a damaged one is re-checked-out from its own objects, without the network, through
@@ -35,7 +38,32 @@ const MARKER: &str = "initbox-checkout.json";
 /// The note inside a staged `.git` saying DEST's old entries are gone.
 const CLEARED: &str = "initbox-install-cleared";
 /// Entries a fresh filesystem brings along that do not make a volume "not empty".
-pub(super) const IGNORED_ENTRIES: &[&str] = &["lost+found"];
+pub(crate) const IGNORED_ENTRIES: &[&str] = &["lost+found"];
+
+/// The names a staged install uses: where it is staged, and which entry of the staged tree
+/// is installed last (its presence in DEST says "complete"), holding the marker.
+#[derive(Debug)]
+pub(crate) struct Layout {
+    /// The staging directory inside an existing DEST.
+    pub inner_staging: &'static str,
+    /// `PARENT/.NAME.{sibling_suffix}`: the staging directory beside a missing DEST.
+    pub sibling_suffix: &'static str,
+    /// The directory moved in last: DEST is complete once it is there.
+    pub keystone: &'static str,
+    /// The file inside the keystone written last when staging (a JSON document).
+    pub marker: &'static str,
+    /// The note inside the staged keystone saying DEST's old entries are gone.
+    pub cleared: &'static str,
+}
+
+/// git-clone's names (a checkout's `.git` is its keystone).
+pub(crate) const GIT: Layout = Layout {
+    inner_staging: INNER_STAGING,
+    sibling_suffix: "initbox-clone",
+    keystone: ".git",
+    marker: MARKER,
+    cleared: CLEARED,
+};
 
 /// What a complete checkout records about itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,12 +94,19 @@ pub enum Found {
 
 pub struct Destination {
     dest: PathBuf,
+    layout: &'static Layout,
 }
 
 impl Destination {
     pub fn new(dest: &Path) -> Self {
+        Self::with_layout(dest, &GIT)
+    }
+
+    /// A destination installed with other names than git-clone's (extract's).
+    pub(crate) fn with_layout(dest: &Path, layout: &'static Layout) -> Self {
         Destination {
             dest: dest.to_owned(),
+            layout,
         }
     }
 
@@ -85,11 +120,20 @@ impl Destination {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "checkout".into());
-        parent_dir(&self.dest).join(format!(".{name}.initbox-clone"))
+        parent_dir(&self.dest).join(format!(".{name}.{}", self.layout.sibling_suffix))
     }
 
-    pub(super) fn inner_staging(&self) -> PathBuf {
-        self.dest.join(INNER_STAGING)
+    pub(crate) fn inner_staging(&self) -> PathBuf {
+        self.dest.join(self.layout.inner_staging)
+    }
+
+    /// Whether a staged (or installed) tree carries its marker: it is complete.
+    fn is_complete(&self, tree: &Path) -> bool {
+        let marker = tree.join(self.layout.keystone).join(self.layout.marker);
+        fs::read(marker)
+            .ok()
+            .and_then(|text| serde_json::from_slice::<serde_json::Value>(&text).ok())
+            .is_some()
     }
 
     /// Finishes or discards what a killed run left. Returns true when it completed an
@@ -100,7 +144,7 @@ impl Destination {
     pub fn recover(&self) -> io::Result<bool> {
         let sibling = self.sibling_staging();
         if let Some(is_dir) = kind_of(&sibling) {
-            if is_dir && self.dest.symlink_metadata().is_err() && read_marker(&sibling).is_some() {
+            if is_dir && self.dest.symlink_metadata().is_err() && self.is_complete(&sibling) {
                 fs::rename(&sibling, &self.dest)?;
                 return Ok(true);
             }
@@ -108,7 +152,7 @@ impl Destination {
         }
         let inner = self.inner_staging();
         if let Some(is_dir) = kind_of(&inner) {
-            if is_dir && read_marker(&inner).is_some() {
+            if is_dir && self.is_complete(&inner) {
                 self.install_inside(&inner)?;
                 return Ok(true);
             }
@@ -211,18 +255,19 @@ impl Destination {
     /// phases: clearing DEST's old entries, then moving the staged ones in; a note in the
     /// staged `.git` says the first phase is over, so a resumed install never deletes what
     /// it has already moved.
-    pub(super) fn install_inside(&self, staging: &Path) -> io::Result<()> {
-        let cleared = staging.join(".git").join(CLEARED);
+    pub(crate) fn install_inside(&self, staging: &Path) -> io::Result<()> {
+        let keystone = self.layout.keystone;
+        let cleared = staging.join(keystone).join(self.layout.cleared);
         if !cleared.exists() {
             // The old checkout stops being one first…
-            let old_git = self.dest.join(".git");
+            let old_git = self.dest.join(keystone);
             if old_git.symlink_metadata().is_ok() {
                 remove_any(&old_git)?;
             }
             for entry in fs::read_dir(&self.dest)? {
                 let entry = entry?;
                 let name = entry.file_name();
-                if name == INNER_STAGING
+                if name == self.layout.inner_staging
                     || IGNORED_ENTRIES.contains(&name.to_string_lossy().as_ref())
                 {
                     continue;
@@ -234,13 +279,13 @@ impl Destination {
         // …and the new one becomes one last.
         for entry in fs::read_dir(staging)? {
             let entry = entry?;
-            if entry.file_name() != ".git" {
+            if entry.file_name() != keystone {
                 fs::rename(entry.path(), self.dest.join(entry.file_name()))?;
             }
         }
-        fs::rename(staging.join(".git"), self.dest.join(".git"))?;
+        fs::rename(staging.join(keystone), self.dest.join(keystone))?;
         fs::remove_dir(staging)?;
-        let _ = fs::remove_file(self.dest.join(".git").join(CLEARED));
+        let _ = fs::remove_file(self.dest.join(keystone).join(self.layout.cleared));
         Ok(())
     }
 }

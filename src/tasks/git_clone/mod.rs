@@ -6,7 +6,7 @@
 //! `integrity`). Network failures are retried through the wait engine; a rejected login, a
 //! missing repository or ref, or an untrusted certificate ends the run at once.
 
-mod destination;
+pub(crate) mod destination;
 mod integrity;
 mod ssh;
 mod transfer;

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod archives;
 pub mod dns_server;
 pub mod git_server;
 pub mod grpc_server;
