@@ -32,6 +32,8 @@ mod secrets;
 mod sleep;
 mod tcp;
 mod template;
+mod template_compose;
+mod template_envsubst;
 mod volume_content;
 mod volume_tree;
 mod zookeeper;
