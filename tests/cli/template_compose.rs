@@ -313,7 +313,8 @@ fn partials_in_a_directory_of_templates_are_included_not_rendered() {
         ("app.conf.j2", "app.conf"),
         ("conf.d/db.conf.j2", "conf.d/db.conf"),
     ] {
-        let theirs = jinja2_with_loader(&src.join(template), &[src.clone()], CONTEXT).unwrap();
+        let theirs =
+            jinja2_with_loader(&src.join(template), std::slice::from_ref(&src), CONTEXT).unwrap();
         assert_eq!(
             String::from_utf8_lossy(&std::fs::read(dest.join(output)).unwrap()),
             String::from_utf8_lossy(&theirs),
