@@ -1,14 +1,18 @@
 //! template: the sed/envsubst/dockerize/gomplate init container that renders configuration
-//! into a volume, with Jinja2 syntax (minijinja) and the data-safety rules of DESIGN.md.
+//! into a volume, with Jinja2 syntax (minijinja, with `include`/`import`/`extends` confined
+//! to the template roots: [`compose`]) or GNU envsubst's ([`envsubst`]), and the data-safety
+//! rules of DESIGN.md whichever the syntax.
 //!
 //! Everything is rendered in memory before anything is written, so an undefined variable,
 //! a syntax error or a bad data file leaves DEST exactly as it was. Each file is then
 //! written atomically (`atomic_file`), and a file whose bytes would not change is not
 //! written at all: its mtime stays, and a main container watching it sees no change.
 
+mod compose;
 pub mod context;
 pub mod engine;
 mod filters;
+pub mod envsubst;
 mod plan;
 mod source;
 
@@ -32,6 +36,27 @@ use source::{Job, Source, Target, is_dash};
 /// How many out-of-date paths a `--check` failure names in its message.
 const CHECK_LIST_LIMIT: usize = 10;
 
+/// The syntax of the templates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Syntax {
+    /// Jinja2 (minijinja): `{{ env.HOME }}`, `{% for %}`, `{% include %}`, with --data and
+    /// --set.
+    #[default]
+    Jinja,
+    /// GNU envsubst's `$VAR` and `${VAR}`, plus `${VAR:-default}` and `${VAR:?message}`,
+    /// from the environment only; an unset variable is an error.
+    Envsubst,
+}
+
+impl Syntax {
+    fn name(self) -> &'static str {
+        match self {
+            Syntax::Jinja => "jinja",
+            Syntax::Envsubst => "envsubst",
+        }
+    }
+}
+
 /// Render templates into configuration files.
 #[derive(Debug, Clone, clap::Args)]
 pub struct TemplateArgs {
@@ -43,6 +68,20 @@ pub struct TemplateArgs {
     /// or '-' for stdout.
     #[arg(value_name = "DEST")]
     pub dest: PathBuf,
+    /// The template syntax: jinja, or envsubst ($VAR, ${VAR}, ${VAR:-default},
+    /// ${VAR:?message}, from the environment; an unset variable is an error, not GNU
+    /// envsubst's empty string).
+    #[arg(long, env = "INITBOX_SYNTAX", value_enum, default_value_t = Syntax::Jinja, value_name = "SYNTAX")]
+    pub syntax: Syntax,
+    /// --syntax envsubst: substitute only this variable, leaving every other `$…` as
+    /// written; a name, or GNU envsubst's SHELL-FORMAT ('$A ${B}'). Repeatable.
+    #[arg(long, env = "INITBOX_ALLOW", value_name = "VAR", value_parser = envsubst::parse_allow)]
+    pub allow: Vec<envsubst::Allow>,
+    /// A directory Jinja templates may include, import and extend from, after the
+    /// template's own directory (a directory SRC: SRC itself); nothing outside these is
+    /// ever read. Repeatable.
+    #[arg(long, env = "INITBOX_TEMPLATES", value_name = "DIR")]
+    pub templates: Vec<PathBuf>,
     /// Data for the templates: the file's contents (JSON, YAML or TOML, by extension) as
     /// NAME. Repeatable.
     #[arg(long, env = "INITBOX_DATA", value_name = "NAME=FILE", value_parser = context::parse_data)]
@@ -85,22 +124,73 @@ impl crate::cli::Task for TemplateArgs {
         if is_dash(&self.src) && self.dest.as_os_str().as_bytes().ends_with(b"/") {
             return Err(source::stdin_into_directory(&self.dest));
         }
+        self.validate_syntax()?;
         context::validate(&self.data, &self.set)
     }
 }
 
-pub async fn run(args: TemplateArgs) -> Result<()> {
-    let context = context::build(&args.data, &args.set)?;
-    let (jobs, dirs) = source::read(&args.src, &args.dest).await?;
-
-    let env = engine::environment();
-    let mut outputs: Vec<Vec<u8>> = Vec::with_capacity(jobs.len());
-    for job in &jobs {
-        outputs.push(match &job.source {
-            Source::Text(text) => engine::render(&env, &job.name, text, &context)?.into_bytes(),
-            Source::Bytes(bytes) => bytes.clone(),
-        });
+impl TemplateArgs {
+    /// The flags that belong to one syntax only are refused under the other: a `--set`
+    /// that an envsubst template would silently ignore is a mistake worth stopping.
+    fn validate_syntax(&self) -> std::result::Result<(), Invalid> {
+        let refuse = |arg: &str, value: String, reason: &str| {
+            Err(Invalid {
+                arg: arg.into(),
+                value,
+                reason: format!("{reason} (--syntax {})", self.syntax.name()),
+            })
+        };
+        match self.syntax {
+            Syntax::Envsubst => {
+                let only_env = "envsubst templates see the environment only: set an \
+                                environment variable instead";
+                if let Some(file) = self.data.first() {
+                    let value = format!("{}={}", file.name, file.path.display());
+                    return refuse("--data <NAME=FILE>", value, only_env);
+                }
+                if let Some((key, value)) = self.set.first() {
+                    return refuse("--set <KEY=VALUE>", format!("{key}={value}"), only_env);
+                }
+                if let Some(dir) = self.templates.first() {
+                    let value = dir.display().to_string();
+                    return refuse("--templates <DIR>", value, "envsubst has no include");
+                }
+            }
+            Syntax::Jinja => {
+                if let Some(allow) = self.allow.first() {
+                    let value = allow.0.join(" ");
+                    return refuse(
+                        "--allow <VAR>",
+                        value,
+                        "--allow chooses the variables of --syntax envsubst; a Jinja \
+                         template names its own",
+                    );
+                }
+            }
+        }
+        Ok(())
     }
+}
+
+pub async fn run(args: TemplateArgs) -> Result<()> {
+    // The data first: a bad data file fails the run before SRC is even read.
+    let context = match args.syntax {
+        Syntax::Jinja => Some(context::build(&args.data, &args.set)?),
+        Syntax::Envsubst => None,
+    };
+    let (jobs, dirs) = source::read(&args.src, &args.dest, args.syntax).await?;
+    let outputs = match context {
+        Some(context) => render_jinja(&args, &jobs, &context)?,
+        None => {
+            let variables = envsubst::Variables::from_environment(&args.allow);
+            jobs.iter()
+                .map(|job| match &job.source {
+                    Source::Text(text) => envsubst::render(&job.name, text, &variables),
+                    Source::Bytes(bytes) => Ok(bytes.clone()),
+                })
+                .collect::<Result<Vec<_>>>()?
+        }
+    };
 
     // Everything rendered: now look at what is there, still without touching it.
     let plan = Plan::make(&jobs, &outputs, &dirs, args.mode)?;
@@ -140,6 +230,28 @@ pub async fn run(args: TemplateArgs) -> Result<()> {
     .field("unchanged", unchanged)
     .emit();
     Ok(())
+}
+
+/// Every job rendered with Jinja, in memory; partials load from the template roots.
+fn render_jinja(
+    args: &TemplateArgs,
+    jobs: &[Job],
+    context: &minijinja::Value,
+) -> Result<Vec<Vec<u8>>> {
+    let roots = compose::Roots::new(&args.src, args.src.is_dir(), &args.templates)?;
+    let mut env = engine::environment();
+    roots.install(&mut env);
+    let locate = |name: &str| roots.path_of(name).map(|path| path.display().to_string());
+    let mut outputs = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        outputs.push(match &job.source {
+            Source::Text(text) => {
+                engine::render_located(&env, &job.name, text, context, &locate)?.into_bytes()
+            }
+            Source::Bytes(bytes) => bytes.clone(),
+        });
+    }
+    Ok(outputs)
 }
 
 /// Writes one rendered template, or leaves an unchanged file alone (changing at most its

@@ -462,6 +462,26 @@ fn usage_errors_exit_2_naming_the_bad_value() {
             ),
             bad(2, &["template", "t.j2", "-", "--check"], "--check"),
             bad(2, &["template", "/", "-"], "is a directory"),
+            bad(2, &["template", "t", "out", "--syntax", "m4"], "--syntax"),
+            bad(
+                2,
+                &[
+                    "template", "t", "out", "--syntax", "envsubst", "--set", "a=1",
+                ],
+                "envsubst templates see the environment only",
+            ),
+            bad(
+                2,
+                &[
+                    "template", "t", "out", "--syntax", "envsubst", "--allow", "1A",
+                ],
+                "'1A' is not a variable name",
+            ),
+            bad(
+                2,
+                &["template", "t.j2", "out", "--allow", "A"],
+                "--allow chooses the variables of --syntax envsubst",
+            ),
             // sleep
             bad(2, &["sleep"], "<DURATION>"),
             bad(2, &["sleep", ""], "empty duration"),

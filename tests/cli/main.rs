@@ -34,6 +34,8 @@ mod sleep;
 mod tcp;
 mod template;
 mod template_filters;
+mod template_compose;
+mod template_envsubst;
 mod volume_content;
 mod volume_tree;
 mod zookeeper;

@@ -108,8 +108,17 @@ fn the_cli_and_the_file_give_identical_commands_for_every_task() {
         ),
         (
             "template",
-            &["/t/app.conf.j2", "/w/app.conf"],
-            "{src: /t/app.conf.j2, dest: /w/app.conf}",
+            &[
+                "/t/app.conf.j2",
+                "/w/app.conf",
+                "--syntax",
+                "jinja",
+                "--templates",
+                "/t/lib",
+                "--templates",
+                "/t/more",
+            ],
+            "{src: /t/app.conf.j2, dest: /w/app.conf, syntax: jinja, templates: [/t/lib, /t/more]}",
         ),
         ("sleep", &["5"], "{duration: 5}"),
         // Volume content: link, sysctl, install, write, copy.

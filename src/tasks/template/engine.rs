@@ -248,9 +248,21 @@ pub fn render<'source>(
     source: &'source str,
     context: &Value,
 ) -> Result<String> {
+    render_located(env, name, source, context, &|_| None)
+}
+
+/// [`render`], where `locate` gives the file of a template the engine loaded by name (an
+/// included partial), so that a message names the file the error is in.
+pub fn render_located<'source>(
+    env: &Environment<'source>,
+    name: &'source str,
+    source: &'source str,
+    context: &Value,
+    locate: &dyn Fn(&str) -> Option<String>,
+) -> Result<String> {
     env.template_from_named_str(name, source)
         .and_then(|template| template.render(context))
-        .map_err(|error| Error::Config(describe(&error, name)))
+        .map_err(|error| Error::Config(describe_located(&error, name, locate)))
 }
 
 /// Marks the errors of initbox's own filters and functions, whose message says it all
@@ -275,7 +287,36 @@ pub fn own_error(message: impl Into<String>) -> JinjaError {
 /// input`. The engine's debug dump (source excerpt and the values of nearby variables) is
 /// left out on purpose: those values may be secrets.
 pub fn describe(error: &JinjaError, name: &str) -> String {
-    let location = match (error.name(), error.line()) {
+    describe_located(error, name, &|_| None)
+}
+
+/// [`describe`], naming a loaded template by the file `locate` gives for its name.
+pub fn describe_located(
+    error: &JinjaError,
+    name: &str,
+    locate: &dyn Fn(&str) -> Option<String>,
+) -> String {
+    // An error inside an included, imported or extended template comes wrapped in one at
+    // the `include` line ("could not render include: error in …"): the innermost error
+    // from another template says where it really is, the partial's file and line.
+    let mut inner = std::error::Error::source(error);
+    let mut deepest = None;
+    while let Some(cause) = inner {
+        if let Some(cause) = cause.downcast_ref::<JinjaError>()
+            && cause.line().is_some()
+            && cause.name().is_some_and(|file| Some(file) != error.name())
+        {
+            deepest = Some(cause);
+        }
+        inner = cause.source();
+    }
+    if let Some(deepest) = deepest {
+        return describe_located(deepest, name, locate);
+    }
+    let file = error
+        .name()
+        .map(|file| locate(file).unwrap_or_else(|| file.to_owned()));
+    let location = match (file.as_deref(), error.line()) {
         (Some(file), Some(line)) => format!("{file}:{line}"),
         (Some(file), None) => file.to_owned(),
         (None, Some(line)) => format!("{name}:{line}"),

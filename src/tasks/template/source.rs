@@ -3,6 +3,8 @@
 //!
 //! A directory of templates is walked following symbolic links, as a Kubernetes ConfigMap
 //! volume needs, skipping the volume's own `..data` machinery and stopping at a link loop.
+//! Jinja partials (any name starting with `_`: `_helpers.j2`, a `_partials/` folder) are
+//! not rendered on their own there: they exist to be included, as Helm's `_helpers.tpl`.
 
 use std::collections::HashMap;
 use std::fs;
@@ -16,8 +18,14 @@ use crate::exit::{Error, Result};
 use crate::reason;
 use crate::report;
 
-/// The suffix dropped from a template's name to name its output.
+use super::Syntax;
+
+/// The suffix dropped from a Jinja template's name to name its output (envsubst templates
+/// keep their names: they are usually a ConfigMap's files, named as the output).
 const TEMPLATE_SUFFIX: &str = ".j2";
+
+/// How a template directory's entry is told to be a Jinja partial.
+const PARTIAL_PREFIX: &[u8] = b"_";
 
 /// One template to render.
 pub struct Job {
@@ -39,14 +47,17 @@ pub enum Source {
 }
 
 impl Source {
-    fn of(bytes: Vec<u8>, name: &str) -> Source {
+    fn of(bytes: Vec<u8>, name: &str, syntax: Syntax) -> Source {
         match String::from_utf8(bytes) {
             Ok(text) => Source::Text(text),
             Err(error) => {
                 let bytes = error.into_bytes();
-                let marked = [b"{{", b"{%", b"{#"]
-                    .iter()
-                    .any(|marker| bytes.windows(2).any(|w| w == *marker));
+                let marked = match syntax {
+                    Syntax::Jinja => [b"{{", b"{%", b"{#"]
+                        .iter()
+                        .any(|marker| bytes.windows(2).any(|w| w == *marker)),
+                    Syntax::Envsubst => memchr::memchr(b'$', &bytes).is_some(),
+                };
                 if marked {
                     report::warn(
                         "template.binary",
@@ -82,7 +93,7 @@ pub fn is_dash(path: &Path) -> bool {
 
 /// The templates to render and the directories of the output tree (DEST and every
 /// directory under it), read from SRC.
-pub async fn read(src: &Path, dest: &Path) -> Result<(Vec<Job>, Vec<PathBuf>)> {
+pub async fn read(src: &Path, dest: &Path, syntax: Syntax) -> Result<(Vec<Job>, Vec<PathBuf>)> {
     let into_dir = dest.as_os_str().as_bytes().ends_with(b"/") || dest.is_dir();
     if is_dash(src) {
         let target = if is_dash(dest) {
@@ -94,7 +105,7 @@ pub async fn read(src: &Path, dest: &Path) -> Result<(Vec<Job>, Vec<PathBuf>)> {
         };
         let job = Job {
             name: "<stdin>".into(),
-            source: Source::of(read_stdin().await?, "<stdin>"),
+            source: Source::of(read_stdin().await?, "<stdin>", syntax),
             target,
             executable: false,
         };
@@ -108,11 +119,11 @@ pub async fn read(src: &Path, dest: &Path) -> Result<(Vec<Job>, Vec<PathBuf>)> {
             Target::Stdout
         } else if into_dir {
             let name = src.file_name().unwrap_or(src.as_os_str());
-            Target::File(dest.join(output_name(name)))
+            Target::File(dest.join(output_name(name, syntax)))
         } else {
             Target::File(dest.to_owned())
         };
-        let job = read_template(src, src.display().to_string(), target)?;
+        let job = read_template(src, src.display().to_string(), target, syntax)?;
         return Ok((vec![job], Vec::new()));
     }
     if is_dash(dest) {
@@ -139,6 +150,7 @@ pub async fn read(src: &Path, dest: &Path) -> Result<(Vec<Job>, Vec<PathBuf>)> {
         outputs: HashMap::new(),
         ancestors: vec![(meta.dev(), meta.ino())],
         dest: fs::metadata(dest).ok().map(|meta| (meta.dev(), meta.ino())),
+        syntax,
     };
     walk.dir(src, dest)?;
     Ok((walk.jobs, walk.dirs))
@@ -155,8 +167,11 @@ pub fn stdin_into_directory(dest: &Path) -> Invalid {
     }
 }
 
-/// `app.conf.j2` → `app.conf`; other names stay as they are.
-fn output_name(name: &std::ffi::OsStr) -> std::ffi::OsString {
+/// `app.conf.j2` → `app.conf` (Jinja); other names stay as they are.
+fn output_name(name: &std::ffi::OsStr, syntax: Syntax) -> std::ffi::OsString {
+    if syntax == Syntax::Envsubst {
+        return name.to_owned();
+    }
     let bytes = name.as_bytes();
     match bytes.strip_suffix(TEMPLATE_SUFFIX.as_bytes()) {
         Some(stem) if !stem.is_empty() => std::ffi::OsStr::from_bytes(stem).to_owned(),
@@ -164,7 +179,7 @@ fn output_name(name: &std::ffi::OsStr) -> std::ffi::OsString {
     }
 }
 
-fn read_template(path: &Path, name: String, target: Target) -> Result<Job> {
+fn read_template(path: &Path, name: String, target: Target, syntax: Syntax) -> Result<Job> {
     let bytes = fs::read(path).map_err(|e| {
         Error::Config(format!(
             "reading template {}: {}",
@@ -172,7 +187,7 @@ fn read_template(path: &Path, name: String, target: Target) -> Result<Job> {
             reason::io(&e)
         ))
     })?;
-    let source = Source::of(bytes, &name);
+    let source = Source::of(bytes, &name, syntax);
     let executable = fs::metadata(path)
         .map(|meta| meta.permissions().mode() & 0o111 != 0)
         .unwrap_or(false);
@@ -212,6 +227,7 @@ struct Walk {
     ancestors: Vec<(u64, u64)>,
     /// (device, inode) of DEST, when it exists: output inside SRC is not a template.
     dest: Option<(u64, u64)>,
+    syntax: Syntax,
 }
 
 impl Walk {
@@ -233,6 +249,17 @@ impl Walk {
             // `..data`, `..2024_01_01_…`: the machinery of a Kubernetes ConfigMap or
             // Secret volume; the files beside them are symlinks into it.
             if name.as_bytes().starts_with(b"..") {
+                continue;
+            }
+            // A Jinja partial (`_helpers.j2`, `_partials/`): included, never rendered alone.
+            if self.syntax == Syntax::Jinja && name.as_bytes().starts_with(PARTIAL_PREFIX) {
+                report::debug(
+                    "template.partial",
+                    format!(
+                        "{}: a partial, not rendered on its own",
+                        src.join(&name).display()
+                    ),
+                );
                 continue;
             }
             let path = src.join(&name);
@@ -262,7 +289,7 @@ impl Walk {
                 self.dir(&path, &sub)?;
                 self.ancestors.pop();
             } else if meta.is_file() {
-                let output = dest.join(output_name(&name));
+                let output = dest.join(output_name(&name, self.syntax));
                 let shown = path.display().to_string();
                 if let Some(other) = self.outputs.insert(output.clone(), shown.clone()) {
                     return Err(Error::Config(format!(
@@ -270,8 +297,12 @@ impl Walk {
                         output.display()
                     )));
                 }
-                self.jobs
-                    .push(read_template(&path, shown, Target::File(output))?);
+                self.jobs.push(read_template(
+                    &path,
+                    shown,
+                    Target::File(output),
+                    self.syntax,
+                )?);
             } else {
                 report::warn(
                     "template.skipped",
@@ -289,10 +320,16 @@ mod tests {
 
     #[test]
     fn output_names_drop_j2() {
-        let name = |s: &str| output_name(std::ffi::OsStr::new(s)).into_string().unwrap();
+        let name = |s: &str| {
+            output_name(std::ffi::OsStr::new(s), Syntax::Jinja)
+                .into_string()
+                .unwrap()
+        };
         assert_eq!(name("app.conf.j2"), "app.conf");
         assert_eq!(name("app.conf"), "app.conf");
         assert_eq!(name(".j2"), ".j2");
         assert_eq!(name("nginx.j2.conf"), "nginx.j2.conf");
+        let kept = output_name(std::ffi::OsStr::new("app.conf.j2"), Syntax::Envsubst);
+        assert_eq!(kept, "app.conf.j2");
     }
 }
