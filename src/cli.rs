@@ -273,7 +273,7 @@ Register(RegisterArgs),
 Fetch(FetchArgs),
 /// Clone a git repository into a directory, atomically and idempotently.
 GitClone(GitCloneArgs),
-/// Render Jinja2 templates into configuration files, atomically.
+/// Render Jinja2 or envsubst templates into configuration files, atomically.
 Template(TemplateArgs),
 /// Sleep for a duration: 60, 1.5, 90s, 2m30s.
 Sleep(SleepArgs),
