@@ -86,6 +86,23 @@ case "$TARGET" in
     ;;
 esac
 
+# The toolchain's own lld (rust-lld, behind the gcc-ld wrapper rustup ships) links with
+# identical code folding: the many copies of generic code that are the same machine code
+# become one, about 190 KB less than GNU ld gives. --icf=all: Rust promises nothing about
+# the addresses of functions (`fn_addr_eq` may see two as one), and --icf=safe folded
+# almost nothing here (3 KB), the compiler marking nearly every function as possibly
+# compared. Where the toolchain has no rust-lld, GNU ld links.
+gcc_ld="$(rustc --print sysroot)/lib/rustlib/$host_target/bin/gcc-ld"
+if [ -x "$gcc_ld/ld.lld" ]; then
+  base_flags="-C force-unwind-tables=no -C link-arg=-Wl,-z,pack-relative-relocs"
+  lld_flags="-C link-arg=-fuse-ld=lld -C link-arg=-B$gcc_ld -C link-arg=-Wl,--icf=all"
+  # RUSTFLAGS replaces .cargo/config.toml's rustflags: what it sets is repeated.
+  export RUSTFLAGS="${RUSTFLAGS:-$base_flags} $lld_flags"
+  log "linking with rust-lld (identical code folding)"
+else
+  log "no rust-lld in the toolchain: linking with the system linker (a larger binary)"
+fi
+
 log "building initbox $VERSION for $TARGET (release)"
 cargo build --release --locked --target "$TARGET"
 binary="target/$TARGET/release/initbox"

@@ -11,8 +11,8 @@
 mod compose;
 pub mod context;
 pub mod engine;
-mod filters;
 pub mod envsubst;
+mod filters;
 mod plan;
 mod source;
 
