@@ -11,7 +11,7 @@ use crate::support::{Cmd, Output, Sandbox, path_str, tree};
 
 /// A python3 that can import `module`: Debian's (where `apt-get install PACKAGE` puts it)
 /// first, then whichever `python3` is first on PATH (a pyenv one, say).
-fn python_with(module: &str, package: &str) -> &'static str {
+pub(crate) fn python_with(module: &str, package: &str) -> &'static str {
     ["/usr/bin/python3", "python3"]
         .into_iter()
         .find(|python| {
@@ -255,7 +255,7 @@ fn template(sandbox: &Sandbox, args: &[&str]) -> Output {
 }
 
 /// Runs with `input` on stdin; stdout is returned byte for byte.
-fn run_with_stdin(cmd: Cmd, input: &str) -> (i32, Vec<u8>, String) {
+pub(crate) fn run_with_stdin(cmd: Cmd, input: &str) -> (i32, Vec<u8>, String) {
     use std::io::Write;
     let mut child = { cmd.command }
         .stdin(Stdio::piped())
@@ -909,7 +909,12 @@ print(json.dumps(outcomes))
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let outcomes: Vec<serde_json::Value> = serde_json::from_slice(&output.stdout).unwrap();
+    python_outcomes(&output.stdout)
+}
+
+/// What a reference script printed: a JSON list of `{"ok": TEXT}` or `{"error": TEXT}`.
+pub(crate) fn python_outcomes(stdout: &[u8]) -> Vec<Result<String, String>> {
+    let outcomes: Vec<serde_json::Value> = serde_json::from_slice(stdout).unwrap();
     outcomes
         .into_iter()
         .map(|outcome| match outcome.get("ok") {

@@ -438,33 +438,16 @@ fn a_missing_template_or_root_is_exit_78() {
 
 #[test]
 fn stdin_includes_from_the_templates_directories_only() {
-    use std::io::Write;
     let sandbox = Sandbox::new();
     let (_app, lib) = tree_of_templates(&sandbox);
-    let mut cmd = sandbox
+    let cmd = sandbox
         .initbox()
         .args(["template", "-", "-", "--set=title=t", "--templates"])
         .arg(&lib);
-    let mut child = cmd
-        .command
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"{% include 'only-lib.j2' %}")
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert_eq!(output.stdout, b"only in lib: T\n");
+    let (code, stdout, stderr) =
+        crate::template::run_with_stdin(cmd, "{% include 'only-lib.j2' %}");
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout, b"only in lib: T\n");
 }
 
 #[test]

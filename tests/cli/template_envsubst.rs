@@ -468,32 +468,14 @@ fn a_directory_renders_with_names_kept_unchanged_files_untouched_and_check() {
 
 #[test]
 fn stdin_to_stdout_renders_like_envsubst() {
-    use std::io::Write;
     let sandbox = Sandbox::new();
-    let mut cmd = sandbox
+    let cmd = sandbox
         .initbox()
         .args(["template", "--syntax", "envsubst", "-", "-"])
         .env("A", "aa");
-    let mut child = cmd
-        .command
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"x=$A ${A}\n")
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert_eq!(output.stdout, b"x=aa aa\n");
+    let (code, stdout, stderr) = crate::template::run_with_stdin(cmd, "x=$A ${A}\n");
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout, b"x=aa aa\n");
 }
 
 /// examples/kubernetes/render-envsubst.yaml, run as kubelet would: the ConfigMap's file in

@@ -12,18 +12,7 @@ use crate::support::{Sandbox, path_str};
 fn python() -> &'static str {
     static PYTHON: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
     PYTHON.get_or_init(|| {
-        ["/usr/bin/python3", "python3"]
-            .into_iter()
-            .find(|python| {
-                Command::new(python)
-                    .args(["-c", "import jinja2, ruamel.yaml"])
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .status()
-                    .is_ok_and(|status| status.success())
-            })
-            .expect("no python3 with jinja2 and ruamel.yaml: apt-get install python3-jinja2 python3-ruamel.yaml")
+        crate::template::python_with("jinja2, ruamel.yaml", "python3-jinja2 python3-ruamel.yaml")
     })
 }
 
@@ -141,14 +130,7 @@ print(json.dumps(outcomes))
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let outcomes: Vec<serde_json::Value> = serde_json::from_slice(&output.stdout).unwrap();
-    outcomes
-        .into_iter()
-        .map(|outcome| match outcome.get("ok") {
-            Some(text) => Ok(text.as_str().unwrap().to_owned()),
-            None => Err(outcome["error"].as_str().unwrap().to_owned()),
-        })
-        .collect()
+    crate::template::python_outcomes(&output.stdout)
 }
 
 /// What initbox renders for one template with [`VALUES`] as `v`: `Ok(the file's bytes)` or
