@@ -365,12 +365,19 @@ impl Drop for KafkaServer {
     }
 }
 
-/// A cluster id as Kafka writes them: 16 random bytes in unpadded URL-safe base64.
+/// A cluster id as Kafka writes them: 16 random bytes in unpadded URL-safe base64, drawn
+/// again when it starts with `-` (as Kafka's `Uuid.randomUuid` does), which the storage
+/// tool's argument parser would take for an option.
 fn cluster_id() -> String {
     use base64::Engine;
-    let mut bytes = [0u8; 16];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut random| std::io::Read::read_exact(&mut random, &mut bytes))
-        .expect("reading /dev/urandom");
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    loop {
+        let mut bytes = [0u8; 16];
+        std::fs::File::open("/dev/urandom")
+            .and_then(|mut random| std::io::Read::read_exact(&mut random, &mut bytes))
+            .expect("reading /dev/urandom");
+        let id = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+        if !id.starts_with('-') {
+            return id;
+        }
+    }
 }
