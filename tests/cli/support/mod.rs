@@ -9,6 +9,7 @@ pub mod git_server;
 pub mod grpc_server;
 pub mod http_server;
 pub mod kafka_server;
+pub mod kube_api;
 pub mod mysql_server;
 pub mod nats_server;
 pub mod postgres_server;
