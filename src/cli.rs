@@ -259,6 +259,8 @@ WaitForKafka(crate::checks::kafka::KafkaArgs),
 WaitForAmqp(crate::checks::amqp::AmqpArgs),
 /// Wait until gRPC servers report SERVING (grpc.health.v1, like grpc-health-probe).
 WaitForGrpc(crate::checks::grpc::GrpcArgs),
+/// Wait until Kubernetes objects are ready, complete, created or deleted (replaces `kubectl wait`, k8s-wait-for).
+WaitForK8s(crate::checks::k8s::K8sArgs),
 /// Wait until files exist, with a type, a size or contents.
 WaitForFile(crate::checks::file::FileArgs),
 /// Wait until unix sockets accept connections.

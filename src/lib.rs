@@ -13,6 +13,7 @@ pub mod exec;
 pub mod exit;
 pub mod expand;
 pub mod http_client;
+pub mod k8s;
 pub mod pipeline;
 pub mod reason;
 pub mod redact;

@@ -6,6 +6,7 @@ pub mod dns;
 pub mod file;
 pub mod grpc;
 pub mod http;
+pub mod k8s;
 pub mod kafka;
 pub mod mysql;
 pub mod nats;

@@ -40,7 +40,17 @@ pub fn build_client(
     redirects: Redirects,
     transfer_timeout: Option<Duration>,
 ) -> Result<reqwest::Client> {
-    let config = tls_config(tls)?;
+    build_client_with(tls_config(tls)?, resolver, redirects, transfer_timeout)
+}
+
+/// [`build_client`] with a TLS setup of the caller's ([`build_tls`]): the Kubernetes
+/// commands trust the cluster's CA alone.
+pub fn build_client_with(
+    config: ClientConfig,
+    resolver: Resolver,
+    redirects: Redirects,
+    transfer_timeout: Option<Duration>,
+) -> Result<reqwest::Client> {
     let policy = match redirects {
         Redirects::Keep => Policy::none(),
         Redirects::Follow(limit) => following(limit),

@@ -48,22 +48,57 @@ fn provider() -> Arc<CryptoProvider> {
 
 /// The rustls setup every HTTPS connection uses (also git's, via [`configure_blocking`]).
 pub fn tls_config(tls: &TlsArgs) -> Result<ClientConfig> {
-    let mut roots = RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    let (added, _ignored) = roots.add_parsable_certificates(system_certificates().iter().cloned());
-    report::debug(
-        "tls.roots",
-        format!(
-            "trusting {} bundled and {added} system CA certificates",
-            webpki_roots::TLS_SERVER_ROOTS.len()
-        ),
-    );
+    let mut extra = Vec::new();
     for path in &tls.cacert {
-        for cert in read_certificates(path, "CA certificate")? {
-            roots.add(cert).map_err(|e| {
-                Error::Config(format!("reading CA certificate {}: {e}", path.display()))
-            })?;
+        extra.extend(read_certificates(path, "CA certificate")?);
+    }
+    let identity = match (&tls.cert, &tls.key) {
+        (Some(cert), Some(key)) => Some(client_identity(cert, key)?),
+        _ => None,
+    };
+    build_tls(Trust::Public(extra), identity, tls.insecure)
+}
+
+/// Which certificate authorities a connection trusts.
+pub enum Trust {
+    /// The bundled and system roots, and these besides (`--cacert`).
+    Public(Vec<CertificateDer<'static>>),
+    /// These alone: a private cluster's CA (a Kubernetes API server), where a public CA's
+    /// certificate for the same name must not be accepted.
+    Only(Vec<CertificateDer<'static>>),
+}
+
+/// A client certificate with its key, and where they came from (for messages).
+pub struct Identity {
+    pub chain: Vec<CertificateDer<'static>>,
+    pub key: PrivateKeyDer<'static>,
+    /// `client certificate FILE and key FILE`, as messages name them.
+    pub source: String,
+}
+
+/// The rustls setup from its parts; see [`tls_config`].
+pub fn build_tls(trust: Trust, identity: Option<Identity>, insecure: bool) -> Result<ClientConfig> {
+    let mut roots = RootCertStore::empty();
+    let extra = match trust {
+        Trust::Public(extra) => {
+            roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+            let (added, _ignored) =
+                roots.add_parsable_certificates(system_certificates().iter().cloned());
+            report::debug(
+                "tls.roots",
+                format!(
+                    "trusting {} bundled and {added} system CA certificates",
+                    webpki_roots::TLS_SERVER_ROOTS.len()
+                ),
+            );
+            extra
         }
+        Trust::Only(only) => only,
+    };
+    for cert in extra {
+        roots
+            .add(cert)
+            .map_err(|e| Error::Config(format!("reading a CA certificate: {e}")))?;
     }
     let provider = provider();
     let verifier = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
@@ -74,30 +109,23 @@ pub fn tls_config(tls: &TlsArgs) -> Result<ClientConfig> {
         .map_err(|e| Error::Config(format!("setting up TLS: {e}")))?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(NamingVerifier(verifier)));
-    let mut config = match (&tls.cert, &tls.key) {
-        (Some(cert), Some(key)) => {
-            let (chain, private_key) = client_identity(cert, key)?;
-            builder
-                .with_client_auth_cert(chain, private_key)
-                .map_err(|e| {
-                    let reason = match e {
-                        rustls::Error::InconsistentKeys(_) => {
-                            "the key does not belong to the certificate".to_owned()
-                        }
-                        other => in_words(&format!("{other:?}")),
-                    };
-                    Error::Config(format!(
-                        "client certificate {} and key {} do not go together: {reason}",
-                        cert.display(),
-                        key.display()
-                    ))
-                })?
-        }
-        _ => builder.with_no_client_auth(),
+    let mut config = match identity {
+        Some(Identity { chain, key, source }) => builder
+            .with_client_auth_cert(chain, key)
+            .map_err(|e| {
+                let reason = match e {
+                    rustls::Error::InconsistentKeys(_) => {
+                        "the key does not belong to the certificate".to_owned()
+                    }
+                    other => in_words(&format!("{other:?}")),
+                };
+                Error::Config(format!("{source} do not go together: {reason}"))
+            })?,
+        None => builder.with_no_client_auth(),
     };
     // The client speaks HTTP/1.1 only; say so, or an h2 server would pick a protocol we lack.
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    if tls.insecure {
+    if insecure {
         report::warn(
             "tls.insecure",
             "--insecure: TLS certificates are NOT verified; anyone on the path can impersonate the server",
@@ -109,6 +137,26 @@ pub fn tls_config(tls: &TlsArgs) -> Result<ClientConfig> {
             )));
     }
     Ok(config)
+}
+
+/// The certificates of PEM text (`what` and where it came from name it in errors); none
+/// at all is an error.
+pub fn pem_certificates(pem: &[u8], what: &str) -> Result<Vec<CertificateDer<'static>>> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| Error::Config(format!("reading {what}: {}", pem_reason(&e))))?;
+    if certs.is_empty() {
+        return Err(Error::Config(format!(
+            "reading {what}: no PEM certificate found"
+        )));
+    }
+    Ok(certs)
+}
+
+/// The private key of PEM text (PKCS#8, PKCS#1 or SEC1).
+pub fn pem_private_key(pem: &[u8], what: &str) -> Result<PrivateKeyDer<'static>> {
+    PrivateKeyDer::from_pem_slice(pem)
+        .map_err(|e| Error::Config(format!("reading {what}: {}", pem_reason(&e))))
 }
 
 /// The system's CA certificates (SSL_CERT_FILE, SSL_CERT_DIR, the distribution's bundle),
@@ -139,19 +187,24 @@ fn read_certificates(path: &Path, what: &str) -> Result<Vec<CertificateDer<'stat
     Ok(certs)
 }
 
-fn client_identity(
-    cert: &Path,
-    key: &Path,
-) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)> {
+fn client_identity(cert: &Path, key: &Path) -> Result<Identity> {
     let chain = read_certificates(cert, "client certificate")?;
-    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| {
+    let private_key = PrivateKeyDer::from_pem_file(key).map_err(|e| {
         Error::Config(format!(
             "reading private key {}: {}",
             key.display(),
             pem_reason(&e)
         ))
     })?;
-    Ok((chain, key))
+    Ok(Identity {
+        chain,
+        key: private_key,
+        source: format!(
+            "client certificate {} and key {}",
+            cert.display(),
+            key.display()
+        ),
+    })
 }
 
 /// A PEM file error as the other file errors read: "no such file or directory".

@@ -21,6 +21,7 @@ mod git_clone;
 mod git_ssh;
 mod grpc;
 mod http;
+mod k8s;
 mod kafka;
 mod mysql;
 mod nats;

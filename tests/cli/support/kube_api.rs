@@ -466,7 +466,7 @@ impl ServiceAccount {
 }
 
 /// A blocking client that trusts `ca` only.
-fn client_trusting(ca: &Path) -> reqwest::blocking::Client {
+pub fn client_trusting(ca: &Path) -> reqwest::blocking::Client {
     let mut roots = rustls::RootCertStore::empty();
     let pem = std::fs::read(ca).unwrap();
     for cert in rustls_pemfile_certs(&pem) {
@@ -515,26 +515,3 @@ fn tail(path: &Path) -> String {
     lines[lines.len().saturating_sub(40)..].join("\n")
 }
 
-#[test]
-fn the_api_server_starts_and_a_service_account_is_limited_to_its_role() {
-    let Some(api) = shared() else { return };
-    let namespace = api.namespace();
-    let account = api.service_account(
-        &namespace,
-        "reader",
-        json!([{ "apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"] }]),
-    );
-    let token = std::fs::read_to_string(account.path().join("token")).unwrap();
-    let client = client_trusting(&account.path().join("ca.crt"));
-    let get = |path: &str| {
-        client
-            .get(api.url(path))
-            .bearer_auth(&token)
-            .send()
-            .unwrap()
-            .status()
-            .as_u16()
-    };
-    assert_eq!(get(&format!("/api/v1/namespaces/{namespace}/configmaps/none")), 404);
-    assert_eq!(get(&format!("/api/v1/namespaces/{namespace}/secrets/none")), 403);
-}

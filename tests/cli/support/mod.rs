@@ -116,7 +116,8 @@ impl Sandbox {
         path
     }
 
-    /// initbox with a clean environment: no INITBOX_* or TLS variables from the machine.
+    /// initbox with a clean environment: no INITBOX_*, TLS, proxy or Kubernetes variables from
+    /// the machine.
     pub fn initbox(&self) -> Cmd {
         self.initbox_at(Path::new(binary()))
     }
@@ -136,6 +137,8 @@ impl Sandbox {
             let key_text = key.to_string_lossy();
             if key_text.starts_with("INITBOX_")
                 || key_text.starts_with("SSL_CERT")
+                || key_text.starts_with("KUBERNETES_")
+                || key_text == "KUBECONFIG"
                 || key_text.ends_with("_PROXY")
                 || key_text.ends_with("_proxy")
             {
