@@ -385,3 +385,29 @@ fn outside_a_pod_a_kubeconfig_with_a_token_is_used() {
     output.assert_code(0).assert_stderr_contains("complete");
     assert!(!output.stderr.contains(token.trim()));
 }
+
+#[test]
+fn no_api_server_to_talk_to_is_a_configuration_error() {
+    let sandbox = Sandbox::new();
+    sandbox
+        .initbox()
+        .env("HOME", sandbox.path("home"))
+        .args(["wait-for-k8s", "job/migrate"])
+        .run()
+        .assert_code(78)
+        .assert_stderr_contains("not in a pod (KUBERNETES_SERVICE_HOST is not set) and no kubeconfig");
+    let kubeconfig = sandbox.write(
+        "kubeconfig",
+        "apiVersion: v1\nkind: Config\ncurrent-context: eks\n\
+         clusters:\n- name: c\n  cluster:\n    server: https://127.0.0.1:1\n\
+         contexts:\n- name: eks\n  context:\n    cluster: c\n    user: u\n\
+         users:\n- name: u\n  user:\n    exec:\n      command: aws\n",
+    );
+    sandbox
+        .initbox()
+        .env("KUBECONFIG", &kubeconfig)
+        .args(["wait-for-k8s", "job/migrate"])
+        .run()
+        .assert_code(78)
+        .assert_stderr_contains("logs in with an exec plugin, which initbox does not run");
+}

@@ -677,6 +677,7 @@ fn sigterm_to_pid_1_ends_every_waiting_command_within_a_second() {
              wait-for-tcp: {{targets: [\"{refused}\"]}}\n"
         ),
     );
+    let refused_kubeconfig = kubeconfig(&sandbox, "refused", &format!("https://{refused}"), None);
     let refused_url = format!("http://{refused}/data");
     let refused_git = format!("git://{refused}/app");
     let fetched = sandbox.path("fetched/data");
@@ -693,6 +694,11 @@ fn sigterm_to_pid_1_ends_every_waiting_command_within_a_second() {
             "NXDOMAIN",
         ),
         waiting("wait-for-tcp", &["wait-for-tcp", &refused], "is not ready"),
+        waiting(
+            "wait-for-k8s",
+            &["wait-for-k8s", "job/never", "--kubeconfig", &refused_kubeconfig],
+            "is not ready",
+        ),
         waiting(
             "wait-for-postgres",
             &["wait-for-postgres", &refused],
@@ -937,7 +943,35 @@ fn every_waiting_command_ends_within_50ms_of_its_deadline() {
     let nameserver = dns.nameserver();
     let silent_nameserver = silent_dns.local_addr().unwrap().to_string();
     let missing_path = path_str(&sandbox.path("missing")).to_owned();
+    let refused_kubeconfig = kubeconfig(&sandbox, "refused", &format!("https://{refused}"), None);
+    // A Job nobody completes, on the real API server: the deadline passes while the wait
+    // holds a watch open.
+    let watching_kubeconfig = crate::support::kube_api::shared().map(|api| {
+        let namespace = api.namespace();
+        api.create(
+            &namespace,
+            serde_json::json!({
+                "apiVersion": "batch/v1", "kind": "Job", "metadata": { "name": "never" },
+                "spec": { "template": { "spec": { "restartPolicy": "Never", "nodeName": "n",
+                    "containers": [{ "name": "c", "image": "registry.invalid/c:1" }] } } }
+            }),
+        );
+        let account = api.service_account(
+            &namespace,
+            "waiter",
+            serde_json::json!([{ "apiGroups": ["batch"], "resources": ["jobs"],
+                                 "verbs": ["get", "watch"] }]),
+        );
+        let token = std::fs::read_to_string(account.path().join("token")).unwrap();
+        kubeconfig(&sandbox, "watching", &api.url(""), Some((&namespace, token.trim(), &api.ca())))
+    });
     let mut cases = vec![
+        deadline_case(
+            "wait-for-k8s",
+            "API server refused",
+            &["wait-for-k8s", "job/never", "--kubeconfig", &refused_kubeconfig, "--timeout", "1s"],
+            1000,
+        ),
         deadline_case(
             "wait-for-dns",
             "NXDOMAIN",
@@ -1228,6 +1262,15 @@ fn every_waiting_command_ends_within_50ms_of_its_deadline() {
         ]);
     } else {
         skip("needs root for a network namespace");
+    }
+
+    if let Some(watching) = &watching_kubeconfig {
+        cases.push(deadline_case(
+            "wait-for-k8s",
+            "a watch open",
+            &["wait-for-k8s", "job/never", "--kubeconfig", watching, "--timeout", "1s"],
+            1000,
+        ));
     }
 
     // Every command of the registry is covered, or says why it has no deadline.
@@ -1792,4 +1835,32 @@ fn sigkill_during_extract_leaves_dest_as_before_or_complete() {
         }
     }
     moments.assert_enough_mid_work("an extract");
+}
+
+/// A kubeconfig for `server`; with a namespace, a token and the CA file of a real API
+/// server, or nothing (for a server that refuses connections). Its path, as text.
+fn kubeconfig(
+    sandbox: &Sandbox,
+    name: &str,
+    server: &str,
+    login: Option<(&str, &str, &std::path::Path)>,
+) -> String {
+    let (namespace, user, ca) = match login {
+        Some((namespace, token, ca)) => (
+            format!("    namespace: {namespace}\n"),
+            format!("    token: {token}\n"),
+            format!("    certificate-authority: {}\n", ca.display()),
+        ),
+        None => (String::new(), "    token: none-needed\n".to_owned(), String::new()),
+    };
+    let path = sandbox.write(
+        &format!("{name}.kubeconfig"),
+        &format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: c\n\
+             clusters:\n- name: c\n  cluster:\n    server: {server}\n{ca}\
+             contexts:\n- name: c\n  context:\n    cluster: c\n    user: u\n{namespace}\
+             users:\n- name: u\n  user:\n{user}"
+        ),
+    );
+    path_str(&path).to_owned()
 }

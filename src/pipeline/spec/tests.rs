@@ -70,6 +70,21 @@ fn the_cli_and_the_file_give_identical_commands_for_every_task() {
             r#"{targets: ["api:50051"], service: [app], tls: true, cacert: [/ca.pem]}"#,
         ),
         (
+            "wait-for-k8s",
+            &[
+                "pods",
+                "-l",
+                "app=web",
+                "--for",
+                "condition=Ready",
+                "--min",
+                "2",
+                "-n",
+                "shop",
+            ],
+            r#"{targets: [pods], selector: app=web, for: condition=Ready, min: 2, namespace: shop}"#,
+        ),
+        (
             "wait-for-file",
             &[
                 "/w/ready",
