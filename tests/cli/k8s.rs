@@ -411,3 +411,99 @@ fn no_api_server_to_talk_to_is_a_configuration_error() {
         .assert_code(78)
         .assert_stderr_contains("logs in with an exec plugin, which initbox does not run");
 }
+
+/// The objects of an example manifest, as JSON (read by the YAML 1.2 reference parser).
+fn example_objects(name: &str) -> Vec<Value> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples/kubernetes")
+        .join(name);
+    let python = crate::template::python_with("ruamel.yaml", "python3-ruamel.yaml");
+    let output = std::process::Command::new(python)
+        .args([
+            "-c",
+            "import json, sys, ruamel.yaml; \
+             print(json.dumps(list(ruamel.yaml.YAML(typ='safe').load_all(open(sys.argv[1])))))",
+        ])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+/// The example's objects applied to a fresh namespace, and its init container's arguments
+/// run as the example's service account, with the migration Job complete or failed.
+fn run_migration_example(job_status: impl Fn(&KubeApi, &str)) -> crate::support::Output {
+    let api = kube_api::shared().expect("checked by the caller");
+    let namespace = api.namespace();
+    let objects = example_objects("wait-for-migration-job.yaml");
+    let mut args: Vec<String> = Vec::new();
+    let mut account = String::new();
+    for object in objects {
+        if object["kind"] == "Deployment" {
+            let spec = &object["spec"]["template"]["spec"];
+            account = spec["serviceAccountName"].as_str().unwrap().to_owned();
+            args = serde_json::from_value(spec["initContainers"][0]["args"].clone()).unwrap();
+            continue;
+        }
+        api.create(&namespace, object);
+    }
+    job_status(api, &namespace);
+    // The example's own ServiceAccount, Role and RoleBinding: only a token and the files.
+    let files = ServiceAccount::for_existing(api, &namespace, &account);
+    let sandbox = Sandbox::new();
+    initbox_as(&sandbox, &files).args(&args).run()
+}
+
+#[test]
+fn the_migration_example_starts_the_app_after_its_job_completed() {
+    if kube_api::shared().is_none() {
+        return;
+    }
+    run_migration_example(|api, namespace| complete_job(api, namespace, "orders-migrate"))
+        .assert_code(0)
+        .assert_stderr_contains("job/orders-migrate");
+}
+
+#[test]
+fn the_migration_example_fails_its_init_container_when_the_job_failed() {
+    if kube_api::shared().is_none() {
+        return;
+    }
+    run_migration_example(|api, namespace| {
+        let now = now();
+        api.patch_status(namespace, "jobs", "orders-migrate", json!({ "startTime": now }));
+        api.patch_status(
+            namespace,
+            "jobs",
+            "orders-migrate",
+            json!({ "failed": 3, "conditions": [
+                { "type": "FailureTarget", "status": "True", "reason": "BackoffLimitExceeded",
+                  "message": "Job has reached the specified backoff limit", "lastTransitionTime": now },
+                { "type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
+                  "message": "Job has reached the specified backoff limit", "lastTransitionTime": now },
+            ]}),
+        );
+    })
+    .assert_code(1)
+    .assert_stderr_contains("the job failed: BackoffLimitExceeded");
+}
+
+#[test]
+fn an_account_that_may_get_but_not_watch_is_polled() {
+    let Some(api) = kube_api::shared() else { return };
+    let namespace = api.namespace();
+    let account = api.service_account(
+        &namespace,
+        "get-only",
+        json!([{ "apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["get"] }]),
+    );
+    api.create(&namespace, job("migrate"));
+    let sandbox = Sandbox::new();
+    let waiting = initbox_as(&sandbox, &account)
+        .args(["wait-for-k8s", "job/migrate", "-v", "--timeout", LIMIT])
+        .spawn();
+    waiting.wait_for_stderr("polling instead", Duration::from_secs(30));
+    complete_job(api, &namespace, "migrate");
+    waiting.wait().assert_code(0).assert_stderr_contains("complete");
+}

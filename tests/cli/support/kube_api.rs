@@ -344,15 +344,7 @@ impl KubeApi {
                 "subjects": [{ "kind": "ServiceAccount", "name": name, "namespace": namespace }],
             }),
         );
-        let account = ServiceAccount {
-            dir: tempfile::tempdir().unwrap(),
-            namespace: namespace.to_owned(),
-            name: name.to_owned(),
-            port: self.port,
-        };
-        let token = self.token(namespace, name, None);
-        account.mount(&token, &std::fs::read_to_string(self.ca()).unwrap());
-        account
+        ServiceAccount::for_existing(self, namespace, name)
     }
 
     /// A token of the service account from the TokenRequest API, as the kubelet asks for
@@ -417,6 +409,20 @@ pub struct ServiceAccount {
 }
 
 impl ServiceAccount {
+    /// The files of a service account that exists already (its Role and RoleBinding made
+    /// by the caller), with a fresh token.
+    pub fn for_existing(api: &KubeApi, namespace: &str, name: &str) -> ServiceAccount {
+        let account = ServiceAccount {
+            dir: tempfile::tempdir().unwrap(),
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+            port: api.port,
+        };
+        let token = api.token(namespace, name, None);
+        account.mount(&token, &std::fs::read_to_string(api.ca()).unwrap());
+        account
+    }
+
     pub fn path(&self) -> &Path {
         self.dir.path()
     }
