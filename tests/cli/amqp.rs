@@ -325,9 +325,11 @@ fn stable_for_is_not_fooled_by_a_vhost_that_goes_away_and_comes_back() {
         ])
         .arg("--password-file")
         .arg(&password)
-        .args(["--stable-for", "10s", "--timeout", "2m"])
+        // Long enough that a slow rabbitmqctl (seconds of Erlang start-up on a loaded
+        // machine) still deletes the vhost before the run is over.
+        .args(["--stable-for", "20s", "--timeout", "2m"])
         .spawn();
-    waiter.wait_for_stderr("confirming it stays ready for 10s", Duration::from_secs(60));
+    waiter.wait_for_stderr("confirming it stays ready for 20s", Duration::from_secs(60));
     rabbitmq_server::shared_ctl(&["delete_vhost", &vhost]);
     waiter.wait_for_stderr("then not:", Duration::from_secs(30));
     grant();

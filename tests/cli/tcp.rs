@@ -233,7 +233,7 @@ fn a_long_wait_prints_a_progress_line_every_ten_seconds_not_a_line_per_attempt()
             "wait-for-tcp",
             &format!("127.0.0.1:{closed}"),
             "--timeout",
-            "10700ms",
+            "14s",
         ])
         .run();
     output.assert_code(124);
