@@ -337,18 +337,42 @@ fn usage_errors_exit_2_naming_the_bad_value() {
             // wait-for-k8s
             bad(2, &["wait-for-k8s"], "<KIND[/NAME]>"),
             bad(2, &["wait-for-k8s", "widget/x"], "unknown kind 'widget'"),
-            bad(2, &["wait-for-k8s", "job/Migrate"], "not a valid object name"),
-            bad(2, &["wait-for-k8s", "pods"], "name the object (KIND/NAME) or select"),
+            bad(
+                2,
+                &["wait-for-k8s", "job/Migrate"],
+                "not a valid object name",
+            ),
+            bad(
+                2,
+                &["wait-for-k8s", "pods"],
+                "name the object (KIND/NAME) or select",
+            ),
             bad(
                 2,
                 &["wait-for-k8s", "job/a", "-l", "app=x"],
                 "a selector applies to targets given as a KIND alone",
             ),
             bad(2, &["wait-for-k8s", "job/a", "--min", "2"], "--min counts"),
-            bad(2, &["wait-for-k8s", "job/a", "--for", "finished"], "is not a goal"),
-            bad(2, &["wait-for-k8s", "pod/a", "--for", "complete"], "only a job completes"),
-            bad(2, &["wait-for-k8s", "job/a", "-n", "Shop"], "not a valid namespace"),
-            bad(2, &["wait-for-k8s", "pods", "-l", "=web"], "is not a label selector"),
+            bad(
+                2,
+                &["wait-for-k8s", "job/a", "--for", "finished"],
+                "is not a goal",
+            ),
+            bad(
+                2,
+                &["wait-for-k8s", "pod/a", "--for", "complete"],
+                "only a job completes",
+            ),
+            bad(
+                2,
+                &["wait-for-k8s", "job/a", "-n", "Shop"],
+                "not a valid namespace",
+            ),
+            bad(
+                2,
+                &["wait-for-k8s", "pods", "-l", "=web"],
+                "is not a label selector",
+            ),
             bad(
                 2,
                 &["wait-for-k8s", "pod/a", "--for", "jsonpath={.status"],

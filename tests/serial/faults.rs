@@ -696,7 +696,12 @@ fn sigterm_to_pid_1_ends_every_waiting_command_within_a_second() {
         waiting("wait-for-tcp", &["wait-for-tcp", &refused], "is not ready"),
         waiting(
             "wait-for-k8s",
-            &["wait-for-k8s", "job/never", "--kubeconfig", &refused_kubeconfig],
+            &[
+                "wait-for-k8s",
+                "job/never",
+                "--kubeconfig",
+                &refused_kubeconfig,
+            ],
             "is not ready",
         ),
         waiting(
@@ -963,13 +968,25 @@ fn every_waiting_command_ends_within_50ms_of_its_deadline() {
                                  "verbs": ["get", "watch"] }]),
         );
         let token = std::fs::read_to_string(account.path().join("token")).unwrap();
-        kubeconfig(&sandbox, "watching", &api.url(""), Some((&namespace, token.trim(), &api.ca())))
+        kubeconfig(
+            &sandbox,
+            "watching",
+            &api.url(""),
+            Some((&namespace, token.trim(), &api.ca())),
+        )
     });
     let mut cases = vec![
         deadline_case(
             "wait-for-k8s",
             "API server refused",
-            &["wait-for-k8s", "job/never", "--kubeconfig", &refused_kubeconfig, "--timeout", "1s"],
+            &[
+                "wait-for-k8s",
+                "job/never",
+                "--kubeconfig",
+                &refused_kubeconfig,
+                "--timeout",
+                "1s",
+            ],
             1000,
         ),
         deadline_case(
@@ -1268,7 +1285,14 @@ fn every_waiting_command_ends_within_50ms_of_its_deadline() {
         cases.push(deadline_case(
             "wait-for-k8s",
             "a watch open",
-            &["wait-for-k8s", "job/never", "--kubeconfig", watching, "--timeout", "1s"],
+            &[
+                "wait-for-k8s",
+                "job/never",
+                "--kubeconfig",
+                watching,
+                "--timeout",
+                "1s",
+            ],
             1000,
         ));
     }
@@ -1851,7 +1875,11 @@ fn kubeconfig(
             format!("    token: {token}\n"),
             format!("    certificate-authority: {}\n", ca.display()),
         ),
-        None => (String::new(), "    token: none-needed\n".to_owned(), String::new()),
+        None => (
+            String::new(),
+            "    token: none-needed\n".to_owned(),
+            String::new(),
+        ),
     };
     let path = sandbox.write(
         &format!("{name}.kubeconfig"),
