@@ -122,7 +122,14 @@ esac
 mkdir -p target/static
 cp "$binary" target/static/initbox
 binary=target/static/initbox
-log "static binary: $binary ($(wc -c < "$binary" | tr -d ' ') bytes)"
+bytes=$(wc -c < "$binary" | tr -d ' ')
+log "static binary: $binary ($bytes bytes)"
+# The project's promise: every feature in one binary of at most 10 MiB. A build past it
+# fails here, where the change that caused it is still in front of its author.
+limit=$((10 * 1024 * 1024))
+if [ "$bytes" -gt "$limit" ] && [ "${TARGET}" = x86_64-unknown-linux-musl ]; then
+  die "the static binary is $bytes bytes, $((bytes - limit)) over the 10 MiB ($limit bytes) limit"
+fi
 if [ "${ENGINE:-}" = none ]; then
   exit 0
 fi
