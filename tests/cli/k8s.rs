@@ -572,3 +572,29 @@ fn an_account_that_may_get_but_not_watch_is_polled() {
         .assert_code(0)
         .assert_stderr_contains("complete");
 }
+
+#[test]
+fn a_pod_that_cannot_pull_its_image_ends_the_wait_at_once() {
+    let Some((api, namespace, account)) = setup() else { return };
+    api.create(&namespace, pod("web", json!({ "app": "web" })));
+    let sandbox = Sandbox::new();
+    let waiting = initbox_as(&sandbox, &account)
+        .args(["wait-for-k8s", "pod/web", "--timeout", LIMIT])
+        .spawn();
+    waiting.wait_for_stderr("phase Pending", Duration::from_secs(30));
+    api.patch_status(
+        &namespace,
+        "pods",
+        "web",
+        json!({ "phase": "Pending", "containerStatuses": [{
+            "name": "app", "ready": false, "restartCount": 0, "image": "registry.invalid/app:1",
+            "imageID": "", "state": { "waiting": { "reason": "ImagePullBackOff",
+                "message": "Back-off pulling image \"registry.invalid/app:1\"" } } }] }),
+    );
+    waiting
+        .wait()
+        .assert_code(1)
+        .assert_stderr_contains(
+            "container app cannot start: ImagePullBackOff: Back-off pulling image \"registry.invalid/app:1\"",
+        );
+}
