@@ -575,7 +575,9 @@ fn an_account_that_may_get_but_not_watch_is_polled() {
 
 #[test]
 fn a_pod_that_cannot_pull_its_image_ends_the_wait_at_once() {
-    let Some((api, namespace, account)) = setup() else { return };
+    let Some((api, namespace, account)) = setup() else {
+        return;
+    };
     api.create(&namespace, pod("web", json!({ "app": "web" })));
     let sandbox = Sandbox::new();
     let waiting = initbox_as(&sandbox, &account)
@@ -597,4 +599,65 @@ fn a_pod_that_cannot_pull_its_image_ends_the_wait_at_once() {
         .assert_stderr_contains(
             "container app cannot start: ImagePullBackOff: Back-off pulling image \"registry.invalid/app:1\"",
         );
+}
+
+#[test]
+fn a_kubeconfig_with_a_client_certificate_logs_in_with_it() {
+    let Some((api, namespace, _account)) = setup() else {
+        return;
+    };
+    api.create(&namespace, job("migrate"));
+    complete_job(api, &namespace, "migrate");
+    let sandbox = Sandbox::new();
+    let (cert, key) = api.client_certificate();
+    // Files named relative to the kubeconfig, as kubectl resolves them.
+    std::fs::copy(&cert, sandbox.path("client.pem")).unwrap();
+    std::fs::copy(&key, sandbox.path("client.key")).unwrap();
+    std::fs::copy(api.ca(), sandbox.path("ca.pem")).unwrap();
+    let kubeconfig = sandbox.write(
+        "kubeconfig",
+        &format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: test\n\
+             clusters:\n- name: c\n  cluster:\n    server: {}\n    certificate-authority: ca.pem\n\
+             contexts:\n- name: test\n  context:\n    cluster: c\n    user: u\n\
+             users:\n- name: u\n  user:\n    client-certificate: client.pem\n    client-key: client.key\n",
+            api.url(""),
+        ),
+    );
+    sandbox
+        .initbox()
+        .args([
+            "wait-for-k8s",
+            "job/migrate",
+            "-n",
+            &namespace,
+            "--kubeconfig",
+        ])
+        .arg(&kubeconfig)
+        .args(["--timeout", LIMIT])
+        .run()
+        .assert_code(0)
+        .assert_stderr_contains("complete");
+    // Without the certificate the same server refuses the request: it is what logged in.
+    let anonymous = sandbox.write(
+        "anonymous",
+        &std::fs::read_to_string(&kubeconfig).unwrap().replace(
+            "    client-certificate: client.pem\n    client-key: client.key\n",
+            "    {}\n",
+        ),
+    );
+    sandbox
+        .initbox()
+        .args([
+            "wait-for-k8s",
+            "job/migrate",
+            "-n",
+            &namespace,
+            "--kubeconfig",
+        ])
+        .arg(&anonymous)
+        .args(["--timeout", LIMIT])
+        .run()
+        .assert_code(1)
+        .assert_stderr_contains("401 Unauthorized");
 }

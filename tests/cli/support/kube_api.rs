@@ -118,6 +118,7 @@ impl KubeApi {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().to_owned();
         let tls = TlsFiles::new(&path);
+        write_client_certificate(&path);
         let signing = rcgen::KeyPair::generate().unwrap();
         std::fs::write(path.join("sa.key"), signing.serialize_pem()).unwrap();
         std::fs::write(path.join("sa.pub"), signing.public_key_pem()).unwrap();
@@ -168,7 +169,10 @@ impl KubeApi {
                 ])
                 .arg(format!("--tls-cert-file={}", tls.cert.display()))
                 .arg(format!("--tls-private-key-file={}", tls.key.display()))
-                .arg(format!("--client-ca-file={}", tls.ca.display()))
+                .arg(format!(
+                    "--client-ca-file={}",
+                    path.join("client-ca.pem").display()
+                ))
                 .arg(format!(
                     "--token-auth-file={}",
                     path.join("tokens.csv").display()
@@ -244,6 +248,15 @@ impl KubeApi {
     /// The CA that signed the API server's certificate.
     pub fn ca(&self) -> PathBuf {
         self.dir.path().join("ca.pem")
+    }
+
+    /// A client certificate and its key (PEM) for the user `cert-admin` in the group
+    /// `system:masters`, signed by the CA the API server takes client certificates from.
+    pub fn client_certificate(&self) -> (PathBuf, PathBuf) {
+        (
+            self.dir.path().join("client.pem"),
+            self.dir.path().join("client.key"),
+        )
     }
 
     /// A request as the admin; the status and the JSON answer (null when there is none).
@@ -548,4 +561,29 @@ fn tail(path: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(40)..].join("\n")
+}
+
+/// The CA the API server takes client certificates from (`client-ca.pem`), and one
+/// certificate it signed for `cert-admin` in `system:masters` (`client.pem`, `client.key`).
+fn write_client_certificate(dir: &Path) {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "initbox test client CA");
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "cert-admin");
+    params
+        .distinguished_name
+        .push(DnType::OrganizationName, "system:masters");
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let cert = params.signed_by(&key, &ca).unwrap();
+    std::fs::write(dir.join("client-ca.pem"), ca.pem()).unwrap();
+    std::fs::write(dir.join("client.pem"), cert.pem()).unwrap();
+    std::fs::write(dir.join("client.key"), key.serialize_pem()).unwrap();
 }
