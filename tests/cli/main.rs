@@ -19,6 +19,7 @@ mod fetch;
 mod file_wait;
 mod git_clone;
 mod git_ssh;
+mod git_submodules;
 mod grpc;
 mod http;
 mod k8s;

@@ -75,6 +75,13 @@ pub struct Checkout {
     pub reference: Option<String>,
     /// The commit checked out.
     pub commit: String,
+    /// Which submodules were cloned into it (absent in the records of older versions:
+    /// none).
+    #[serde(
+        default,
+        skip_serializing_if = "crate::tasks::git_clone::submodules::Submodules::is_off"
+    )]
+    pub submodules: crate::tasks::git_clone::submodules::Submodules,
 }
 
 /// What DEST holds before a clone.
@@ -345,6 +352,7 @@ mod tests {
             repo: "https://git.example/app.git".into(),
             reference: Some("v1".into()),
             commit: commit.into(),
+            submodules: Default::default(),
         }
     }
 

@@ -19,6 +19,7 @@ use std::sync::atomic::AtomicBool;
 use gix::index::entry::Mode;
 
 use super::destination::{Checkout, Destination, IGNORED_ENTRIES, INNER_STAGING};
+use super::submodules::Submodules;
 
 /// Every stat field but the device number (not stable on network filesystems), to the
 /// nanosecond: an edit that keeps a file's size and mtime still changes its ctime. Where a
@@ -80,22 +81,43 @@ fn because<E: std::error::Error + 'static>(what: &'static str) -> impl Fn(E) -> 
 /// Compares DEST with the commit its marker records.
 pub fn verify(destination: &Destination, checkout: &Checkout) -> Differences {
     let mut differences = Differences::default();
-    if let Err(reason) = compare(destination.path(), checkout, &mut differences) {
+    let tree = Tree {
+        dest: destination.path(),
+        commit: &checkout.commit,
+        submodules: checkout.submodules,
+        at: Path::new(""),
+    };
+    if let Err(reason) = compare(&tree, &mut differences) {
         differences.push(format!("its .git cannot be read ({reason})"));
     }
     differences
 }
 
-fn compare(dest: &Path, checkout: &Checkout, out: &mut Differences) -> Result<(), String> {
+/// One checkout to compare: DEST, or a submodule's directory inside it (`at`, for
+/// messages), and what its submodules hold.
+struct Tree<'a> {
+    dest: &'a Path,
+    commit: &'a str,
+    submodules: Submodules,
+    at: &'a Path,
+}
+
+fn compare(tree: &Tree<'_>, out: &mut Differences) -> Result<(), String> {
+    let dest = tree.dest;
     let repo = gix::open_opts(dest, gix::open::Options::isolated())
         .map_err(because("the repository cannot be opened"))?;
     let head = repo.head_id().map_err(because("HEAD cannot be read"))?;
-    if head != checkout.commit.as_str() {
+    if head != tree.commit {
         let head = head.to_string();
-        out.push(format!("HEAD is at {} instead", &head[..12]));
+        let whose = if tree.at.as_os_str().is_empty() {
+            String::new()
+        } else {
+            format!(" of submodule {}", tree.at.display())
+        };
+        out.push(format!("HEAD{whose} is at {} instead", &head[..12]));
         return Ok(());
     }
-    let expected = expected_index(&repo, &checkout.commit)?;
+    let expected = expected_index(&repo, tree.commit)?;
     let index = repo
         .open_index()
         .map_err(because("the index cannot be read"))?;
@@ -119,7 +141,8 @@ fn compare(dest: &Path, checkout: &Checkout, out: &mut Differences) -> Result<()
             dirs.insert(&path[..at + slash]);
             at += slash + 1;
         }
-        let shown = relative(path).display();
+        let shown_path = tree.at.join(relative(path));
+        let shown = shown_path.display();
         let full = dest.join(relative(path));
         let metadata = match gix::index::fs::Metadata::from_path_no_follow(&full) {
             Ok(metadata) => metadata,
@@ -131,6 +154,19 @@ fn compare(dest: &Path, checkout: &Checkout, out: &mut Differences) -> Result<()
         if entry.mode == Mode::COMMIT {
             if !metadata.is_dir() {
                 out.push(format!("{shown} is not a directory"));
+            } else if !tree.submodules.is_off() {
+                // A submodule cloned with the checkout: its own checkout, at the commit
+                // the superproject records, is compared the same way.
+                let commit = entry.id.to_string();
+                let nested = Tree {
+                    dest: &full,
+                    commit: &commit,
+                    submodules: tree.submodules.nested(),
+                    at: &shown_path,
+                };
+                if let Err(reason) = compare(&nested, out) {
+                    out.push(format!("submodule {shown} cannot be read ({reason})"));
+                }
             }
             continue;
         }
@@ -183,7 +219,7 @@ fn compare(dest: &Path, checkout: &Checkout, out: &mut Differences) -> Result<()
             out.push(format!("{shown} was changed"));
         }
     }
-    find_extras(dest, Path::new(""), &files, &dirs, out)
+    find_extras(dest, Path::new(""), &files, &dirs, out, tree.at)
         .map_err(because("DEST cannot be listed"))?;
     Ok(())
 }
@@ -207,6 +243,7 @@ fn find_extras(
     files: &HashSet<&[u8]>,
     dirs: &HashSet<&[u8]>,
     out: &mut Differences,
+    at: &Path,
 ) -> std::io::Result<()> {
     for entry in fs::read_dir(dest.join(dir))? {
         let entry = entry?;
@@ -225,9 +262,9 @@ fn find_extras(
             continue;
         }
         if is_dir && dirs.contains(key) {
-            find_extras(dest, &path, files, dirs, out)?;
+            find_extras(dest, &path, files, dirs, out, at)?;
         } else if !(is_dir && files.contains(key)) {
-            out.push(format!("{} is not in the commit", path.display()));
+            out.push(format!("{} is not in the commit", at.join(&path).display()));
         }
     }
     Ok(())
@@ -238,6 +275,11 @@ fn find_extras(
 /// moment leaves the damaged checkout or the repaired one, and no write ever goes through
 /// an entry of the damaged tree.
 pub fn repair(destination: &Destination, checkout: &Checkout) -> Result<(), String> {
+    // The superproject's objects cannot restore a submodule, and restoring the rest would
+    // empty the submodules' directories: such a checkout is cloned again.
+    if !checkout.submodules.is_off() {
+        return Err("it has submodules, which its own objects cannot restore".into());
+    }
     let dest = destination.path();
     let staging = destination
         .staging()

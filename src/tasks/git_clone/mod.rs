@@ -9,6 +9,7 @@
 pub(crate) mod destination;
 mod integrity;
 mod ssh;
+pub mod submodules;
 mod transfer;
 
 use std::collections::HashMap;
@@ -50,6 +51,16 @@ pub struct GitCloneArgs {
     /// How much history to fetch: 1 = just the commit checked out, 0 = all of it.
     #[arg(long, env = "INITBOX_DEPTH", default_value_t = 1, value_name = "N")]
     pub depth: u32,
+    /// Also clone the submodules the commit records, at their recorded commits: shallow
+    /// (the repository's own) or recursive (theirs too), as git-sync's --submodules.
+    #[arg(
+        long,
+        env = "INITBOX_SUBMODULES",
+        value_enum,
+        default_value_t = submodules::Submodules::Off,
+        value_name = "WHICH"
+    )]
+    pub submodules: submodules::Submodules,
     /// The username for HTTP(S), with --password-file or INITBOX_GIT_PASSWORD.
     #[arg(long, env = "INITBOX_USERNAME", value_name = "NAME")]
     pub username: Option<String>,
@@ -534,6 +545,7 @@ fn clone_and_install(
         repo,
         reference: request.reference.recorded(),
         commit: commit.clone(),
+        submodules: request.submodules,
     };
     if let Err(error) = Destination::mark_complete(&staging, &checkout) {
         discard(&mut lock(state));
@@ -650,7 +662,9 @@ pub async fn run(args: GitCloneArgs) -> Result<()> {
     match destination.inspect().map_err(fs_error)? {
         Found::Missing | Found::Empty => {}
         Found::Checkout(existing)
-            if same_repo(&existing.repo, &repo) && existing.reference == reference.recorded() =>
+            if same_repo(&existing.repo, &repo)
+                && existing.reference == reference.recorded()
+                && existing.submodules == args.submodules =>
         {
             let at = format!(
                 "{} (commit {})",
@@ -752,6 +766,7 @@ pub async fn run(args: GitCloneArgs) -> Result<()> {
         connect_timeout,
         ssh,
         address: None,
+        submodules: args.submodules,
     };
     let label = match &reference {
         Reference::RemoteHead => repo.clone(),

@@ -82,6 +82,8 @@ pub struct CloneRequest {
     /// the URL keeps the name, which known_hosts is checked against and a git daemon is
     /// asked for.
     pub address: Option<std::net::IpAddr>,
+    /// Which of the checkout's submodules are cloned into it.
+    pub submodules: super::submodules::Submodules,
 }
 
 /// Clones into `dir` (which must exist and be empty) and returns the commit checked out.
@@ -240,6 +242,7 @@ fn clone_with_progress(
             innermost(&e)
         )))
     })?;
+    super::submodules::clone_all(dir, request, interrupt)?;
     Ok(head.to_string())
 }
 
