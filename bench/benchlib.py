@@ -303,6 +303,30 @@ def wait_exit(pid: int, timeout_s: float) -> Optional[float]:
         os.close(pidfd)
 
 
+class ExitWatch:
+    """Stamps perf_counter() the moment a process exits (pidfd, in a thread), so that the
+    main loop can go on (poll a server, write what is waited for) meanwhile."""
+
+    def __init__(self, pid: int):
+        self.at: Optional[float] = None
+        self.done = threading.Event()
+        self._pidfd = os.pidfd_open(pid)  # now, before anyone can reap pid
+        threading.Thread(target=self._watch, daemon=True).start()
+
+    def _watch(self) -> None:
+        try:
+            poller = select.poll()
+            poller.register(self._pidfd, select.POLLIN)
+            poller.poll()  # until it exits (the trial kills it at the latest)
+            self.at = time.perf_counter()
+        finally:
+            os.close(self._pidfd)
+            self.done.set()
+
+    def wait(self, timeout_s: float) -> bool:
+        return self.done.wait(timeout_s)
+
+
 @dataclass
 class Measured:
     wall_ms: float  # spawn to exit
