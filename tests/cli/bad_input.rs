@@ -970,6 +970,19 @@ fn unreadable_files_are_named() {
     }
 }
 
+/// The value names of the positional arguments that name something to connect to: every
+/// command with one takes part in the tables of hosts and ports that cannot be.
+const CONNECTING: &[&str] = &[
+    "NAME",
+    "HOST",
+    "HOST:PORT",
+    "HOST[:PORT]|URL",
+    "SERVER",
+    "BROKER",
+    "URL",
+    "REPO",
+];
+
 #[test]
 fn a_host_that_cannot_be_a_dns_name_is_a_usage_error_for_every_command_with_a_host() {
     let sandbox = Sandbox::new();
@@ -999,11 +1012,31 @@ fn a_host_that_cannot_be_a_dns_name_is_a_usage_error_for_every_command_with_a_ho
             format!("git@{long}:org/repo.git"),
             dest.into(),
         ],
+        // The protocol checks, as HOST:PORT and as their URLs.
+        vec!["wait-for-postgres".to_owned(), format!("{long}:5432")],
+        vec![
+            "wait-for-postgres".to_owned(),
+            format!("postgres://{long}/db"),
+        ],
+        vec!["wait-for-redis".to_owned(), format!("{long}:6379")],
+        vec!["wait-for-redis".to_owned(), format!("rediss://{long}")],
+        vec!["wait-for-mysql".to_owned(), format!("{long}:3306")],
+        vec!["wait-for-mysql".to_owned(), format!("mysql://{long}/db")],
+        vec!["wait-for-nats".to_owned(), format!("{long}:4222")],
+        vec!["wait-for-nats".to_owned(), format!("nats://{long}")],
+        vec!["wait-for-zookeeper".to_owned(), format!("{long}:2181")],
+        vec!["wait-for-kafka".to_owned(), format!("{long}:9092")],
+        vec![
+            "wait-for-kafka".to_owned(),
+            format!("kafka:9092,{long}:9092"),
+        ],
+        vec!["wait-for-amqp".to_owned(), format!("{long}:5672")],
+        vec!["wait-for-amqp".to_owned(), format!("amqps://{long}/")],
     ];
     let covered: Vec<&str> = cases.iter().map(|args| args[0].as_str()).collect();
     assert_covers(
         &covered,
-        &commands_taking(&["NAME", "HOST", "HOST:PORT", "URL", "REPO"]),
+        &commands_taking(CONNECTING),
         "a host that cannot be a DNS name",
     );
     let cases: Vec<Bad> = cases
@@ -1012,6 +1045,51 @@ fn a_host_that_cannot_be_a_dns_name_is_a_usage_error_for_every_command_with_a_ho
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
             bad(2, &args, "a label holds at most 63")
         })
+        .collect();
+    check_all(&sandbox, &cases);
+    assert!(!sandbox.path("dest").exists());
+}
+
+/// Port 0 names nothing to connect to: a usage error before any attempt, for every command
+/// that connects to a port, in each way it takes one (HOST:PORT, a URL, a list).
+#[test]
+fn port_0_is_a_usage_error_for_every_command_that_connects_to_a_port() {
+    let sandbox = Sandbox::new();
+    let dest = sandbox.path("dest");
+    let dest = dest.to_str().unwrap();
+    let cases: Vec<Vec<&str>> = vec![
+        vec!["wait-for-tcp", "mydb:0"],
+        vec!["wait-for-grpc", "mydb:0"],
+        vec!["wait-for-postgres", "mydb:0"],
+        vec!["wait-for-postgres", "postgres://mydb:0/db"],
+        vec!["wait-for-redis", "mydb:0"],
+        vec!["wait-for-redis", "redis://mydb:0"],
+        vec!["wait-for-mysql", "mydb:0"],
+        vec!["wait-for-mysql", "mysql://mydb:0/db"],
+        vec!["wait-for-nats", "mydb:0"],
+        vec!["wait-for-nats", "nats://mydb:0"],
+        vec!["wait-for-zookeeper", "mydb:0"],
+        vec!["wait-for-kafka", "mydb:0"],
+        vec!["wait-for-kafka", "kafka:9092,mydb:0"],
+        vec!["wait-for-amqp", "mydb:0"],
+        vec!["wait-for-amqp", "amqp://mydb:0/"],
+        vec!["wait-for-http", "http://mydb:0/"],
+        vec!["register", "http://mydb:0/r"],
+        vec!["fetch", "http://mydb:0/f", "-o", dest],
+        vec!["git-clone", "https://mydb:0/r.git", dest],
+        vec!["git-clone", "git://mydb:0/r", dest],
+        vec!["git-clone", "ssh://git@mydb:0/r", dest],
+    ];
+    let covered: Vec<&str> = cases.iter().map(|args| args[0]).collect();
+    // wait-for-dns and ping take names, which have no port at all.
+    let with_ports: Vec<&str> = commands_taking(CONNECTING)
+        .into_iter()
+        .filter(|command| !["wait-for-dns", "ping"].contains(command))
+        .collect();
+    assert_covers(&covered, &with_ports, "port 0");
+    let cases: Vec<Bad> = cases
+        .iter()
+        .map(|args| bad(2, args, "port 0 cannot be connected to"))
         .collect();
     check_all(&sandbox, &cases);
     assert!(!sandbox.path("dest").exists());
