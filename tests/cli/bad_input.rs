@@ -261,7 +261,7 @@ fn usage_errors_exit_2_naming_the_bad_value() {
             bad(
                 2,
                 &["wait-for-nats", "bus", "--password-file", "/p"],
-                "--password-file needs --user",
+                "invalid value '/p' for '--password-file <FILE>': needs --user",
             ),
             bad(
                 2,
@@ -299,7 +299,7 @@ fn usage_errors_exit_2_naming_the_bad_value() {
             bad(
                 2,
                 &["wait-for-kafka", "kafka", "--password-file", "/p"],
-                "--password-file needs --user",
+                "invalid value '/p' for '--password-file <FILE>': needs --user",
             ),
             bad(
                 2,
