@@ -489,6 +489,7 @@ impl crate::cli::Task for GrpcArgs {
     /// The TLS flags mean nothing without `--tls` (grpc-health-probe refuses them too):
     /// refused rather than silently ignored on a plaintext connection.
     fn validate(&self) -> std::result::Result<(), Invalid> {
+        self.wait.validate()?;
         if self.tls {
             return Ok(());
         }

@@ -330,12 +330,17 @@ impl crate::cli::Task for NatsArgs {
     /// `--password-file` without a user to log in as is refused when the flags are parsed,
     /// so `run --check` refuses it too (it needs no I/O).
     fn validate(&self) -> std::result::Result<(), crate::cli::Invalid> {
+        self.wait.validate()?;
         match &self.password_file {
-            Some(file) if self.user.is_none() && self.servers.iter().all(|s| s.service.user.is_none()) => Err(crate::cli::Invalid {
-                arg: "--password-file <FILE>".into(),
-                value: file.display().to_string(),
-                reason: "needs --user (or a user in the nats:// URL)".into(),
-            }),
+            Some(file)
+                if self.user.is_none() && self.servers.iter().all(|s| s.service.user.is_none()) =>
+            {
+                Err(crate::cli::Invalid {
+                    arg: "--password-file <FILE>".into(),
+                    value: file.display().to_string(),
+                    reason: "needs --user (or a user in the nats:// URL)".into(),
+                })
+            }
             _ => Ok(()),
         }
     }

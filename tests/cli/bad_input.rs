@@ -1094,3 +1094,67 @@ fn port_0_is_a_usage_error_for_every_command_that_connects_to_a_port() {
     check_all(&sandbox, &cases);
     assert!(!sandbox.path("dest").exists());
 }
+
+/// A `--stable-for` as long as `--timeout` can never be met: every check that takes it
+/// refuses it when the flags are parsed (exit 2), and `run --check` refuses it too (78),
+/// before a pipeline could crash-loop on it.
+#[test]
+fn a_stable_for_that_cannot_fit_in_the_timeout_is_refused_by_every_check_and_by_run_check() {
+    let sandbox = Sandbox::new();
+    let targets: &[(&str, &[&str])] = &[
+        ("wait-for-dns", &["mydb"]),
+        ("wait-for-tcp", &["mydb:5432"]),
+        ("wait-for-http", &["http://mydb/"]),
+        ("wait-for-postgres", &["mydb"]),
+        ("wait-for-redis", &["mydb"]),
+        ("wait-for-mysql", &["mydb"]),
+        ("wait-for-nats", &["mydb"]),
+        ("wait-for-zookeeper", &["mydb"]),
+        ("wait-for-kafka", &["mydb"]),
+        ("wait-for-amqp", &["mydb"]),
+        ("wait-for-grpc", &["mydb:50051"]),
+        ("wait-for-file", &["/ready"]),
+        ("wait-for-socket", &["/run/app.sock"]),
+        ("wait-for-command", &["true"]),
+        ("ping", &["mydb"]),
+    ];
+    let root = initbox::cli::command();
+    let with_stable_for: Vec<&str> = COMMANDS
+        .iter()
+        .copied()
+        .filter(|name| {
+            root.find_subcommand(name).is_some_and(|c| {
+                c.get_arguments()
+                    .any(|a| a.get_long() == Some("stable-for"))
+            })
+        })
+        .collect();
+    let covered: Vec<&str> = targets.iter().map(|(command, _)| *command).collect();
+    assert_covers(
+        &covered,
+        &with_stable_for,
+        "--stable-for longer than --timeout",
+    );
+    let cases: Vec<Bad> = targets
+        .iter()
+        .map(|(command, target)| {
+            // The flags first: wait-for-command takes everything after its CMD as its own.
+            let mut args = vec![*command, "--stable-for", "1m", "--timeout", "1m"];
+            args.extend(target.iter());
+            bad(
+                2,
+                &args,
+                "invalid value '1m' for '--stable-for <DURATION>': can never be met within the timeout of 1m",
+            )
+        })
+        .collect();
+    check_all(&sandbox, &cases);
+    let pipeline = sandbox.write(
+        "p.yaml",
+        "steps:\n  - name: db\n    wait-for-tcp: {targets: [\"mydb:5432\"], stable-for: 1m, timeout: 30s}\n",
+    );
+    sandbox
+        .check_pipeline(&pipeline)
+        .assert_code(78)
+        .assert_stderr_contains("can never be met within the timeout of 30s");
+}
