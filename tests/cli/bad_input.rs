@@ -906,6 +906,37 @@ fn a_read_only_or_full_destination_fails_at_once_naming_it() {
         .map(String::from),
     );
     assert!(!output.stderr.contains("step a"), "{}", output.stderr);
+    // extract and fetch --extract find a read-only DEST before unpacking or downloading.
+    let archive = sandbox.path("a.tar");
+    let packed = std::process::Command::new("tar")
+        .arg("-cf")
+        .arg(&archive)
+        .arg("-C")
+        .arg(sandbox.dir.path())
+        .arg("big.j2")
+        .status()
+        .unwrap();
+    assert!(packed.success());
+    let unpack_into = format!("{}/unpacked", sandbox.path("ro").display());
+    for args in [
+        vec!["extract".to_owned(), path_str(&archive).to_owned(), unpack_into.clone()],
+        vec![
+            "fetch".to_owned(),
+            url.clone(),
+            "-o".to_owned(),
+            unpack_into.clone(),
+            "--extract".to_owned(),
+        ],
+    ] {
+        let output = with_small_mounts(&sandbox, &args);
+        let shown: Vec<&str> = args.iter().map(String::as_str).collect();
+        check(&bad(1, &shown, "read-only file system"), &output);
+        assert!(
+            output.stderr.contains(&unpack_into),
+            "{args:?} does not name DEST:\n{}",
+            output.stderr
+        );
+    }
     // A read-only destination is found before the request; a full one only when written.
     assert_eq!(
         server.requests().len(),
