@@ -919,7 +919,11 @@ fn a_read_only_or_full_destination_fails_at_once_naming_it() {
     assert!(packed.success());
     let unpack_into = format!("{}/unpacked", sandbox.path("ro").display());
     for args in [
-        vec!["extract".to_owned(), path_str(&archive).to_owned(), unpack_into.clone()],
+        vec![
+            "extract".to_owned(),
+            path_str(&archive).to_owned(),
+            unpack_into.clone(),
+        ],
         vec![
             "fetch".to_owned(),
             url.clone(),
