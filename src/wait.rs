@@ -713,6 +713,28 @@ pub struct WaitArgs {
 }
 
 impl WaitArgs {
+    /// A `--stable-for` that can never fit in `--timeout` is refused when the flags are
+    /// parsed, so `run --check` refuses it too; every check's `Task::validate` calls this.
+    /// (A step's own `timeout:` is known only when the step runs: [`wait_for_all`] checks
+    /// the limit it is given.)
+    pub fn validate(&self) -> std::result::Result<(), crate::cli::Invalid> {
+        let stable_for = self.stable_for.get();
+        match self.retry.timeout.as_limit() {
+            Some(limit) if !stable_for.is_zero() && stable_for >= limit => {
+                Err(crate::cli::Invalid {
+                    arg: "--stable-for <DURATION>".into(),
+                    value: self.stable_for.to_string(),
+                    reason: format!(
+                        "can never be met within the timeout of {}; make it shorter, or the \
+                         timeout longer",
+                        Elapsed(limit)
+                    ),
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// The options of a check: the engine bounds each attempt.
     pub fn options(&self) -> WaitOptions {
         WaitOptions {

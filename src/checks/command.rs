@@ -242,6 +242,11 @@ impl crate::cli::Task for CommandArgs {
     fn execute(self) -> impl std::future::Future<Output = Result<()>> + Send {
         run(self)
     }
+
+    /// Checks across the waiting flags (`--stable-for` within `--timeout`).
+    fn validate(&self) -> std::result::Result<(), crate::cli::Invalid> {
+        self.wait.validate()
+    }
 }
 
 pub async fn run(args: CommandArgs) -> Result<()> {

@@ -232,6 +232,17 @@ impl GrpcProbe {
     }
 
     fn h2_failure(&self, error: &h2::Error, plain: bool) -> Failure {
+        // Bytes back that are no HTTP/2 frame (an HTTP/1 server's answer, a TLS alert) read
+        // as a frame too large to take, which h2 calls "frame with invalid size": say what
+        // it means instead.
+        if error.is_library() && error.reason() == Some(h2::Reason::FRAME_SIZE_ERROR) {
+            let hint = if plain {
+                " (an HTTP/1 port, or a TLS port: then try --tls)"
+            } else {
+                " (an HTTP/1 port?)"
+            };
+            return Failure::Retry(format!("the server does not answer in HTTP/2{hint}"));
+        }
         let what = match error.get_io() {
             Some(io) => crate::reason::io(io),
             None => error.to_string(),
@@ -489,6 +500,7 @@ impl crate::cli::Task for GrpcArgs {
     /// The TLS flags mean nothing without `--tls` (grpc-health-probe refuses them too):
     /// refused rather than silently ignored on a plaintext connection.
     fn validate(&self) -> std::result::Result<(), Invalid> {
+        self.wait.validate()?;
         if self.tls {
             return Ok(());
         }

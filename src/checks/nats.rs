@@ -326,6 +326,24 @@ impl crate::cli::Task for NatsArgs {
     fn then(&self) -> &[std::ffi::OsString] {
         &self.then.command
     }
+
+    /// `--password-file` without a user to log in as is refused when the flags are parsed,
+    /// so `run --check` refuses it too (it needs no I/O).
+    fn validate(&self) -> std::result::Result<(), crate::cli::Invalid> {
+        self.wait.validate()?;
+        match &self.password_file {
+            Some(file)
+                if self.user.is_none() && self.servers.iter().all(|s| s.service.user.is_none()) =>
+            {
+                Err(crate::cli::Invalid {
+                    arg: "--password-file <FILE>".into(),
+                    value: file.display().to_string(),
+                    reason: "needs --user (or a user in the nats:// URL)".into(),
+                })
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 /// The login the flags and the URL ask for; the URL's user when --user is not given.

@@ -104,6 +104,11 @@ impl crate::cli::Task for PingArgs {
     fn then(&self) -> &[std::ffi::OsString] {
         &self.then.command
     }
+
+    /// Checks across the waiting flags (`--stable-for` within `--timeout`).
+    fn validate(&self) -> std::result::Result<(), crate::cli::Invalid> {
+        self.wait.validate()
+    }
 }
 
 pub async fn run(args: PingArgs) -> Result<()> {

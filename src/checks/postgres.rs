@@ -101,7 +101,8 @@ impl FromStr for TlsMode {
     type Err = String;
 
     fn from_str(text: &str) -> std::result::Result<Self, Self::Err> {
-        match text {
+        // A choice ignores case, as every choice of initbox does (`--tls REQUIRE`).
+        match text.to_ascii_lowercase().as_str() {
             "disable" => Ok(TlsMode::Disable),
             "prefer" => Ok(TlsMode::Prefer),
             "require" => Ok(TlsMode::Require),
@@ -743,9 +744,10 @@ fn tls_setup(mode: TlsMode, files: &TlsArgs) -> Result<Option<Arc<ClientConfig>>
     Ok(Some(Arc::new(config)))
 }
 
-/// A libpq environment variable, when set and not empty.
+/// A libpq environment variable, when set and not empty; in a pipeline step the file's
+/// `env:` map comes first, as for every variable a task reads.
 fn libpq_variable(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|value| !value.is_empty())
+    crate::expand::var(name).filter(|value| !value.is_empty())
 }
 
 impl crate::cli::Task for PostgresArgs {
@@ -755,6 +757,11 @@ impl crate::cli::Task for PostgresArgs {
 
     fn then(&self) -> &[std::ffi::OsString] {
         &self.then.command
+    }
+
+    /// Checks across the waiting flags (`--stable-for` within `--timeout`).
+    fn validate(&self) -> std::result::Result<(), crate::cli::Invalid> {
+        self.wait.validate()
     }
 }
 

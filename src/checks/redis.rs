@@ -452,6 +452,11 @@ impl crate::cli::Task for RedisArgs {
     fn then(&self) -> &[std::ffi::OsString] {
         &self.then.command
     }
+
+    /// Checks across the waiting flags (`--stable-for` within `--timeout`).
+    fn validate(&self) -> std::result::Result<(), crate::cli::Invalid> {
+        self.wait.validate()
+    }
 }
 
 /// The database number of a redis:// URL's path; query parameters are not understood.

@@ -218,20 +218,24 @@ pub async fn start_tls(
 
 /// The password for a check: the contents of `file` when given, else the environment
 /// variable `env` (PGPASSWORD, REDISCLI_AUTH, …) when set and not empty. Either way it is
-/// concealed, so no message, log line or echoed server error can show it.
+/// concealed, so no message, log line or echoed server error can show it. The variable is
+/// read as every task reads one ([`crate::expand::var`]): in a pipeline step, the file's
+/// `env:` map comes before the process environment.
 pub fn password(file: Option<&Path>, env: &str) -> Result<Option<String>> {
     if let Some(file) = file {
         return redact::read_secret_file(file, "password file").map(Some);
     }
-    match std::env::var(env) {
-        Ok(value) if !value.is_empty() => {
+    match crate::expand::var(env) {
+        Some(value) if !value.is_empty() => {
             redact::conceal(&value);
             Ok(Some(value))
         }
-        Ok(_) | Err(std::env::VarError::NotPresent) => Ok(None),
-        Err(std::env::VarError::NotUnicode(_)) => {
+        Some(_) => Ok(None),
+        // `expand::var` leaves out a value that is not UTF-8: say so rather than ignore it.
+        None if std::env::var_os(env).is_some() => {
             Err(Error::Config(format!("{env} is not valid UTF-8")))
         }
+        None => Ok(None),
     }
 }
 

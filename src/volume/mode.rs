@@ -82,9 +82,12 @@ impl FromStr for Mode {
             )
         };
         let bytes = text.as_bytes();
-        if bytes.first().is_some_and(|b| (b'0'..=b'7').contains(b)) {
+        // `0o640` is YAML 1.2's octal, which a pipeline passes on as written (fetch and
+        // template take it too); the digits after the prefix are the mode.
+        let digits = text.strip_prefix("0o").unwrap_or(text).as_bytes();
+        if digits.first().is_some_and(|b| (b'0'..=b'7').contains(b)) {
             let mut value: u32 = 0;
-            for &b in bytes {
+            for &b in digits {
                 if !(b'0'..=b'7').contains(&b) {
                     return Err(invalid());
                 }
@@ -100,7 +103,7 @@ impl FromStr for Mode {
                     value_kind: Value::Bits,
                     affected: ALL,
                     value,
-                    mentioned: octal_mentioned(value, bytes.len()),
+                    mentioned: octal_mentioned(value, digits.len()),
                 }],
                 octal: Some(value),
             });
@@ -337,7 +340,7 @@ mod tests {
     fn malformed_modes_are_refused() {
         for bad in [
             "", "8", "0758", "77777", "u", "u+rwz", "x", "u+755", "rwx", ",", "u+x,", "a+x,,g+w",
-            "+q", "u=r g=r", "010000", "0o755",
+            "+q", "u=r g=r", "010000",
         ] {
             assert!(bad.parse::<Mode>().is_err(), "{bad:?} should be refused");
         }
@@ -347,6 +350,11 @@ mod tests {
     fn octal_modes_are_octal() {
         assert_eq!("0755".parse::<Mode>().unwrap().octal(), Some(0o755));
         assert_eq!("640".parse::<Mode>().unwrap().octal(), Some(0o640));
+        assert_eq!("0o640".parse::<Mode>().unwrap().octal(), Some(0o640));
+        assert_eq!("0o2755".parse::<Mode>().unwrap().octal(), Some(0o2755));
+        for bad in ["0o", "0o8", "0o+x", "0o77777"] {
+            assert!(bad.parse::<Mode>().is_err(), "{bad}");
+        }
         assert_eq!("u+x".parse::<Mode>().unwrap().octal(), None);
     }
 

@@ -261,7 +261,7 @@ fn usage_errors_exit_2_naming_the_bad_value() {
             bad(
                 2,
                 &["wait-for-nats", "bus", "--password-file", "/p"],
-                "--password-file needs --user",
+                "invalid value '/p' for '--password-file <FILE>': needs --user",
             ),
             bad(
                 2,
@@ -299,7 +299,7 @@ fn usage_errors_exit_2_naming_the_bad_value() {
             bad(
                 2,
                 &["wait-for-kafka", "kafka", "--password-file", "/p"],
-                "--password-file needs --user",
+                "invalid value '/p' for '--password-file <FILE>': needs --user",
             ),
             bad(
                 2,
@@ -950,6 +950,41 @@ fn a_read_only_or_full_destination_fails_at_once_naming_it() {
         .map(String::from),
     );
     assert!(!output.stderr.contains("step a"), "{}", output.stderr);
+    // extract and fetch --extract find a read-only DEST before unpacking or downloading.
+    let archive = sandbox.path("a.tar");
+    let packed = std::process::Command::new("tar")
+        .arg("-cf")
+        .arg(&archive)
+        .arg("-C")
+        .arg(sandbox.dir.path())
+        .arg("big.j2")
+        .status()
+        .unwrap();
+    assert!(packed.success());
+    let unpack_into = format!("{}/unpacked", sandbox.path("ro").display());
+    for args in [
+        vec![
+            "extract".to_owned(),
+            path_str(&archive).to_owned(),
+            unpack_into.clone(),
+        ],
+        vec![
+            "fetch".to_owned(),
+            url.clone(),
+            "-o".to_owned(),
+            unpack_into.clone(),
+            "--extract".to_owned(),
+        ],
+    ] {
+        let output = with_small_mounts(&sandbox, &args);
+        let shown: Vec<&str> = args.iter().map(String::as_str).collect();
+        check(&bad(1, &shown, "read-only file system"), &output);
+        assert!(
+            output.stderr.contains(&unpack_into),
+            "{args:?} does not name DEST:\n{}",
+            output.stderr
+        );
+    }
     // A read-only destination is found before the request; a full one only when written.
     assert_eq!(
         server.requests().len(),
@@ -1014,6 +1049,19 @@ fn unreadable_files_are_named() {
     }
 }
 
+/// The value names of the positional arguments that name something to connect to: every
+/// command with one takes part in the tables of hosts and ports that cannot be.
+const CONNECTING: &[&str] = &[
+    "NAME",
+    "HOST",
+    "HOST:PORT",
+    "HOST[:PORT]|URL",
+    "SERVER",
+    "BROKER",
+    "URL",
+    "REPO",
+];
+
 #[test]
 fn a_host_that_cannot_be_a_dns_name_is_a_usage_error_for_every_command_with_a_host() {
     let sandbox = Sandbox::new();
@@ -1043,11 +1091,31 @@ fn a_host_that_cannot_be_a_dns_name_is_a_usage_error_for_every_command_with_a_ho
             format!("git@{long}:org/repo.git"),
             dest.into(),
         ],
+        // The protocol checks, as HOST:PORT and as their URLs.
+        vec!["wait-for-postgres".to_owned(), format!("{long}:5432")],
+        vec![
+            "wait-for-postgres".to_owned(),
+            format!("postgres://{long}/db"),
+        ],
+        vec!["wait-for-redis".to_owned(), format!("{long}:6379")],
+        vec!["wait-for-redis".to_owned(), format!("rediss://{long}")],
+        vec!["wait-for-mysql".to_owned(), format!("{long}:3306")],
+        vec!["wait-for-mysql".to_owned(), format!("mysql://{long}/db")],
+        vec!["wait-for-nats".to_owned(), format!("{long}:4222")],
+        vec!["wait-for-nats".to_owned(), format!("nats://{long}")],
+        vec!["wait-for-zookeeper".to_owned(), format!("{long}:2181")],
+        vec!["wait-for-kafka".to_owned(), format!("{long}:9092")],
+        vec![
+            "wait-for-kafka".to_owned(),
+            format!("kafka:9092,{long}:9092"),
+        ],
+        vec!["wait-for-amqp".to_owned(), format!("{long}:5672")],
+        vec!["wait-for-amqp".to_owned(), format!("amqps://{long}/")],
     ];
     let covered: Vec<&str> = cases.iter().map(|args| args[0].as_str()).collect();
     assert_covers(
         &covered,
-        &commands_taking(&["NAME", "HOST", "HOST:PORT", "URL", "REPO"]),
+        &commands_taking(CONNECTING),
         "a host that cannot be a DNS name",
     );
     let cases: Vec<Bad> = cases
@@ -1059,4 +1127,113 @@ fn a_host_that_cannot_be_a_dns_name_is_a_usage_error_for_every_command_with_a_ho
         .collect();
     check_all(&sandbox, &cases);
     assert!(!sandbox.path("dest").exists());
+}
+
+/// Port 0 names nothing to connect to: a usage error before any attempt, for every command
+/// that connects to a port, in each way it takes one (HOST:PORT, a URL, a list).
+#[test]
+fn port_0_is_a_usage_error_for_every_command_that_connects_to_a_port() {
+    let sandbox = Sandbox::new();
+    let dest = sandbox.path("dest");
+    let dest = dest.to_str().unwrap();
+    let cases: Vec<Vec<&str>> = vec![
+        vec!["wait-for-tcp", "mydb:0"],
+        vec!["wait-for-grpc", "mydb:0"],
+        vec!["wait-for-postgres", "mydb:0"],
+        vec!["wait-for-postgres", "postgres://mydb:0/db"],
+        vec!["wait-for-redis", "mydb:0"],
+        vec!["wait-for-redis", "redis://mydb:0"],
+        vec!["wait-for-mysql", "mydb:0"],
+        vec!["wait-for-mysql", "mysql://mydb:0/db"],
+        vec!["wait-for-nats", "mydb:0"],
+        vec!["wait-for-nats", "nats://mydb:0"],
+        vec!["wait-for-zookeeper", "mydb:0"],
+        vec!["wait-for-kafka", "mydb:0"],
+        vec!["wait-for-kafka", "kafka:9092,mydb:0"],
+        vec!["wait-for-amqp", "mydb:0"],
+        vec!["wait-for-amqp", "amqp://mydb:0/"],
+        vec!["wait-for-http", "http://mydb:0/"],
+        vec!["register", "http://mydb:0/r"],
+        vec!["fetch", "http://mydb:0/f", "-o", dest],
+        vec!["git-clone", "https://mydb:0/r.git", dest],
+        vec!["git-clone", "git://mydb:0/r", dest],
+        vec!["git-clone", "ssh://git@mydb:0/r", dest],
+    ];
+    let covered: Vec<&str> = cases.iter().map(|args| args[0]).collect();
+    // wait-for-dns and ping take names, which have no port at all.
+    let with_ports: Vec<&str> = commands_taking(CONNECTING)
+        .into_iter()
+        .filter(|command| !["wait-for-dns", "ping"].contains(command))
+        .collect();
+    assert_covers(&covered, &with_ports, "port 0");
+    let cases: Vec<Bad> = cases
+        .iter()
+        .map(|args| bad(2, args, "port 0 cannot be connected to"))
+        .collect();
+    check_all(&sandbox, &cases);
+    assert!(!sandbox.path("dest").exists());
+}
+
+/// A `--stable-for` as long as `--timeout` can never be met: every check that takes it
+/// refuses it when the flags are parsed (exit 2), and `run --check` refuses it too (78),
+/// before a pipeline could crash-loop on it.
+#[test]
+fn a_stable_for_that_cannot_fit_in_the_timeout_is_refused_by_every_check_and_by_run_check() {
+    let sandbox = Sandbox::new();
+    let targets: &[(&str, &[&str])] = &[
+        ("wait-for-dns", &["mydb"]),
+        ("wait-for-tcp", &["mydb:5432"]),
+        ("wait-for-http", &["http://mydb/"]),
+        ("wait-for-postgres", &["mydb"]),
+        ("wait-for-redis", &["mydb"]),
+        ("wait-for-mysql", &["mydb"]),
+        ("wait-for-nats", &["mydb"]),
+        ("wait-for-zookeeper", &["mydb"]),
+        ("wait-for-kafka", &["mydb"]),
+        ("wait-for-amqp", &["mydb"]),
+        ("wait-for-grpc", &["mydb:50051"]),
+        ("wait-for-file", &["/ready"]),
+        ("wait-for-socket", &["/run/app.sock"]),
+        ("wait-for-command", &["true"]),
+        ("ping", &["mydb"]),
+    ];
+    let root = initbox::cli::command();
+    let with_stable_for: Vec<&str> = COMMANDS
+        .iter()
+        .copied()
+        .filter(|name| {
+            root.find_subcommand(name).is_some_and(|c| {
+                c.get_arguments()
+                    .any(|a| a.get_long() == Some("stable-for"))
+            })
+        })
+        .collect();
+    let covered: Vec<&str> = targets.iter().map(|(command, _)| *command).collect();
+    assert_covers(
+        &covered,
+        &with_stable_for,
+        "--stable-for longer than --timeout",
+    );
+    let cases: Vec<Bad> = targets
+        .iter()
+        .map(|(command, target)| {
+            // The flags first: wait-for-command takes everything after its CMD as its own.
+            let mut args = vec![*command, "--stable-for", "1m", "--timeout", "1m"];
+            args.extend(target.iter());
+            bad(
+                2,
+                &args,
+                "invalid value '1m' for '--stable-for <DURATION>': can never be met within the timeout of 1m",
+            )
+        })
+        .collect();
+    check_all(&sandbox, &cases);
+    let pipeline = sandbox.write(
+        "p.yaml",
+        "steps:\n  - name: db\n    wait-for-tcp: {targets: [\"mydb:5432\"], stable-for: 1m, timeout: 30s}\n",
+    );
+    sandbox
+        .check_pipeline(&pipeline)
+        .assert_code(78)
+        .assert_stderr_contains("can never be met within the timeout of 30s");
 }

@@ -182,3 +182,76 @@ fn every_command_reports_usage_errors_the_same_way() {
             .assert_stderr_contains(&format!("see 'initbox {command} --help'"));
     }
 }
+
+/// The flags whose choices a parser of their own reads (no clap possible values to list):
+/// each must ignore case like the others. A new one belongs here.
+const CHOICES_OF_THEIR_OWN: &[(&str, &str, &str)] = &[
+    ("wait-for-postgres", "--tls", "verify-full"),
+    ("wait-for-zookeeper", "--mode", "leader"),
+    ("wait-for-kafka", "--sasl-mechanism", "SCRAM-SHA-256"),
+];
+
+/// Every choice of every command ignores case (`--tls REQUIRE`, `--type srv`): each value
+/// is given with its case swapped, before `--help`, which clap reaches only when the value
+/// was accepted.
+#[test]
+fn every_choice_of_every_command_ignores_case() {
+    let sandbox = Sandbox::new();
+    let swapped = |value: &str| -> String {
+        value
+            .chars()
+            .map(|c| {
+                if c.is_ascii_uppercase() {
+                    c.to_ascii_lowercase()
+                } else {
+                    c.to_ascii_uppercase()
+                }
+            })
+            .collect()
+    };
+    let root = initbox::cli::command();
+    let mut cases: Vec<(String, String, String)> = Vec::new();
+    for command in COMMANDS.iter() {
+        let sub = root.find_subcommand(command).unwrap();
+        for arg in sub.get_arguments() {
+            // A switch lists the spellings of true and false; those have their own test.
+            if !matches!(
+                arg.get_action(),
+                clap::ArgAction::Set | clap::ArgAction::Append
+            ) {
+                continue;
+            }
+            let choices = arg.get_possible_values();
+            let (Some(long), Some(choice)) = (arg.get_long(), choices.first()) else {
+                continue;
+            };
+            cases.push((
+                command.to_string(),
+                format!("--{long}"),
+                choice.get_name().to_owned(),
+            ));
+        }
+    }
+    assert!(
+        cases
+            .iter()
+            .any(|(c, f, _)| c == "wait-for-dns" && f == "--type"),
+        "{cases:?}"
+    );
+    for (command, flag, value) in CHOICES_OF_THEIR_OWN {
+        cases.push((command.to_string(), flag.to_string(), value.to_string()));
+    }
+    for (command, flag, value) in &cases {
+        for given in [value.clone(), swapped(value)] {
+            let output = sandbox
+                .initbox()
+                .args([command.as_str(), flag.as_str(), &given, "--help"])
+                .run();
+            assert_eq!(
+                output.code, 0,
+                "{command} {flag} {given}: {}",
+                output.stderr
+            );
+        }
+    }
+}

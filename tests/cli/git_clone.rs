@@ -35,6 +35,25 @@ fn assert_clean_checkout(dir: &Path, commit: &str) {
     assert!(!git(dir, &["log", "-1", "--format=%H %s"]).is_empty());
 }
 
+/// A clone did something, and its success line says what, as register's and fetch's do
+/// ("cloned URL after …: checked out commit …"), not that the repository "is ready".
+#[test]
+fn a_clone_reports_what_it_did_not_that_something_is_ready() {
+    let sandbox = Sandbox::new();
+    let repo = TestRepo::create(&sandbox.path("src"), "app");
+    let dest = sandbox.path("app");
+    let output = sandbox
+        .initbox()
+        .args(["git-clone", &repo.file_url()])
+        .arg(&dest)
+        .run();
+    output
+        .assert_code(0)
+        .assert_stderr_contains(&format!("cloned {} after ", repo.file_url()))
+        .assert_stderr_contains(&format!("checked out commit {}", &repo.main[..12]));
+    assert!(!output.stderr.contains("is ready"), "{}", output.stderr);
+}
+
 #[test]
 fn the_checkout_is_the_tree_git_clone_makes() {
     let sandbox = Sandbox::new();

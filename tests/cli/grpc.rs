@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use crate::support::grpc_server::{self, GrpcOptions, GrpcServer};
+use crate::support::http_server::{HttpServer, reply};
 use crate::support::{Sandbox, free_port, path_str};
 
 const SEEN: Duration = Duration::from_secs(20);
@@ -193,6 +194,27 @@ fn plaintext_against_tls_is_not_ready_and_tls_against_plaintext_fails() {
         .assert_stderr_contains(
             "the server does not speak TLS (a plaintext gRPC port: leave out --tls)",
         );
+}
+
+/// gRPC needs HTTP/2: a port that answers in HTTP/1 is not ready, and the reason says so in
+/// initbox's words, not h2's ("frame with invalid size").
+#[test]
+fn an_http1_server_is_not_ready_and_the_reason_says_it_does_not_speak_http2() {
+    let sandbox = Sandbox::new();
+    let server = HttpServer::start((0..200).map(|_| reply(400, "Bad Request")).collect());
+    let output = sandbox
+        .initbox()
+        .args(["wait-for-grpc", &format!("127.0.0.1:{}", server.port)])
+        .args(["--timeout", "1s"])
+        .run();
+    output
+        .assert_code(124)
+        .assert_stderr_contains("the server does not answer in HTTP/2 (an HTTP/1 port");
+    assert!(
+        !output.stderr.contains("invalid size"),
+        "library wording: {}",
+        output.stderr
+    );
 }
 
 #[test]

@@ -272,6 +272,37 @@ fn a_pipeline_step_waits_for_redis() {
         .assert_stderr_contains("the step completed");
 }
 
+/// The password variables of the protocol checks (REDISCLI_AUTH, PGPASSWORD, …) are read as
+/// every variable a task reads: in a pipeline step, the file's `env:` map first, then the
+/// process environment.
+#[test]
+fn a_password_variable_in_the_pipelines_env_map_wins_over_the_process_environment() {
+    if !redis_server::available() {
+        return;
+    }
+    let sandbox = Sandbox::new();
+    let server = RedisServer::start(&["--requirepass", "map-pw"]);
+    let pipeline = sandbox.write(
+        "pipeline.yaml",
+        &format!(
+            "restartPolicy: Never\nenv:\n  REDISCLI_AUTH: map-pw\nsteps:\n  - name: cache\n    \
+             wait-for-redis: {{targets: [\"{}\"], timeout: 45s}}\n",
+            server.address()
+        ),
+    );
+    let output = sandbox
+        .initbox()
+        .env("REDISCLI_AUTH", "process-pw")
+        .args(["run", "-f"])
+        .arg(&pipeline)
+        .run();
+    output
+        .assert_code(0)
+        .assert_stderr_contains(": PONG")
+        .assert_stderr_contains("the step completed");
+    assert!(!output.stderr.contains("map-pw"), "{}", output.stderr);
+}
+
 #[test]
 fn stable_for_waits_past_a_server_that_restarts_after_its_first_pong() {
     if !redis_server::available() {

@@ -730,3 +730,45 @@ fn check_refuses_what_the_run_would_refuse_flag_combinations_and_json_included()
         .assert_stderr_contains("--username")
         .assert_stderr_contains("must be greater than 0");
 }
+
+/// A password file without a user to log in as needs no I/O to be refused: the command line
+/// and `run --check` refuse it alike, for every check that logs in with --user.
+#[test]
+fn a_password_file_without_a_user_is_refused_by_the_cli_and_by_run_check() {
+    let sandbox = Sandbox::new();
+    let password = sandbox.write("pw", "s3cret");
+    let p = password.to_str().unwrap();
+    let message = format!("invalid value '{p}' for '--password-file <FILE>': needs --user");
+    for (task, key, target, scheme) in [
+        ("wait-for-nats", "servers", "bus:4222", "nats"),
+        ("wait-for-kafka", "brokers", "kafka:9092", "kafka"),
+        ("wait-for-amqp", "servers", "mq:5672", "amqp"),
+    ] {
+        let output = sandbox
+            .initbox()
+            .args([task, target, "--password-file", p])
+            .run();
+        output
+            .assert_code(2)
+            .assert_stderr_contains(&message)
+            .assert_stderr_contains(&format!("a user in the {scheme}:// URL"));
+        let pipeline = sandbox.write(
+            "p.yaml",
+            &format!(
+                "steps:\n  - name: login\n    {task}: {{{key}: [\"{target}\"], password-file: {p}}}\n"
+            ),
+        );
+        sandbox
+            .check_pipeline(&pipeline)
+            .assert_code(78)
+            .assert_stderr_contains(&format!("step 'login', {task}.password-file: {message}"));
+        // With a user in the URL, the file is the password for that user.
+        let pipeline = sandbox.write(
+            "p.yaml",
+            &format!(
+                "steps:\n  - name: login\n    {task}: {{{key}: [\"{scheme}://app@{target}\"], password-file: {p}}}\n"
+            ),
+        );
+        sandbox.check_pipeline(&pipeline).assert_code(0);
+    }
+}

@@ -365,5 +365,7 @@ fn stable_for_that_cannot_fit_in_the_timeout_is_a_usage_error() {
         .args(["--timeout", "30s"])
         .run()
         .assert_code(2)
-        .assert_stderr_contains("--stable-for 1m can never be met within the timeout of 30s");
+        .assert_stderr_contains(
+            "invalid value '1m' for '--stable-for <DURATION>': can never be met within the timeout of 30s",
+        );
 }

@@ -816,3 +816,56 @@ fn a_tree_walk_cut_short_leaves_its_top_unchanged_so_if_root_differs_redoes_it()
     assert_eq!(state(&root).gid, 65532);
     assert_eq!(state(&root.join("a/roots")).gid, 65532);
 }
+
+/// YAML 1.2 writes an octal number as `0o640`, and a pipeline passes a number on as written:
+/// every command with a mode takes that spelling as the octal mode it is, as `0640`.
+#[test]
+fn a_yaml_1_2_octal_mode_in_a_pipeline_is_that_mode_for_every_command() {
+    let sandbox = Sandbox::new();
+    let root = sandbox.path("v");
+    std::fs::create_dir(&root).unwrap();
+    std::fs::write(root.join("plain"), "x").unwrap();
+    let template = sandbox.write("app.conf.j2", "port={{ 80 }}\n");
+    let d = path_str(&root);
+    let pipeline = sandbox.write(
+        "p.yaml",
+        &format!(
+            "steps:
+  - name: dirs
+    mkdir: {{paths: [{d}/db], mode: 0o750}}
+  - name: conf
+    write: {{file: {d}/written, content: x, mode: 0o640}}
+  - name: perms
+    chmod: {{mode: 0o600, paths: [{d}/plain]}}
+  - name: seed
+    copy: {{paths: [{d}/plain, {d}/copied], mode: 0o604}}
+    needs: [perms]
+  - name: render
+    template: {{src: {t}, dest: {d}/app.conf, mode: 0o644}}
+",
+            t = path_str(&template)
+        ),
+    );
+    sandbox.check_pipeline(&pipeline).assert_code(0);
+    sandbox
+        .initbox()
+        .args(["run", "-f", path_str(&pipeline)])
+        .run()
+        .assert_code(0);
+    for (name, mode) in [
+        ("db", 0o750),
+        ("written", 0o640),
+        ("plain", 0o600),
+        ("copied", 0o604),
+        ("app.conf", 0o644),
+    ] {
+        assert_eq!(state(&root.join(name)).mode, mode, "{name}");
+    }
+    // On the command line too.
+    sandbox
+        .initbox()
+        .args(["chmod", "0o640", d])
+        .run()
+        .assert_code(0);
+    assert_eq!(state(&root).mode, 0o640);
+}

@@ -796,6 +796,15 @@ fn sigterm_to_pid_1_ends_every_waiting_command_within_a_second() {
         ),
         waiting("run", &["run", "-f", path_str(&pipeline)], "is not ready"),
     ];
+    // Every command of the registry that waits has a case here; the others never wait.
+    for command in COMMANDS.iter() {
+        let covered = commands.iter().any(|c| c.name == *command);
+        let never_waits = NO_DEADLINE.iter().any(|(name, _)| name == command);
+        assert!(
+            covered || never_waits,
+            "{command} has no SIGTERM case: add one here, or to NO_DEADLINE with the reason"
+        );
+    }
     for command in commands {
         let name = command.name;
         let mut wrapper = vec!["unshare"];

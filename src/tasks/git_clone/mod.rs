@@ -448,6 +448,12 @@ impl Probe for CloneProbe {
         &self.label
     }
 
+    /// A clone does something: the success line says so (`cloned URL after …`), as
+    /// register's and fetch's do, not that the repository "is ready".
+    fn ready_phrase(&self) -> String {
+        format!("cloned {}", self.label)
+    }
+
     async fn attempt(&self) -> Attempt {
         let mut request = self.request.clone();
         // ssh and git://: we connect to the resolved address ourselves; the URL keeps the
