@@ -164,6 +164,7 @@ impl crate::cli::Task for K8sArgs {
     }
 
     fn validate(&self) -> std::result::Result<(), Invalid> {
+        self.wait.validate()?;
         let invalid = |arg: &str, value: String, reason: &str| Invalid {
             arg: arg.into(),
             value,
@@ -246,6 +247,7 @@ pub async fn run(args: K8sArgs) -> Result<()> {
             max_restarts: args.max_restarts,
             wanted: !options.invert,
             may_watch: AtomicBool::new(true),
+            last_reason: Default::default(),
         })
         .collect();
     wait::wait_for_all("k8s", probes, options).await.map(drop)
@@ -264,6 +266,8 @@ struct K8sProbe {
     wanted: bool,
     /// Cleared when the account may get but not watch.
     may_watch: AtomicBool,
+    /// The reason the last look gave for not being ready.
+    last_reason: std::sync::Mutex<Option<String>>,
 }
 
 /// What one look found, and where to watch for the next change.
@@ -291,7 +295,19 @@ impl Probe for K8sProbe {
             Attempt::Fatal(_) => true,
             _ => !self.wanted,
         };
-        let Some((path, version)) = look.watch.as_ref().filter(|_| !settled) else {
+        // A new reason is reported at once (the engine logs a change of reason); only a
+        // look that says what the last one said waits on the watch for the next change.
+        let reason = match &look.outcome {
+            Attempt::NotYet(reason) => Some(reason.clone()),
+            _ => None,
+        };
+        let repeated = {
+            let mut last = self.last_reason.lock().unwrap_or_else(|p| p.into_inner());
+            let repeated = reason.is_some() && *last == reason;
+            *last = reason;
+            repeated
+        };
+        let Some((path, version)) = look.watch.as_ref().filter(|_| !settled && repeated) else {
             return look.outcome;
         };
         if !self.may_watch.load(Ordering::Relaxed) {
@@ -303,7 +319,14 @@ impl Probe for K8sProbe {
             .watch(path, version.as_deref(), WATCH_WINDOW, access)
             .await
         {
-            Ok(Watched::Changed) => match self.look().await {
+            // A named object's event carries its new state: judged as it is, no second
+            // request. A list or a service is looked at again as a whole.
+            Ok(Watched::Changed(object)) if self.is_single_object() => match object {
+                Some(object) => self.judge_one(&object).into_attempt(),
+                None if self.goal == Goal::Deleted => Attempt::ready("deleted"),
+                None => Attempt::NotYet("was deleted".into()),
+            },
+            Ok(Watched::Changed(_) | Watched::Stale) => match self.look().await {
                 Ok(again) => again.outcome,
                 Err(failure) => failure.into(),
             },
@@ -333,6 +356,11 @@ impl K8sProbe {
             kind,
             namespace: self.api.namespace(),
         }
+    }
+
+    /// Watched by name, so that an event is about the object itself.
+    fn is_single_object(&self) -> bool {
+        self.target.name.is_some() && self.watched_kind() == self.target.kind
     }
 
     fn watched_kind(&self) -> &'static Kind {

@@ -40,16 +40,35 @@ pub fn build_client(
     redirects: Redirects,
     transfer_timeout: Option<Duration>,
 ) -> Result<reqwest::Client> {
-    build_client_with(tls_config(tls)?, resolver, redirects, transfer_timeout)
+    build_client_with(
+        tls_config(tls)?,
+        resolver,
+        redirects,
+        transfer_timeout,
+        Connections::FreshPerRequest,
+    )
 }
 
-/// [`build_client`] with a TLS setup of the caller's ([`build_tls`]): the Kubernetes
-/// commands trust the cluster's CA alone.
+/// Whether a client keeps its connections between requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Connections {
+    /// Every request opens a fresh connection: a kept-alive socket proves nothing about
+    /// whether the server accepts connections now, and none is left behind. What a check of
+    /// a server's readiness needs.
+    FreshPerRequest,
+    /// Kept and reused: the Kubernetes API server is a given, not what is waited for, and a
+    /// look after a watch event should cost a round trip, not a TLS handshake.
+    Reused,
+}
+
+/// [`build_client`] with a TLS setup of the caller's ([`build_tls`]) and its choice of
+/// connections: the Kubernetes commands trust the cluster's CA alone and reuse connections.
 pub fn build_client_with(
     config: ClientConfig,
     resolver: Resolver,
     redirects: Redirects,
     transfer_timeout: Option<Duration>,
+    connections: Connections,
 ) -> Result<reqwest::Client> {
     let policy = match redirects {
         Redirects::Keep => Policy::none(),
@@ -59,10 +78,10 @@ pub fn build_client_with(
         .use_preconfigured_tls(config)
         .dns_resolver(Arc::new(HickoryResolve(resolver)))
         .user_agent(USER_AGENT)
-        .redirect(policy)
-        // Every attempt opens a fresh connection: a kept-alive socket proves nothing about
-        // whether the server accepts connections now, and none is left behind.
-        .pool_max_idle_per_host(0);
+        .redirect(policy);
+    if connections == Connections::FreshPerRequest {
+        builder = builder.pool_max_idle_per_host(0);
+    }
     if let Some(limit) = transfer_timeout {
         builder = builder.connect_timeout(limit).read_timeout(limit);
     }

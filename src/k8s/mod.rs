@@ -101,7 +101,10 @@ impl KubeArgs {
             tls,
             resolver.resolver(attempt_timeout),
             Redirects::Keep,
-            Some(attempt_timeout),
+            // No read timeout: a watch is silent until something changes. Each GET is
+            // bounded by the attempt timeout, each watch by its window (`Api`).
+            None,
+            http_client::Connections::Reused,
         )?;
         let namespace = self
             .namespace
@@ -147,9 +150,13 @@ pub struct Access<'a> {
 }
 
 /// One event seen on a watch, or the watch's window ending without one.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq)]
 pub enum Watched {
-    Changed,
+    /// An object was added or modified (its new state), or deleted (`None`).
+    Changed(Option<Value>),
+    /// Something happened that the event does not describe (an ERROR such as 410 Gone):
+    /// look again.
+    Stale,
     Quiet,
     /// The account may get but not watch: the caller polls instead.
     NotAllowed,
@@ -241,8 +248,8 @@ impl Api {
                     .unwrap_or_default();
                 return Err(self.refused(status, &body, access));
             }
-            // Any event (ADDED, MODIFIED, DELETED, an ERROR such as 410 Gone) means: look
-            // again. A chunk may hold part of an event, so wait for its end of line.
+            // The first event that is not a bookmark ends the window. A chunk may hold part
+            // of an event, so wait for its end of line.
             let mut pending = Vec::new();
             loop {
                 match response.chunk().await {
@@ -250,9 +257,14 @@ impl Api {
                         pending.extend_from_slice(&chunk);
                         if let Some(end) = pending.iter().position(|&b| b == b'\n') {
                             let line = &pending[..end];
-                            let event: Value = serde_json::from_slice(line).unwrap_or_default();
-                            if event["type"] != "BOOKMARK" {
-                                return Ok(Watched::Changed);
+                            let mut event: Value = serde_json::from_slice(line).unwrap_or_default();
+                            match event["type"].as_str() {
+                                Some("BOOKMARK") => {}
+                                Some("ADDED" | "MODIFIED") => {
+                                    return Ok(Watched::Changed(Some(event["object"].take())));
+                                }
+                                Some("DELETED") => return Ok(Watched::Changed(None)),
+                                _ => return Ok(Watched::Stale),
                             }
                             pending.drain(..=end);
                         }
