@@ -266,14 +266,135 @@ impl Tally {
 
 /// Runs blocking filesystem work on a blocking thread, in the current pipeline step, so a
 /// signal still ends initbox at once (the work is safe to cut short: each change is one
-/// system call).
+/// system call). When the step gives up on the work (its deadline, a signal), the work is
+/// told to stop ([`abandoned`]) and its scratch (temp files, a staging directory, see
+/// [`scratch`]) is removed at once: nothing half-written is left in the volume, and a
+/// restarted step does not find the abandoned one still writing.
 pub async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T> + Send + 'static,
 ) -> Result<T> {
     let step = crate::step::current();
-    tokio::task::spawn_blocking(move || crate::step::on_thread(step, work))
-        .await
-        .map_err(|e| Error::Failed(format!("the filesystem work stopped: {e}")))?
+    let job = Arc::new(Job::default());
+    let mut abandon = AbandonOnDrop(Some(job.clone()));
+    let result = tokio::task::spawn_blocking(move || {
+        crate::step::on_thread(step, || on_job(Some(job), work))
+    })
+    .await;
+    abandon.0 = None;
+    result.map_err(|e| Error::Failed(format!("the filesystem work stopped: {e}")))?
+}
+
+/// The blocking work of one [`blocking`] call, as the threads doing it see it.
+#[derive(Debug, Default)]
+pub struct Job {
+    abandoned: std::sync::atomic::AtomicBool,
+    scratch: Mutex<Vec<std::path::PathBuf>>,
+}
+
+std::thread_local! {
+    static JOB: std::cell::RefCell<Option<Arc<Job>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// The job this thread works for (to hand to the threads it starts, see [`on_job`]).
+pub fn current_job() -> Option<Arc<Job>> {
+    JOB.with(|job| job.borrow().clone())
+}
+
+/// Runs `work` on this thread for `job`.
+pub fn on_job<T>(job: Option<Arc<Job>>, work: impl FnOnce() -> T) -> T {
+    let before = JOB.with(|current| current.replace(job));
+    let result = work();
+    JOB.with(|current| *current.borrow_mut() = before);
+    result
+}
+
+/// Whether the step gave up on the work this thread does: a long loop checks it between
+/// two changes and stops.
+pub fn abandoned() -> bool {
+    JOB.with(|job| {
+        job.borrow()
+            .as_ref()
+            .is_some_and(|job| job.abandoned.load(Ordering::Relaxed))
+    })
+}
+
+/// [`abandoned`] as the error a loop returns.
+pub fn stop_if_abandoned() -> Result<()> {
+    if abandoned() {
+        Err(Error::Failed("stopped: the step gave up on it".into()))
+    } else {
+        Ok(())
+    }
+}
+
+/// `path` (a temp file or a staging directory the work is about to write) is removed if the
+/// work is abandoned while the returned guard lives; drop the guard once the path is renamed
+/// into place or removed by the work itself. Refused once the work is abandoned, so nothing
+/// new is started after the scratch was cleared.
+pub fn scratch(path: &Path) -> Result<Scratch> {
+    let job = current_job();
+    if let Some(job) = &job {
+        let mut scratch = job.scratch.lock().unwrap_or_else(|p| p.into_inner());
+        // Checked under the lock the abandonment clears the scratch under.
+        if job.abandoned.load(Ordering::Relaxed) {
+            return Err(Error::Failed("stopped: the step gave up on it".into()));
+        }
+        scratch.push(path.to_owned());
+    }
+    Ok(Scratch {
+        job,
+        path: path.to_owned(),
+    })
+}
+
+/// See [`scratch`].
+#[must_use = "the path stays scratch only while the guard lives"]
+pub struct Scratch {
+    job: Option<Arc<Job>>,
+    path: std::path::PathBuf,
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if let Some(job) = &self.job {
+            let mut scratch = job.scratch.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(at) = scratch.iter().position(|p| *p == self.path) {
+                scratch.swap_remove(at);
+            }
+        }
+    }
+}
+
+/// Marks the job abandoned and removes its scratch, when [`blocking`]'s future is dropped
+/// before the work ended.
+struct AbandonOnDrop(Option<Arc<Job>>);
+
+impl Drop for AbandonOnDrop {
+    fn drop(&mut self) {
+        let Some(job) = self.0.take() else { return };
+        let scratch = {
+            let mut scratch = job.scratch.lock().unwrap_or_else(|p| p.into_inner());
+            job.abandoned.store(true, Ordering::Relaxed);
+            std::mem::take(&mut *scratch)
+        };
+        for path in scratch {
+            let removed = match path.symlink_metadata() {
+                Ok(meta) if meta.is_dir() => std::fs::remove_dir_all(&path),
+                Ok(_) => std::fs::remove_file(&path),
+                Err(_) => Ok(()),
+            };
+            if let Err(error) = removed {
+                report::warn(
+                    "volume.scratch",
+                    format!(
+                        "could not remove {} of the abandoned work: {}",
+                        path.display(),
+                        crate::reason::io(&error)
+                    ),
+                );
+            }
+        }
+    }
 }
 
 #[cfg(test)]

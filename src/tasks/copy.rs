@@ -512,6 +512,13 @@ impl Copier<'_> {
             Err(errno) => return Err(self.fail(errno, "examining", &shown)),
         }
         let temp = temp_name(place.name);
+        // Removed at once if the step gives up before the rename.
+        let _scratch = crate::volume::scratch(
+            &shown
+                .parent()
+                .unwrap_or(Path::new("."))
+                .join(OsStr::from_bytes(temp.to_bytes())),
+        )?;
         let result = match entry.kind {
             Kind::Symlink => self
                 .copy_link(entry, &place, &temp, &shown)

@@ -303,6 +303,7 @@ impl<V: Visitor> Walker<'_, '_, V> {
         mut listed: FileType,
         depth: usize,
     ) -> Result<(), Error> {
+        crate::volume::stop_if_abandoned()?;
         for _ in 0..=RETRIES {
             let known = Kind::of(listed);
             let (kind, meta) = match known {
@@ -561,23 +562,26 @@ impl<V: Visitor> Walker<'_, '_, V> {
         let listing = Mutex::new(Listing { dir, ahead });
         let failed = AtomicBool::new(false);
         let (options, root_dev, step) = (self.options, self.root_dev, crate::step::current());
+        let job = crate::volume::current_job();
         std::thread::scope(|scope| {
             let others: Vec<_> = forks
                 .into_iter()
                 .map(|mut visitor| {
-                    let (path, step) = (self.path.clone(), step.clone());
+                    let (path, step, job) = (self.path.clone(), step.clone(), job.clone());
                     let (listing, failed) = (&listing, &failed);
                     scope.spawn(move || {
                         crate::step::on_thread(step, || {
-                            let mut walker = Walker {
-                                options,
-                                visitor: &mut visitor,
-                                path,
-                                root_dev,
-                                split: Split::Done,
-                            };
-                            let result = walker.take_entries(listing, fd, depth, failed);
-                            (result, visitor)
+                            crate::volume::on_job(job, || {
+                                let mut walker = Walker {
+                                    options,
+                                    visitor: &mut visitor,
+                                    path,
+                                    root_dev,
+                                    split: Split::Done,
+                                };
+                                let result = walker.take_entries(listing, fd, depth, failed);
+                                (result, visitor)
+                            })
                         })
                     })
                 })

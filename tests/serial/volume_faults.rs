@@ -365,3 +365,130 @@ fn sigkill_during_write_leaves_the_old_file_or_the_new_one() {
     }
     moments.assert_enough_mid_work("a write");
 }
+
+/// Every name under `dir` that a temp file or staging directory of initbox has.
+fn scratch_left(dir: &std::path::Path) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_owned()];
+    while let Some(at) = pending.pop() {
+        let Ok(entries) = fs::read_dir(&at) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.contains(".initbox-") || name.contains("initbox-extract") {
+                found.push(entry.path().display().to_string());
+            }
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                pending.push(entry.path());
+            }
+        }
+    }
+    found
+}
+
+/// `count` files of `size` random bytes in `dir`: a copy of them takes long enough to be
+/// interrupted midway on any machine.
+fn random_files(dir: &std::path::Path, count: usize, size: usize) {
+    fs::create_dir_all(dir).unwrap();
+    let mut bytes = vec![0u8; size];
+    for index in 0..count {
+        for (at, byte) in bytes.iter_mut().enumerate() {
+            *byte = (at as u32)
+                .wrapping_mul(2_654_435_761)
+                .wrapping_add(index as u32) as u8;
+        }
+        fs::write(dir.join(format!("part-{index:03}.bin")), &bytes).unwrap();
+    }
+}
+
+#[test]
+fn sigterm_during_a_copy_leaves_no_temp_file_behind() {
+    let _serial = crate::support::one_at_a_time();
+    let sandbox = Sandbox::new();
+    let src = sandbox.path("src");
+    random_files(&src, 60, 8 << 20);
+    let dest = sandbox.path("dest");
+    let copying = sandbox
+        .initbox()
+        .args(["copy"])
+        .arg(&src)
+        .arg(&dest)
+        .spawn();
+    let started = crate::support::eventually(std::time::Duration::from_secs(30), || {
+        fs::read_dir(&dest).is_ok_and(|mut entries| entries.next().is_some())
+    });
+    assert!(started, "the copy never started");
+    copying.signal("TERM");
+    let output = copying.wait();
+    assert_eq!(output.code, 143, "{}", output.stderr);
+    let copied = fs::read_dir(&dest).unwrap().count();
+    assert!(copied < 60, "the copy was not interrupted ({copied} files)");
+    assert_eq!(scratch_left(&sandbox.path("")), Vec::<String>::new());
+}
+
+#[test]
+fn a_copy_step_that_times_out_stops_copying_and_leaves_no_temp_file() {
+    let _serial = crate::support::one_at_a_time();
+    let sandbox = Sandbox::new();
+    let src = sandbox.path("src");
+    random_files(&src, 240, 4 << 20);
+    let dest = sandbox.path("dest");
+    let pipeline = sandbox.write(
+        "pipeline.yaml",
+        &format!(
+            "restartPolicy: Never\nsteps:\n  - name: seed\n    timeout: 100ms\n    copy: {{paths: [\"{}\", \"{}\"]}}\n",
+            src.display(),
+            dest.display()
+        ),
+    );
+    let output = sandbox.initbox().args(["run", "-f"]).arg(&pipeline).run();
+    assert_eq!(output.code, 124, "{}", output.stderr);
+    let count = || fs::read_dir(&dest).map_or(0, |entries| entries.count());
+    let at_exit = count();
+    assert!(
+        at_exit < 240,
+        "the copy was not cut short ({at_exit} files)"
+    );
+    assert_eq!(scratch_left(&sandbox.path("")), Vec::<String>::new());
+}
+
+#[test]
+fn sigterm_while_extract_stages_leaves_no_staging_behind() {
+    let _serial = crate::support::one_at_a_time();
+    let sandbox = Sandbox::new();
+    let src = sandbox.path("tree");
+    random_files(&src, 60, 8 << 20);
+    let archive = sandbox.path("big.tar");
+    let status = std::process::Command::new("tar")
+        .arg("-cf")
+        .arg(&archive)
+        .arg("-C")
+        .arg(sandbox.path(""))
+        .arg("tree")
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let dest = sandbox.path("out");
+    let extracting = sandbox
+        .initbox()
+        .args(["extract"])
+        .arg(&archive)
+        .arg(&dest)
+        .args(["--max-size", "2GiB"])
+        .spawn();
+    let staging = sandbox.path(".out.initbox-extract");
+    let staged = crate::support::eventually(std::time::Duration::from_secs(30), || {
+        fs::read_dir(&staging).is_ok_and(|mut entries| entries.next().is_some())
+    });
+    assert!(
+        staged,
+        "extract never staged: {}",
+        extracting.stderr_so_far()
+    );
+    extracting.signal("TERM");
+    let output = extracting.wait();
+    assert_eq!(output.code, 143, "{}", output.stderr);
+    assert!(!dest.exists(), "a half-extracted tree was installed");
+    assert_eq!(scratch_left(&sandbox.path("")), Vec::<String>::new());
+}

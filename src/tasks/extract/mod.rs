@@ -331,6 +331,15 @@ pub fn install(
     let staging = destination
         .staging()
         .map_err(|e| dest_error("create a staging directory for", dest, &e))?;
+    // Removed at once if the step gives up while the tree is staged; no longer once its
+    // install begins (a cut install is finished by the next run).
+    let staged = match crate::volume::scratch(&staging) {
+        Ok(staged) => staged,
+        Err(error) => {
+            remove_staging(&staging);
+            return Err(error);
+        }
+    };
     let unpacked = unpack::Unpacker::new(&staging, filters, max_size).and_then(|mut unpacker| {
         unpacker.unpack(format, archive)?;
         Ok(unpacker.summary)
@@ -358,6 +367,7 @@ pub fn install(
         (None, None) => unreachable!("a digest or a hasher"),
     };
     let record = Record::new(&sha256, format.name(), filters);
+    drop(staged);
     let written = serde_json::to_vec_pretty(&record)
         .map_err(io::Error::other)
         .and_then(|json| {

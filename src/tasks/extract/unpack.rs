@@ -129,6 +129,7 @@ impl<'a> Unpacker<'a> {
     fn unpack_tar(&mut self, stream: Box<dyn Read>) -> Result<(), Error> {
         let mut archive = tar::Archive::new(stream);
         for entry in archive.entries().map_err(unreadable)? {
+            crate::volume::stop_if_abandoned()?;
             let mut entry = entry.map_err(unreadable)?;
             let header = entry.header();
             let kind = match header.entry_type() {
@@ -203,6 +204,7 @@ impl<'a> Unpacker<'a> {
             )));
         }
         for index in 0..archive.len() {
+            crate::volume::stop_if_abandoned()?;
             let mut entry = archive
                 .by_index(index)
                 .map_err(|e| unreadable(io::Error::other(e)))?;
