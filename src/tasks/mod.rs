@@ -13,6 +13,7 @@ pub mod register;
 pub mod remove;
 pub mod replace;
 pub mod sleep;
+pub mod staged_install;
 pub mod sysctl;
 pub mod template;
 pub mod write;
