@@ -7,6 +7,7 @@ pub mod extract;
 pub mod fetch;
 pub mod git_clone;
 pub mod install;
+pub mod k8s_copy;
 pub mod link;
 pub mod mkdir;
 pub mod register;

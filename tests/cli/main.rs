@@ -22,6 +22,7 @@ mod git_ssh;
 mod grpc;
 mod http;
 mod k8s;
+mod k8s_copy;
 mod kafka;
 mod mysql;
 mod nats;
