@@ -69,7 +69,8 @@ pub struct K8sCopyArgs {
           value_parser = resource::parse_selector)]
     pub selector: Option<String>,
     /// Copy only this key, to this path below DEST (subdirectories are made), as a
-    /// volume's `items` does; repeatable. A key no object has is an error.
+    /// volume's `items` does; repeatable, or comma-separated. A key no object has is an
+    /// error.
     #[arg(long = "items", env = "INITBOX_ITEMS", value_name = "KEY=PATH",
           value_parser = Item::parse, value_delimiter = ',')]
     pub items: Vec<Item>,

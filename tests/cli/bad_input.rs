@@ -567,7 +567,11 @@ fn usage_errors_exit_2_naming_the_bad_value() {
                 ],
                 "cannot be used with",
             ),
-            bad(2, &["k8s-copy", "cm/app"], "name at least one OBJECT, then DEST"),
+            bad(
+                2,
+                &["k8s-copy", "cm/app"],
+                "name at least one OBJECT, then DEST",
+            ),
             bad(
                 2,
                 &["k8s-copy", "deploy/web", "/d"],
@@ -591,7 +595,9 @@ fn usage_errors_exit_2_naming_the_bad_value() {
             ),
             bad(
                 2,
-                &["k8s-copy", "cm/app", "/d", "--items", "a=x", "--items", "b=x"],
+                &[
+                    "k8s-copy", "cm/app", "/d", "--items", "a=x", "--items", "b=x",
+                ],
                 "another --items writes the same path",
             ),
             bad(
