@@ -28,7 +28,7 @@ use crate::atomic_file;
 use crate::cli::Invalid;
 use crate::exec::Then;
 use crate::exit::{Error, Result};
-use crate::k8s::resource::{self, CONFIGMAP, SECRET, Target};
+use crate::k8s::resource::{self, CONFIGMAP, Kind, SECRET, Target};
 use crate::k8s::{Access, Api, KubeArgs, query_escape};
 use crate::reason;
 use crate::report;
@@ -108,14 +108,19 @@ impl Item {
         let mut parts = 0;
         for component in path.components() {
             match component {
-                Component::Normal(name) if !RESERVED.contains(&name.to_string_lossy().as_ref()) => {
-                    parts += 1;
-                }
                 Component::Normal(name) => {
-                    return Err(format!(
-                        "'{text}': {} is initbox's own name in DEST",
-                        name.to_string_lossy()
-                    ));
+                    let name = name.to_string_lossy();
+                    // At DEST's top, a volume's lost+found is kept and initbox's names are
+                    // its own: neither can be a file of the copy.
+                    if parts == 0
+                        && (RESERVED.contains(&name.as_ref())
+                            || IGNORED_ENTRIES.contains(&name.as_ref()))
+                    {
+                        return Err(format!(
+                            "'{text}': {name} at the top of DEST is not for the copy's files"
+                        ));
+                    }
+                    parts += 1;
                 }
                 Component::CurDir => {}
                 _ => {
@@ -293,7 +298,8 @@ pub async fn run(args: K8sCopyArgs) -> Result<()> {
         .collect();
     let found = wait::wait_for_all("k8s", probes, options).await?;
     let namespace = api.namespace().to_owned();
-    let found: Vec<Value> = found.into_iter().flat_map(|ready| ready.output).collect();
+    let found: Vec<(&'static Kind, Value)> =
+        found.into_iter().flat_map(|ready| ready.output).collect();
     let plan = plan(&found, &args, &dest, &namespace)?;
     crate::volume::blocking(move || install(&destination, &plan, args.force)).await
 }
@@ -307,8 +313,9 @@ struct CopyProbe {
 }
 
 impl Probe for CopyProbe {
-    /// The objects found, as the API server sent them.
-    type Output = Vec<Value>;
+    /// The objects found, as the API server sent them, with their kind (a LIST's items do
+    /// not say it).
+    type Output = Vec<(&'static Kind, Value)>;
 
     fn target(&self) -> &str {
         &self.label
@@ -322,7 +329,7 @@ impl Probe for CopyProbe {
         true
     }
 
-    async fn attempt(&self) -> Attempt<Vec<Value>> {
+    async fn attempt(&self) -> Attempt<Vec<(&'static Kind, Value)>> {
         let kind = self.target.kind;
         let namespace = self.api.namespace();
         let collection = kind.collection(namespace);
@@ -378,7 +385,7 @@ impl Probe for CopyProbe {
             .join(", ");
         Attempt::Ready {
             detail,
-            output: objects,
+            output: objects.into_iter().map(|object| (kind, object)).collect(),
         }
     }
 }
@@ -428,15 +435,19 @@ struct RecordedFile {
 }
 
 /// The files the objects make: each key decoded and checked, collisions refused.
-fn plan(objects: &[Value], args: &K8sCopyArgs, dest: &Path, namespace: &str) -> Result<Plan> {
+fn plan(
+    objects: &[(&'static Kind, Value)],
+    args: &K8sCopyArgs,
+    dest: &Path,
+    namespace: &str,
+) -> Result<Plan> {
     // key -> (object, bytes, mode), in the order the objects came.
     let mut keys: BTreeMap<String, (String, Vec<u8>, u32)> = BTreeMap::new();
     let wanted: Option<BTreeSet<&str>> =
         (!args.items.is_empty()).then(|| args.items.iter().map(|item| item.key.as_str()).collect());
     let mut names = Vec::new();
-    for object in objects {
-        let is_secret = object["kind"] == "Secret";
-        let kind = if is_secret { &SECRET } else { &CONFIGMAP };
+    for &(kind, ref object) in objects {
+        let is_secret = kind == &SECRET;
         let label = format!(
             "{}/{}",
             kind.name,
@@ -772,6 +783,7 @@ mod tests {
             "k=a/",
             "../k=x",
             "k=.initbox-k8s-copy/x",
+            "k=lost+found/x",
         ] {
             assert!(Item::parse(bad).is_err(), "{bad}");
         }
@@ -793,8 +805,8 @@ mod tests {
     #[test]
     fn a_key_an_api_server_should_have_refused_is_refused_here_too() {
         // A compromised or buggy API server, or a proxy in between: the key is still checked.
-        let object = json!({"kind": "ConfigMap", "metadata": {"name": "a"}, "data": {"..": "x"}});
-        let error = plan(&[object], &args(&[]), Path::new("/d"), "ns")
+        let object = json!({"metadata": {"name": "a"}, "data": {"..": "x"}});
+        let error = plan(&[(&CONFIGMAP, object)], &args(&[]), Path::new("/d"), "ns")
             .unwrap_err()
             .to_string();
         assert!(
@@ -805,11 +817,16 @@ mod tests {
 
     #[test]
     fn the_same_key_in_two_objects_is_refused_naming_both() {
-        let a = json!({"kind": "ConfigMap", "metadata": {"name": "a"}, "data": {"k": "1"}});
-        let b = json!({"kind": "Secret", "metadata": {"name": "b"}, "data": {"k": "Mg=="}});
-        let error = plan(&[a, b], &args(&[]), Path::new("/d"), "ns")
-            .unwrap_err()
-            .to_string();
+        let a = json!({"metadata": {"name": "a"}, "data": {"k": "1"}});
+        let b = json!({"metadata": {"name": "b"}, "data": {"k": "Mg=="}});
+        let error = plan(
+            &[(&CONFIGMAP, a), (&SECRET, b)],
+            &args(&[]),
+            Path::new("/d"),
+            "ns",
+        )
+        .unwrap_err()
+        .to_string();
         assert!(
             error.contains("configmap/a and secret/b") && error.contains("\"k\""),
             "{error}"
@@ -818,10 +835,16 @@ mod tests {
 
     #[test]
     fn secrets_are_decoded_and_private_configmaps_as_is() {
-        let a = json!({"kind": "ConfigMap", "metadata": {"name": "a"},
+        let a = json!({"metadata": {"name": "a"},
                        "data": {"t": "text"}, "binaryData": {"b": "AAH/"}});
-        let s = json!({"kind": "Secret", "metadata": {"name": "s"}, "data": {"p": "cGFzcw=="}});
-        let plan = plan(&[a, s], &args(&[]), Path::new("/d"), "ns").unwrap();
+        let s = json!({"metadata": {"name": "s"}, "data": {"p": "cGFzcw=="}});
+        let plan = plan(
+            &[(&CONFIGMAP, a), (&SECRET, s)],
+            &args(&[]),
+            Path::new("/d"),
+            "ns",
+        )
+        .unwrap();
         let files: Vec<_> = plan
             .files
             .iter()
@@ -839,10 +862,15 @@ mod tests {
 
     #[test]
     fn a_listed_key_no_object_has_is_an_error() {
-        let a = json!({"kind": "ConfigMap", "metadata": {"name": "a"}, "data": {"k": "1"}});
-        let error = plan(&[a], &args(&["missing=x"]), Path::new("/d"), "ns")
-            .unwrap_err()
-            .to_string();
+        let a = json!({"metadata": {"name": "a"}, "data": {"k": "1"}});
+        let error = plan(
+            &[(&CONFIGMAP, a)],
+            &args(&["missing=x"]),
+            Path::new("/d"),
+            "ns",
+        )
+        .unwrap_err()
+        .to_string();
         assert!(
             error.contains("\"missing\"") && error.contains("configmap/a"),
             "{error}"

@@ -269,6 +269,42 @@ fn a_selector_copies_every_configmap_it_matches_and_no_other() {
 }
 
 #[test]
+fn secrets_chosen_by_a_selector_are_decoded_and_private_as_named_ones() {
+    let Some((api, namespace, account)) = setup() else {
+        return;
+    };
+    // A LIST's items carry no kind: the kind comes from the OBJECT argument.
+    for (name, key, value) in [
+        ("tls-a", "a.key", "key-material-a"),
+        ("tls-b", "b.key", "key-material-b"),
+    ] {
+        let mut object = secret(name, json!({ key: b64(value.as_bytes()) }));
+        object["metadata"]["labels"] = json!({ "certs": "app" });
+        api.create(&namespace, object);
+    }
+    let sandbox = Sandbox::new();
+    let dest = sandbox.path("certs");
+    let output = initbox_as(&sandbox, &account)
+        .args(["k8s-copy", "secrets", "-l", "certs=app", "-v"])
+        .arg(&dest)
+        .args(["--timeout", LIMIT])
+        .run();
+    output.assert_code(0);
+    assert_eq!(
+        std::fs::read_to_string(dest.join("a.key")).unwrap(),
+        "key-material-a"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dest.join("b.key")).unwrap(),
+        "key-material-b"
+    );
+    assert_eq!(mode_of(&dest.join("a.key")), 0o600);
+    for value in ["key-material-a", "key-material-b"] {
+        assert!(!output.stderr.contains(value), "{}", output.stderr);
+    }
+}
+
+#[test]
 fn the_same_key_in_two_objects_is_refused_naming_both_and_dest_is_left_alone() {
     let Some((api, namespace, account)) = setup() else {
         return;
