@@ -78,6 +78,11 @@ pub struct K8sCopyArgs {
     /// Secret's].
     #[arg(long, env = "INITBOX_MODE", value_name = "MODE", value_parser = atomic_file::parse_mode)]
     pub mode: Option<u32>,
+    /// The mode of the directories k8s-copy makes: those of --items paths, and DEST when it
+    /// does not exist (an existing DEST, such as a volume's root, keeps its own).
+    #[arg(long, env = "INITBOX_DIR_MODE", value_name = "MODE", default_value = "0755",
+          value_parser = atomic_file::parse_mode)]
+    pub dir_mode: u32,
     /// Replace what DEST holds even when k8s-copy did not put it there.
     #[arg(long, env = "INITBOX_FORCE")]
     pub force: bool,
@@ -415,6 +420,8 @@ struct Planned {
 struct Plan {
     files: Vec<Planned>,
     record: Record,
+    /// Of the directories made.
+    dir_mode: u32,
 }
 
 /// What DEST/.initbox-k8s-copy/copied.json says: where each file came from, never what
@@ -424,6 +431,8 @@ struct Record {
     namespace: String,
     objects: Vec<String>,
     files: Vec<RecordedFile>,
+    /// Of the directories of --items paths.
+    dir_mode: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -546,8 +555,13 @@ fn plan(
                 key: file.key.clone(),
             })
             .collect(),
+        dir_mode: format!("{:04o}", args.dir_mode),
     };
-    Ok(Plan { files, record })
+    Ok(Plan {
+        files,
+        record,
+        dir_mode: args.dir_mode,
+    })
 }
 
 /// What DEST holds before a copy.
@@ -668,7 +682,14 @@ fn install(destination: &Destination, plan: &Plan, force: bool) -> Result<()> {
     let staging = destination
         .staging()
         .map_err(|e| dest_error("create a staging directory for", dest, &e))?;
-    let written = stage(&staging, plan).and_then(|()| destination.install(&staging));
+    let written = (if staging == destination.inner_staging() {
+        Ok(())
+    } else {
+        // Renamed into DEST's place: its mode is DEST's.
+        fs::set_permissions(&staging, fs::Permissions::from_mode(plan.dir_mode))
+    })
+    .and_then(|()| stage(&staging, plan))
+    .and_then(|()| destination.install(&staging));
     if let Err(error) = written {
         remove_staging(&staging);
         return Err(dest_error("write the copy into", dest, &error));
@@ -710,10 +731,7 @@ fn stage(staging: &Path, plan: &Plan) -> io::Result<()> {
     for file in &plan.files {
         let path = staging.join(&file.path);
         if let Some(parent) = path.parent() {
-            fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o755)
-                .create(parent)?;
+            make_dirs(staging, parent, plan.dir_mode)?;
         }
         let mut out = fs::OpenOptions::new()
             .write(true)
@@ -727,6 +745,24 @@ fn stage(staging: &Path, plan: &Plan) -> io::Result<()> {
     let json = serde_json::to_vec_pretty(&plan.record).map_err(io::Error::other)?;
     fs::create_dir(staging.join(RECORD_DIR))?;
     atomic_file::write(&staging.join(RECORD_DIR).join(RECORD), &json, Some(0o644))
+}
+
+/// The directories from `staging` down to `dir`, each with `mode` whatever the umask.
+fn make_dirs(staging: &Path, dir: &Path, mode: u32) -> io::Result<()> {
+    let mut at = staging.to_owned();
+    for part in dir
+        .strip_prefix(staging)
+        .map_err(io::Error::other)?
+        .components()
+    {
+        at.push(part);
+        match fs::DirBuilder::new().mode(mode).create(&at) {
+            Ok(()) => fs::set_permissions(&at, fs::Permissions::from_mode(mode))?,
+            Err(error) if error.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(())
 }
 
 fn plural(n: usize) -> &'static str {

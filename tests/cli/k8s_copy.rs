@@ -187,11 +187,16 @@ fn items_copy_only_the_keys_named_to_their_paths_with_the_mode_asked_for() {
             "password=db/credentials/password",
             "--mode",
             "0440",
+            "--dir-mode",
+            "0750",
             "--timeout",
             LIMIT,
         ])
         .run()
         .assert_code(0);
+    for dir in ["", "conf.d", "db", "db/credentials"] {
+        assert_eq!(mode_of(&dest.join(dir)), 0o750, "{dir}");
+    }
     assert_eq!(
         std::fs::read_to_string(dest.join("conf.d/10-app.conf")).unwrap(),
         "a"
