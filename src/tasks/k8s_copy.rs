@@ -303,8 +303,18 @@ pub async fn run(args: K8sCopyArgs) -> Result<()> {
         .collect();
     let found = wait::wait_for_all("k8s", probes, options).await?;
     let namespace = api.namespace().to_owned();
-    let found: Vec<(&'static Kind, Value)> =
-        found.into_iter().flat_map(|ready| ready.output).collect();
+    // An object named twice (cm/app, and a selector that matches it too) is copied once.
+    let mut seen = BTreeSet::new();
+    let found: Vec<(&'static Kind, Value)> = found
+        .into_iter()
+        .flat_map(|ready| ready.output)
+        .filter(|(kind, object)| {
+            seen.insert((
+                kind.name,
+                object["metadata"]["name"].as_str().map(str::to_owned),
+            ))
+        })
+        .collect();
     let plan = plan(&found, &args, &dest, &namespace)?;
     crate::volume::blocking(move || install(&destination, &plan, args.force)).await
 }

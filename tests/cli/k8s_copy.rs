@@ -78,8 +78,9 @@ fn a_configmap_becomes_one_file_per_key_with_binary_data_byte_for_byte() {
     );
     let sandbox = Sandbox::new();
     let dest = sandbox.path("conf");
+    // Named twice (as a longer command line might): copied once, no key collides.
     initbox_as(&sandbox, &account)
-        .args(["k8s-copy", "configmap/app"])
+        .args(["k8s-copy", "configmap/app", "cm/app"])
         .arg(&dest)
         .args(["--timeout", LIMIT])
         .run()
