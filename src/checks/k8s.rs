@@ -79,14 +79,8 @@ pub enum Goal {
     Complete,
     Created,
     Deleted,
-    Condition {
-        kind: String,
-        status: String,
-    },
-    JsonPath {
-        path: JsonPath,
-        value: Option<String>,
-    },
+    Condition { kind: String, status: String },
+    JsonPath { path: JsonPath, value: Option<String> },
 }
 
 impl Goal {
@@ -139,7 +133,9 @@ impl Goal {
                     (&rest[..at], Some(rest[at + 1..].to_owned()))
                 }
                 Some(at) if at < rest.len() => {
-                    return Err(format!("'{text}': after the path comes =VALUE or nothing"));
+                    return Err(format!(
+                        "'{text}': after the path comes =VALUE or nothing"
+                    ));
                 }
                 _ => (rest, None),
             };
@@ -453,7 +449,12 @@ impl K8sProbe {
     }
 
     fn judge_one(&self, object: &Value) -> Verdict {
-        judge(self.target.kind, &self.goal, object, self.max_restarts)
+        judge(
+            self.target.kind,
+            &self.goal,
+            object,
+            self.max_restarts,
+        )
     }
 
     /// The objects a selector matched: all ready (and at least one), or at least `--min`.
@@ -478,9 +479,7 @@ impl K8sProbe {
         let failed: Vec<String> = verdicts
             .iter()
             .filter_map(|(name, v)| match v {
-                Verdict::Fatal(reason) => {
-                    Some(format!("{}/{name}: {reason}", self.target.kind.name))
-                }
+                Verdict::Fatal(reason) => Some(format!("{}/{name}: {reason}", self.target.kind.name)),
                 _ => None,
             })
             .collect();
@@ -541,11 +540,7 @@ pub fn judge(kind: &Kind, goal: &Goal, object: &Value, max_restarts: u32) -> Ver
     if !asked_for_failure && let Some(problem) = never_ready(kind, object, max_restarts) {
         return Verdict::Fatal(problem);
     }
-    if let Goal::Condition {
-        kind: wanted,
-        status,
-    } = goal
-    {
+    if let Goal::Condition { kind: wanted, status } = goal {
         return match condition(object, wanted) {
             Some((found, _)) if found.eq_ignore_ascii_case(status) => {
                 Verdict::Ready(format!("condition {wanted}={found}"))
@@ -583,9 +578,7 @@ pub fn judge(kind: &Kind, goal: &Goal, object: &Value, max_restarts: u32) -> Ver
                     total - updated
                 ))
             } else if available < updated {
-                Verdict::NotYet(format!(
-                    "{available} of {updated} updated replicas available"
-                ))
+                Verdict::NotYet(format!("{available} of {updated} updated replicas available"))
             } else {
                 Verdict::Ready(format!("{wanted} replica(s) updated and available"))
             }
@@ -639,10 +632,9 @@ fn never_ready(kind: &Kind, object: &Value, max_restarts: u32) -> Option<String>
     match kind.name {
         "job" => ["Failed", "FailureTarget"].iter().find_map(|failure| {
             match condition(object, failure) {
-                Some((status, why)) if status == "True" => Some(format!(
-                    "the job failed{}",
-                    if why.is_empty() { String::new() } else { why }
-                )),
+                Some((status, why)) if status == "True" => {
+                    Some(format!("the job failed{}", if why.is_empty() { String::new() } else { why }))
+                }
                 _ => None,
             }
         }),
@@ -666,7 +658,10 @@ fn never_ready(kind: &Kind, object: &Value, max_restarts: u32) -> Option<String>
 fn pod_problem(pod: &Value, max_restarts: u32) -> Option<String> {
     let status = &pod["status"];
     if status["phase"] == "Failed" {
-        return Some(format!("the pod failed{}", reason_and_message(status)));
+        return Some(format!(
+            "the pod failed{}",
+            reason_and_message(status)
+        ));
     }
     let containers = status["initContainerStatuses"]
         .as_array()
@@ -708,9 +703,7 @@ fn pod_problem(pod: &Value, max_restarts: u32) -> Option<String> {
 fn pod_ready(pod: &Value) -> Verdict {
     let status = &pod["status"];
     if status["phase"] == "Succeeded" {
-        return Verdict::Fatal(
-            "the pod has completed (phase Succeeded): it will never be ready".into(),
-        );
+        return Verdict::Fatal("the pod has completed (phase Succeeded): it will never be ready".into());
     }
     match condition(pod, "Ready") {
         Some((found, _)) if found == "True" => Verdict::Ready("ready".into()),
@@ -757,8 +750,9 @@ fn judge_jsonpath(path: &JsonPath, value: Option<&str>, object: &Value) -> Verdi
 fn unobserved(object: &Value) -> Option<String> {
     let generation = object["metadata"]["generation"].as_u64()?;
     let observed = object["status"]["observedGeneration"].as_u64()?;
-    (observed < generation)
-        .then(|| format!("the controller has not seen generation {generation} yet (at {observed})"))
+    (observed < generation).then(|| {
+        format!("the controller has not seen generation {generation} yet (at {observed})")
+    })
 }
 
 /// The status of condition `kind` (case-insensitive), and `: REASON: MESSAGE` when given.
@@ -766,11 +760,7 @@ fn condition(object: &Value, kind: &str) -> Option<(String, String)> {
     let found = object["status"]["conditions"]
         .as_array()?
         .iter()
-        .find(|c| {
-            c["type"]
-                .as_str()
-                .is_some_and(|t| t.eq_ignore_ascii_case(kind))
-        })?;
+        .find(|c| c["type"].as_str().is_some_and(|t| t.eq_ignore_ascii_case(kind)))?;
     Some((
         found["status"].as_str().unwrap_or("Unknown").to_owned(),
         reason_and_message(found),
@@ -831,8 +821,7 @@ mod tests {
                 status: "false".into()
             }
         );
-        let Goal::JsonPath { path, value } =
-            Goal::parse("jsonpath={.status.phase}=Running").unwrap()
+        let Goal::JsonPath { path, value } = Goal::parse("jsonpath={.status.phase}=Running").unwrap()
         else {
             panic!("not a jsonpath goal")
         };
@@ -873,20 +862,14 @@ mod tests {
         assert_eq!(
             judge(&POD, &Goal::Ready, &pulling, 5),
             Verdict::Fatal(
-                "container app cannot start: ImagePullBackOff: Back-off pulling image \"nope\""
-                    .into()
+                "container app cannot start: ImagePullBackOff: Back-off pulling image \"nope\"".into()
             )
         );
-        let looping = |restarts: u32| {
-            json!({ "status": { "phase": "Running", "containerStatuses": [
+        let looping = |restarts: u32| json!({ "status": { "phase": "Running", "containerStatuses": [
             { "name": "app", "restartCount": restarts,
               "state": { "waiting": { "reason": "CrashLoopBackOff" }},
-              "lastState": { "terminated": { "exitCode": 3, "reason": "Error" }}}]}})
-        };
-        assert!(matches!(
-            judge(&POD, &Goal::Ready, &looping(5), 5),
-            Verdict::NotYet(_)
-        ));
+              "lastState": { "terminated": { "exitCode": 3, "reason": "Error" }}}]}});
+        assert!(matches!(judge(&POD, &Goal::Ready, &looping(5), 5), Verdict::NotYet(_)));
         assert_eq!(
             judge(&POD, &Goal::Ready, &looping(6), 5),
             Verdict::Fatal(
@@ -903,18 +886,10 @@ mod tests {
                                 "replicas": total, "availableReplicas": available }})
         };
         let verdict = |d: Value| judge(&DEPLOYMENT, &Goal::Ready, &d, 5);
-        assert!(
-            matches!(verdict(deployment(1, 3, 3, 3)), Verdict::NotYet(r) if r.contains("generation 2"))
-        );
-        assert!(
-            matches!(verdict(deployment(2, 2, 3, 3)), Verdict::NotYet(r) if r == "2 of 3 replicas updated")
-        );
-        assert!(
-            matches!(verdict(deployment(2, 3, 4, 3)), Verdict::NotYet(r) if r.contains("old replica"))
-        );
-        assert!(
-            matches!(verdict(deployment(2, 3, 3, 2)), Verdict::NotYet(r) if r.contains("available"))
-        );
+        assert!(matches!(verdict(deployment(1, 3, 3, 3)), Verdict::NotYet(r) if r.contains("generation 2")));
+        assert!(matches!(verdict(deployment(2, 2, 3, 3)), Verdict::NotYet(r) if r == "2 of 3 replicas updated"));
+        assert!(matches!(verdict(deployment(2, 3, 4, 3)), Verdict::NotYet(r) if r.contains("old replica")));
+        assert!(matches!(verdict(deployment(2, 3, 3, 2)), Verdict::NotYet(r) if r.contains("available")));
         assert!(matches!(verdict(deployment(2, 3, 3, 3)), Verdict::Ready(_)));
     }
 }

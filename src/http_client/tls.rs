@@ -110,8 +110,9 @@ pub fn build_tls(trust: Trust, identity: Option<Identity>, insecure: bool) -> Re
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(NamingVerifier(verifier)));
     let mut config = match identity {
-        Some(Identity { chain, key, source }) => {
-            builder.with_client_auth_cert(chain, key).map_err(|e| {
+        Some(Identity { chain, key, source }) => builder
+            .with_client_auth_cert(chain, key)
+            .map_err(|e| {
                 let reason = match e {
                     rustls::Error::InconsistentKeys(_) => {
                         "the key does not belong to the certificate".to_owned()
@@ -119,8 +120,7 @@ pub fn build_tls(trust: Trust, identity: Option<Identity>, insecure: bool) -> Re
                     other => in_words(&format!("{other:?}")),
                 };
                 Error::Config(format!("{source} do not go together: {reason}"))
-            })?
-        }
+            })?,
         None => builder.with_no_client_auth(),
     };
     // The client speaks HTTP/1.1 only; say so, or an h2 server would pick a protocol we lack.

@@ -18,10 +18,7 @@ use crate::{reason, redact};
 pub enum Credential {
     TokenFile(PathBuf),
     Token(String),
-    Basic {
-        user: String,
-        password: String,
-    },
+    Basic { user: String, password: String },
     /// A client certificate (in the TLS setup) and nothing in the headers.
     None,
 }
@@ -145,8 +142,9 @@ pub fn from_kubeconfig(paths: &[PathBuf], context: Option<&str>) -> Result<Clust
     }
     let mut parsed = Vec::new();
     for (path, text) in &files {
-        let node = yaml::parse(text)
-            .map_err(|e| Error::Config(format!("reading kubeconfig {}: {e}", path.display())))?;
+        let node = yaml::parse(text).map_err(|e| {
+            Error::Config(format!("reading kubeconfig {}: {e}", path.display()))
+        })?;
         parsed.push((path.clone(), to_json(node)));
     }
     let first_path = parsed[0].0.clone();
@@ -179,8 +177,9 @@ pub fn from_kubeconfig(paths: &[PathBuf], context: Option<&str>) -> Result<Clust
     );
     let field = |value: &serde_json::Value, key: &str| value[key].as_str().map(str::to_owned);
 
-    let server = field(&cluster, "server")
-        .ok_or_else(|| Error::Config(format!("{source}: cluster {cluster_name} has no server")))?;
+    let server = field(&cluster, "server").ok_or_else(|| {
+        Error::Config(format!("{source}: cluster {cluster_name} has no server"))
+    })?;
     let server = Url::parse(&server).map_err(|e| {
         Error::Config(format!(
             "{source}: the server '{server}' is not a valid URL: {e}"

@@ -78,11 +78,7 @@ fn select<'a>(steps: &[Step], root: &'a Value) -> Vec<&'a Value> {
                     Value::Object(map) => next.extend(map.values()),
                     _ => {}
                 },
-                Step::Filter {
-                    path,
-                    equal,
-                    value: wanted,
-                } => {
+                Step::Filter { path, equal, value: wanted } => {
                     if let Some(items) = value.as_array() {
                         next.extend(items.iter().filter(|item| {
                             let matched = select(path, item)

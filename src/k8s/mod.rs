@@ -43,12 +43,7 @@ pub struct KubeArgs {
     pub namespace: Option<String>,
     /// Use this kubeconfig instead of the pod's service account (repeatable; KUBECONFIG,
     /// a ':'-separated list, is read too).
-    #[arg(
-        long,
-        env = "INITBOX_KUBECONFIG",
-        value_name = "FILE",
-        value_delimiter = ':'
-    )]
+    #[arg(long, env = "INITBOX_KUBECONFIG", value_name = "FILE", value_delimiter = ':')]
     pub kubeconfig: Vec<PathBuf>,
     /// The kubeconfig context to use [default: its current-context].
     #[arg(long, env = "INITBOX_CONTEXT", value_name = "NAME")]
@@ -199,9 +194,9 @@ impl Api {
                 ANSWER_LIMIT >> 20
             ))));
         }
-        serde_json::from_slice(&body)
-            .map(Some)
-            .map_err(|e| Failure::Retry(format!("the API server's answer is not JSON: {e}")))
+        serde_json::from_slice(&body).map(Some).map_err(|e| {
+            Failure::Retry(format!("the API server's answer is not JSON: {e}"))
+        })
     }
 
     /// Watches `path` (a collection with its selector) from `resource_version` for up to

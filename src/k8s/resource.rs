@@ -219,9 +219,9 @@ pub fn parse_selector(text: &str) -> Result<String, String> {
             .next()
             .unwrap_or("");
         let key_valid = !key.is_empty()
-            && key
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'/'));
+            && key.bytes().all(|b| {
+                b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'/')
+            });
         if !key_valid {
             return Err(format!(
                 "'{text}' is not a label selector (key=value, key!=value, key in (a,b), key notin (a,b), key or !key, separated by commas)"
@@ -241,11 +241,7 @@ mod tests {
             assert_eq!(Kind::find(word).unwrap().name, "deployment", "{word}");
         }
         assert!(Kind::find("deployment.batch").is_err());
-        assert!(
-            Kind::find("widget")
-                .unwrap_err()
-                .contains("known: pod, job")
-        );
+        assert!(Kind::find("widget").unwrap_err().contains("known: pod, job"));
     }
 
     #[test]
@@ -265,12 +261,7 @@ mod tests {
 
     #[test]
     fn selectors_are_checked_for_their_shape() {
-        for good in [
-            "app=web",
-            "app=web,tier!=db",
-            "env in (a,b),!legacy",
-            "app.kubernetes.io/name=x",
-        ] {
+        for good in ["app=web", "app=web,tier!=db", "env in (a,b),!legacy", "app.kubernetes.io/name=x"] {
             assert!(parse_selector(good).is_ok(), "{good}");
         }
         for bad in ["", "=web", "env in (a,b", "a=b,,c=d"] {

@@ -66,12 +66,7 @@ fn now() -> String {
 
 fn complete_job(api: &KubeApi, namespace: &str, name: &str) {
     let now = now();
-    api.patch_status(
-        namespace,
-        "jobs",
-        name,
-        json!({ "startTime": now, "active": 1 }),
-    );
+    api.patch_status(namespace, "jobs", name, json!({ "startTime": now, "active": 1 }));
     api.patch_status(
         namespace,
         "jobs",
@@ -108,9 +103,7 @@ fn mark_pod_ready(api: &KubeApi, namespace: &str, name: &str, ready: bool) {
 
 #[test]
 fn a_job_that_completes_after_the_wait_began_ends_it_with_0() {
-    let Some((api, namespace, account)) = setup() else {
-        return;
-    };
+    let Some((api, namespace, account)) = setup() else { return };
     api.create(&namespace, job("migrate"));
     let sandbox = Sandbox::new();
     let waiting = initbox_as(&sandbox, &account)
@@ -127,17 +120,10 @@ fn a_job_that_completes_after_the_wait_began_ends_it_with_0() {
 
 #[test]
 fn a_job_that_failed_ends_the_wait_at_once_with_1_and_its_reason() {
-    let Some((api, namespace, account)) = setup() else {
-        return;
-    };
+    let Some((api, namespace, account)) = setup() else { return };
     api.create(&namespace, job("migrate"));
     let now = now();
-    api.patch_status(
-        &namespace,
-        "jobs",
-        "migrate",
-        json!({ "startTime": now, "active": 1 }),
-    );
+    api.patch_status(&namespace, "jobs", "migrate", json!({ "startTime": now, "active": 1 }));
     api.patch_status(
         &namespace,
         "jobs",
@@ -159,9 +145,7 @@ fn a_job_that_failed_ends_the_wait_at_once_with_1_and_its_reason() {
     output
         .assert_code(1)
         .assert_stderr_contains("the job failed")
-        .assert_stderr_contains(
-            "BackoffLimitExceeded: Job has reached the specified backoff limit",
-        );
+        .assert_stderr_contains("BackoffLimitExceeded: Job has reached the specified backoff limit");
     assert!(
         output.elapsed < Duration::from_secs(20),
         "a failed Job must end the wait at once, not at the timeout: {:?}",
@@ -171,19 +155,10 @@ fn a_job_that_failed_ends_the_wait_at_once_with_1_and_its_reason() {
 
 #[test]
 fn an_object_created_after_the_wait_began_is_seen() {
-    let Some((api, namespace, account)) = setup() else {
-        return;
-    };
+    let Some((api, namespace, account)) = setup() else { return };
     let sandbox = Sandbox::new();
     let waiting = initbox_as(&sandbox, &account)
-        .args([
-            "wait-for-k8s",
-            "configmap/settings",
-            "--for",
-            "created",
-            "--timeout",
-            LIMIT,
-        ])
+        .args(["wait-for-k8s", "configmap/settings", "--for", "created", "--timeout", LIMIT])
         .spawn();
     waiting.wait_for_stderr("does not exist yet", Duration::from_secs(30));
     api.create(
@@ -198,20 +173,11 @@ fn an_object_created_after_the_wait_began_is_seen() {
 
 #[test]
 fn a_deleted_wait_ends_when_the_object_is_gone() {
-    let Some((api, namespace, account)) = setup() else {
-        return;
-    };
+    let Some((api, namespace, account)) = setup() else { return };
     api.create(&namespace, pod("old", json!({ "app": "old" })));
     let sandbox = Sandbox::new();
     let waiting = initbox_as(&sandbox, &account)
-        .args([
-            "wait-for-k8s",
-            "pod/old",
-            "--for",
-            "deleted",
-            "--timeout",
-            LIMIT,
-        ])
+        .args(["wait-for-k8s", "pod/old", "--for", "deleted", "--timeout", LIMIT])
         .spawn();
     waiting.wait_for_stderr("still exists", Duration::from_secs(30));
     api.must(
@@ -219,17 +185,12 @@ fn a_deleted_wait_ends_when_the_object_is_gone() {
         &format!("/api/v1/namespaces/{namespace}/pods/old?gracePeriodSeconds=0"),
         None,
     );
-    waiting
-        .wait()
-        .assert_code(0)
-        .assert_stderr_contains("deleted");
+    waiting.wait().assert_code(0).assert_stderr_contains("deleted");
 }
 
 #[test]
 fn pods_by_label_are_ready_once_min_of_them_are() {
-    let Some((api, namespace, account)) = setup() else {
-        return;
-    };
+    let Some((api, namespace, account)) = setup() else { return };
     for name in ["web-0", "web-1", "web-2"] {
         api.create(&namespace, pod(name, json!({ "app": "web" })));
     }
@@ -237,16 +198,7 @@ fn pods_by_label_are_ready_once_min_of_them_are() {
     mark_pod_ready(api, &namespace, "web-0", true);
     let sandbox = Sandbox::new();
     let waiting = initbox_as(&sandbox, &account)
-        .args([
-            "wait-for-k8s",
-            "pods",
-            "-l",
-            "app=web",
-            "--min",
-            "2",
-            "--timeout",
-            LIMIT,
-        ])
+        .args(["wait-for-k8s", "pods", "-l", "app=web", "--min", "2", "--timeout", LIMIT])
         .spawn();
     waiting.wait_for_stderr("1 of 2 ready", Duration::from_secs(30));
     mark_pod_ready(api, &namespace, "web-2", true);
@@ -258,9 +210,7 @@ fn pods_by_label_are_ready_once_min_of_them_are() {
 
 #[test]
 fn a_deployment_is_ready_when_its_rollout_is_complete() {
-    let Some((api, namespace, account)) = setup() else {
-        return;
-    };
+    let Some((api, namespace, account)) = setup() else { return };
     api.create(
         &namespace,
         json!({
@@ -290,9 +240,7 @@ fn a_deployment_is_ready_when_its_rollout_is_complete() {
 
 #[test]
 fn a_service_is_ready_when_its_endpoint_slices_hold_a_ready_endpoint() {
-    let Some((api, namespace, account)) = setup() else {
-        return;
-    };
+    let Some((api, namespace, account)) = setup() else { return };
     api.create(
         &namespace,
         json!({ "apiVersion": "v1", "kind": "Service", "metadata": { "name": "db" },
@@ -313,10 +261,7 @@ fn a_service_is_ready_when_its_endpoint_slices_hold_a_ready_endpoint() {
         .spawn();
     waiting.wait_for_stderr("no endpoints yet", Duration::from_secs(30));
     api.create(&namespace, slice(false));
-    waiting.wait_for_stderr(
-        "none of its 1 endpoint(s) is ready",
-        Duration::from_secs(30),
-    );
+    waiting.wait_for_stderr("none of its 1 endpoint(s) is ready", Duration::from_secs(30));
     api.must(
         "PATCH",
         &format!("/apis/discovery.k8s.io/v1/namespaces/{namespace}/endpointslices/db-abc"),
@@ -330,9 +275,7 @@ fn a_service_is_ready_when_its_endpoint_slices_hold_a_ready_endpoint() {
 
 #[test]
 fn a_role_without_get_jobs_is_fatal_at_once_and_names_the_rule_to_add() {
-    let Some(api) = kube_api::shared() else {
-        return;
-    };
+    let Some(api) = kube_api::shared() else { return };
     let namespace = api.namespace();
     let account = api.service_account(
         &namespace,
@@ -346,26 +289,21 @@ fn a_role_without_get_jobs_is_fatal_at_once_and_names_the_rule_to_add() {
         .run();
     output
         .assert_code(1)
-        .assert_stderr_contains(&format!("system:serviceaccount:{namespace}:pods-only"))
+        .assert_stderr_contains(&format!(
+            "system:serviceaccount:{namespace}:pods-only"
+        ))
         .assert_stderr_contains(&format!("may not get jobs.batch in namespace {namespace}"))
-        .assert_stderr_contains(r#"{apiGroups: ["batch"], resources: ["jobs"], verbs: ["get"]}"#);
-    assert!(
-        output.elapsed < Duration::from_secs(20),
-        "{:?}",
-        output.elapsed
-    );
+        .assert_stderr_contains(
+            r#"{apiGroups: ["batch"], resources: ["jobs"], verbs: ["get"]}"#,
+        );
+    assert!(output.elapsed < Duration::from_secs(20), "{:?}", output.elapsed);
     let token = std::fs::read_to_string(account.path().join("token")).unwrap();
-    assert!(
-        !output.stderr.contains(token.trim()),
-        "the token was printed"
-    );
+    assert!(!output.stderr.contains(token.trim()), "the token was printed");
 }
 
 #[test]
 fn a_token_rotated_during_the_wait_is_read_again() {
-    let Some((api, namespace, account)) = setup() else {
-        return;
-    };
+    let Some((api, namespace, account)) = setup() else { return };
     // The first token is bound to a Secret: deleting it revokes the token, as the expiry of
     // a projected token would.
     let secret = api.create(
@@ -392,9 +330,7 @@ fn a_token_rotated_during_the_wait_is_read_again() {
     // Once the API server refuses the old token (it caches a token's review for a few
     // seconds), a waiter that kept it would be refused at its next look and end with 1.
     let client = kube_api::client_trusting(&api.ca());
-    let job_path = api.url(&format!(
-        "/apis/batch/v1/namespaces/{namespace}/jobs/migrate"
-    ));
+    let job_path = api.url(&format!("/apis/batch/v1/namespaces/{namespace}/jobs/migrate"));
     let refused = crate::support::eventually(Duration::from_secs(60), || {
         client
             .get(&job_path)
@@ -404,17 +340,12 @@ fn a_token_rotated_during_the_wait_is_read_again() {
     });
     assert!(refused, "the revoked token is still accepted");
     complete_job(api, &namespace, "migrate");
-    waiting
-        .wait()
-        .assert_code(0)
-        .assert_stderr_contains("complete");
+    waiting.wait().assert_code(0).assert_stderr_contains("complete");
 }
 
 #[test]
 fn sigterm_while_waiting_ends_with_143() {
-    let Some((api, namespace, account)) = setup() else {
-        return;
-    };
+    let Some((api, namespace, account)) = setup() else { return };
     api.create(&namespace, job("forever"));
     let sandbox = Sandbox::new();
     let waiting = initbox_as(&sandbox, &account)
@@ -428,9 +359,7 @@ fn sigterm_while_waiting_ends_with_143() {
 
 #[test]
 fn outside_a_pod_a_kubeconfig_with_a_token_is_used() {
-    let Some((api, namespace, account)) = setup() else {
-        return;
-    };
+    let Some((api, namespace, account)) = setup() else { return };
     api.create(&namespace, job("migrate"));
     complete_job(api, &namespace, "migrate");
     let sandbox = Sandbox::new();

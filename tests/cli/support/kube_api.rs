@@ -12,8 +12,8 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -79,9 +79,7 @@ fn apiserver_binary() -> Option<PathBuf> {
         skip("needs kube-apiserver: run tests/servers/kube-apiserver build (Go, about 10 min)");
         return None;
     }
-    Some(PathBuf::from(
-        String::from_utf8_lossy(&output.stdout).trim(),
-    ))
+    Some(PathBuf::from(String::from_utf8_lossy(&output.stdout).trim()))
 }
 
 fn etcd_binary() -> Option<PathBuf> {
@@ -135,19 +133,11 @@ impl KubeApi {
             Command::new(etcd)
                 .args(["--name", "test", "--unsafe-no-fsync", "--data-dir"])
                 .arg(path.join("etcd"))
-                .arg(format!(
-                    "--listen-client-urls=http://127.0.0.1:{etcd_client}"
-                ))
-                .arg(format!(
-                    "--advertise-client-urls=http://127.0.0.1:{etcd_client}"
-                ))
+                .arg(format!("--listen-client-urls=http://127.0.0.1:{etcd_client}"))
+                .arg(format!("--advertise-client-urls=http://127.0.0.1:{etcd_client}"))
                 .arg(format!("--listen-peer-urls=http://127.0.0.1:{etcd_peer}"))
-                .arg(format!(
-                    "--initial-advertise-peer-urls=http://127.0.0.1:{etcd_peer}"
-                ))
-                .arg(format!(
-                    "--initial-cluster=test=http://127.0.0.1:{etcd_peer}"
-                ))
+                .arg(format!("--initial-advertise-peer-urls=http://127.0.0.1:{etcd_peer}"))
+                .arg(format!("--initial-cluster=test=http://127.0.0.1:{etcd_peer}"))
                 .stdout(log("etcd.log"))
                 .stderr(log("etcd.log")),
         );
@@ -169,14 +159,8 @@ impl KubeApi {
                 .arg(format!("--tls-cert-file={}", tls.cert.display()))
                 .arg(format!("--tls-private-key-file={}", tls.key.display()))
                 .arg(format!("--client-ca-file={}", tls.ca.display()))
-                .arg(format!(
-                    "--token-auth-file={}",
-                    path.join("tokens.csv").display()
-                ))
-                .arg(format!(
-                    "--service-account-key-file={}",
-                    path.join("sa.pub").display()
-                ))
+                .arg(format!("--token-auth-file={}", path.join("tokens.csv").display()))
+                .arg(format!("--service-account-key-file={}", path.join("sa.pub").display()))
                 .arg(format!(
                     "--service-account-signing-key-file={}",
                     path.join("sa.key").display()
@@ -212,17 +196,11 @@ impl KubeApi {
             }
             for child in children.iter_mut() {
                 if let Ok(Some(status)) = child.try_wait() {
-                    return Err(format!(
-                        "{status} from etcd or kube-apiserver:\n{}",
-                        self.logs()
-                    ));
+                    return Err(format!("{status} from etcd or kube-apiserver:\n{}", self.logs()));
                 }
             }
             if Instant::now() > deadline {
-                return Err(format!(
-                    "kube-apiserver was not ready within {START_LIMIT:?}:\n{}",
-                    self.logs()
-                ));
+                return Err(format!("kube-apiserver was not ready within {START_LIMIT:?}:\n{}", self.logs()));
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -313,12 +291,8 @@ impl KubeApi {
             "application/merge-patch+json"
         };
         let path = format!("{prefix}/namespaces/{namespace}/{resource}/{name}/status");
-        let (code, answer) = self.admin_with(
-            "PATCH",
-            &path,
-            Some(json!({ "status": status })),
-            content_type,
-        );
+        let (code, answer) =
+            self.admin_with("PATCH", &path, Some(json!({ "status": status })), content_type);
         assert!(
             (200..300).contains(&code),
             "PATCH {path}: HTTP {code}: {answer}"
@@ -532,10 +506,7 @@ fn spawn_dying_with_us(command: &mut Command) -> Child {
             Ok(())
         });
     }
-    command
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("starting a server")
+    command.stdin(Stdio::null()).spawn().expect("starting a server")
 }
 
 fn tail(path: &Path) -> String {
@@ -543,3 +514,4 @@ fn tail(path: &Path) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(40)..].join("\n")
 }
+
