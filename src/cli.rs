@@ -261,6 +261,8 @@ WaitForAmqp(crate::checks::amqp::AmqpArgs),
 WaitForGrpc(crate::checks::grpc::GrpcArgs),
 /// Wait until Kubernetes objects are ready, complete, created or deleted (replaces `kubectl wait`, k8s-wait-for).
 WaitForK8s(crate::checks::k8s::K8sArgs),
+/// Copy ConfigMaps and Secrets into a directory, one file per key, atomically (replaces `kubectl get cm … -o jsonpath | base64 -d`, k8s-sidecar).
+K8sCopy(crate::tasks::k8s_copy::K8sCopyArgs),
 /// Wait until files exist, with a type, a size or contents.
 WaitForFile(crate::checks::file::FileArgs),
 /// Wait until unix sockets accept connections.

@@ -611,6 +611,44 @@ fn usage_errors_exit_2_naming_the_bad_value() {
                 ],
                 "cannot be used with",
             ),
+            bad(
+                2,
+                &["k8s-copy", "cm/app"],
+                "name at least one OBJECT, then DEST",
+            ),
+            bad(
+                2,
+                &["k8s-copy", "deploy/web", "/d"],
+                "k8s-copy copies configmaps and secrets",
+            ),
+            bad(2, &["k8s-copy", "secret", "/d"], "--selector"),
+            bad(
+                2,
+                &["k8s-copy", "cm/App", "/d"],
+                "'App' is not a valid object name",
+            ),
+            bad(
+                2,
+                &["k8s-copy", "cm/app", "/d", "--items", "app.conf=../x"],
+                "the path must stay inside DEST",
+            ),
+            bad(
+                2,
+                &["k8s-copy", "cm/app", "/d", "--items", "../app=x"],
+                "not a key that can be a file name",
+            ),
+            bad(
+                2,
+                &[
+                    "k8s-copy", "cm/app", "/d", "--items", "a=x", "--items", "b=x",
+                ],
+                "another --items writes the same path",
+            ),
+            bad(
+                2,
+                &["k8s-copy", "cm/app", "/d", "--mode", "rw"],
+                "'rw' is not a file mode",
+            ),
             bad(2, &["install"], "<DIR>"),
             bad(2, &["link", "v2"], "<LINK>"),
             bad(2, &["sysctl", "vm.max_map_count"], "is not KEY=VALUE"),

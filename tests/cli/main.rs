@@ -23,6 +23,7 @@ mod git_submodules;
 mod grpc;
 mod http;
 mod k8s;
+mod k8s_copy;
 mod kafka;
 mod mysql;
 mod nats;

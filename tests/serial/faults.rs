@@ -682,6 +682,17 @@ fn sigterm_to_pid_1_ends_every_waiting_command_within_a_second() {
     let refused_git = format!("git://{refused}/app");
     let fetched = sandbox.path("fetched/data");
     let cloned = sandbox.path("cloned");
+    let copied = sandbox.path("copied");
+    // An API server address where nothing listens.
+    let refused_kubeconfig = sandbox.write(
+        "refused.kubeconfig",
+        &format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: refused\n\
+             clusters: [{{name: refused, cluster: {{server: \"https://{refused}\", insecure-skip-tls-verify: true}}}}]\n\
+             users: [{{name: refused, user: {{token: not-a-real-token}}}}]\n\
+             contexts: [{{name: refused, context: {{cluster: refused, user: refused, namespace: default}}}}]\n"
+        ),
+    );
     let commands = vec![
         waiting(
             "wait-for-dns",
@@ -793,6 +804,17 @@ fn sigterm_to_pid_1_ends_every_waiting_command_within_a_second() {
             "git-clone",
             &["git-clone", &refused_git, path_str(&cloned)],
             "is not ready",
+        ),
+        waiting(
+            "k8s-copy",
+            &[
+                "k8s-copy",
+                "configmap/app",
+                path_str(&copied),
+                "--kubeconfig",
+                path_str(&refused_kubeconfig),
+            ],
+            "connection refused",
         ),
         waiting("run", &["run", "-f", path_str(&pipeline)], "is not ready"),
     ];
@@ -940,6 +962,17 @@ fn every_waiting_command_ends_within_50ms_of_its_deadline() {
     let silent_tcp = format!("127.0.0.1:{silent_port}");
     let fetched = sandbox.path("fetched/data");
     let cloned = sandbox.path("cloned");
+    let copied = sandbox.path("copied");
+    // An API server address that accepts connections and never answers them.
+    let silent_kubeconfig = sandbox.write(
+        "silent.kubeconfig",
+        &format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: silent\n\
+             clusters: [{{name: silent, cluster: {{server: \"https://127.0.0.1:{silent_port}\", insecure-skip-tls-verify: true}}}}]\n\
+             users: [{{name: silent, user: {{token: not-a-real-token}}}}]\n\
+             contexts: [{{name: silent, context: {{cluster: silent, user: silent, namespace: default}}}}]\n"
+        ),
+    );
     let step_timeout = sandbox.write(
         "step-timeout.yaml",
         &format!(
@@ -1141,6 +1174,20 @@ fn every_waiting_command_ends_within_50ms_of_its_deadline() {
                 "git-clone",
                 &format!("git://127.0.0.1:{silent_port}/app"),
                 path_str(&cloned),
+                "--timeout",
+                "1s",
+            ],
+            1000,
+        ),
+        deadline_case(
+            "k8s-copy",
+            "a request in flight",
+            &[
+                "k8s-copy",
+                "configmap/app",
+                path_str(&copied),
+                "--kubeconfig",
+                path_str(&silent_kubeconfig),
                 "--timeout",
                 "1s",
             ],
@@ -1900,4 +1947,138 @@ fn kubeconfig(
         ),
     );
     path_str(&path).to_owned()
+}
+
+/// Every file under `dir` with its content, sorted: what a reader of DEST sees (the hidden
+/// staging directory of a k8s-copy left out).
+fn copied_files(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut files: Vec<(String, Vec<u8>)> = tree(dir)
+        .into_iter()
+        .filter(|name| !name.ends_with('/') && !name.starts_with(".initbox-k8s-copy.staging"))
+        .map(|name| {
+            let data = std::fs::read(dir.join(&name)).unwrap_or_default();
+            (name, data)
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn sigkill_during_k8s_copy_leaves_dest_as_before_or_complete() {
+    let _serial = crate::support::one_at_a_time();
+    if !need_root() {
+        return;
+    }
+    let Some(api) = crate::support::kube_api::shared() else {
+        return;
+    };
+    let namespace = api.namespace();
+    let account = api.service_account(
+        &namespace,
+        "copier",
+        serde_json::json!([{ "apiGroups": [""], "resources": ["configmaps"], "verbs": ["list"] }]),
+    );
+    // Two releases of the same keys, each a few ConfigMaps of a few hundred keys (each
+    // ConfigMap under the API's 1 MiB): v1 is what DEST holds before. Thousands of files,
+    // so that writing them is a good part of a run.
+    let mut rng = fastrand::Rng::with_seed(18);
+    for version in ["v1", "v2"] {
+        for part in 0..8 {
+            let data: serde_json::Map<String, serde_json::Value> = (0..600)
+                .map(|key| {
+                    let text = format!("{version} {part} {key}\n{}", noise(&mut rng, 2));
+                    (format!("part{part}-key{key}.conf"), text.into())
+                })
+                .collect();
+            api.create(
+                &namespace,
+                serde_json::json!({
+                    "apiVersion": "v1", "kind": "ConfigMap",
+                    "metadata": { "name": format!("{version}-{part}"), "labels": { "release": version } },
+                    "data": data,
+                }),
+            );
+        }
+    }
+    let sandbox = Sandbox::new();
+    let copy = |version: &str, dest: &Path| {
+        let mut command = sandbox.initbox();
+        for (key, value) in account.env() {
+            command = command.env(key, value);
+        }
+        command
+            .args(["k8s-copy", "configmap", "-l"])
+            .arg(format!("release={version}"))
+            .arg(dest)
+            .args(["--timeout", "30s"])
+    };
+    let volume = sandbox.path("volume");
+    let _mount = Mount::tmpfs(&volume);
+    let missing = sandbox.path("parent/dest");
+    let sibling_staging = sandbox.path("parent/.dest.initbox-k8s-copy");
+    let inner_staging = volume.join(".initbox-k8s-copy.staging");
+    let reference = sandbox.path("reference");
+    copy("v2", &reference).run().assert_code(0);
+    let new_files = copied_files(&reference);
+    let pristine_old = sandbox.path("pristine-old");
+    copy("v1", &pristine_old).run().assert_code(0);
+    let old_files = copied_files(&pristine_old);
+    assert_eq!(new_files.len(), 4801);
+    let took = unkilled_run(|| {
+        copy_tree(&pristine_old, &volume);
+        let elapsed = copy("v2", &volume).run().assert_code(0).elapsed;
+        empty_dir(&volume);
+        elapsed
+    });
+    let mut moments = KillMoments::new(took, TRIALS);
+    for trial in 0..TRIALS {
+        // Over an older copy in a volume, into an empty volume, into a missing DEST.
+        let (dest, before) = match trial % 3 {
+            0 => {
+                copy_tree(&pristine_old, &volume);
+                (&volume, old_files.clone())
+            }
+            1 => (&volume, Vec::new()),
+            _ => (&missing, Vec::new()),
+        };
+        let at = moments.moment(trial);
+        let context = moments.context(trial, at);
+        kill_at(copy("v2", dest).spawn(), at);
+
+        if inner_staging.exists() || sibling_staging.exists() {
+            moments.mid_work += 1;
+        }
+        // A staged copy with its record is being installed: the next run finishes it first,
+        // and until then DEST carries no record.
+        let installing = inner_staging.join(".initbox-k8s-copy/copied.json").exists();
+        let now = copied_files(dest);
+        if !installing {
+            assert!(
+                now == before || now == new_files,
+                "{context}: DEST is neither the old copy nor the complete new one ({} files)",
+                now.len()
+            );
+        } else {
+            assert!(
+                now.iter()
+                    .all(|(name, _)| name != ".initbox-k8s-copy/copied.json")
+                    || now == before,
+                "{context}: a half-installed DEST carries a record"
+            );
+        }
+        copy("v2", dest).run().assert_code(0);
+        assert_eq!(copied_files(dest), new_files, "{context}");
+        assert!(!inner_staging.exists(), "{context}: staging left in DEST");
+        assert!(
+            !sibling_staging.exists(),
+            "{context}: staging left beside DEST"
+        );
+        if trial % 3 == 2 {
+            std::fs::remove_dir_all(&missing).unwrap();
+        } else {
+            empty_dir(&volume);
+        }
+    }
+    moments.assert_enough_mid_work("a k8s-copy");
 }

@@ -172,6 +172,21 @@ fn the_cli_and_the_file_give_identical_commands_for_every_task() {
             ],
             r#"{archive: /dl/app.tgz, dest: /opt/app, strip-components: 1, include: ["bin/*"], max-size: 100M}"#,
         ),
+        (
+            "k8s-copy",
+            &[
+                "cm/app",
+                "secret/db",
+                "/w/conf",
+                "--items",
+                "app.conf=conf/app.conf",
+                "--mode",
+                "0640",
+                "-n",
+                "prod",
+            ],
+            r#"{operands: [cm/app, secret/db, /w/conf], items: ["app.conf=conf/app.conf"], mode: "0640", namespace: prod}"#,
+        ),
         // Brokers: NATS, ZooKeeper, Kafka, AMQP.
         (
             "wait-for-nats",

@@ -26,7 +26,7 @@ use crate::reason;
 use crate::report;
 use crate::size::ByteSize;
 use crate::tasks::copy::{Glob, parse_glob};
-use crate::tasks::git_clone::destination::{Destination, IGNORED_ENTRIES, Layout, remove_staging};
+use crate::tasks::staged_install::{Destination, IGNORED_ENTRIES, Layout, remove_staging};
 
 /// The directory in DEST that records what was extracted there (installed last: its
 /// presence says DEST is complete).

@@ -14,8 +14,8 @@
 //! run finishes before doing anything else ([`Destination::recover`]). A DEST without
 //! `.git` is never a checkout; a `.git` without the marker is never one of ours.
 //!
-//! The same protocol installs `extract`'s archives: a [`Layout`] names the staging
-//! directories, the entry that makes DEST complete (`.git` here) and the marker inside it.
+//! The protocol itself is [`crate::tasks::staged_install`], which extract and k8s-copy use
+//! too: git-clone's [`Layout`] makes `.git` the entry that makes DEST complete.
 //!
 //! A complete checkout is also checked against its commit on every re-run
 //! ([`Destination::verify`]: the index's stat data first, content only where it differs),
@@ -25,11 +25,13 @@
 
 use std::fs;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
 use crate::atomic_file;
+pub(crate) use crate::tasks::staged_install::{Destination, IGNORED_ENTRIES, remove_staging};
+use crate::tasks::staged_install::{Layout, kind_of};
 
 /// The staging directory inside an existing DEST.
 pub(super) const INNER_STAGING: &str = ".initbox-clone";
@@ -37,25 +39,6 @@ pub(super) const INNER_STAGING: &str = ".initbox-clone";
 const MARKER: &str = "initbox-checkout.json";
 /// The note inside a staged `.git` saying DEST's old entries are gone.
 const CLEARED: &str = "initbox-install-cleared";
-/// Entries a fresh filesystem brings along that do not make a volume "not empty".
-pub(crate) const IGNORED_ENTRIES: &[&str] = &["lost+found"];
-
-/// The names a staged install uses: where it is staged, and which entry of the staged tree
-/// is installed last (its presence in DEST says "complete"), holding the marker.
-#[derive(Debug)]
-pub(crate) struct Layout {
-    /// The staging directory inside an existing DEST.
-    pub inner_staging: &'static str,
-    /// `PARENT/.NAME.{sibling_suffix}`: the staging directory beside a missing DEST.
-    pub sibling_suffix: &'static str,
-    /// The directory moved in last: DEST is complete once it is there.
-    pub keystone: &'static str,
-    /// The file inside the keystone written last when staging (a JSON document).
-    pub marker: &'static str,
-    /// The note inside the staged keystone saying DEST's old entries are gone.
-    pub cleared: &'static str,
-}
-
 /// git-clone's names (a checkout's `.git` is its keystone).
 pub(crate) const GIT: Layout = Layout {
     inner_staging: INNER_STAGING,
@@ -99,89 +82,15 @@ pub enum Found {
     Other,
 }
 
-pub struct Destination {
-    dest: PathBuf,
-    layout: &'static Layout,
-}
-
+/// git-clone's own view of its destination.
 impl Destination {
     pub fn new(dest: &Path) -> Self {
         Self::with_layout(dest, &GIT)
     }
 
-    /// A destination installed with other names than git-clone's (extract's).
-    pub(crate) fn with_layout(dest: &Path, layout: &'static Layout) -> Self {
-        Destination {
-            dest: dest.to_owned(),
-            layout,
-        }
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.dest
-    }
-
-    fn sibling_staging(&self) -> PathBuf {
-        let name = self
-            .dest
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "checkout".into());
-        parent_dir(&self.dest).join(format!(".{name}.{}", self.layout.sibling_suffix))
-    }
-
-    pub(crate) fn inner_staging(&self) -> PathBuf {
-        self.dest.join(self.layout.inner_staging)
-    }
-
-    /// Whether a staged (or installed) tree carries its marker: it is complete.
-    fn is_complete(&self, tree: &Path) -> bool {
-        let marker = tree.join(self.layout.keystone).join(self.layout.marker);
-        fs::read(marker)
-            .ok()
-            .and_then(|text| serde_json::from_slice::<serde_json::Value>(&text).ok())
-            .is_some()
-    }
-
-    /// Finishes or discards what a killed run left. Returns true when it completed an
-    /// install (DEST is now a complete checkout).
-    ///
-    /// Only a real directory counts as a staging directory: anything else under that name
-    /// (a symbolic link planted there, say) is removed, never followed.
-    pub fn recover(&self) -> io::Result<bool> {
-        let sibling = self.sibling_staging();
-        if let Some(is_dir) = kind_of(&sibling) {
-            if is_dir && self.dest.symlink_metadata().is_err() && self.is_complete(&sibling) {
-                fs::rename(&sibling, &self.dest)?;
-                return Ok(true);
-            }
-            remove_any(&sibling)?;
-        }
-        let inner = self.inner_staging();
-        if let Some(is_dir) = kind_of(&inner) {
-            if is_dir && self.is_complete(&inner) {
-                self.install_inside(&inner)?;
-                return Ok(true);
-            }
-            remove_any(&inner)?;
-        }
-        Ok(false)
-    }
-
-    /// Makes sure a clone could be written here, before anything goes over the network:
-    /// the directory its staging directory goes in takes new entries.
-    pub fn check_writable(&self) -> io::Result<()> {
-        let staging = if self.dest.exists() {
-            self.inner_staging()
-        } else {
-            self.sibling_staging()
-        };
-        Ok(atomic_file::check_directory(parent_dir(&staging))?)
-    }
-
     /// Looks at DEST as it is now.
     pub fn inspect(&self) -> io::Result<Found> {
-        let entries = match fs::read_dir(&self.dest) {
+        let entries = match fs::read_dir(self.path()) {
             Ok(entries) => entries,
             Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(Found::Missing),
             Err(error) => return Err(error),
@@ -198,30 +107,15 @@ impl Destination {
         }
         // A `.git` that is a symbolic link is not a checkout of ours: repairing it would
         // write wherever the link points.
-        if kind_of(&self.dest.join(".git")) != Some(true) {
+        if kind_of(&self.path().join(".git")) != Some(true) {
             return Ok(Found::Other);
         }
-        if let Some(checkout) = read_marker(&self.dest) {
+        if let Some(checkout) = read_marker(self.path()) {
             return Ok(Found::Checkout(checkout));
         }
         Ok(Found::ForeignCheckout {
-            origin: origin_url(&self.dest),
+            origin: origin_url(self.path()),
         })
-    }
-
-    /// A fresh, empty staging directory for a clone (removing any stale one).
-    pub fn staging(&self) -> io::Result<PathBuf> {
-        let staging = if self.dest.exists() {
-            self.inner_staging()
-        } else {
-            fs::create_dir_all(parent_dir(&self.dest))?;
-            self.sibling_staging()
-        };
-        if staging.symlink_metadata().is_ok() {
-            remove_any(&staging)?;
-        }
-        fs::create_dir(&staging)?;
-        Ok(staging)
     }
 
     /// Marks a staged clone complete: from now on a killed run's successor installs it.
@@ -243,91 +137,6 @@ impl Destination {
         let json = serde_json::to_vec_pretty(checkout).map_err(io::Error::other)?;
         atomic_file::write(&git_dir.join(MARKER), &json, None)
     }
-
-    /// Puts a complete staged clone in place of whatever DEST holds.
-    pub fn install(&self, staging: &Path) -> io::Result<()> {
-        if staging == self.sibling_staging() {
-            if self.dest.exists() {
-                // DEST appeared while cloning: fall back to installing inside it.
-                let inner = self.inner_staging();
-                fs::rename(staging, &inner)?;
-                return self.install_inside(&inner);
-            }
-            return fs::rename(staging, &self.dest);
-        }
-        self.install_inside(staging)
-    }
-
-    /// Replaces DEST's entries with the staged ones; safe to repeat after a kill. Two
-    /// phases: clearing DEST's old entries, then moving the staged ones in; a note in the
-    /// staged `.git` says the first phase is over, so a resumed install never deletes what
-    /// it has already moved.
-    pub(crate) fn install_inside(&self, staging: &Path) -> io::Result<()> {
-        let keystone = self.layout.keystone;
-        let cleared = staging.join(keystone).join(self.layout.cleared);
-        if !cleared.exists() {
-            // The old checkout stops being one first…
-            let old_git = self.dest.join(keystone);
-            if old_git.symlink_metadata().is_ok() {
-                remove_any(&old_git)?;
-            }
-            for entry in fs::read_dir(&self.dest)? {
-                let entry = entry?;
-                let name = entry.file_name();
-                if name == self.layout.inner_staging
-                    || IGNORED_ENTRIES.contains(&name.to_string_lossy().as_ref())
-                {
-                    continue;
-                }
-                remove_any(&entry.path())?;
-            }
-            atomic_file::write(&cleared, b"", None)?;
-        }
-        // …and the new one becomes one last.
-        for entry in fs::read_dir(staging)? {
-            let entry = entry?;
-            if entry.file_name() != keystone {
-                fs::rename(entry.path(), self.dest.join(entry.file_name()))?;
-            }
-        }
-        fs::rename(staging.join(keystone), self.dest.join(keystone))?;
-        fs::remove_dir(staging)?;
-        let _ = fs::remove_file(self.dest.join(keystone).join(self.layout.cleared));
-        Ok(())
-    }
-}
-
-/// `Some(true)` for a directory, `Some(false)` for anything else (a symbolic link is never
-/// followed), `None` when nothing is there.
-fn kind_of(path: &Path) -> Option<bool> {
-    path.symlink_metadata().ok().map(|m| m.is_dir())
-}
-
-/// Removes a staging directory that a clone thread may still be writing into: a removal
-/// that races with a file being created is tried again.
-pub fn remove_staging(staging: &Path) {
-    for _ in 0..5 {
-        match remove_any(staging) {
-            Err(error) if error.kind() != io::ErrorKind::NotFound => continue,
-            _ => return,
-        }
-    }
-}
-
-fn remove_any(path: &Path) -> io::Result<()> {
-    let metadata = path.symlink_metadata()?;
-    if metadata.is_dir() {
-        fs::remove_dir_all(path)
-    } else {
-        fs::remove_file(path)
-    }
-}
-
-fn parent_dir(path: &Path) -> &Path {
-    match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    }
 }
 
 fn read_marker(checkout: &Path) -> Option<Checkout> {
@@ -345,6 +154,8 @@ fn origin_url(checkout: &Path) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+    use std::path::PathBuf;
+
     use super::*;
 
     fn checkout(commit: &str) -> Checkout {
