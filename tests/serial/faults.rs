@@ -683,16 +683,6 @@ fn sigterm_to_pid_1_ends_every_waiting_command_within_a_second() {
     let fetched = sandbox.path("fetched/data");
     let cloned = sandbox.path("cloned");
     let copied = sandbox.path("copied");
-    // An API server address where nothing listens.
-    let refused_kubeconfig = sandbox.write(
-        "refused.kubeconfig",
-        &format!(
-            "apiVersion: v1\nkind: Config\ncurrent-context: refused\n\
-             clusters: [{{name: refused, cluster: {{server: \"https://{refused}\", insecure-skip-tls-verify: true}}}}]\n\
-             users: [{{name: refused, user: {{token: not-a-real-token}}}}]\n\
-             contexts: [{{name: refused, context: {{cluster: refused, user: refused, namespace: default}}}}]\n"
-        ),
-    );
     let commands = vec![
         waiting(
             "wait-for-dns",
@@ -812,7 +802,7 @@ fn sigterm_to_pid_1_ends_every_waiting_command_within_a_second() {
                 "configmap/app",
                 path_str(&copied),
                 "--kubeconfig",
-                path_str(&refused_kubeconfig),
+                &refused_kubeconfig,
             ],
             "connection refused",
         ),
