@@ -1233,6 +1233,7 @@ fn a_stable_for_that_cannot_fit_in_the_timeout_is_refused_by_every_check_and_by_
         ("wait-for-file", &["/ready"]),
         ("wait-for-socket", &["/run/app.sock"]),
         ("wait-for-command", &["true"]),
+        ("wait-for-k8s", &["job/migrate"]),
         ("ping", &["mydb"]),
     ];
     let root = initbox::cli::command();
