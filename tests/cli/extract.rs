@@ -764,3 +764,43 @@ fn a_pipeline_fetches_with_extract_and_extracts_with_the_same_keys() {
 fn the_plugin_download_example_parses() {
     crate::support::assert_example_args_parse("plugin-download.yaml", "fetch");
 }
+
+#[test]
+fn a_damaged_archive_is_refused_in_initbox_words_not_the_decoders() {
+    let sandbox = Sandbox::new();
+    let (src, _) = release(&sandbox);
+    let dir = sandbox.dir.path();
+    let name = src.file_name().unwrap().to_str().unwrap();
+    run_in(dir, "tar", &["-cf", "plain.tar", name]);
+    run_in(dir, "sh", &["-c", "xz -k -c plain.tar > app.tar.xz"]);
+    run_in(dir, "zip", &["-qr", "app.zip", name]);
+    // The xz file with a byte of its compressed data flipped; the zip cut in half.
+    let mut xz = std::fs::read(dir.join("app.tar.xz")).unwrap();
+    let middle = xz.len() / 2;
+    xz[middle] ^= 0x55;
+    std::fs::write(dir.join("flipped.tar.xz"), &xz).unwrap();
+    let zip = std::fs::read(dir.join("app.zip")).unwrap();
+    std::fs::write(dir.join("cut.zip"), &zip[..zip.len() / 2]).unwrap();
+    // A zstd frame header asking for a 2 GiB window (zstd --long=31 writes one only for
+    // large inputs, so the header is written here: magic, descriptor, window byte 0xA8).
+    let mut wide = vec![0x28, 0xB5, 0x2F, 0xFD, 0x00, 0xA8];
+    wide.extend_from_slice(&[0u8; 64]);
+    std::fs::write(dir.join("wide.tar.zst"), &wide).unwrap();
+    let cases = [
+        ("flipped.tar.xz", "it is damaged"),
+        ("cut.zip", "cut short"),
+        ("wide.tar.zst", "decoding window larger than initbox allows"),
+    ];
+    for (archive, words) in cases {
+        let output = extract(&sandbox, &dir.join(archive), &sandbox.path("dest"), &[]);
+        output.assert_code(1).assert_stderr_contains(words);
+        for library in ["EOCD", "window_size", "Requested:", "CRC32", "mismatch"] {
+            assert!(
+                !output.stderr.contains(library),
+                "{archive}: the decoder's own words reached the user:\n{}",
+                output.stderr
+            );
+        }
+        assert!(!sandbox.path("dest").exists());
+    }
+}

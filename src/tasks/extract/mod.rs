@@ -297,8 +297,12 @@ pub fn install(
             dest.display()
         )));
     }
-    let read_error =
-        |e: io::Error| Error::Failed(format!("cannot read {label}: {}", reason::io(&e)));
+    let read_error = |e: io::Error| {
+        Error::Failed(format!(
+            "cannot read {label}: {}",
+            unpack::describe_damage(&e)
+        ))
+    };
     let format = format::sniff(&mut archive)
         .map_err(read_error)?
         .ok_or_else(|| {

@@ -219,7 +219,7 @@ impl<'a> Unpacker<'a> {
                         .take(4096)
                         .read_to_end(&mut target)
                         .map_err(|e| {
-                            entry_error(&path, &format!("cannot read: {}", reason::io(&e)))
+                            entry_error(&path, &format!("cannot read: {}", describe_damage(&e)))
                         })?;
                     Kind::Symlink(target)
                 }
@@ -434,7 +434,7 @@ impl<'a> Unpacker<'a> {
                 Err(e) => {
                     return Err(entry_error(
                         path,
-                        &format!("cannot read: {}", reason::io(&e)),
+                        &format!("cannot read: {}", describe_damage(&e)),
                     ));
                 }
             };
@@ -673,7 +673,41 @@ fn check_link_target(dirs: &[Vec<u8>], target: &[u8]) -> Result<(), String> {
 }
 
 fn unreadable(error: io::Error) -> Error {
-    Error::Failed(format!("cannot read the archive: {}", reason::io(&error)))
+    Error::Failed(format!(
+        "cannot read the archive: {}",
+        describe_damage(&error)
+    ))
+}
+
+/// What a decoder's complaint means for the user, in initbox's words: the decoders' own
+/// texts (`Could not find EOCD`, `Specified window_size is too big; Requested: …`) are
+/// written for their developers. The original goes to the `-v` log.
+pub fn describe_damage(error: &io::Error) -> String {
+    if !matches!(
+        error.kind(),
+        io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof | io::ErrorKind::Other
+    ) {
+        return reason::io(error);
+    }
+    let text = error.to_string();
+    crate::report::debug("extract.decoder", format!("the decoder said: {text}"));
+    let lower = text.to_ascii_lowercase();
+    if lower.contains("eocd") || lower.contains("central directory") {
+        "it is not a zip archive, or one cut short (its central directory is missing)".into()
+    } else if lower.contains("window") {
+        "a zstd frame asks for a decoding window larger than initbox allows (128 MiB): made with --long or --ultra?"
+            .into()
+    } else if lower.contains("crc") || lower.contains("checksum") || lower.contains("hash") {
+        "it is damaged: a checksum does not match (a corrupt or incomplete download?)".into()
+    } else if error.kind() == io::ErrorKind::UnexpectedEof
+        || lower.contains("unexpected end")
+        || lower.contains("eof")
+        || lower.contains("truncated")
+    {
+        "it ends before its end (a download cut short?)".into()
+    } else {
+        "it is damaged: its compressed data cannot be decoded (a corrupt download?)".into()
+    }
 }
 
 fn fail(action: &str, path: &Path, errno: Errno) -> Error {
