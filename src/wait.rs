@@ -647,7 +647,7 @@ fn timed_out(
                     Elapsed(stable_for)
                 )),
                 (Some(reason), false) => Some(format!("{name}{goal} ({label}: {reason})")),
-                (None, false) => Some(format!("{name}{goal} (no answer yet)")),
+                (None, false) => Some(format!("{name}{goal} (its first attempt was still under way)")),
             }
         })
         .collect();
