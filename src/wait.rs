@@ -647,7 +647,9 @@ fn timed_out(
                     Elapsed(stable_for)
                 )),
                 (Some(reason), false) => Some(format!("{name}{goal} ({label}: {reason})")),
-                (None, false) => Some(format!("{name}{goal} (its first attempt was still under way)")),
+                (None, false) => Some(format!(
+                    "{name}{goal} (its first attempt was still under way)"
+                )),
             }
         })
         .collect();

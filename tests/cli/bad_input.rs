@@ -468,6 +468,16 @@ fn usage_errors_exit_2_naming_the_bad_value() {
             bad(2, &["git-clone", "https://h/r.git"], "<DEST>"),
             bad(
                 2,
+                &["git-clone", "https://h/r.git", "d", "--sparse", "../etc"],
+                "must name a directory inside the repository",
+            ),
+            bad(
+                2,
+                &["git-clone", "https://h/r.git", "d", "--submodules", "all"],
+                "'all'",
+            ),
+            bad(
+                2,
                 &["git-clone", "https://h/r.git", "d", "--depth", "all"],
                 "--depth",
             ),

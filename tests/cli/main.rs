@@ -18,6 +18,7 @@ mod extract;
 mod fetch;
 mod file_wait;
 mod git_clone;
+mod git_sparse;
 mod git_ssh;
 mod git_submodules;
 mod grpc;

@@ -65,6 +65,9 @@ pub struct Checkout {
         skip_serializing_if = "crate::tasks::git_clone::submodules::Submodules::is_off"
     )]
     pub submodules: crate::tasks::git_clone::submodules::Submodules,
+    /// The `--sparse` directories checked out (absent: everything).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sparse: Vec<String>,
 }
 
 /// What DEST holds before a clone.
@@ -164,6 +167,7 @@ mod tests {
             reference: Some("v1".into()),
             commit: commit.into(),
             submodules: Default::default(),
+            sparse: Vec::new(),
         }
     }
 

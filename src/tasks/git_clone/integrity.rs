@@ -85,6 +85,7 @@ pub fn verify(destination: &Destination, checkout: &Checkout) -> Differences {
         dest: destination.path(),
         commit: &checkout.commit,
         submodules: checkout.submodules,
+        sparse: &checkout.sparse,
         at: Path::new(""),
     };
     if let Err(reason) = compare(&tree, &mut differences) {
@@ -99,6 +100,8 @@ struct Tree<'a> {
     dest: &'a Path,
     commit: &'a str,
     submodules: Submodules,
+    /// The `--sparse` cone (empty: everything is checked out).
+    sparse: &'a [String],
     at: &'a Path,
 }
 
@@ -117,7 +120,10 @@ fn compare(tree: &Tree<'_>, out: &mut Differences) -> Result<(), String> {
         out.push(format!("HEAD{whose} is at {} instead", &head[..12]));
         return Ok(());
     }
-    let expected = expected_index(&repo, tree.commit)?;
+    let mut expected = expected_index(&repo, tree.commit)?;
+    if !tree.sparse.is_empty() {
+        super::sparse::apply(&mut expected, tree.sparse)?;
+    }
     let index = repo
         .open_index()
         .map_err(because("the index cannot be read"))?;
@@ -135,6 +141,14 @@ fn compare(tree: &Tree<'_>, out: &mut Differences) -> Result<(), String> {
     let mut dirs: HashSet<&[u8]> = HashSet::new();
     for entry in expected.entries() {
         let path: &[u8] = entry.path(&expected);
+        // Left out by the sparse cone: not in the working tree, so not looked for (and
+        // found as an extra if something is there).
+        if entry
+            .flags
+            .contains(gix::index::entry::Flags::SKIP_WORKTREE)
+        {
+            continue;
+        }
         files.insert(path);
         let mut at = 0;
         while let Some(slash) = path[at..].iter().position(|&b| b == b'/') {
@@ -162,6 +176,7 @@ fn compare(tree: &Tree<'_>, out: &mut Differences) -> Result<(), String> {
                     dest: &full,
                     commit: &commit,
                     submodules: tree.submodules.nested(),
+                    sparse: &[],
                     at: &shown_path,
                 };
                 if let Err(reason) = compare(&nested, out) {
@@ -293,6 +308,9 @@ pub fn repair(destination: &Destination, checkout: &Checkout) -> Result<(), Stri
                 return Err("HEAD points to another commit".to_owned());
             }
             let mut index = expected_index(&repo, &checkout.commit)?;
+            if !checkout.sparse.is_empty() {
+                super::sparse::apply(&mut index, &checkout.sparse)?;
+            }
             let mut options = repo
                 .checkout_options(gix::worktree::stack::state::attributes::Source::IdMapping)
                 .map_err(because("the checkout settings cannot be read"))?;

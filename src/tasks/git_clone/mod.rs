@@ -8,6 +8,7 @@
 
 pub(crate) mod destination;
 mod integrity;
+mod sparse;
 mod ssh;
 pub mod submodules;
 mod transfer;
@@ -61,6 +62,10 @@ pub struct GitCloneArgs {
         value_name = "WHICH"
     )]
     pub submodules: submodules::Submodules,
+    /// Check out only these directories (repeatable), with the files at the top and of the
+    /// directories above them: git's cone-mode sparse checkout.
+    #[arg(long, env = "INITBOX_SPARSE", value_name = "DIR", value_delimiter = ',', value_parser = sparse::check_dir)]
+    pub sparse: Vec<String>,
     /// The username for HTTP(S), with --password-file or INITBOX_GIT_PASSWORD.
     #[arg(long, env = "INITBOX_USERNAME", value_name = "NAME")]
     pub username: Option<String>,
@@ -552,6 +557,7 @@ fn clone_and_install(
         reference: request.reference.recorded(),
         commit: commit.clone(),
         submodules: request.submodules,
+        sparse: request.sparse.clone(),
     };
     if let Err(error) = Destination::mark_complete(&staging, &checkout) {
         discard(&mut lock(state));
@@ -670,7 +676,8 @@ pub async fn run(args: GitCloneArgs) -> Result<()> {
         Found::Checkout(existing)
             if same_repo(&existing.repo, &repo)
                 && existing.reference == reference.recorded()
-                && existing.submodules == args.submodules =>
+                && existing.submodules == args.submodules
+                && existing.sparse == sparse::normalized(&args.sparse) =>
         {
             let at = format!(
                 "{} (commit {})",
@@ -773,6 +780,7 @@ pub async fn run(args: GitCloneArgs) -> Result<()> {
         ssh,
         address: None,
         submodules: args.submodules,
+        sparse: sparse::normalized(&args.sparse),
     };
     let label = match &reference {
         Reference::RemoteHead => repo.clone(),

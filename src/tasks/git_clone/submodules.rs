@@ -93,6 +93,10 @@ pub fn clone_all(
             Ok(None) => continue,
             Err(e) => return Err(fatal(format!("submodule '{name}' at {path}: {e}"))),
         };
+        // Outside a `--sparse` cone: not checked out, so not cloned (as git does).
+        if !super::sparse::is_checked_out(&repo, path.as_ref()) {
+            continue;
+        }
         let raw = module
             .url()
             .map_err(|e| fatal(format!("submodule '{name}': {e}")))?
@@ -192,6 +196,8 @@ fn request_for(
         ssh,
         address,
         submodules: parent.submodules.nested(),
+        // A submodule is checked out whole: the superproject's cone names its own paths.
+        sparse: Vec::new(),
     })
 }
 

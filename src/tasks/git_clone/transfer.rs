@@ -84,6 +84,8 @@ pub struct CloneRequest {
     pub address: Option<std::net::IpAddr>,
     /// Which of the checkout's submodules are cloned into it.
     pub submodules: super::submodules::Submodules,
+    /// `--sparse`: the directories checked out (cone mode); empty: everything.
+    pub sparse: Vec<String>,
 }
 
 /// Clones into `dir` (which must exist and be empty) and returns the commit checked out.
@@ -233,9 +235,14 @@ fn clone_with_progress(
     let (mut checkout, _fetched) = prepare
         .fetch_then_checkout(progress.add_child("fetch"), interrupt)
         .map_err(|e| classify(&e, request, dir, Phase::Fetching, interrupt))?;
-    let (repo, _) = checkout
-        .main_worktree(progress.add_child("checkout"), interrupt)
-        .map_err(|e| classify(&e, request, dir, Phase::CheckingOut, interrupt))?;
+    let repo = if request.sparse.is_empty() {
+        checkout
+            .main_worktree(progress.add_child("checkout"), interrupt)
+            .map_err(|e| classify(&e, request, dir, Phase::CheckingOut, interrupt))?
+            .0
+    } else {
+        super::sparse::checkout(checkout.persist(), dir, &request.sparse, interrupt)?
+    };
     let head = repo.head_id().map_err(|e| {
         Failure::Fatal(Error::Failed(format!(
             "the clone has no commit checked out: {}",
