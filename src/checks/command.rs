@@ -99,7 +99,9 @@ impl Probe for CommandProbe {
         let mut command = Command::new(program);
         command
             .args(args)
-            .stdin(Stdio::null())
+            // A pipe closed at once, not /dev/null: a root without /dev (an empty one,
+            // as in the tests) has none, and the command still reads end-of-file.
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0)
@@ -113,6 +115,7 @@ impl Probe for CommandProbe {
                 .id()
                 .and_then(|id| rustix::process::Pid::from_raw(id as i32)),
         );
+        drop(child.stdin.take());
         let stdout = child.stdout.take();
         let stderr = child.stderr.take();
         let status = async {

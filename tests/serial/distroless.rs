@@ -344,3 +344,157 @@ fn install_puts_a_runnable_initbox_into_the_shared_volume() {
         .assert_code(0)
         .assert_stderr_contains("already this initbox");
 }
+
+/// Every command of the registry, once, in the empty root as 65532: each finds what it needs
+/// without /etc, /tmp, /proc or a shell, and ends the way it would in a scratch image (a
+/// file command with 0; a check with nothing to find with 124 at its timeout, its attempts
+/// made; sysctl, which needs /proc/sys mounted, with 1 naming it). The table is checked
+/// against the registry, so a new command needs its row.
+#[test]
+fn every_command_of_the_registry_runs_from_the_empty_root() {
+    use crate::support::{COMMANDS, assert_covers, free_port};
+    let Some(empty) = EmptyRoot::new() else {
+        return;
+    };
+    let closed = format!("127.0.0.1:{}", free_port("127.0.0.1"));
+    let closed_url = format!("http://{closed}/");
+    empty.put("file.txt", "a\n");
+    empty.put("page.j2", "{{ 1 + 1 }}\n");
+    empty.put(
+        "pipeline.yaml",
+        "steps:\n  - name: nap\n    sleep: {duration: 0}\n",
+    );
+    empty.put(
+        "kubeconfig",
+        &format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: c\n\
+             clusters: [{{name: c, cluster: {{server: \"https://{closed}\"}}}}]\n\
+             users: [{{name: u, user: {{token: not-a-real-token}}}}]\n\
+             contexts: [{{name: c, context: {{cluster: c, user: u, namespace: default}}}}]\n"
+        ),
+    );
+    let archive = empty.work.join("app.tar");
+    let made = Command::new("tar")
+        .arg("-cf")
+        .arg(&archive)
+        .arg("-C")
+        .arg(&empty.work)
+        .arg("file.txt")
+        .status()
+        .unwrap();
+    assert!(made.success());
+    chown(&archive, Some(NONROOT), Some(NONROOT)).unwrap();
+    let quick = ["--timeout", "300ms"];
+    let with = |args: &[&str], more: &[&str]| -> Vec<String> {
+        args.iter().chain(more).map(|s| s.to_string()).collect()
+    };
+    let cases: Vec<(Vec<String>, i32)> = vec![
+        (
+            with(
+                &["wait-for-dns", "db.test", "--nameserver", &closed],
+                &quick,
+            ),
+            124,
+        ),
+        (with(&["wait-for-tcp", &closed], &quick), 124),
+        (with(&["wait-for-http", &closed_url], &quick), 124),
+        (with(&["wait-for-postgres", &closed], &quick), 124),
+        (with(&["wait-for-redis", &closed], &quick), 124),
+        (with(&["wait-for-mysql", &closed], &quick), 124),
+        (with(&["wait-for-nats", &closed], &quick), 124),
+        (with(&["wait-for-zookeeper", &closed], &quick), 124),
+        (with(&["wait-for-kafka", &closed], &quick), 124),
+        (with(&["wait-for-amqp", &closed], &quick), 124),
+        (with(&["wait-for-grpc", &closed], &quick), 124),
+        (
+            with(
+                &[
+                    "wait-for-k8s",
+                    "job/migrate",
+                    "--kubeconfig",
+                    "/work/kubeconfig",
+                ],
+                &quick,
+            ),
+            124,
+        ),
+        (with(&["wait-for-file", "/work/missing"], &quick), 124),
+        (
+            with(&["wait-for-socket", "/work/missing.sock"], &quick),
+            124,
+        ),
+        (
+            with(&["wait-for-command", "/initbox", "sleep", "0"], &[]),
+            0,
+        ),
+        (with(&["ping", "127.0.0.1", "-c", "1"], &[]), 0),
+        (with(&["register", &closed_url], &quick), 124),
+        (
+            with(&["fetch", &closed_url, "-o", "/work/fetched"], &quick),
+            124,
+        ),
+        (
+            with(
+                &["git-clone", &format!("git://{closed}/app"), "/work/repo"],
+                &quick,
+            ),
+            124,
+        ),
+        (with(&["template", "/work/page.j2", "/work/page"], &[]), 0),
+        (with(&["sleep", "0"], &[]), 0),
+        (with(&["chown", "65532:65532", "/work/file.txt"], &[]), 0),
+        (with(&["chmod", "0644", "/work/file.txt"], &[]), 0),
+        (with(&["mkdir", "/work/dir/sub"], &[]), 0),
+        (with(&["remove", "/work/dir"], &[]), 0),
+        (with(&["link", "file.txt", "/work/current"], &[]), 0),
+        (with(&["sysctl", "vm.max_map_count=262144"], &[]), 1),
+        (with(&["install", "/work/bin"], &[]), 0),
+        (with(&["write", "/work/written", "--content", "x"], &[]), 0),
+        (
+            with(&["replace", "/work/file.txt", "--literal", "a", "b"], &[]),
+            0,
+        ),
+        (with(&["copy", "/work/file.txt", "/work/copied"], &[]), 0),
+        (
+            with(&["extract", "/work/app.tar", "/work/extracted"], &[]),
+            0,
+        ),
+        (
+            with(
+                &[
+                    "k8s-copy",
+                    "configmap/app",
+                    "/work/config",
+                    "--kubeconfig",
+                    "/work/kubeconfig",
+                ],
+                &quick,
+            ),
+            124,
+        ),
+        (with(&["run", "-f", "/work/pipeline.yaml"], &[]), 0),
+    ];
+    let covered: Vec<&str> = cases.iter().map(|(args, _)| args[0].as_str()).collect();
+    assert_covers(&covered, &COMMANDS, "the commands run from an empty root");
+    let mut failures = Vec::new();
+    for (args, code) in &cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let output = if args[0] == "ping" {
+            empty.run_with_ping_allowed(&args)
+        } else {
+            empty.run(&args)
+        };
+        if output.code != *code {
+            failures.push(format!(
+                "initbox {}: exit {} instead of {code}:\n{}",
+                args.join(" "),
+                output.code,
+                output.stderr
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert_eq!(empty.read("page"), "2\n");
+    assert!(empty.work.join("extracted/file.txt").exists());
+    assert!(empty.work.join("bin/initbox").exists());
+}
