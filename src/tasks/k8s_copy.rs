@@ -33,7 +33,7 @@ use crate::k8s::{Access, Api, KubeArgs, query_escape};
 use crate::reason;
 use crate::report;
 use crate::resolve::ResolverArgs;
-use crate::tasks::staged_install::{Destination, IGNORED_ENTRIES, Layout, remove_staging};
+use crate::tasks::staged_install::{Destination, Found, IGNORED_ENTRIES, Layout, remove_staging};
 use crate::wait::{self, Attempt, Probe, RetryArgs};
 
 /// The directory in DEST that records what was copied (installed last: its presence says
@@ -574,41 +574,6 @@ fn plan(
     })
 }
 
-/// What DEST holds before a copy.
-enum Found {
-    Nothing,
-    Copied(Record),
-    Other,
-}
-
-fn inspect(dest: &Path) -> io::Result<Found> {
-    let entries = match fs::read_dir(dest) {
-        Ok(entries) => entries,
-        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(Found::Nothing),
-        Err(error) => return Err(error),
-    };
-    let mut any = false;
-    for entry in entries {
-        let name = entry?.file_name();
-        let name = name.to_string_lossy();
-        if !IGNORED_ENTRIES.contains(&name.as_ref()) && name != INNER_STAGING {
-            any = true;
-        }
-    }
-    if !any {
-        return Ok(Found::Nothing);
-    }
-    // Read without following a link planted in place of the record.
-    let dir = dest.join(RECORD_DIR);
-    let record = dir
-        .symlink_metadata()
-        .ok()
-        .filter(|m| m.is_dir())
-        .and_then(|_| fs::read(dir.join(RECORD)).ok())
-        .and_then(|text| serde_json::from_slice(&text).ok());
-    Ok(record.map_or(Found::Other, Found::Copied))
-}
-
 /// Whether DEST holds exactly the planned files already: the same record, each file a
 /// regular file (reached through real directories, never a link) with the same mode and
 /// bytes, and nothing else at its top.
@@ -667,8 +632,11 @@ fn install(destination: &Destination, plan: &Plan, force: bool) -> Result<()> {
     destination
         .recover()
         .map_err(|e| dest_error("finish the interrupted copy into", dest, &e))?;
-    match inspect(dest).map_err(|e| dest_error("read", dest, &e))? {
-        Found::Copied(record) if holds(dest, plan, &record) => {
+    match LAYOUT
+        .inspect(dest)
+        .map_err(|e| dest_error("read", dest, &e))?
+    {
+        Found::Recorded(record) if holds(dest, plan, &record) => {
             report::info(
                 "k8s-copy.unchanged",
                 format!(

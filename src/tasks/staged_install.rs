@@ -42,6 +42,48 @@ pub struct Layout {
     pub cleared: &'static str,
 }
 
+/// What DEST holds before a command that records its installs (extract, k8s-copy) writes it.
+#[derive(Debug)]
+pub enum Found<R> {
+    /// Missing or empty (`lost+found` and a staging directory aside).
+    Nothing,
+    /// What the command installed there, by its record.
+    Recorded(R),
+    /// Files the command did not put there.
+    Other,
+}
+
+impl Layout {
+    /// Reads DEST's record (the marker inside the keystone), never through a link planted
+    /// in its place.
+    pub fn inspect<R: serde::de::DeserializeOwned>(&self, dest: &Path) -> io::Result<Found<R>> {
+        let entries = match fs::read_dir(dest) {
+            Ok(entries) => entries,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(Found::Nothing),
+            Err(error) => return Err(error),
+        };
+        let mut any = false;
+        for entry in entries {
+            let name = entry?.file_name();
+            let name = name.to_string_lossy();
+            if !IGNORED_ENTRIES.contains(&name.as_ref()) && name != self.inner_staging {
+                any = true;
+            }
+        }
+        if !any {
+            return Ok(Found::Nothing);
+        }
+        let dir = dest.join(self.keystone);
+        let record = dir
+            .symlink_metadata()
+            .ok()
+            .filter(|m| m.is_dir())
+            .and_then(|_| fs::read(dir.join(self.marker)).ok())
+            .and_then(|text| serde_json::from_slice(&text).ok());
+        Ok(record.map_or(Found::Other, Found::Recorded))
+    }
+}
+
 /// A directory installed by the staged-install protocol with the names of its [`Layout`].
 pub struct Destination {
     dest: PathBuf,

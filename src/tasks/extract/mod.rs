@@ -26,7 +26,7 @@ use crate::reason;
 use crate::report;
 use crate::size::ByteSize;
 use crate::tasks::copy::{Glob, parse_glob};
-use crate::tasks::staged_install::{Destination, IGNORED_ENTRIES, Layout, remove_staging};
+use crate::tasks::staged_install::{Destination, Found, Layout, remove_staging};
 
 /// The directory in DEST that records what was extracted there (installed last: its
 /// presence says DEST is complete).
@@ -216,45 +216,6 @@ impl Record {
     }
 }
 
-/// What DEST holds.
-#[derive(Debug)]
-enum Found {
-    /// Missing or empty (`lost+found` aside).
-    Nothing,
-    /// What extract put there.
-    Extracted(Record),
-    /// Files extract did not put there.
-    Other,
-}
-
-fn inspect(dest: &Path) -> io::Result<Found> {
-    let entries = match fs::read_dir(dest) {
-        Ok(entries) => entries,
-        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(Found::Nothing),
-        Err(error) => return Err(error),
-    };
-    let mut any = false;
-    for entry in entries {
-        let name = entry?.file_name();
-        let name = name.to_string_lossy();
-        if !IGNORED_ENTRIES.contains(&name.as_ref()) && name != INNER_STAGING {
-            any = true;
-        }
-    }
-    if !any {
-        return Ok(Found::Nothing);
-    }
-    // Read without following a link planted in place of the record.
-    let dir = dest.join(RECORD_DIR);
-    let record = dir
-        .symlink_metadata()
-        .ok()
-        .filter(|m| m.is_dir())
-        .and_then(|_| fs::read(dir.join(RECORD)).ok())
-        .and_then(|text| serde_json::from_slice(&text).ok());
-    Ok(record.map_or(Found::Other, Found::Extracted))
-}
-
 /// Whether DEST already holds this archive (by SHA-256), unpacked with these filters.
 /// Finishes an install a killed run left first.
 pub fn up_to_date(dest: &Path, sha256: &str, filters: &Filters) -> Result<bool> {
@@ -262,8 +223,10 @@ pub fn up_to_date(dest: &Path, sha256: &str, filters: &Filters) -> Result<bool> 
     destination
         .recover()
         .map_err(|e| dest_error("finish the interrupted extract into", dest, &e))?;
-    let found = inspect(dest).map_err(|e| dest_error("read", dest, &e))?;
-    Ok(matches!(found, Found::Extracted(record)
+    let found: Found<Record> = LAYOUT
+        .inspect(dest)
+        .map_err(|e| dest_error("read", dest, &e))?;
+    Ok(matches!(found, Found::Recorded(record)
         if record.same_as(&Record::new(sha256, "", filters))))
 }
 
@@ -290,7 +253,9 @@ pub fn install(
     destination
         .recover()
         .map_err(|e| dest_error("finish the interrupted extract into", dest, &e))?;
-    let found = inspect(dest).map_err(|e| dest_error("read", dest, &e))?;
+    let found: Found<Record> = LAYOUT
+        .inspect(dest)
+        .map_err(|e| dest_error("read", dest, &e))?;
     if matches!(found, Found::Other) && !filters.force {
         return Err(Error::Failed(format!(
             "{} holds files that extract did not put there; --force replaces them",
@@ -314,13 +279,13 @@ pub fn install(
     // is computed on the other CPU while the archive is unpacked.
     let (sha256, hasher) = match (sha256, &found) {
         (Some(known), _) => (Some(known), None),
-        (None, Found::Extracted(_)) => (Some(sha256_of(&archive).map_err(read_error)?), None),
+        (None, Found::Recorded(_)) => (Some(sha256_of(&archive).map_err(read_error)?), None),
         (None, _) => {
             let copy = archive.try_clone().map_err(read_error)?;
             (None, Some(std::thread::spawn(move || sha256_of(&copy))))
         }
     };
-    if let (Some(sha256), Found::Extracted(record)) = (&sha256, &found)
+    if let (Some(sha256), Found::Recorded(record)) = (&sha256, &found)
         && record.same_as(&Record::new(sha256, format.name(), filters))
     {
         report::info(
