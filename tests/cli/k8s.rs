@@ -28,19 +28,12 @@ fn setup() -> Option<(&'static KubeApi, String, ServiceAccount)> {
 
 /// A namespace with a service account `name` that may do what `rules` allow.
 fn setup_with(name: &str, rules: Value) -> Option<(&'static KubeApi, String, ServiceAccount)> {
-    let api = kube_api::shared()?;
-    let namespace = api.namespace();
-    let account = api.service_account(&namespace, name, rules);
-    Some((api, namespace, account))
+    kube_api::namespace_with_account(name, rules)
 }
 
 /// initbox as the pod of `account` runs it.
 fn initbox_as(sandbox: &Sandbox, account: &ServiceAccount) -> Cmd {
-    let mut command = sandbox.initbox();
-    for (key, value) in account.env() {
-        command = command.env(key, value);
-    }
-    command
+    account.initbox(sandbox)
 }
 
 fn job(name: &str) -> Value {

@@ -22,23 +22,15 @@ fn b64(bytes: &[u8]) -> String {
 
 /// A namespace with a service account that may read ConfigMaps and Secrets.
 fn setup() -> Option<(&'static KubeApi, String, ServiceAccount)> {
-    let api = kube_api::shared()?;
-    let namespace = api.namespace();
-    let account = api.service_account(
-        &namespace,
+    kube_api::namespace_with_account(
         "copier",
         json!([{ "apiGroups": [""], "resources": ["configmaps", "secrets"], "verbs": ["get", "list"] }]),
-    );
-    Some((api, namespace, account))
+    )
 }
 
 /// initbox as the pod of `account` runs it.
 fn initbox_as(sandbox: &Sandbox, account: &ServiceAccount) -> Cmd {
-    let mut command = sandbox.initbox();
-    for (key, value) in account.env() {
-        command = command.env(key, value);
-    }
-    command
+    account.initbox(sandbox)
 }
 
 fn configmap(name: &str, labels: Value, data: Value, binary: Value) -> Value {

@@ -447,7 +447,28 @@ pub struct ServiceAccount {
     port: u16,
 }
 
+/// A fresh namespace with a service account `name` that may do what `rules` allow there;
+/// `None` after [`skip`] said why no API server can run here.
+pub fn namespace_with_account(
+    name: &str,
+    rules: Value,
+) -> Option<(&'static KubeApi, String, ServiceAccount)> {
+    let api = shared()?;
+    let namespace = api.namespace();
+    let account = api.service_account(&namespace, name, rules);
+    Some((api, namespace, account))
+}
+
 impl ServiceAccount {
+    /// initbox as the pod of this service account runs it: its environment, its files.
+    pub fn initbox(&self, sandbox: &super::Sandbox) -> super::Cmd {
+        let mut command = sandbox.initbox();
+        for (key, value) in self.env() {
+            command = command.env(key, value);
+        }
+        command
+    }
+
     /// The files of a service account that exists already (its Role and RoleBinding made
     /// by the caller), with a fresh token.
     pub fn for_existing(api: &KubeApi, namespace: &str, name: &str) -> ServiceAccount {
