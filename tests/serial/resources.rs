@@ -1,6 +1,7 @@
 //! Resource bounds a long wait must keep: no descriptor growth across 10 000 attempts, private
 //! memory under 4 MiB while waiting (the shipped static binary), and HTTP bodies read only
-//! up to a cap, however much a server sends.
+//! up to a cap, however much a server sends. And the bound on the shipped binary itself:
+//! 10 MiB.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
@@ -216,6 +217,23 @@ fn status_kib(pid: u32, field: &str) -> u64 {
 /// shared, reclaimable, bounded by the binary's size, and paged in more or less eagerly
 /// depending on the page cache (one machine showed 6 MiB of them, another 7.5).
 const PRIVATE_MEMORY_LIMIT_KIB: u64 = 4 * 1024;
+
+/// The most the static binary may weigh: what an init container pulls before anything else
+/// starts, on every node.
+const STATIC_BINARY_LIMIT_BYTES: u64 = 10 * 1024 * 1024;
+
+#[test]
+fn the_static_binary_stays_within_10_mib() {
+    let Some(binary) = static_binary() else {
+        return;
+    };
+    let size = std::fs::metadata(&binary).unwrap().len();
+    assert!(
+        size <= STATIC_BINARY_LIMIT_BYTES,
+        "{} is {size} bytes, over the limit of {STATIC_BINARY_LIMIT_BYTES}",
+        binary.display()
+    );
+}
 
 #[test]
 fn waiting_allocates_under_4_mib() {
