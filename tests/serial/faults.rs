@@ -1790,12 +1790,12 @@ fn a_stalled_clone_ends_within_50ms_of_its_deadline_and_leaves_no_staging() {
     }
 }
 
-/// Every file under `dir` with its content, sorted: what a reader of DEST sees (the hidden
-/// staging directory of an extract left out).
-fn extracted_files(dir: &Path) -> Vec<(String, Vec<u8>)> {
+/// Every file under `dir` with its content, sorted: what a reader of DEST sees (a staging
+/// directory named `staging` left out).
+fn files_below(dir: &Path, staging: &str) -> Vec<(String, Vec<u8>)> {
     let mut files: Vec<(String, Vec<u8>)> = tree(dir)
         .into_iter()
-        .filter(|name| !name.ends_with('/') && !name.starts_with(".initbox-extract.staging"))
+        .filter(|name| !name.ends_with('/') && !name.starts_with(staging))
         .map(|name| {
             let data = std::fs::read(dir.join(&name)).unwrap_or_default();
             (name, data)
@@ -1803,6 +1803,98 @@ fn extracted_files(dir: &Path) -> Vec<(String, Vec<u8>)> {
         .collect();
     files.sort();
     files
+}
+
+/// A command that installs a tree it records (extract, k8s-copy) through the staged
+/// install, by the names its layout gives.
+struct RecordedInstall<'a> {
+    /// For messages: `an extract`.
+    what: &'a str,
+    /// The staging directory inside an existing DEST.
+    inner_staging: &'a str,
+    /// `PARENT/.NAME.{suffix}`: the staging directory beside a missing DEST.
+    sibling_suffix: &'a str,
+    /// The record inside DEST, written last into the staged tree.
+    record: &'a str,
+    trials: u32,
+}
+
+/// kill -9 at seeded random moments of `run("v2", DEST)` over what `run("v1", DEST)` left
+/// in a volume, into an empty volume and into a missing DEST: DEST is always as it was or
+/// the complete new tree, never carries a record while half installed, and the next run
+/// always ends with the new tree and no staging left. Returns the new tree's files.
+fn sigkill_during_recorded_install(
+    sandbox: &Sandbox,
+    install: &RecordedInstall<'_>,
+    run: impl Fn(&str, &Path) -> crate::support::Cmd,
+) -> Vec<(String, Vec<u8>)> {
+    let files = |dir: &Path| files_below(dir, install.inner_staging);
+    let volume = sandbox.path("volume");
+    let _mount = Mount::tmpfs(&volume);
+    let missing = sandbox.path("parent/dest");
+    let sibling_staging = sandbox.path(&format!("parent/.dest.{}", install.sibling_suffix));
+    let inner_staging = volume.join(install.inner_staging);
+    let reference = sandbox.path("reference");
+    run("v2", &reference).run().assert_code(0);
+    let new_files = files(&reference);
+    let pristine_old = sandbox.path("pristine-old");
+    run("v1", &pristine_old).run().assert_code(0);
+    let old_files = files(&pristine_old);
+    let took = unkilled_run(|| {
+        copy_tree(&pristine_old, &volume);
+        let elapsed = run("v2", &volume).run().assert_code(0).elapsed;
+        empty_dir(&volume);
+        elapsed
+    });
+    let mut moments = KillMoments::new(took, install.trials);
+    for trial in 0..install.trials {
+        // Over an older tree in a volume, into an empty volume, into a missing DEST.
+        let (dest, before) = match trial % 3 {
+            0 => {
+                copy_tree(&pristine_old, &volume);
+                (&volume, old_files.clone())
+            }
+            1 => (&volume, Vec::new()),
+            _ => (&missing, Vec::new()),
+        };
+        let at = moments.moment(trial);
+        let context = moments.context(trial, at);
+        kill_at(run("v2", dest).spawn(), at);
+
+        if inner_staging.exists() || sibling_staging.exists() {
+            moments.mid_work += 1;
+        }
+        // A staged tree with its record is being installed: the next run finishes it first,
+        // and until then DEST carries no record of the new one.
+        let installing = inner_staging.join(install.record).exists();
+        let now = files(dest);
+        if !installing {
+            assert!(
+                now == before || now == new_files,
+                "{context}: DEST is neither the old content nor the complete new one ({} files)",
+                now.len()
+            );
+        } else {
+            assert!(
+                now.iter().all(|(name, _)| name != install.record) || now == before,
+                "{context}: a half-installed DEST carries a record"
+            );
+        }
+        run("v2", dest).run().assert_code(0);
+        assert_eq!(files(dest), new_files, "{context}");
+        assert!(!inner_staging.exists(), "{context}: staging left in DEST");
+        assert!(
+            !sibling_staging.exists(),
+            "{context}: staging left beside DEST"
+        );
+        if trial % 3 == 2 {
+            std::fs::remove_dir_all(&missing).unwrap();
+        } else {
+            empty_dir(&volume);
+        }
+    }
+    moments.assert_enough_mid_work(install.what);
+    new_files
 }
 
 #[test]
@@ -1830,81 +1922,20 @@ fn sigkill_during_extract_leaves_dest_as_before_or_complete() {
             .unwrap();
         assert!(status.success());
     }
-    let extract = |archive: &str, dest: &Path| {
+    let install = RecordedInstall {
+        what: "an extract",
+        inner_staging: ".initbox-extract.staging",
+        sibling_suffix: "initbox-extract",
+        record: ".initbox-extract/archive.json",
+        trials: TRIALS * 3 / 2,
+    };
+    sigkill_during_recorded_install(&sandbox, &install, |version, dest| {
         sandbox
             .initbox()
             .arg("extract")
-            .arg(sandbox.path(archive))
+            .arg(sandbox.path(&format!("{version}.tgz")))
             .arg(dest)
-    };
-    let volume = sandbox.path("volume");
-    let _mount = Mount::tmpfs(&volume);
-    let missing = sandbox.path("parent/dest");
-    let sibling_staging = sandbox.path("parent/.dest.initbox-extract");
-    let inner_staging = volume.join(".initbox-extract.staging");
-    let reference = sandbox.path("reference");
-    extract("v2.tgz", &reference).run().assert_code(0);
-    let new_files = extracted_files(&reference);
-    let pristine_old = sandbox.path("pristine-old");
-    extract("v1.tgz", &pristine_old).run().assert_code(0);
-    let old_files = extracted_files(&pristine_old);
-    let took = unkilled_run(|| {
-        copy_tree(&pristine_old, &volume);
-        let elapsed = extract("v2.tgz", &volume).run().assert_code(0).elapsed;
-        empty_dir(&volume);
-        elapsed
     });
-    let trials = TRIALS * 3 / 2;
-    let mut moments = KillMoments::new(took, trials);
-    for trial in 0..trials {
-        // Over an older extract in a volume, into an empty volume, into a missing DEST.
-        let (dest, before) = match trial % 3 {
-            0 => {
-                copy_tree(&pristine_old, &volume);
-                (&volume, old_files.clone())
-            }
-            1 => (&volume, Vec::new()),
-            _ => (&missing, Vec::new()),
-        };
-        let at = moments.moment(trial);
-        let context = moments.context(trial, at);
-        kill_at(extract("v2.tgz", dest).spawn(), at);
-
-        if inner_staging.exists() || sibling_staging.exists() {
-            moments.mid_work += 1;
-        }
-        // A staged tree with its record is being installed: the next run finishes it first,
-        // and until then DEST carries no record of the new archive.
-        let installing = inner_staging.join(".initbox-extract/archive.json").exists();
-        let now = extracted_files(dest);
-        if !installing {
-            assert!(
-                now == before || now == new_files,
-                "{context}: DEST is neither the old content nor the complete new one ({} files)",
-                now.len()
-            );
-        } else {
-            assert!(
-                now.iter()
-                    .all(|(name, _)| name != ".initbox-extract/archive.json")
-                    || now == before,
-                "{context}: a half-installed DEST carries a record"
-            );
-        }
-        extract("v2.tgz", dest).run().assert_code(0);
-        assert_eq!(extracted_files(dest), new_files, "{context}");
-        assert!(!inner_staging.exists(), "{context}: staging left in DEST");
-        assert!(
-            !sibling_staging.exists(),
-            "{context}: staging left beside DEST"
-        );
-        if trial % 3 == 2 {
-            std::fs::remove_dir_all(&missing).unwrap();
-        } else {
-            empty_dir(&volume);
-        }
-    }
-    moments.assert_enough_mid_work("an extract");
 }
 
 /// A kubeconfig for `server`; with a namespace, a token and the CA file of a real API
@@ -1937,21 +1968,6 @@ fn kubeconfig(
         ),
     );
     path_str(&path).to_owned()
-}
-
-/// Every file under `dir` with its content, sorted: what a reader of DEST sees (the hidden
-/// staging directory of a k8s-copy left out).
-fn copied_files(dir: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut files: Vec<(String, Vec<u8>)> = tree(dir)
-        .into_iter()
-        .filter(|name| !name.ends_with('/') && !name.starts_with(".initbox-k8s-copy.staging"))
-        .map(|name| {
-            let data = std::fs::read(dir.join(&name)).unwrap_or_default();
-            (name, data)
-        })
-        .collect();
-    files.sort();
-    files
 }
 
 #[test]
@@ -1992,83 +2008,20 @@ fn sigkill_during_k8s_copy_leaves_dest_as_before_or_complete() {
         }
     }
     let sandbox = Sandbox::new();
-    let copy = |version: &str, dest: &Path| {
-        let mut command = sandbox.initbox();
-        for (key, value) in account.env() {
-            command = command.env(key, value);
-        }
-        command
+    let install = RecordedInstall {
+        what: "a k8s-copy",
+        inner_staging: ".initbox-k8s-copy.staging",
+        sibling_suffix: "initbox-k8s-copy",
+        record: ".initbox-k8s-copy/copied.json",
+        trials: TRIALS,
+    };
+    let new_files = sigkill_during_recorded_install(&sandbox, &install, |version, dest| {
+        account
+            .initbox(&sandbox)
             .args(["k8s-copy", "configmap", "-l"])
             .arg(format!("release={version}"))
             .arg(dest)
             .args(["--timeout", "30s"])
-    };
-    let volume = sandbox.path("volume");
-    let _mount = Mount::tmpfs(&volume);
-    let missing = sandbox.path("parent/dest");
-    let sibling_staging = sandbox.path("parent/.dest.initbox-k8s-copy");
-    let inner_staging = volume.join(".initbox-k8s-copy.staging");
-    let reference = sandbox.path("reference");
-    copy("v2", &reference).run().assert_code(0);
-    let new_files = copied_files(&reference);
-    let pristine_old = sandbox.path("pristine-old");
-    copy("v1", &pristine_old).run().assert_code(0);
-    let old_files = copied_files(&pristine_old);
-    assert_eq!(new_files.len(), 4801);
-    let took = unkilled_run(|| {
-        copy_tree(&pristine_old, &volume);
-        let elapsed = copy("v2", &volume).run().assert_code(0).elapsed;
-        empty_dir(&volume);
-        elapsed
     });
-    let mut moments = KillMoments::new(took, TRIALS);
-    for trial in 0..TRIALS {
-        // Over an older copy in a volume, into an empty volume, into a missing DEST.
-        let (dest, before) = match trial % 3 {
-            0 => {
-                copy_tree(&pristine_old, &volume);
-                (&volume, old_files.clone())
-            }
-            1 => (&volume, Vec::new()),
-            _ => (&missing, Vec::new()),
-        };
-        let at = moments.moment(trial);
-        let context = moments.context(trial, at);
-        kill_at(copy("v2", dest).spawn(), at);
-
-        if inner_staging.exists() || sibling_staging.exists() {
-            moments.mid_work += 1;
-        }
-        // A staged copy with its record is being installed: the next run finishes it first,
-        // and until then DEST carries no record.
-        let installing = inner_staging.join(".initbox-k8s-copy/copied.json").exists();
-        let now = copied_files(dest);
-        if !installing {
-            assert!(
-                now == before || now == new_files,
-                "{context}: DEST is neither the old copy nor the complete new one ({} files)",
-                now.len()
-            );
-        } else {
-            assert!(
-                now.iter()
-                    .all(|(name, _)| name != ".initbox-k8s-copy/copied.json")
-                    || now == before,
-                "{context}: a half-installed DEST carries a record"
-            );
-        }
-        copy("v2", dest).run().assert_code(0);
-        assert_eq!(copied_files(dest), new_files, "{context}");
-        assert!(!inner_staging.exists(), "{context}: staging left in DEST");
-        assert!(
-            !sibling_staging.exists(),
-            "{context}: staging left beside DEST"
-        );
-        if trial % 3 == 2 {
-            std::fs::remove_dir_all(&missing).unwrap();
-        } else {
-            empty_dir(&volume);
-        }
-    }
-    moments.assert_enough_mid_work("a k8s-copy");
+    assert_eq!(new_files.len(), 4801);
 }
