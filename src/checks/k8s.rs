@@ -171,29 +171,13 @@ impl crate::cli::Task for K8sArgs {
             reason: reason.into(),
         };
         for target in &self.targets {
-            match (&target.name, &self.selector) {
-                (None, None) => {
-                    return Err(invalid(
-                        "<KIND[/NAME]>",
-                        target.to_string(),
-                        "name the object (KIND/NAME) or select objects with --selector",
-                    ));
-                }
-                (Some(_), Some(selector)) => {
-                    return Err(invalid(
-                        "--selector <SELECTOR>",
-                        selector.clone(),
-                        "a selector applies to targets given as a KIND alone, not to KIND/NAME",
-                    ));
-                }
-                (None, Some(_)) if target.kind == &resource::SERVICE => {
-                    return Err(invalid(
-                        "<KIND[/NAME]>",
-                        target.to_string(),
-                        "a service is waited for by name (service/NAME)",
-                    ));
-                }
-                _ => {}
+            target.check_selection(self.selector.as_ref(), "<KIND[/NAME]>")?;
+            if target.name.is_none() && target.kind == &resource::SERVICE {
+                return Err(invalid(
+                    "<KIND[/NAME]>",
+                    target.to_string(),
+                    "a service is waited for by name (service/NAME)",
+                ));
             }
             if self.goal == Goal::Complete && target.kind != &resource::JOB {
                 return Err(invalid(

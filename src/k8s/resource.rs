@@ -135,6 +135,36 @@ impl fmt::Display for Target {
     }
 }
 
+impl Target {
+    /// The rule every Kubernetes command follows: an object is named (`KIND/NAME`) or
+    /// selected (a `KIND` alone with `--selector`), never both, never neither. `arg` is the
+    /// positional as clap names it in messages.
+    pub fn check_selection(
+        &self,
+        selector: Option<&String>,
+        arg: &str,
+    ) -> Result<(), crate::cli::Invalid> {
+        let invalid = |arg: &str, value: String, reason: &str| crate::cli::Invalid {
+            arg: arg.into(),
+            value,
+            reason: reason.into(),
+        };
+        match (&self.name, selector) {
+            (None, None) => Err(invalid(
+                arg,
+                self.to_string(),
+                "name the object (KIND/NAME) or select objects with --selector",
+            )),
+            (Some(_), Some(selector)) => Err(invalid(
+                "--selector <SELECTOR>",
+                selector.clone(),
+                "a selector applies to targets given as a KIND alone, not to KIND/NAME",
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// `KIND/NAME` or `KIND`, checked as clap parses it.
 pub fn parse_target(text: &str) -> Result<Target, String> {
     let (kind, name) = match text.split_once('/') {

@@ -193,23 +193,7 @@ impl crate::cli::Task for K8sCopyArgs {
                     "k8s-copy copies configmaps and secrets",
                 ));
             }
-            match (&target.name, &self.selector) {
-                (None, None) => {
-                    return Err(invalid(
-                        "<OBJECT>",
-                        target.to_string(),
-                        "name the object (configmap/NAME) or select objects with --selector",
-                    ));
-                }
-                (Some(_), Some(selector)) => {
-                    return Err(invalid(
-                        "--selector <SELECTOR>",
-                        selector.clone(),
-                        "a selector applies to objects given as a kind alone, not to KIND/NAME",
-                    ));
-                }
-                _ => {}
-            }
+            target.check_selection(self.selector.as_ref(), "<OBJECT>")?;
         }
         // Two items may copy one key twice, never write one path twice or make a file of
         // another's directory.
