@@ -147,30 +147,27 @@ macro_rules! commands {
             }
 
             /// Runs the command's task, without the hand-off: what a pipeline step does.
+            ///
+            /// Each command's future is boxed behind `dyn`: awaited inline, all thirty
+            /// tasks' state machines would share one poll function whose stack frame holds
+            /// the locals of every one of them (about 100 KB, each page of it touched by the
+            /// stack probe on every run of every command), and one future the size of the
+            /// largest task. Boxed, a run pays for its own task only.
             pub async fn execute(self) -> Result<()> {
-                match self {
-                    $(Command::$variant(args) => args.execute().await,)*
-                }
-            }
-
-            /// Every command as a name and a help line; its flags are defined when clap
-            /// first needs them.
-            fn subcommands() -> Vec<clap::Command> {
-                vec![$(clap::Command::new(kebab_case(stringify!($variant)))
-                    .about(help_line(concat!($($about),+)))
-                    .defer(define::<$args>),)*]
-            }
-
-            /// A command of [`Command::subcommands`] with its flags defined now.
-            fn defined(command: clap::Command) -> clap::Command {
-                $(if command.get_name() == kebab_case(stringify!($variant)) {
-                    // The identity replaces the deferred definition, which would add the
-                    // flags a second time.
-                    return define::<$args>(command).defer(|command| command);
-                })*
-                command
+                let task: std::pin::Pin<Box<dyn Future<Output = Result<()>> + Send>> = match self {
+                    $(Command::$variant(args) => Box::pin(args.execute()),)*
+                };
+                task.await
             }
         }
+
+        /// Every command, in the order of the list: what clap is told of it before it is
+        /// invoked.
+        const COMMANDS: &[Entry] = &[$(Entry {
+            variant: stringify!($variant),
+            about: concat!($($about),+),
+            define: define::<$args>,
+        },)*];
 
         impl FromArgMatches for Command {
             fn from_arg_matches(matches: &clap::ArgMatches) -> std::result::Result<Self, clap::Error> {
@@ -191,9 +188,43 @@ macro_rules! commands {
     };
 }
 
+/// One command of [`COMMANDS`]: its variant's name, its help line, and the definition of
+/// its flags, made only when clap needs them.
+struct Entry {
+    variant: &'static str,
+    about: &'static str,
+    define: fn(clap::Command) -> clap::Command,
+}
+
+impl Entry {
+    /// The command's name: the variant in kebab case, as clap's derive names it.
+    fn name(&self) -> String {
+        kebab_case(self.variant)
+    }
+
+    /// The command as a name and a help line; its flags are defined when clap first needs
+    /// them (`--help`, completions, or an unknown command's suggestions).
+    fn deferred(&self) -> clap::Command {
+        clap::Command::new(self.name())
+            .about(help_line(self.about))
+            .defer(self.define)
+    }
+
+    /// The command with its flags defined now.
+    fn defined(&self) -> clap::Command {
+        (self.define)(clap::Command::new(self.name()).about(help_line(self.about)))
+    }
+}
+
+/// Every command, flags deferred, built one at a time (a `vec!` of thirty `clap::Command`
+/// values would first be laid out on the stack).
+fn deferred_subcommands() -> Vec<clap::Command> {
+    COMMANDS.iter().map(Entry::deferred).collect()
+}
+
 impl Subcommand for Command {
     fn augment_subcommands(command: clap::Command) -> clap::Command {
-        command.subcommands(Command::subcommands())
+        command.subcommands(deferred_subcommands())
     }
 
     fn augment_subcommands_for_update(command: clap::Command) -> clap::Command {
@@ -201,9 +232,7 @@ impl Subcommand for Command {
     }
 
     fn has_subcommand(name: &str) -> bool {
-        Command::subcommands()
-            .iter()
-            .any(|command| command.get_name() == name)
+        COMMANDS.iter().any(|entry| entry.name() == name)
     }
 }
 
@@ -315,7 +344,7 @@ Man(ManArgs),}
 /// Pipeline validation, completions, man pages and the tests read this; parsing a command
 /// line uses the same definitions, made only for the commands it names ([`parse_from`]).
 pub fn command() -> clap::Command {
-    root(Command::subcommands()).mut_subcommands(Command::defined)
+    root(COMMANDS.iter().map(Entry::defined).collect())
 }
 
 /// The tree [`parse_from`] uses for `argv`: as [`command`], but only the commands `argv`
@@ -325,21 +354,26 @@ pub fn command() -> clap::Command {
 /// every command of the tree, which would make each command's start-up grow with the
 /// number of commands. A pipeline step's task is read with `command_for(&[task])`.
 pub fn command_for<S: AsRef<std::ffi::OsStr>>(argv: &[S]) -> clap::Command {
-    let mut subcommands = Command::subcommands();
-    if let Some(invoked) = invoked_command(argv)
-        && subcommands
+    let named = |entry: &Entry| {
+        let name = entry.name();
+        argv.iter().any(|arg| arg.as_ref() == name.as_str())
+    };
+    let invoked = invoked_command(argv)
+        .and_then(|invoked| COMMANDS.iter().find(|entry| entry.name() == invoked));
+    let subcommands = match invoked {
+        Some(entry) => vec![entry.defined()],
+        None => COMMANDS
             .iter()
-            .any(|command| command.get_name() == invoked)
-    {
-        subcommands.retain(|command| command.get_name() == invoked);
-    }
-    root(subcommands).mut_subcommands(|command| {
-        if argv.iter().any(|arg| arg.as_ref() == command.get_name()) {
-            Command::defined(command)
-        } else {
-            command
-        }
-    })
+            .map(|entry| {
+                if named(entry) {
+                    entry.defined()
+                } else {
+                    entry.deferred()
+                }
+            })
+            .collect(),
+    };
+    root(subcommands)
 }
 
 /// The command `argv` invokes: its first word after the global flags ([`GlobalArgs`], read
