@@ -235,6 +235,32 @@ fn the_static_binary_stays_within_10_mib() {
     );
 }
 
+/// images/build.sh links the shipped binary without position independence: a static-pie
+/// binary writes its relocated pointer tables at every start (images/README.md says why
+/// start-up pays for that). The ELF header's type says which it is: `ET_EXEC` (2), not
+/// `ET_DYN` (3).
+#[test]
+fn the_static_binary_is_not_position_independent() {
+    let Some(binary) = static_binary() else {
+        return;
+    };
+    let header = std::fs::read(&binary).unwrap();
+    assert_eq!(
+        &header[..4],
+        b"\x7fELF",
+        "{} is not an ELF file",
+        binary.display()
+    );
+    let e_type = u16::from_le_bytes([header[16], header[17]]);
+    assert_eq!(
+        e_type,
+        2,
+        "{} has ELF type {e_type}, not ET_EXEC (2): built position-independent \
+         (PIE=yes images/build.sh?)",
+        binary.display()
+    );
+}
+
 #[test]
 fn waiting_allocates_under_4_mib() {
     let _serial = crate::support::one_at_a_time();
