@@ -5,6 +5,7 @@
 //! (kill -9 at random moments and a server that dies mid-pack are in `faults`.)
 
 use std::path::Path;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use crate::support::git_server::{GitDaemon, SmartHttp, TestRepo, git, tree_listing};
@@ -413,6 +414,101 @@ fn plain_http_clones_but_never_sends_a_password() {
         .run()
         .assert_code(0);
     assert_clean_checkout(&dest, &repo.main);
+}
+
+/// A shallow clone of the remote's default branch makes the three requests git makes (the
+/// advertisement, ls-refs, fetch; gix's own single-branch clone connects twice and makes
+/// five), and leaves what `git clone --depth 1` leaves: HEAD on the branch the remote's
+/// HEAD names (here not main), its remote-tracking ref and `origin/HEAD`, the single-branch
+/// refspec and the upstream, so that `git pull` works in it.
+#[test]
+fn a_shallow_clone_of_the_default_branch_is_one_connection_and_the_clone_git_makes() {
+    let sandbox = Sandbox::new();
+    let base = sandbox.path("srv");
+    let repo = TestRepo::create(&base, "app");
+    git(&repo.path, &["symbolic-ref", "HEAD", "refs/heads/feature"]);
+    let server = SmartHttp::start(&base, None);
+    let ours = sandbox.path("ours");
+    sandbox
+        .initbox()
+        .args(["git-clone", &server.url("app")])
+        .arg(&ours)
+        .run()
+        .assert_code(0);
+    let paths: Vec<String> = server
+        .requests
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(path, _)| path.clone())
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            "/app/info/refs?service=git-upload-pack",
+            "/app/git-upload-pack",
+            "/app/git-upload-pack"
+        ],
+        "the requests of one connection"
+    );
+    assert_eq!(server.connections.load(Ordering::SeqCst), 1);
+    let theirs = sandbox.path("theirs");
+    git_clone_reference(&server.url("app"), &theirs, None);
+    let layout = |dir: &Path| {
+        [
+            git(dir, &["symbolic-ref", "HEAD"]),
+            git(
+                dir,
+                &[
+                    "for-each-ref",
+                    "--format=%(refname) %(symref) %(objectname)",
+                ],
+            ),
+            git(dir, &["config", "--get-all", "remote.origin.fetch"]),
+            git(dir, &["config", "--get-regexp", "^branch\\."]),
+            git(dir, &["status", "--short", "--branch"]),
+            git(dir, &["rev-list", "--count", "HEAD"]),
+        ]
+    };
+    assert_eq!(layout(&ours), layout(&theirs));
+    assert_eq!(git(&ours, &["symbolic-ref", "HEAD"]), "refs/heads/feature");
+    assert_clean_checkout(&ours, &repo.feature);
+    assert_eq!(tree_listing(&ours), tree_listing(&theirs));
+    assert!(git(&ours, &["pull", "--ff-only"]).contains("up to date"));
+}
+
+/// A shallow clone of a named ref still connects twice (gix looks the name up, a branch or
+/// a tag, before it fetches), but both connections are one HTTPS client's: the second goes
+/// over the connection the first kept alive, with no second TCP or TLS handshake.
+#[test]
+fn the_two_connections_of_a_named_ref_share_one_kept_alive_https_connection() {
+    let sandbox = Sandbox::new();
+    let base = sandbox.path("srv");
+    let repo = TestRepo::create(&base, "app");
+    let server = SmartHttp::start_tls(&base, None);
+    let ca = sandbox.write("ca.pem", server.ca_pem.as_ref().unwrap());
+    let dest = sandbox.path("feature");
+    sandbox
+        .initbox()
+        .args([
+            "git-clone",
+            &server.url("app"),
+            "--ref",
+            "feature",
+            "--cacert",
+        ])
+        .arg(&ca)
+        .arg(&dest)
+        .run()
+        .assert_code(0);
+    assert_clean_checkout(&dest, &repo.feature);
+    let requests = server.requests.lock().unwrap().len();
+    assert_eq!(requests, 5, "two connections' requests");
+    assert_eq!(
+        server.connections.load(Ordering::SeqCst),
+        1,
+        "{requests} requests over more than one TCP connection"
+    );
 }
 
 #[test]

@@ -6,6 +6,7 @@
 //! `integrity`). Network failures are retried through the wait engine; a rejected login, a
 //! missing repository or ref, or an untrusted certificate ends the run at once.
 
+mod default_branch;
 pub(crate) mod destination;
 mod integrity;
 mod sparse;

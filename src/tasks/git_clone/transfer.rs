@@ -174,6 +174,10 @@ fn clone_with_progress(
         prepare = prepare.with_shallow(gix::remote::fetch::Shallow::DepthAtRemote(depth));
     }
     prepare = match &request.reference {
+        // A shallow clone of the default branch in one connection (default_branch.rs).
+        Reference::RemoteHead if super::default_branch::applies(request) => prepare
+            .with_revision(Some(super::default_branch::REVISION))
+            .expect("HEAD is a valid revision"),
         Reference::RemoteHead => prepare,
         Reference::Name(name) => prepare.with_ref_name(Some(name.as_str())).map_err(|_| {
             Failure::Fatal(Error::Usage(format!(
@@ -197,7 +201,11 @@ fn clone_with_progress(
     let (resolver, connect_timeout) = (request.resolver.clone(), request.connect_timeout);
     let credentials = request.credentials.clone();
     let daemon = git_daemon.then(|| request.clone());
+    let shared_http = http.then(|| (SharedHttp::default(), request.url.clone()));
     prepare = prepare.configure_connection(move |connection| {
+        if let Some((backend, url)) = &shared_http {
+            *connection.transport_mut() = Box::new(backend.transport(url.clone()));
+        }
         if let Some(request) = &daemon {
             *connection.transport_mut() =
                 daemon_connection(request).map_err(gix::Error::from_error)?;
@@ -232,7 +240,7 @@ fn clone_with_progress(
         });
         Ok(())
     });
-    let (mut checkout, _fetched) = prepare
+    let (mut checkout, fetched) = prepare
         .fetch_then_checkout(progress.add_child("fetch"), interrupt)
         .map_err(|e| classify(&e, request, dir, Phase::Fetching, interrupt))?;
     let repo = if request.sparse.is_empty() {
@@ -243,6 +251,10 @@ fn clone_with_progress(
     } else {
         super::sparse::checkout(checkout.persist(), dir, &request.sparse, interrupt)?
     };
+    if super::default_branch::applies(request) {
+        super::default_branch::attach_head(&repo, &fetched.ref_map.remote_refs, &request.url)
+            .map_err(|reason| Failure::Fatal(Error::Failed(reason)))?;
+    }
     let head = repo.head_id().map_err(|e| {
         Failure::Fatal(Error::Failed(format!(
             "the clone has no commit checked out: {}",
@@ -292,6 +304,67 @@ fn daemon_connection(
         git::ConnectMode::Daemon,
         false,
     )))
+}
+
+/// One gix HTTP backend, and so one reqwest client with its connections kept alive, for
+/// every connection of a clone. gix makes a backend per connect: a clone that connects
+/// twice (a shallow clone of a named ref looks the name up first) paid a second TCP and
+/// TLS handshake. The backend serves one request at a time, and gix makes them one after
+/// the other; the lock is held only while a request starts.
+#[derive(Clone, Default)]
+struct SharedHttp(Arc<Mutex<gix_http::reqwest::Remote>>);
+
+use gix::protocol::transport::client::blocking_io::http as gix_http;
+
+impl SharedHttp {
+    fn transport(&self, url: gix::Url) -> gix_http::Transport<SharedHttp> {
+        gix_http::Transport::new_http(
+            self.clone(),
+            url,
+            gix::protocol::transport::Protocol::V2,
+            false,
+        )
+    }
+
+    fn backend(&self) -> std::sync::MutexGuard<'_, gix_http::reqwest::Remote> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl gix_http::Http for SharedHttp {
+    type Headers = <gix_http::reqwest::Remote as gix_http::Http>::Headers;
+    type ResponseBody = <gix_http::reqwest::Remote as gix_http::Http>::ResponseBody;
+    type PostBody = <gix_http::reqwest::Remote as gix_http::Http>::PostBody;
+
+    fn get(
+        &mut self,
+        url: &str,
+        base_url: &str,
+        headers: impl IntoIterator<Item = impl AsRef<str>>,
+    ) -> gix::error::Result<gix_http::GetResponse<Self::Headers, Self::ResponseBody>> {
+        self.backend().get(url, base_url, headers)
+    }
+
+    fn post(
+        &mut self,
+        url: &str,
+        base_url: &str,
+        headers: impl IntoIterator<Item = impl AsRef<str>>,
+        body: gix_http::PostBodyDataKind,
+    ) -> gix::error::Result<gix_http::PostResponse<Self::Headers, Self::ResponseBody, Self::PostBody>>
+    {
+        self.backend().post(url, base_url, headers, body)
+    }
+
+    fn configure(&mut self, config: &dyn std::any::Any) -> gix::error::Result {
+        self.backend().configure(config)
+    }
+
+    fn redirected_base_url(&self) -> Option<String> {
+        self.backend().redirected_base_url()
+    }
 }
 
 /// gix's HTTP options with a reqwest client set up like every other initbox HTTP client:

@@ -7,6 +7,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
@@ -159,6 +160,8 @@ pub type RequestLog = Arc<Mutex<Vec<(String, Option<String>)>>>;
 pub struct SmartHttp {
     pub port: u16,
     pub requests: RequestLog,
+    /// The TCP connections accepted: requests on one connection kept alive count once.
+    pub connections: Arc<AtomicUsize>,
     /// PEM of the CA of an HTTPS server.
     pub ca_pem: Option<String>,
 }
@@ -199,9 +202,12 @@ impl SmartHttp {
         });
         let requests = Arc::new(Mutex::new(Vec::new()));
         let seen = requests.clone();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let accepted = connections.clone();
         thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(stream) = stream else { break };
+                accepted.fetch_add(1, Ordering::SeqCst);
                 let (root, expected, seen) = (root.clone(), expected.clone(), seen.clone());
                 let tls = tls.clone();
                 thread::spawn(move || {
@@ -210,10 +216,10 @@ impl SmartHttp {
                             let Ok(connection) = rustls::ServerConnection::new(config) else {
                                 return;
                             };
-                            let mut stream = rustls::StreamOwned::new(connection, stream);
-                            serve_cgi(&mut stream, &root, expected.as_deref(), &seen)
+                            let stream = rustls::StreamOwned::new(connection, stream);
+                            serve_connection(stream, &root, expected.as_deref(), &seen)
                         }
-                        None => serve_cgi(&mut { stream }, &root, expected.as_deref(), &seen),
+                        None => serve_connection(stream, &root, expected.as_deref(), &seen),
                     };
                 });
             }
@@ -221,6 +227,7 @@ impl SmartHttp {
         SmartHttp {
             port,
             requests,
+            connections,
             ca_pem: None,
         }
     }
@@ -235,15 +242,31 @@ impl SmartHttp {
     }
 }
 
-fn serve_cgi(
-    stream: &mut (impl Read + Write),
+/// Serves the requests of one connection, kept alive as HTTP/1.1 keeps it until the
+/// client closes it (or an answer closes it).
+fn serve_connection(
+    stream: impl Read + Write,
     root: &Path,
     expected_auth: Option<&str>,
     seen: &Mutex<Vec<(String, Option<String>)>>,
 ) -> std::io::Result<()> {
-    let mut reader = BufReader::new(&mut *stream);
+    let mut reader = BufReader::new(stream);
+    while serve_cgi(&mut reader, root, expected_auth, seen)? {}
+    Ok(())
+}
+
+/// One request and its answer; `false` when the connection is over (the client closed it,
+/// or the answer said `Connection: close`).
+fn serve_cgi<S: Read + Write>(
+    reader: &mut BufReader<S>,
+    root: &Path,
+    expected_auth: Option<&str>,
+    seen: &Mutex<Vec<(String, Option<String>)>>,
+) -> std::io::Result<bool> {
     let mut first = String::new();
-    reader.read_line(&mut first)?;
+    if reader.read_line(&mut first)? == 0 {
+        return Ok(false);
+    }
     let mut parts = first.split_whitespace();
     let method = parts.next().unwrap_or("GET").to_owned();
     let target = parts.next().unwrap_or("/").to_owned();
@@ -267,7 +290,7 @@ fn serve_cgi(
     };
     let authorization = header("authorization");
     let body = if header("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
-        read_chunked(&mut reader)?
+        read_chunked(reader)?
     } else {
         let length: usize = header("content-length")
             .and_then(|v| v.parse().ok())
@@ -276,8 +299,7 @@ fn serve_cgi(
         reader.read_exact(&mut body)?;
         body
     };
-    drop(reader);
-    let writer = stream;
+    let writer = reader.get_mut();
     seen.lock()
         .unwrap()
         .push((target.clone(), authorization.clone()));
@@ -290,7 +312,8 @@ fn serve_cgi(
             "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"git\"\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
             body.len()
         )?;
-        return writer.flush();
+        writer.flush()?;
+        return Ok(false);
     }
     let (path, query) = target.split_once('?').unwrap_or((&target, ""));
     let mut command = Command::new(format!(
@@ -344,7 +367,8 @@ fn serve_cgi(
             writer,
             "HTTP/1.1 500 CGI error\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
         )?;
-        return writer.flush();
+        writer.flush()?;
+        return Ok(false);
     };
     let cgi_headers = String::from_utf8_lossy(&output[..at]).into_owned();
     let cgi_body = &output[at + gap..];
@@ -360,11 +384,12 @@ fn serve_cgi(
     }
     write!(
         writer,
-        "HTTP/1.1 {status}\r\n{response}Content-Length: {}\r\nConnection: close\r\n\r\n",
+        "HTTP/1.1 {status}\r\n{response}Content-Length: {}\r\n\r\n",
         cgi_body.len()
     )?;
     writer.write_all(cgi_body)?;
-    writer.flush()
+    writer.flush()?;
+    Ok(true)
 }
 
 fn read_chunked(reader: &mut impl BufRead) -> std::io::Result<Vec<u8>> {
