@@ -79,21 +79,12 @@ pub struct Identity {
 /// The rustls setup from its parts; see [`tls_config`].
 pub fn build_tls(trust: Trust, identity: Option<Identity>, insecure: bool) -> Result<ClientConfig> {
     let mut roots = RootCertStore::empty();
-    let extra = match trust {
+    let (extra, with_system_roots) = match trust {
         Trust::Public(extra) => {
             roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-            let (added, _ignored) =
-                roots.add_parsable_certificates(system_certificates().iter().cloned());
-            report::debug(
-                "tls.roots",
-                format!(
-                    "trusting {} bundled and {added} system CA certificates",
-                    webpki_roots::TLS_SERVER_ROOTS.len()
-                ),
-            );
-            extra
+            (extra, true)
         }
-        Trust::Only(only) => only,
+        Trust::Only(only) => (only, false),
     };
     for cert in extra {
         roots
@@ -101,9 +92,11 @@ pub fn build_tls(trust: Trust, identity: Option<Identity>, insecure: bool) -> Re
             .map_err(|e| Error::Config(format!("reading a CA certificate: {e}")))?;
     }
     let provider = provider();
-    let verifier = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-        .build()
-        .map_err(|e| Error::Config(format!("setting up TLS certificate checks: {e}")))?;
+    let verifier = if with_system_roots {
+        WebPki::with_system_roots(roots, provider.clone())
+    } else {
+        WebPki::built(roots, provider.clone())?
+    };
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| Error::Config(format!("setting up TLS: {e}")))?
@@ -266,7 +259,65 @@ impl ServerCertVerifier for AcceptAnyCertificate {
 /// certificate the server presented is valid, so "unknown CA" or "expired" tells at once
 /// whether the right server answered at all.
 #[derive(Debug)]
-struct NamingVerifier(Arc<WebPkiServerVerifier>);
+struct NamingVerifier(WebPki);
+
+/// The webpki verifier, with the system's CA store added on the first TLS handshake: a
+/// store where SSL_CERT_DIR names a directory is a few hundred files (about 50 ms to read
+/// and parse on a CI machine), which a process that never opens a TLS connection (an
+/// http:// probe, fetch or clone) has no reason to read. The bundled roots and `--cacert`
+/// files are taken at once, so a bad CA file is still refused before the run.
+#[derive(Debug)]
+struct WebPki {
+    roots: RootCertStore,
+    provider: Arc<CryptoProvider>,
+    verifier: std::sync::OnceLock<Arc<WebPkiServerVerifier>>,
+}
+
+impl WebPki {
+    /// `roots` and the system store, read when first needed.
+    fn with_system_roots(roots: RootCertStore, provider: Arc<CryptoProvider>) -> Self {
+        WebPki {
+            roots,
+            provider,
+            verifier: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// `roots` alone, the verifier built now (its errors are the run's configuration's).
+    fn built(roots: RootCertStore, provider: Arc<CryptoProvider>) -> Result<Self> {
+        let verifier = Self::verifier_of(roots.clone(), provider.clone())
+            .map_err(|e| Error::Config(format!("setting up TLS certificate checks: {e}")))?;
+        Ok(WebPki {
+            roots,
+            provider,
+            verifier: std::sync::OnceLock::from(verifier),
+        })
+    }
+
+    fn verifier_of(
+        roots: RootCertStore,
+        provider: Arc<CryptoProvider>,
+    ) -> std::result::Result<Arc<WebPkiServerVerifier>, rustls::client::VerifierBuilderError> {
+        WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider).build()
+    }
+
+    fn get(&self) -> &WebPkiServerVerifier {
+        self.verifier.get_or_init(|| {
+            let mut roots = self.roots.clone();
+            let (added, _ignored) =
+                roots.add_parsable_certificates(system_certificates().iter().cloned());
+            report::debug(
+                "tls.roots",
+                format!(
+                    "trusting {} bundled and {added} system CA certificates",
+                    webpki_roots::TLS_SERVER_ROOTS.len()
+                ),
+            );
+            Self::verifier_of(roots, self.provider.clone())
+                .expect("a verifier over the bundled roots always builds")
+        })
+    }
+}
 
 /// A certificate the verification refused, with the names it is valid for.
 #[derive(Debug)]
@@ -319,6 +370,7 @@ impl ServerCertVerifier for NamingVerifier {
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
         self.0
+            .get()
             .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
             .map_err(|error| match error {
                 rustls::Error::InvalidCertificate(error) => {
@@ -343,7 +395,7 @@ impl ServerCertVerifier for NamingVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
+        self.0.get().verify_tls12_signature(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -352,15 +404,15 @@ impl ServerCertVerifier for NamingVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
+        self.0.get().verify_tls13_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_verify_schemes()
+        self.0.get().supported_verify_schemes()
     }
 
     fn root_hint_subjects(&self) -> Option<&[rustls::DistinguishedName]> {
-        self.0.root_hint_subjects()
+        self.0.get().root_hint_subjects()
     }
 }
 

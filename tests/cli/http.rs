@@ -91,6 +91,31 @@ fn a_connection_refused_is_waited_out() {
         .assert_stderr_contains("(last error: connection refused)");
 }
 
+/// The system's CA store (a directory of hundreds of files where SSL_CERT_DIR names one) is
+/// read on the first TLS handshake, never by a process that speaks plain http://.
+#[test]
+fn the_system_ca_store_is_read_only_for_a_tls_connection() {
+    let sandbox = Sandbox::new();
+    let plain = HttpServer::start(vec![reply(200, "ok")]);
+    let tls = HttpServer::start_tls(vec![reply(200, "ok")]);
+    let ca = sandbox.write("ca.pem", tls.ca_pem.as_ref().unwrap());
+    let read_the_store = "system CA certificates";
+    let output = sandbox
+        .initbox()
+        .args(["-v", "wait-for-http", &plain.url("/")])
+        .env("SSL_CERT_FILE", &ca)
+        .run();
+    output.assert_code(0);
+    assert!(!output.stderr.contains(read_the_store), "{}", output.stderr);
+    sandbox
+        .initbox()
+        .args(["-v", "wait-for-http", &tls.https_url("127.0.0.1", "/")])
+        .env("SSL_CERT_FILE", &ca)
+        .run()
+        .assert_code(0)
+        .assert_stderr_contains(read_the_store);
+}
+
 #[test]
 fn tls_needs_the_private_ca_then_passes() {
     let sandbox = Sandbox::new();
