@@ -512,7 +512,8 @@ impl Copier<'_> {
             Err(errno) => return Err(self.fail(errno, "examining", &shown)),
         }
         let temp = temp_name(place.name);
-        // Removed at once if the step gives up before the rename.
+        // Removed at once if the step gives up before the rename (the temp is created
+        // through `volume::creating`, so that the removal cannot come first).
         let _scratch = crate::volume::scratch(
             &shown
                 .parent()
@@ -566,7 +567,10 @@ impl Copier<'_> {
         ) else {
             return false;
         };
-        rustix::fs::linkat(&dir, name, place.dir, temp, AtFlags::empty()).is_ok()
+        crate::volume::creating(|| {
+            rustix::fs::linkat(&dir, name, place.dir, temp, AtFlags::empty())
+        })
+        .is_ok_and(|linked| linked.is_ok())
     }
 
     /// A FIFO, socket or device, made anew with the source's mode, owner and times, as
@@ -582,13 +586,15 @@ impl Copier<'_> {
             .map_err(|e| self.fail(e, "examining", entry.path))?;
         let kind = rustix::fs::FileType::from_raw_mode(stat.st_mode);
         let mode = self.mode_for(stat.st_mode, false);
-        rustix::fs::mknodat(
-            place.dir,
-            temp,
-            kind,
-            Perm::from_raw_mode(0o600),
-            stat.st_rdev,
-        )
+        crate::volume::creating(|| {
+            rustix::fs::mknodat(
+                place.dir,
+                temp,
+                kind,
+                Perm::from_raw_mode(0o600),
+                stat.st_rdev,
+            )
+        })?
         .map_err(|e| self.fail(e, "making", shown))?;
         rustix::fs::chmodat(place.dir, temp, Perm::from_raw_mode(mode), AtFlags::empty())
             .map_err(|e| self.fail(e, "changing the mode of", shown))?;
@@ -619,12 +625,14 @@ impl Copier<'_> {
         {
             return Ok(Made::Linked);
         }
-        let copy = rustix::fs::openat(
-            place.dir,
-            temp,
-            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC,
-            Perm::from_raw_mode(0o600),
-        )
+        let copy = crate::volume::creating(|| {
+            rustix::fs::openat(
+                place.dir,
+                temp,
+                OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC,
+                Perm::from_raw_mode(0o600),
+            )
+        })?
         .map_err(|errno| self.fail(errno, "writing", shown))?;
         let mut source = File::from(source);
         let mut copy = File::from(copy);
@@ -661,7 +669,7 @@ impl Copier<'_> {
             .map_err(|e| self.fail(e, "examining", entry.path))?;
         let target = rustix::fs::readlinkat(entry.parent, entry.name, Vec::new())
             .map_err(|e| self.fail(e, "reading the link", entry.path))?;
-        rustix::fs::symlinkat(target.as_c_str(), place.dir, temp)
+        crate::volume::creating(|| rustix::fs::symlinkat(target.as_c_str(), place.dir, temp))?
             .map_err(|e| self.fail(e, "making the link", shown))?;
         self.owner_and_times_at(place, temp, &stat, shown)
     }

@@ -347,6 +347,21 @@ pub fn scratch(path: &Path) -> Result<Scratch> {
     })
 }
 
+/// Runs `create`, the call that creates a path given to [`scratch`], under the lock the
+/// abandonment clears the scratch under, so that the two cannot cross: either the step gave
+/// up first and nothing is created, or the path exists by the time the abandonment removes
+/// it. A path registered but created only after that removal would be left behind.
+pub fn creating<T>(create: impl FnOnce() -> T) -> Result<T> {
+    let Some(job) = current_job() else {
+        return Ok(create());
+    };
+    let _scratch = job.scratch.lock().unwrap_or_else(|p| p.into_inner());
+    if job.abandoned.load(Ordering::Relaxed) {
+        return Err(Error::Failed("stopped: the step gave up on it".into()));
+    }
+    Ok(create())
+}
+
 /// See [`scratch`].
 #[must_use = "the path stays scratch only while the guard lives"]
 pub struct Scratch {
