@@ -7,7 +7,7 @@ pub mod owner;
 pub mod walk;
 
 use std::ffi::OsString;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -360,6 +360,29 @@ pub fn creating<T>(create: impl FnOnce() -> T) -> Result<T> {
         return Err(Error::Failed("stopped: the step gave up on it".into()));
     }
     Ok(create())
+}
+
+/// [`scratch`] for a path whose name is known only once it is made (a staging directory):
+/// `make` creates it, and it is registered, in one step under the abandonment's lock.
+pub fn scratch_made(make: impl FnOnce() -> Result<PathBuf>) -> Result<(PathBuf, Scratch)> {
+    let Some(job) = current_job() else {
+        let path = make()?;
+        return Ok((path.clone(), Scratch { job: None, path }));
+    };
+    let mut scratch = job.scratch.lock().unwrap_or_else(|p| p.into_inner());
+    if job.abandoned.load(Ordering::Relaxed) {
+        return Err(Error::Failed("stopped: the step gave up on it".into()));
+    }
+    let path = make()?;
+    scratch.push(path.clone());
+    drop(scratch);
+    Ok((
+        path.clone(),
+        Scratch {
+            job: Some(job),
+            path,
+        },
+    ))
 }
 
 /// See [`scratch`].

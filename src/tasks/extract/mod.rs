@@ -297,18 +297,14 @@ pub fn install(
         );
         return Ok(());
     }
-    let staging = destination
-        .staging()
-        .map_err(|e| dest_error("create a staging directory for", dest, &e))?;
-    // Removed at once if the step gives up while the tree is staged; no longer once its
-    // install begins (a cut install is finished by the next run).
-    let staged = match crate::volume::scratch(&staging) {
-        Ok(staged) => staged,
-        Err(error) => {
-            remove_staging(&staging);
-            return Err(error);
-        }
-    };
+    // Made and registered in one step: removed at once if the step gives up while the tree
+    // is staged; no longer once its install begins (a cut install is finished by the next
+    // run).
+    let (staging, staged) = crate::volume::scratch_made(|| {
+        destination
+            .staging()
+            .map_err(|e| dest_error("create a staging directory for", dest, &e))
+    })?;
     let unpacked = unpack::Unpacker::new(&staging, filters, max_size).and_then(|mut unpacker| {
         unpacker.unpack(format, archive)?;
         Ok(unpacker.summary)
