@@ -332,19 +332,7 @@ pub fn stop_if_abandoned() -> Result<()> {
 /// into place or removed by the work itself. Refused once the work is abandoned, so nothing
 /// new is started after the scratch was cleared.
 pub fn scratch(path: &Path) -> Result<Scratch> {
-    let job = current_job();
-    if let Some(job) = &job {
-        let mut scratch = job.scratch.lock().unwrap_or_else(|p| p.into_inner());
-        // Checked under the lock the abandonment clears the scratch under.
-        if job.abandoned.load(Ordering::Relaxed) {
-            return Err(Error::Failed("stopped: the step gave up on it".into()));
-        }
-        scratch.push(path.to_owned());
-    }
-    Ok(Scratch {
-        job,
-        path: path.to_owned(),
-    })
+    scratch_made(|| Ok(path.to_owned())).map(|(_, scratch)| scratch)
 }
 
 /// Runs `create`, the call that creates a path given to [`scratch`], under the lock the
@@ -352,37 +340,38 @@ pub fn scratch(path: &Path) -> Result<Scratch> {
 /// up first and nothing is created, or the path exists by the time the abandonment removes
 /// it. A path registered but created only after that removal would be left behind.
 pub fn creating<T>(create: impl FnOnce() -> T) -> Result<T> {
-    let Some(job) = current_job() else {
-        return Ok(create());
-    };
-    let _scratch = job.scratch.lock().unwrap_or_else(|p| p.into_inner());
-    if job.abandoned.load(Ordering::Relaxed) {
-        return Err(Error::Failed("stopped: the step gave up on it".into()));
-    }
-    Ok(create())
+    under_scratch_lock(|_| Ok(create()))
 }
 
 /// [`scratch`] for a path whose name is known only once it is made (a staging directory):
 /// `make` creates it, and it is registered, in one step under the abandonment's lock.
 pub fn scratch_made(make: impl FnOnce() -> Result<PathBuf>) -> Result<(PathBuf, Scratch)> {
-    let Some(job) = current_job() else {
+    let path = under_scratch_lock(|scratch| {
         let path = make()?;
-        return Ok((path.clone(), Scratch { job: None, path }));
+        if let Some(scratch) = scratch {
+            scratch.push(path.clone());
+        }
+        Ok(path)
+    })?;
+    let scratch = Scratch {
+        job: current_job(),
+        path: path.clone(),
+    };
+    Ok((path, scratch))
+}
+
+/// Runs `work` under the lock the abandonment clears the scratch under (with the list, on a
+/// job's thread), or refuses once the work was abandoned, so nothing new is started after
+/// the scratch was cleared. Off a job's thread, `work` simply runs.
+fn under_scratch_lock<T>(work: impl FnOnce(Option<&mut Vec<PathBuf>>) -> Result<T>) -> Result<T> {
+    let Some(job) = current_job() else {
+        return work(None);
     };
     let mut scratch = job.scratch.lock().unwrap_or_else(|p| p.into_inner());
     if job.abandoned.load(Ordering::Relaxed) {
         return Err(Error::Failed("stopped: the step gave up on it".into()));
     }
-    let path = make()?;
-    scratch.push(path.clone());
-    drop(scratch);
-    Ok((
-        path.clone(),
-        Scratch {
-            job: Some(job),
-            path,
-        },
-    ))
+    work(Some(&mut scratch))
 }
 
 /// See [`scratch`].
