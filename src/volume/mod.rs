@@ -320,11 +320,12 @@ pub fn abandoned() -> bool {
 
 /// [`abandoned`] as the error a loop returns.
 pub fn stop_if_abandoned() -> Result<()> {
-    if abandoned() {
-        Err(Error::Failed("stopped: the step gave up on it".into()))
-    } else {
-        Ok(())
-    }
+    if abandoned() { Err(gave_up()) } else { Ok(()) }
+}
+
+/// The error of work the step gave up on.
+fn gave_up() -> Error {
+    Error::Failed("stopped: the step gave up on it".into())
 }
 
 /// `path` (a temp file or a staging directory the work is about to write) is removed if the
@@ -340,13 +341,14 @@ pub fn scratch(path: &Path) -> Result<Scratch> {
 /// up first and nothing is created, or the path exists by the time the abandonment removes
 /// it. A path registered but created only after that removal would be left behind.
 pub fn creating<T>(create: impl FnOnce() -> T) -> Result<T> {
-    under_scratch_lock(|_| Ok(create()))
+    under_scratch_lock(current_job().as_deref(), |_| Ok(create()))
 }
 
 /// [`scratch`] for a path whose name is known only once it is made (a staging directory):
 /// `make` creates it, and it is registered, in one step under the abandonment's lock.
 pub fn scratch_made(make: impl FnOnce() -> Result<PathBuf>) -> Result<(PathBuf, Scratch)> {
-    let path = under_scratch_lock(|scratch| {
+    let job = current_job();
+    let path = under_scratch_lock(job.as_deref(), |scratch| {
         let path = make()?;
         if let Some(scratch) = scratch {
             scratch.push(path.clone());
@@ -354,7 +356,7 @@ pub fn scratch_made(make: impl FnOnce() -> Result<PathBuf>) -> Result<(PathBuf, 
         Ok(path)
     })?;
     let scratch = Scratch {
-        job: current_job(),
+        job,
         path: path.clone(),
     };
     Ok((path, scratch))
@@ -363,13 +365,16 @@ pub fn scratch_made(make: impl FnOnce() -> Result<PathBuf>) -> Result<(PathBuf, 
 /// Runs `work` under the lock the abandonment clears the scratch under (with the list, on a
 /// job's thread), or refuses once the work was abandoned, so nothing new is started after
 /// the scratch was cleared. Off a job's thread, `work` simply runs.
-fn under_scratch_lock<T>(work: impl FnOnce(Option<&mut Vec<PathBuf>>) -> Result<T>) -> Result<T> {
-    let Some(job) = current_job() else {
+fn under_scratch_lock<T>(
+    job: Option<&Job>,
+    work: impl FnOnce(Option<&mut Vec<PathBuf>>) -> Result<T>,
+) -> Result<T> {
+    let Some(job) = job else {
         return work(None);
     };
     let mut scratch = job.scratch.lock().unwrap_or_else(|p| p.into_inner());
     if job.abandoned.load(Ordering::Relaxed) {
-        return Err(Error::Failed("stopped: the step gave up on it".into()));
+        return Err(gave_up());
     }
     work(Some(&mut scratch))
 }

@@ -14,7 +14,7 @@
 
 use gix::bstr::{BStr, ByteSlice};
 use gix::protocol::handshake::Ref;
-use gix::refs::transaction::{Change, LogChange, PreviousValue, RefEdit};
+use gix::refs::transaction::{LogChange, PreviousValue, RefEdit};
 use gix::refs::{FullName, Target};
 
 use super::transfer::{CloneRequest, Reference};
@@ -54,14 +54,7 @@ pub fn attach_head(
         ..Default::default()
     };
     let update = |name: FullName, target: Target, log: LogChange| {
-        RefEdit::new(
-            name,
-            Change::Update {
-                log,
-                expected: PreviousValue::Any,
-                new: target,
-            },
-        )
+        RefEdit::update_with_log(name, target, PreviousValue::Any, log)
     };
     repo.edit_references([
         update(local.clone(), Target::Object(commit), clone_log()),

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use gix::progress::tree::Root;
+use gix::protocol::transport::client::blocking_io::http as gix_http;
 
 use crate::exit::Error;
 use crate::http_client::{self, TlsArgs};
@@ -314,8 +315,6 @@ fn daemon_connection(
 #[derive(Clone, Default)]
 struct SharedHttp(Arc<Mutex<gix_http::reqwest::Remote>>);
 
-use gix::protocol::transport::client::blocking_io::http as gix_http;
-
 impl SharedHttp {
     fn transport(&self, url: gix::Url) -> gix_http::Transport<SharedHttp> {
         gix_http::Transport::new_http(
@@ -374,8 +373,7 @@ fn http_options(
     resolver: Resolver,
     connect_timeout: Duration,
 ) -> Box<dyn std::any::Any> {
-    use gix::protocol::transport::client::blocking_io::http;
-    let backend = http::reqwest::Options {
+    let backend = gix_http::reqwest::Options {
         configure_client: Some(Box::new(move |builder| {
             Ok(http_client::configure_blocking(
                 builder,
@@ -385,7 +383,7 @@ fn http_options(
         })),
         configure_request: None,
     };
-    Box::new(http::Options {
+    Box::new(gix_http::Options {
         backend: Some(Arc::new(Mutex::new(backend))),
         connect_timeout: Some(connect_timeout),
         user_agent: Some(http_client::USER_AGENT.to_owned()),
