@@ -158,6 +158,17 @@ impl fmt::Display for ResolveError {
 
 impl StdError for ResolveError {}
 
+impl ResolveError {
+    /// What the failed lookup means for the attempt: a name that does not exist is
+    /// configuration (exit 78), anything else is retried.
+    pub fn failure(&self) -> Failure {
+        match &self.0 {
+            Failure::Retry(reason) => Failure::Retry(reason.clone()),
+            Failure::Fatal(error) => Failure::Fatal(crate::exit::Error::Config(error.to_string())),
+        }
+    }
+}
+
 impl reqwest::dns::Resolve for HickoryResolve {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
         let resolver = self.0.clone();

@@ -30,10 +30,7 @@ fn classify_with(error: &reqwest::Error, tls_fatal: bool) -> Failure {
     let causes: Vec<_> = reason::causes(error).skip(1).collect();
     for cause in &causes {
         if let Some(resolve) = cause.downcast_ref::<ResolveError>() {
-            return match &resolve.0 {
-                Failure::Retry(reason) => Failure::Retry(reason.clone()),
-                Failure::Fatal(error) => Failure::Fatal(Error::Config(error.to_string())),
-            };
+            return resolve.failure();
         }
         if let Some(redirect) = cause.downcast_ref::<RedirectProblem>() {
             return Failure::Fatal(Error::Failed(redirect.0.clone()));

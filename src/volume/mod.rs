@@ -192,10 +192,9 @@ impl Tally {
     }
 
     fn tick(&mut self, path: &Path) {
-        let now = Instant::now();
-        if !self.progress_due(now) {
+        let Some(now) = self.progress_due(Instant::now) else {
             return;
-        }
+        };
         let [changed, unchanged, skipped] = self.flush();
         report::Event::new(
             report::Level::Info,
@@ -216,24 +215,26 @@ impl Tally {
 
     /// Whether this entry is the one to print a progress line at: the clock is read once
     /// every 1024 entries (not per entry, on a walk of millions), and a line is due
-    /// [`PROGRESS_EVERY`] after the last one of any thread.
-    fn progress_due(&mut self, now: Instant) -> bool {
+    /// [`PROGRESS_EVERY`] after the last one of any thread. `clock` is the clock (the tests
+    /// set the time).
+    fn progress_due(&mut self, clock: impl FnOnce() -> Instant) -> Option<Instant> {
         self.since_check += 1;
         if self.since_check < 1024 {
-            return false;
+            return None;
         }
         self.since_check = 0;
         self.flush();
+        let now = clock();
         let mut last_line = self
             .shared
             .last_line
             .lock()
             .unwrap_or_else(|p| p.into_inner());
         if now.duration_since(*last_line) < PROGRESS_EVERY {
-            return false;
+            return None;
         }
         *last_line = now;
-        true
+        Some(now)
     }
 
     /// The summary line: `chown: 12034 changed, 3 unchanged, 1 skipped in 0.8s`, with the
@@ -440,7 +441,9 @@ mod tests {
         let start = tally.shared.start;
         let at = |secs: u64| start + Duration::from_secs(secs);
         let due = |tally: &mut Tally, now: Instant, entries: usize| {
-            (0..entries).filter(|_| tally.progress_due(now)).count()
+            (0..entries)
+                .filter(|_| tally.progress_due(|| now).is_some())
+                .count()
         };
         // Within the first 10 s, never; the clock is read on every 1024th entry only.
         assert_eq!(due(&mut tally, at(9), 4096), 0);

@@ -8,7 +8,8 @@ use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use crate::support::git_server::{GitDaemon, SmartHttp, TestRepo, git, tree_listing};
+use crate::support::git_server::{Framing, GitDaemon, SmartHttp, TestRepo, git, tree_listing};
+use crate::support::http_server::{HttpServer, reply};
 use crate::support::{Mount, Sandbox, free_port, need_root};
 
 fn git_clone_reference(repo: &str, dest: &Path, reference: Option<&str>) {
@@ -435,15 +436,8 @@ fn a_shallow_clone_of_the_default_branch_is_one_connection_and_the_clone_git_mak
         .arg(&ours)
         .run()
         .assert_code(0);
-    let paths: Vec<String> = server
-        .requests
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|(path, _)| path.clone())
-        .collect();
     assert_eq!(
-        paths,
+        requested_paths(&server),
         [
             "/app/info/refs?service=git-upload-pack",
             "/app/git-upload-pack",
@@ -508,6 +502,145 @@ fn the_two_connections_of_a_named_ref_share_one_kept_alive_https_connection() {
         server.connections.load(Ordering::SeqCst),
         1,
         "{requests} requests over more than one TCP connection"
+    );
+}
+
+/// The paths a smart HTTP server was asked for, in order.
+fn requested_paths(server: &SmartHttp) -> Vec<String> {
+    server
+        .requests
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(path, _)| path.clone())
+        .collect()
+}
+
+/// git-clone's HTTP client reads an answer in chunks (one with a chunk extension) as well
+/// as one with a length, and when the server has closed the connection kept alive since its
+/// last answer without saying so (its keep-alive timeout ran out), it sends the request
+/// again on a new connection instead of failing the clone.
+#[test]
+fn chunked_answers_and_a_kept_alive_connection_the_server_closed_meanwhile() {
+    let sandbox = Sandbox::new();
+    let base = sandbox.path("srv");
+    let repo = TestRepo::create(&base, "app");
+    let server = SmartHttp::start_framed(
+        &base,
+        Framing {
+            chunked: true,
+            close_after_each: true,
+        },
+    );
+    for depth in ["1", "0"] {
+        let dest = sandbox.path(&format!("depth-{depth}"));
+        sandbox
+            .initbox()
+            .args(["git-clone", &server.url("app"), "--depth", depth])
+            .arg(&dest)
+            .run()
+            .assert_code(0);
+        assert_clean_checkout(&dest, &repo.main);
+    }
+    let requests = server.requests.lock().unwrap().len();
+    assert!(requests >= 6, "{requests} requests for two clones");
+    assert_eq!(
+        server.connections.load(Ordering::SeqCst),
+        requests,
+        "each answer closed its connection: one connection per request"
+    );
+}
+
+/// A repository that moved answers the first request with a redirect, as a hosting service
+/// does for a renamed repository: the clone follows it, and sends every later request
+/// straight to where it moved (git's `http.followRedirects=initial`).
+#[test]
+fn a_moved_repository_is_cloned_from_where_its_redirect_points() {
+    let sandbox = Sandbox::new();
+    let base = sandbox.path("srv");
+    let repo = TestRepo::create(&base, "app");
+    let server = SmartHttp::start(&base, None);
+    let moved = HttpServer::start(vec![reply(301, "moved\n").header(
+        "Location",
+        &format!("{}/info/refs?service=git-upload-pack", server.url("app")),
+    )]);
+    let dest = sandbox.path("app");
+    sandbox
+        .initbox()
+        .args(["git-clone", &moved.url("/old-name")])
+        .arg(&dest)
+        .run()
+        .assert_code(0);
+    assert_clean_checkout(&dest, &repo.main);
+    assert_eq!(
+        moved.requests().len(),
+        1,
+        "only the first request was redirected"
+    );
+    assert_eq!(
+        requested_paths(&server),
+        [
+            "/app/info/refs?service=git-upload-pack",
+            "/app/git-upload-pack",
+            "/app/git-upload-pack"
+        ]
+    );
+}
+
+/// A redirect from https:// to http:// would send the rest of the clone, credentials
+/// included, in clear text: it is not followed, and the clone stops at once (exit 1)
+/// saying so, instead of retrying until its deadline.
+#[test]
+fn a_redirect_from_https_to_plain_http_is_refused_at_once() {
+    let sandbox = Sandbox::new();
+    let base = sandbox.path("srv");
+    TestRepo::create(&base, "app");
+    let plain = SmartHttp::start(&base, None);
+    let secure = HttpServer::start_tls(vec![reply(302, "").header(
+        "Location",
+        &format!("{}/info/refs?service=git-upload-pack", plain.url("app")),
+    )]);
+    let ca = sandbox.write("ca.pem", secure.ca_pem.as_ref().unwrap());
+    let dest = sandbox.path("app");
+    let run = sandbox
+        .initbox()
+        .args(["git-clone", &secure.https_url("127.0.0.1", "/app")])
+        .arg(&dest)
+        .arg("--cacert")
+        .arg(&ca)
+        .args(["--timeout", "60s"])
+        .run();
+    run.assert_code(1);
+    run.assert_stderr_contains("a redirect from https:// to http:// is not followed");
+    assert_eq!(secure.requests().len(), 1, "not retried");
+    assert!(
+        requested_paths(&plain).is_empty(),
+        "the redirect was followed"
+    );
+    assert!(!dest.exists());
+}
+
+/// Behind a proxy (`HTTP_PROXY`), a clone goes through it, and the name in the URL is the
+/// proxy's to resolve: initbox never looks it up (here it could not: `.invalid`). The git
+/// server stands in for the proxy, taking the absolute-form requests a proxy gets.
+#[test]
+fn an_http_clone_goes_through_the_proxy_the_environment_names() {
+    let sandbox = Sandbox::new();
+    let base = sandbox.path("srv");
+    let repo = TestRepo::create(&base, "app");
+    let proxy = SmartHttp::start(&base, None);
+    let dest = sandbox.path("app");
+    sandbox
+        .initbox()
+        .args(["git-clone", "http://git.invalid/app"])
+        .arg(&dest)
+        .env("HTTP_PROXY", format!("http://127.0.0.1:{}", proxy.port))
+        .run()
+        .assert_code(0);
+    assert_clean_checkout(&dest, &repo.main);
+    assert_eq!(
+        requested_paths(&proxy).first().map(String::as_str),
+        Some("/app/info/refs?service=git-upload-pack")
     );
 }
 

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use crate::support::dns_server::DnsServer;
 use crate::support::git_server::{
-    GitDaemon, StallingProxy, git, incompressible_repo, tree_listing,
+    GitDaemon, SmartHttp, StallingProxy, git, incompressible_repo, tree_listing,
 };
 use crate::support::http_server::{HttpServer, reply, reply_bytes, silent_server};
 use crate::support::{
@@ -1647,6 +1647,32 @@ fn relay(client: TcpStream, server: TcpStream, limit: Option<usize>) {
     }
     let _ = to.shutdown(Shutdown::Both);
     let _ = from.shutdown(Shutdown::Both);
+}
+
+/// Over HTTP the same: an answer cut short in the middle of the pack (the connection
+/// closed before the length it announced) is a transfer that broke off, retried on a new
+/// connection until the clone completes.
+#[test]
+fn an_http_answer_cut_mid_pack_is_retried_on_a_new_connection() {
+    let _serial = crate::support::one_at_a_time();
+    let sandbox = Sandbox::new();
+    let base = sandbox.path("srv");
+    let repo = big_repo(&base, "big");
+    let server = SmartHttp::start(&base, None);
+    let proxy = CuttingProxy::start(server.port, 48 * 1024);
+    let url = format!("http://127.0.0.1:{}/big", proxy.port);
+    let dest = sandbox.path("checkout");
+    proxy.cut_next(2);
+    let recovered = sandbox
+        .initbox()
+        .args(["git-clone", &url, path_str(&dest), "--ref", "old"])
+        .args(["--timeout", "60s"])
+        .run();
+    recovered
+        .assert_code(0)
+        .assert_stderr_contains("the transfer of the pack from the server broke off");
+    assert!(proxy.connections() >= 3, "{}", recovered.stderr);
+    assert_clean_checkout(&dest, &repo.old, "after the server recovered");
 }
 
 #[test]

@@ -9,6 +9,7 @@
 mod default_branch;
 pub(crate) mod destination;
 mod integrity;
+mod smart_http;
 mod sparse;
 mod ssh;
 pub mod submodules;

@@ -19,6 +19,7 @@ use crate::resolve::Resolver;
 use crate::size::ByteSize;
 use crate::wait::Failure;
 
+use super::smart_http::SmartHttp;
 use super::ssh;
 
 /// How often a long clone says how far it got.
@@ -202,10 +203,35 @@ fn clone_with_progress(
     let (resolver, connect_timeout) = (request.resolver.clone(), request.connect_timeout);
     let credentials = request.credentials.clone();
     let daemon = git_daemon.then(|| request.clone());
-    let shared_http = http.then(|| (SharedHttp::default(), request.url.clone()));
+    // Our own HTTP client (smart_http.rs), one per clone; behind a proxy, gix's reqwest
+    // backend, which knows proxies, shared the same way.
+    let http_backend = match (http, uses_proxy(&request.url)) {
+        (false, _) => None,
+        (true, false) => Some(HttpBackend::Own(SmartHttp::new(
+            tls.clone(),
+            resolver.clone(),
+            tokio::runtime::Handle::current(),
+            connect_timeout,
+        ))),
+        (true, true) => Some(HttpBackend::Reqwest(SharedHttp::default())),
+    };
+    let url = request.url.clone();
     prepare = prepare.configure_connection(move |connection| {
-        if let Some((backend, url)) = &shared_http {
-            *connection.transport_mut() = Box::new(backend.transport(url.clone()));
+        match &http_backend {
+            Some(HttpBackend::Own(backend)) => {
+                *connection.transport_mut() = Box::new(backend.transport(url.clone()));
+            }
+            Some(HttpBackend::Reqwest(backend)) => {
+                *connection.transport_mut() = Box::new(backend.transport(url.clone()));
+                if let Some(tls) = &tls {
+                    connection.set_transport_options(http_options(
+                        tls.clone(),
+                        resolver.clone(),
+                        connect_timeout,
+                    ));
+                }
+            }
+            None => {}
         }
         if let Some(request) = &daemon {
             *connection.transport_mut() =
@@ -215,13 +241,6 @@ fn clone_with_progress(
         // (it spawns on demand, so nothing has run yet): replaced by a channel of ours.
         if let Some(session) = &ssh_session {
             *connection.transport_mut() = session.transport().map_err(gix::Error::from_error)?;
-        }
-        if let Some(tls) = &tls {
-            connection.set_transport_options(http_options(
-                tls.clone(),
-                resolver.clone(),
-                connect_timeout,
-            ));
         }
         // Always our callback: without one gix would ask git's credential helpers or try to
         // prompt on a terminal, neither of which an init container has.
@@ -307,7 +326,27 @@ fn daemon_connection(
     )))
 }
 
-/// One gix HTTP backend, and so one reqwest client with its connections kept alive, for
+/// The HTTP client a clone speaks through.
+enum HttpBackend {
+    Own(SmartHttp),
+    Reqwest(SharedHttp),
+}
+
+/// Whether a proxy is set in the environment for the URL's scheme (curl's and reqwest's
+/// variables, either case). `NO_PROXY` is left to reqwest: a clone it exempts still works,
+/// through reqwest's client.
+fn uses_proxy(url: &gix::Url) -> bool {
+    let names: &[&str] = match url.scheme {
+        gix::url::Scheme::Https => &["HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"],
+        gix::url::Scheme::Http => &["HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"],
+        _ => return false,
+    };
+    names
+        .iter()
+        .any(|name| std::env::var_os(name).is_some_and(|value| !value.is_empty()))
+}
+
+/// Behind a proxy: one gix HTTP backend, and so one reqwest client with its connections kept alive, for
 /// every connection of a clone. gix makes a backend per connect: a clone that connects
 /// twice (a shallow clone of a named ref looks the name up first) paid a second TCP and
 /// TLS handshake. The backend serves one request at a time, and gix makes them one after
@@ -446,7 +485,20 @@ fn classify(
             ),
         }));
     }
-    // Over HTTP(S) the cause is a reqwest error: described as every HTTP command does.
+    if let Some(refusal) = causes
+        .iter()
+        .find_map(|cause| cause.downcast_ref::<super::smart_http::Refusal>())
+    {
+        return Failure::Fatal(Error::Failed(refusal.0.clone()));
+    }
+    // A name our HTTP client could not look up, in the words of every HTTP command.
+    if let Some(resolve) = causes
+        .iter()
+        .find_map(|cause| cause.downcast_ref::<http_client::ResolveError>())
+    {
+        return resolve.failure();
+    }
+    // Behind a proxy the cause is a reqwest error: described as every HTTP command does.
     if let Some(http_error) = causes
         .iter()
         .find_map(|cause| cause.downcast_ref::<reqwest::Error>())

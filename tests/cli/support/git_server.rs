@@ -170,13 +170,18 @@ impl SmartHttp {
     /// Serves the repositories under `root` over plain HTTP; with `auth`, only to that user
     /// and password.
     pub fn start(root: &Path, auth: Option<(&str, &str)>) -> SmartHttp {
-        Self::serve(root, auth, None)
+        Self::serve(root, auth, None, Framing::default())
+    }
+
+    /// Plain HTTP, answers framed as `framing` says.
+    pub fn start_framed(root: &Path, framing: Framing) -> SmartHttp {
+        Self::serve(root, None, None, framing)
     }
 
     /// The same over HTTPS, with a certificate from a fresh CA (valid for 127.0.0.1).
     pub fn start_tls(root: &Path, auth: Option<(&str, &str)>) -> SmartHttp {
         let (config, ca_pem) = super::http_server::server_tls_config();
-        let mut server = Self::serve(root, auth, Some(Arc::new(config)));
+        let mut server = Self::serve(root, auth, Some(Arc::new(config)), Framing::default());
         server.ca_pem = Some(ca_pem);
         server
     }
@@ -184,7 +189,7 @@ impl SmartHttp {
     /// Over HTTPS with a certificate for 127.0.0.1 and localhost that expired in 2020.
     pub fn start_tls_expired(root: &Path) -> SmartHttp {
         let (config, ca_pem) = expired_tls_config();
-        let mut server = Self::serve(root, None, Some(Arc::new(config)));
+        let mut server = Self::serve(root, None, Some(Arc::new(config)), Framing::default());
         server.ca_pem = Some(ca_pem);
         server
     }
@@ -193,6 +198,7 @@ impl SmartHttp {
         root: &Path,
         auth: Option<(&str, &str)>,
         tls: Option<Arc<rustls::ServerConfig>>,
+        framing: Framing,
     ) -> SmartHttp {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
@@ -217,9 +223,11 @@ impl SmartHttp {
                                 return;
                             };
                             let stream = rustls::StreamOwned::new(connection, stream);
-                            serve_connection(stream, &root, expected.as_deref(), &seen)
+                            serve_connection(stream, &root, expected.as_deref(), &seen, framing)
                         }
-                        None => serve_connection(stream, &root, expected.as_deref(), &seen),
+                        None => {
+                            serve_connection(stream, &root, expected.as_deref(), &seen, framing)
+                        }
                     };
                 });
             }
@@ -242,6 +250,18 @@ impl SmartHttp {
     }
 }
 
+/// How the smart HTTP server frames its answers, and what it does with the connection
+/// after each.
+#[derive(Clone, Copy, Default)]
+pub struct Framing {
+    /// `Transfer-Encoding: chunked`, in chunks of 1000 bytes (one with an extension),
+    /// instead of a `Content-Length`.
+    pub chunked: bool,
+    /// Closes the connection after each answer without saying so (no `Connection:
+    /// close`), as a server whose keep-alive timeout ran out between two requests does.
+    pub close_after_each: bool,
+}
+
 /// Serves the requests of one connection, kept alive as HTTP/1.1 keeps it until the
 /// client closes it (or an answer closes it).
 fn serve_connection(
@@ -249,9 +269,10 @@ fn serve_connection(
     root: &Path,
     expected_auth: Option<&str>,
     seen: &Mutex<Vec<(String, Option<String>)>>,
+    framing: Framing,
 ) -> std::io::Result<()> {
     let mut reader = BufReader::new(stream);
-    while serve_cgi(&mut reader, root, expected_auth, seen)? {}
+    while serve_cgi(&mut reader, root, expected_auth, seen, framing)? {}
     Ok(())
 }
 
@@ -262,6 +283,7 @@ fn serve_cgi<S: Read + Write>(
     root: &Path,
     expected_auth: Option<&str>,
     seen: &Mutex<Vec<(String, Option<String>)>>,
+    framing: Framing,
 ) -> std::io::Result<bool> {
     let mut first = String::new();
     if reader.read_line(&mut first)? == 0 {
@@ -269,7 +291,12 @@ fn serve_cgi<S: Read + Write>(
     }
     let mut parts = first.split_whitespace();
     let method = parts.next().unwrap_or("GET").to_owned();
-    let target = parts.next().unwrap_or("/").to_owned();
+    let mut target = parts.next().unwrap_or("/").to_owned();
+    // The absolute form a client sends to a proxy (`GET http://host/path`), which every
+    // server must accept too: this one then stands in for the proxy and the server.
+    if let Some(rest) = target.strip_prefix("http://") {
+        target = rest[rest.find('/').unwrap_or(rest.len())..].to_owned();
+    }
     let mut headers = Vec::new();
     loop {
         let mut line = String::new();
@@ -382,14 +409,28 @@ fn serve_cgi<S: Read + Write>(
             response.push_str("\r\n");
         }
     }
-    write!(
-        writer,
-        "HTTP/1.1 {status}\r\n{response}Content-Length: {}\r\n\r\n",
-        cgi_body.len()
-    )?;
-    writer.write_all(cgi_body)?;
+    if framing.chunked {
+        write!(
+            writer,
+            "HTTP/1.1 {status}\r\n{response}Transfer-Encoding: chunked\r\n\r\n"
+        )?;
+        for (number, chunk) in cgi_body.chunks(1000).enumerate() {
+            let extension = if number == 1 { ";name=value" } else { "" };
+            write!(writer, "{:x}{extension}\r\n", chunk.len())?;
+            writer.write_all(chunk)?;
+            writer.write_all(b"\r\n")?;
+        }
+        writer.write_all(b"0\r\n\r\n")?;
+    } else {
+        write!(
+            writer,
+            "HTTP/1.1 {status}\r\n{response}Content-Length: {}\r\n\r\n",
+            cgi_body.len()
+        )?;
+        writer.write_all(cgi_body)?;
+    }
     writer.flush()?;
-    Ok(true)
+    Ok(!framing.close_after_each)
 }
 
 fn read_chunked(reader: &mut impl BufRead) -> std::io::Result<Vec<u8>> {
