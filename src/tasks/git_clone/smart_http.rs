@@ -235,7 +235,7 @@ impl Shared {
             (effective, follow, state.extra_headers.clone())
         };
         let may_follow = follow && request.method == Method::Get;
-        let mut headers = request.headers.clone();
+        let mut headers = request.headers;
         headers.extend(extra_headers.iter().cloned());
         let mut url = parse_url(&effective)?;
         let mut redirects = 0;
@@ -543,9 +543,17 @@ struct Connection {
 struct Response {
     status: u16,
     reason: String,
-    /// `name:value` lines as gix reads them.
+    /// Names and values in the order the server sent them, trimmed.
     headers: Vec<(String, String)>,
     body: ResponseBody,
+}
+
+/// The value of the first header called `name`, whatever its case.
+fn header_value<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(key, _)| key.eq_ignore_ascii_case(name))
+        .map(|(_, value)| value.as_str())
 }
 
 impl Response {
@@ -560,12 +568,7 @@ impl Response {
             if (100..200).contains(&status) && status != 101 {
                 continue;
             }
-            let value = |name: &str| {
-                headers
-                    .iter()
-                    .find(|(key, _)| key.eq_ignore_ascii_case(name))
-                    .map(|(_, value)| value.to_ascii_lowercase())
-            };
+            let value = |name: &str| header_value(&headers, name).map(str::to_ascii_lowercase);
             let chunked = value("transfer-encoding").is_some_and(|v| v.contains("chunked"));
             let length =
                 match value("content-length") {
@@ -600,10 +603,7 @@ impl Response {
     }
 
     fn header(&self, name: &str) -> Option<String> {
-        self.headers
-            .iter()
-            .find(|(key, _)| key.eq_ignore_ascii_case(name))
-            .map(|(_, value)| value.clone())
+        header_value(&self.headers, name).map(str::to_owned)
     }
 
     /// Reads past a small body so the connection can serve the next request; a large one

@@ -346,10 +346,10 @@ fn uses_proxy(url: &gix::Url) -> bool {
         .any(|name| std::env::var_os(name).is_some_and(|value| !value.is_empty()))
 }
 
-/// Behind a proxy: one gix HTTP backend, and so one reqwest client with its connections kept alive, for
-/// every connection of a clone. gix makes a backend per connect: a clone that connects
-/// twice (a shallow clone of a named ref looks the name up first) paid a second TCP and
-/// TLS handshake. The backend serves one request at a time, and gix makes them one after
+/// Behind a proxy: one gix HTTP backend, and so one reqwest client with its connections
+/// kept alive, for every connection of a clone. gix makes a backend per connect: a clone
+/// that connects twice (a shallow clone of a named ref looks the name up first) paid a
+/// second TCP and TLS handshake. The backend serves one request at a time, and gix makes them one after
 /// the other; the lock is held only while a request starts.
 #[derive(Clone, Default)]
 struct SharedHttp(Arc<Mutex<gix_http::reqwest::Remote>>);
