@@ -26,7 +26,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Optional, TypeVar
 
@@ -392,6 +392,101 @@ def round_robin(rows: list, trials: int, run_once: Callable[[object], tuple[floa
                 continue
             row.times_ms.append(elapsed)
             row.rss_kib.append(rss)
+
+
+# --------------------------------------------------------------------------
+# Go peers (dockerize, gomplate, grpc-health-probe, wait4x)
+# --------------------------------------------------------------------------
+
+GO_DIR = BENCH_DIR / ".peers" / "go"  # GOPATH, the build cache and bin/ of the Go peers
+GO_BIN = GO_DIR / "bin"
+
+
+@dataclass
+class GoPeer:
+    """A peer built from the Go module proxy by module name into bench/.peers/go/bin."""
+    name: str
+    modules: list[str]  # MODULE@VERSION, tried one after another until one builds
+    package: str  # the main package inside the module, relative to it ("": the module)
+    # OLD=NEW@VERSION for `go mod edit -replace`: a module whose vanity name the proxy
+    # refuses, taken from the repository name it is also served under (same commit, whose
+    # go.mod declares the vanity name).
+    replaces: list[str] = field(default_factory=list)
+    why_not: str = ""  # why it could not be built, for the report
+
+    @property
+    def binary(self) -> Path:
+        return GO_BIN / self.name
+
+    @property
+    def built(self) -> bool:
+        return os.access(self.binary, os.X_OK)
+
+
+def go_env() -> dict:
+    # A module proxy may refuse a module's version list (403), which `go install
+    # MODULE@VERSION` reads (for deprecations) before anything else, so each peer is built
+    # from a scratch module instead: require the exact version, then `go build` its main
+    # package. Such a proxy also fails the checksum database's lookups (404), hence
+    # GOSUMDB=off: the modules are taken as the proxy serves them, acceptable for a
+    # benchmark's peer that never leaves bench/.peers. GOTOOLCHAIN=local: the installed go
+    # builds it or nothing (no toolchain download).
+    return dict(os.environ, GOPATH=str(GO_DIR / "path"), GOCACHE=str(GO_DIR / "cache"),
+                GOFLAGS="-mod=mod -modcacherw", GOSUMDB="off", GOTOOLCHAIN="local")
+
+
+def go_step(argv: list[str], cwd: Path) -> str:
+    """Run a go command; "" when it worked, else the last line of its output."""
+    log(f"$ {' '.join(argv)}")
+    done = subprocess.run(argv, cwd=cwd, env=go_env(), stdin=subprocess.DEVNULL,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if done.returncode == 0:
+        return ""
+    lines = done.stdout.strip().splitlines()
+    log("\n".join("  | " + line for line in lines[-5:]))
+    return lines[-1].strip() if lines else f"exit code {done.returncode}"
+
+
+def build_go_peer(peer: GoPeer) -> None:
+    """Build peer from the first of its module versions that builds; peer.why_not says why
+    none did. A binary already there is kept."""
+    if peer.built:
+        return
+    if not shutil.which("go"):
+        peer.why_not = "go is not installed"
+        return
+    failures: dict[str, list[str]] = {}  # why: the modules that failed so
+    for module in peer.modules:
+        path = module.split("@")[0]
+        scratch = GO_DIR / "scratch" / peer.name
+        remove(scratch)
+        scratch.mkdir(parents=True)
+        # `go mod edit -require` rather than `go get`: a replaced module's version is not
+        # looked up under its own (refused) name.
+        edits = [["go", "mod", "edit", "-replace", replace] for replace in peer.replaces]
+        steps = [["go", "mod", "init", "scratch"], *edits,
+                 ["go", "mod", "edit", "-require", module],
+                 ["go", "build", "-o", str(peer.binary), f"{path}/{peer.package}".rstrip("/")]]
+        why = next((why for step in steps if (why := go_step(step, scratch))), "")
+        if not why:
+            return
+        failures.setdefault(why, []).append(module)
+    peer.why_not = "could not be built here: " + "; ".join(
+        f"{' and '.join(modules)}: {why}" for why, modules in failures.items())
+    log(f"{peer.name} {peer.why_not}")
+
+
+def module_version(peer: GoPeer) -> str:
+    """The version of peer's module that its binary was built from (its build info): a
+    binary built by `go build` has no version string of its own."""
+    if not shutil.which("go"):
+        return ""
+    paths = {module.split("@")[0] for module in peer.modules}
+    for line in command_output(["go", "version", "-m", str(peer.binary)]).splitlines():
+        fields = line.split()
+        if len(fields) >= 3 and fields[0] in ("mod", "dep") and fields[1] in paths:
+            return fields[2]
+    return ""
 
 
 def remove(path: Path) -> None:
