@@ -6,7 +6,9 @@
 //! through those descriptors (`fchown`, `fchownat(AT_SYMLINK_NOFOLLOW)`, `unlinkat`): a
 //! directory swapped for a link between two calls makes the open fail (it is then examined
 //! again), it can never redirect the walk. Memory stays flat as the tree grows: one open
-//! directory per level of depth and one path buffer, never a list of paths.
+//! directory per level of depth (with its listing buffer) and one path buffer, never a list
+//! of paths. A listing is read with `getdents64` into a buffer reused from one directory to
+//! the next, and its names are used where they lie: no allocation per entry.
 //!
 //! A visitor that can [`Visitor::fork`] has the walk shared among threads (up to
 //! [`MAX_THREADS`], no more than the CPUs the process may use) at the first directory where
@@ -16,13 +18,14 @@
 //! system call per entry; two threads do them in about half the time.
 
 use std::ffi::{CStr, CString, OsStr, OsString};
+use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use rustix::fs::{AtFlags, CWD, Dir, FileType, Mode, OFlags};
+use rustix::fs::{AtFlags, CWD, FileType, Mode, OFlags, RawDir};
 use rustix::io::Errno;
 
 use crate::exit::Error;
@@ -192,6 +195,7 @@ pub fn walk<V: Visitor>(path: &Path, options: &Options, visitor: &mut V) -> Resu
         } else {
             Split::Done
         },
+        buffers: Vec::new(),
     };
     let last = path.components().next_back();
     match last {
@@ -245,6 +249,17 @@ struct Walker<'o, 'v, V> {
     path: PathBuf,
     root_dev: Option<u64>,
     split: Split,
+    /// Listing buffers of the directories already left, for the next ones to reuse.
+    buffers: Vec<ListingBuffer>,
+}
+
+/// What one `getdents64` call fills: as glibc's `readdir`, 32 KiB, several hundred names.
+const LISTING_BUFFER_BYTES: usize = 32 * 1024;
+
+type ListingBuffer = Box<[MaybeUninit<u8>]>;
+
+fn new_listing_buffer() -> ListingBuffer {
+    Box::new_uninit_slice(LISTING_BUFFER_BYTES)
 }
 
 /// Whether the walk may still be shared among threads.
@@ -258,31 +273,36 @@ enum Split {
 
 /// The listing of the directory a walk is shared at: the entries read ahead to see that the
 /// tree branches there, then the rest, taken one by one by the threads.
-struct Listing<'d> {
-    dir: &'d mut Dir,
+struct Listing<'b, 'd> {
+    raw: RawDir<'b, BorrowedFd<'d>>,
     ahead: Vec<(CString, FileType)>,
 }
 
-impl Listing<'_> {
+impl Listing<'_, '_> {
     fn next(&mut self) -> Option<rustix::io::Result<(CString, FileType)>> {
         if let Some(entry) = self.ahead.pop() {
             return Some(Ok(entry));
         }
-        next_entry(self.dir)
+        next_entry(&mut self.raw, |name, listed| (name.to_owned(), listed))
     }
 }
 
-/// The next entry of a listing other than `.` and `..`, as an owned name.
-fn next_entry(dir: &mut Dir) -> Option<rustix::io::Result<(CString, FileType)>> {
+/// The next entry of a listing other than `.` and `..`, handed to `take` where it lies in
+/// the buffer. A directory removed while it is read ends its listing (as readdir's ENOENT).
+fn next_entry<T>(
+    raw: &mut RawDir<'_, BorrowedFd<'_>>,
+    take: impl FnOnce(&CStr, FileType) -> T,
+) -> Option<rustix::io::Result<T>> {
     loop {
-        match dir.read()? {
+        match raw.next()? {
+            Err(Errno::NOENT) => return None,
             Err(errno) => return Some(Err(errno)),
             Ok(item) => {
                 let name = item.file_name();
                 if matches!(name.to_bytes(), b"." | b"..") {
                     continue;
                 }
-                return Some(Ok((name.to_owned(), item.file_type())));
+                return Some(Ok(take(name, item.file_type())));
             }
         }
     }
@@ -429,15 +449,7 @@ impl<V: Visitor> Walker<'_, '_, V> {
                 own_parent.as_fd()
             }
         };
-        let mut dir = match Dir::new(fd) {
-            Ok(dir) => dir,
-            Err(errno) => {
-                return Err(self.fail(errno, "reading the directory", &self.path.clone()));
-            }
-        };
-        let dir_fd = dir
-            .fd()
-            .map_err(|e| self.fail(e, "reading the directory", &self.path.clone()))?;
+        let dir_fd = fd.as_fd();
         let path = std::mem::take(&mut self.path);
         let next = {
             let entry = Entry {
@@ -453,11 +465,11 @@ impl<V: Visitor> Walker<'_, '_, V> {
         };
         self.path = path;
         if next? == Next::Descend {
-            self.contents(&mut dir, depth + 1)?;
+            let mut buffer = self.buffers.pop().unwrap_or_else(new_listing_buffer);
+            let contents = self.contents(dir_fd, &mut buffer, depth + 1);
+            self.buffers.push(buffer);
+            contents?;
         }
-        let dir_fd = dir
-            .fd()
-            .map_err(|e| self.fail(e, "reading the directory", &self.path.clone()))?;
         let path = std::mem::take(&mut self.path);
         let left = self.visitor.leave(&Entry {
             parent,
@@ -472,26 +484,28 @@ impl<V: Visitor> Walker<'_, '_, V> {
         left
     }
 
-    fn contents(&mut self, dir: &mut Dir, depth: usize) -> Result<(), Error> {
+    /// The entries of a directory, listed into `buffer`.
+    fn contents(
+        &mut self,
+        dir: BorrowedFd<'_>,
+        buffer: &mut [MaybeUninit<u8>],
+        depth: usize,
+    ) -> Result<(), Error> {
+        let mut raw = RawDir::new(dir, buffer);
         if let Split::Pending(threads) = self.split {
-            return self.contents_maybe_shared(dir, depth, threads);
+            return self.contents_maybe_shared(dir, raw, depth, threads);
         }
         loop {
-            let item = match dir.read() {
+            let walked = next_entry(&mut raw, |name, listed| {
+                self.child(dir, name, listed, depth)
+            });
+            match walked {
                 None => return Ok(()),
-                Some(Ok(item)) => item,
+                Some(Ok(walked)) => walked?,
                 Some(Err(errno)) => {
                     return Err(self.fail(errno, "reading the directory", &self.path.clone()));
                 }
-            };
-            let name = item.file_name();
-            if matches!(name.to_bytes(), b"." | b"..") {
-                continue;
             }
-            let fd = dir
-                .fd()
-                .map_err(|e| self.fail(e, "reading the directory", &self.path.clone()))?;
-            self.child(fd, name, item.file_type(), depth)?;
         }
     }
 
@@ -520,13 +534,14 @@ impl<V: Visitor> Walker<'_, '_, V> {
     /// shared further down (`/data` holding only `pgdata/` branches below it).
     fn contents_maybe_shared(
         &mut self,
-        dir: &mut Dir,
+        fd: BorrowedFd<'_>,
+        mut raw: RawDir<'_, BorrowedFd<'_>>,
         depth: usize,
         threads: usize,
     ) -> Result<(), Error> {
         let mut ahead = Vec::with_capacity(2);
         while ahead.len() < 2 {
-            match next_entry(dir) {
+            match next_entry(&mut raw, |name, listed| (name.to_owned(), listed)) {
                 None => break,
                 Some(Ok(entry)) => ahead.push(entry),
                 Some(Err(errno)) => {
@@ -534,13 +549,8 @@ impl<V: Visitor> Walker<'_, '_, V> {
                 }
             }
         }
-        // The threads act through a descriptor of their own for the directory (the `*at`
-        // calls ignore the offset it shares with the listing's).
-        let own = dir
-            .fd()
-            .and_then(rustix::io::dup)
-            .map_err(|e| self.fail(e, "reading the directory", &self.path.clone()))?;
-        let fd = own.as_fd();
+        // The threads act through the directory's descriptor while one of them at a time
+        // reads its listing (the `*at` calls do not touch the listing's offset).
         if ahead.len() < 2 {
             for (name, listed) in ahead {
                 self.child(fd, &name, listed, depth)?;
@@ -559,7 +569,7 @@ impl<V: Visitor> Walker<'_, '_, V> {
                 ),
             );
         }
-        let listing = Mutex::new(Listing { dir, ahead });
+        let listing = Mutex::new(Listing { raw, ahead });
         let failed = AtomicBool::new(false);
         let (options, root_dev, step) = (self.options, self.root_dev, crate::step::current());
         let job = crate::volume::current_job();
@@ -578,6 +588,7 @@ impl<V: Visitor> Walker<'_, '_, V> {
                                     path,
                                     root_dev,
                                     split: Split::Done,
+                                    buffers: Vec::new(),
                                 };
                                 let result = walker.take_entries(listing, fd, depth, failed);
                                 (result, visitor)
@@ -611,7 +622,7 @@ impl<V: Visitor> Walker<'_, '_, V> {
     /// ends or a thread failed (the first error ends the walk, as on one thread).
     fn take_entries(
         &mut self,
-        listing: &Mutex<Listing<'_>>,
+        listing: &Mutex<Listing<'_, '_>>,
         dir: BorrowedFd<'_>,
         depth: usize,
         failed: &AtomicBool,
