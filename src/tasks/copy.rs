@@ -11,6 +11,8 @@
 //! - DEST is walked by directory descriptors opened `O_NOFOLLOW`, like the source, so a
 //!   link planted in DEST never leads the copy out of it: a link at a file's place is
 //!   replaced by the renamed file, a link at a directory's place is an error.
+//! - A tree is copied by the threads of the shared walk (as chown's is): each directory's
+//!   mode and times are set once its contents are in, whichever thread copied them.
 
 use std::collections::HashMap;
 use std::ffi::{CStr, CString, OsStr, OsString};
@@ -18,6 +20,7 @@ use std::fs::File;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use rustix::fs::{AtFlags, CWD, Dir, Gid, Mode as Perm, OFlags, Timespec, Timestamps, Uid};
 use rustix::io::Errno;
@@ -138,14 +141,16 @@ fn run(args: &CopyArgs) -> Result<()> {
             target: &job.target,
             top: (parent, job.target_name.clone()),
             dirs: Vec::new(),
-            copied: HashMap::new(),
-            tally: &mut tally,
+            copied: Arc::default(),
+            tally: tally.fork(),
         };
         let options = walk::Options {
             recursive: true,
             ..Default::default()
         };
-        walk::walk(&job.src, &options, &mut copier)?;
+        let walked = walk::walk(&job.src, &options, &mut copier);
+        tally.absorb(copier.tally);
+        walked?;
     }
     tally.finish();
     Ok(())
@@ -351,15 +356,20 @@ struct Copier<'a> {
     dirs: Vec<(OwnedFd, bool)>,
     /// Files with more than one name, by (device, inode), and where their first copy went
     /// (relative to `top.0`): a second name becomes a hard link to it, as `cp -a` does.
-    copied: HashMap<(u64, u64), PathBuf>,
-    tally: &'a mut Tally,
+    /// Shared by the threads of the walk; held while such a file is copied, so that a second
+    /// name met by another thread meanwhile waits for the first copy to link to.
+    copied: Arc<Mutex<CopiedFiles>>,
+    tally: Tally,
 }
 
+type CopiedFiles = HashMap<(u64, u64), PathBuf>;
+
 /// How a file came to be at its temp name.
-enum Made {
+enum Made<'c> {
     /// Copied (or made, for a FIFO, socket or device); `(device, inode)` of a source with
-    /// more names, to link them to this copy.
-    Copied(Option<(u64, u64)>),
+    /// more names, to link them to this copy, and the record of such files, held until
+    /// this copy is in place and recorded.
+    Copied(Option<((u64, u64), MutexGuard<'c, CopiedFiles>)>),
     /// A hard link to the copy of an earlier name of the same file.
     Linked,
 }
@@ -535,10 +545,10 @@ impl Copier<'_> {
         if renamed.is_err() {
             let _ = rustix::fs::unlinkat(place.dir, &temp, AtFlags::empty());
         }
-        if let Made::Copied(Some(key)) = renamed? {
+        if let Made::Copied(Some((key, mut copied))) = renamed? {
             let below = entry.path.strip_prefix(self.src).unwrap_or(Path::new(""));
             let relative = Path::new(OsStr::from_bytes(self.top.1.to_bytes())).join(below);
-            self.copied.entry(key).or_insert(relative);
+            copied.entry(key).or_insert(relative);
         }
         self.tally.changed(&shown);
         Ok(())
@@ -581,7 +591,7 @@ impl Copier<'_> {
         place: &Place<'_>,
         temp: &CStr,
         shown: &Path,
-    ) -> Result<Made> {
+    ) -> Result<Made<'_>> {
         let stat = rustix::fs::statat(entry.parent, entry.name, AtFlags::SYMLINK_NOFOLLOW)
             .map_err(|e| self.fail(e, "examining", entry.path))?;
         let kind = rustix::fs::FileType::from_raw_mode(stat.st_mode);
@@ -608,7 +618,7 @@ impl Copier<'_> {
         place: &Place<'_>,
         temp: &CStr,
         shown: &Path,
-    ) -> Result<Made> {
+    ) -> Result<Made<'_>> {
         let source = rustix::fs::openat(
             entry.parent,
             entry.name,
@@ -620,11 +630,18 @@ impl Copier<'_> {
         // The fields' types differ between architectures.
         #[allow(clippy::unnecessary_cast)]
         let key = (stat.st_nlink > 1).then_some((stat.st_dev as u64, stat.st_ino as u64));
-        if let Some(first) = key.and_then(|key| self.copied.get(&key))
-            && self.link_to_copy(first, place, temp)
-        {
-            return Ok(Made::Linked);
-        }
+        let claimed = match key {
+            None => None,
+            Some(key) => {
+                let copied = self.copied.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(first) = copied.get(&key)
+                    && self.link_to_copy(first, place, temp)
+                {
+                    return Ok(Made::Linked);
+                }
+                Some((key, copied))
+            }
+        };
         let copy = crate::volume::creating(|| {
             rustix::fs::openat(
                 place.dir,
@@ -655,7 +672,7 @@ impl Copier<'_> {
             .map_err(|e| self.fail(e, "changing the mode of", shown))?;
         rustix::fs::futimens(&copy, &times(&stat))
             .map_err(|e| self.fail(e, "setting the times of", shown))?;
-        Ok(Made::Copied(key))
+        Ok(Made::Copied(claimed))
     }
 
     fn copy_link(
@@ -765,6 +782,32 @@ impl Visitor for Copier<'_> {
 
     fn action(&self) -> &str {
         "copying"
+    }
+
+    /// Another thread's copier: the same destination directories (their descriptors
+    /// duplicated), the same record of files with more names, its own counts.
+    fn fork(&self) -> Option<Self> {
+        let dup = |fd: &OwnedFd| fd.try_clone().ok();
+        let dirs = self
+            .dirs
+            .iter()
+            .map(|(fd, set_attributes)| dup(fd).map(|fd| (fd, *set_attributes)))
+            .collect::<Option<Vec<_>>>()?;
+        Some(Copier {
+            args: self.args,
+            ids: self.ids,
+            root: self.root,
+            src: self.src,
+            target: self.target,
+            top: (dup(&self.top.0)?, self.top.1.clone()),
+            dirs,
+            copied: self.copied.clone(),
+            tally: self.tally.fork(),
+        })
+    }
+
+    fn join(&mut self, fork: Self) {
+        self.tally.absorb(fork.tally);
     }
 }
 

@@ -808,3 +808,54 @@ fn copy_keeps_hard_links_fifos_and_devices_as_cp_a_does() {
     assert_eq!(meta("a/data").ino(), meta("b/same").ino());
     assert_eq!(meta("a/data").nlink(), 3);
 }
+
+/// The walk of a tree is shared among threads: names of one file met by different threads
+/// at about the same time must still end as one copy with all its names, as `cp -a` leaves.
+#[test]
+fn copy_links_the_names_of_one_file_across_directories_copied_by_different_threads() {
+    use std::os::unix::fs::MetadataExt;
+    let sandbox = Sandbox::new();
+    let src = sandbox.path("src");
+    let (files, dirs) = (12, 24);
+    std::fs::create_dir_all(src.join("originals")).unwrap();
+    for file in 0..files {
+        std::fs::write(src.join(format!("originals/f{file}")), format!("{file}\n")).unwrap();
+    }
+    for dir in 0..dirs {
+        std::fs::create_dir_all(src.join(format!("d{dir}"))).unwrap();
+        for file in 0..files {
+            std::fs::hard_link(
+                src.join(format!("originals/f{file}")),
+                src.join(format!("d{dir}/name-of-f{file}")),
+            )
+            .unwrap();
+        }
+    }
+    let dest = sandbox.path("dest");
+    sandbox
+        .initbox()
+        .args(["copy", path_str(&src), path_str(&dest)])
+        .run()
+        .assert_code(0);
+
+    for file in 0..files {
+        let first = std::fs::metadata(dest.join(format!("originals/f{file}"))).unwrap();
+        assert_eq!(
+            first.nlink(),
+            dirs + 1,
+            "f{file}: every name links to one copy"
+        );
+        for dir in 0..dirs {
+            let name = dest.join(format!("d{dir}/name-of-f{file}"));
+            assert_eq!(
+                std::fs::metadata(&name).unwrap().ino(),
+                first.ino(),
+                "{name:?}"
+            );
+        }
+        assert_eq!(
+            std::fs::read_to_string(dest.join(format!("d0/name-of-f{file}"))).unwrap(),
+            format!("{file}\n")
+        );
+    }
+}
