@@ -326,6 +326,17 @@ fn source_tree(sandbox: &Sandbox) -> std::path::PathBuf {
     src
 }
 
+/// `initbox copy SRC DEST` into a DEST not there yet, which must succeed; DEST's path.
+fn copied_to_new_dest(sandbox: &Sandbox, src: &Path) -> std::path::PathBuf {
+    let dest = sandbox.path("dest");
+    sandbox
+        .initbox()
+        .args(["copy", path_str(src), path_str(&dest)])
+        .run()
+        .assert_code(0);
+    dest
+}
+
 fn filetime(path: &Path) -> i64 {
     use std::os::unix::fs::MetadataExt;
     fs::symlink_metadata(path).unwrap().mtime()
@@ -770,12 +781,7 @@ fn copy_keeps_hard_links_fifos_and_devices_as_cp_a_does() {
         )
         .unwrap();
     }
-    let dest = sandbox.path("dest");
-    sandbox
-        .initbox()
-        .args(["copy", path_str(&src), path_str(&dest)])
-        .run()
-        .assert_code(0);
+    let dest = copied_to_new_dest(&sandbox, &src);
 
     let meta = |name: &str| std::fs::symlink_metadata(dest.join(name)).unwrap();
     assert_eq!(
@@ -831,12 +837,7 @@ fn copy_links_the_names_of_one_file_across_directories_copied_by_different_threa
             .unwrap();
         }
     }
-    let dest = sandbox.path("dest");
-    sandbox
-        .initbox()
-        .args(["copy", path_str(&src), path_str(&dest)])
-        .run()
-        .assert_code(0);
+    let dest = copied_to_new_dest(&sandbox, &src);
 
     for file in 0..files {
         let first = std::fs::metadata(dest.join(format!("originals/f{file}"))).unwrap();
